@@ -1,0 +1,83 @@
+# mailslot -- build, demo, test, install.
+#
+# `make demo` and `make test` work on a fresh Debian 12 machine: run as root, make
+# installs the Debian packages it needs with apt-get; Python packages go into .venv,
+# which is made from Debian's /usr/bin/python3 so that the other uids the engine runs
+# as can execute it.
+
+PYTHON      ?= /usr/bin/python3
+VENV        := .venv
+VPY         := $(VENV)/bin/python
+PREFIX      ?= /usr
+SYSCONFDIR  ?= /etc
+LIBDIR      := $(PREFIX)/lib/mailslot
+DESTDIR     ?=
+
+# Debian packages: what building needs, and what the test suite's real parts need.
+DEB_BUILD := python3-venv python3-dev libcap-dev gcc make python3-yaml python3-cffi \
+             python3-prctl
+DEB_TEST  := dovecot-core dovecot-imapd dovecot-sieve dovecot-lmtpd valgrind clang \
+             libclang-rt-14-dev util-linux procps
+DEB_BENCH := hyperfine
+
+.PHONY: all build deps-build deps-test demo test install bench clean
+
+all: build
+
+# apt-get only as root and only for what is missing, so a second run costs nothing.
+define apt_install
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "apt-get install$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages:$$missing (run make as root, or apt-get install them)"; exit 1; \
+	  fi; \
+	fi
+endef
+
+deps-build:
+	$(call apt_install,$(DEB_BUILD))
+
+deps-test: deps-build
+	$(call apt_install,$(DEB_TEST))
+
+$(VENV)/.stamp: pyproject.toml | deps-build
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	@touch $@
+
+build: $(VENV)/.stamp
+	@if [ -f helper_c/Makefile ]; then $(MAKE) -s -C helper_c; fi
+	@chmod -R a+rX pyside $(VENV) 2>/dev/null || true
+
+demo: build
+	$(VPY) demo/run_demo.py
+
+test: build deps-test
+	$(VPY) -m pytest -q
+
+bench: build
+	$(call apt_install,$(DEB_BENCH))
+	$(VPY) bench/run_bench.py
+
+# The installed engine: a package directory and entry scripts that run Debian's
+# python3 in isolated mode (-I) without site (-S); site-packages are added only when
+# a setting needs a third-party module, so the pipe path stays lean.
+install: build
+	install -d $(DESTDIR)$(LIBDIR)/python/mailslot $(DESTDIR)$(PREFIX)/bin
+	cd pyside && find mailslot -name '*.py' | while read f; do \
+	  install -D -m 0644 "$$f" "$(DESTDIR)$(LIBDIR)/python/$$f"; done
+	install -m 0755 pyside/entry/mailslot-lda $(DESTDIR)$(LIBDIR)/mailslot-lda
+	install -m 0755 pyside/entry/mailslot $(DESTDIR)$(LIBDIR)/mailslot
+	ln -sf ../lib/mailslot/mailslot $(DESTDIR)$(PREFIX)/bin/mailslot
+	@if [ -f helper_c/Makefile ]; then $(MAKE) -s -C helper_c install DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) LIBDIR=$(LIBDIR); fi
+
+clean:
+	rm -rf $(VENV) demo/out build dist *.egg-info pyside/*.egg-info
+	@if [ -f helper_c/Makefile ]; then $(MAKE) -s -C helper_c clean; fi
+	find . -name __pycache__ -prune -exec rm -rf {} +

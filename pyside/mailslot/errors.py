@@ -1,0 +1,145 @@
+"""The exception tree, and the one table that maps each failure to its answers.
+
+Every failure the engine can meet is a subclass of MailslotError. The MTA sees one of
+three answers for it: a sysexits code (pipe delivery), an LMTP reply and an enhanced
+status code (RFC 3463) for a DSN. They are looked up in FAILURES, in one place, so
+that no module decides on its own whether a failure bounces mail.
+
+The rule the table encodes: only a caller's mistake (usage), an unknown user and a
+deliberate rejection are permanent. Everything else -- a bad configuration, an
+unreachable user database, a full disk, a bug -- is temporary (EX_TEMPFAIL), so the
+MTA keeps the message and tries again. An exception that is not a MailslotError is
+treated the same way by exit_code_for().
+
+Security: messages of these exceptions reach the MTA's log and the sender's bounce;
+they must not carry message content, only the reason.
+"""
+
+# sysexits.h values (BSD), the exit codes dovecot-lda and every MTA understand.
+EX_OK = 0
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_NOUSER = 67
+EX_SOFTWARE = 70
+EX_OSERR = 71
+EX_CANTCREAT = 73
+EX_IOERR = 74
+EX_TEMPFAIL = 75
+EX_NOPERM = 77
+EX_CONFIG = 78
+
+
+class MailslotError(Exception):
+    """Base of every failure mailslot reports; temporary unless a subclass says not."""
+
+
+class UsageError(MailslotError):
+    """The command line is wrong (an unknown option, a missing argument)."""
+
+
+class UserUnknownError(MailslotError):
+    """The user database does not know the recipient."""
+
+
+class RejectedError(MailslotError):
+    """The message is refused on purpose (Sieve reject with -e)."""
+
+
+class TemporaryError(MailslotError):
+    """The delivery cannot be done now; the MTA must keep the message and retry."""
+
+
+class ConfigError(TemporaryError):
+    """The settings are wrong. Temporary: a typo must never bounce mail.
+
+    file, line and key locate the problem when they are known.
+    """
+
+    def __init__(self, message, *, file=None, line=None, key=None):
+        self.file, self.line, self.key = file, line, key
+        where = ""
+        if file is not None:
+            where = f"{file}"
+            if line is not None:
+                where += f" line {line}"
+            where += ": "
+        if key is not None:
+            message = f"{key}: {message}"
+        super().__init__(where + message)
+
+
+class UserdbError(TemporaryError):
+    """A user database could not answer (down, timed out, malformed reply)."""
+
+
+class PrivilegeError(TemporaryError):
+    """The process does not hold the identity it must (root, wrong uid, capabilities)."""
+
+
+class MessageError(TemporaryError):
+    """The message could not be read from its source."""
+
+
+class StorageError(TemporaryError):
+    """A mailbox could not be written; nothing partial is left visible."""
+
+
+class MailboxNameError(StorageError):
+    """A mailbox name is not valid (empty part, control character, bad UTF-8, ...)."""
+
+
+class MailboxNotFoundError(StorageError):
+    """The mailbox does not exist and may not be created."""
+
+
+class LogError(TemporaryError):
+    """The delivery log could not be written; a delivery that cannot be logged fails."""
+
+
+class QuotaExceededError(TemporaryError):
+    """The user is over quota (temporary; quota_full_tempfail decides in a later issue)."""
+
+
+class Failure:
+    """How one kind of failure is answered: sysexits code, LMTP reply, DSN status."""
+
+    __slots__ = ("exit_code", "lmtp_code", "dsn_status")
+
+    def __init__(self, exit_code, lmtp_code, dsn_status):
+        self.exit_code, self.lmtp_code, self.dsn_status = exit_code, lmtp_code, dsn_status
+
+
+# The one table. Lookup walks the class's MRO, so a subclass without its own row
+# answers as its nearest listed ancestor. DSN codes: RFC 3463.
+FAILURES = {
+    UsageError: Failure(EX_USAGE, 451, "4.3.5"),
+    UserUnknownError: Failure(EX_NOUSER, 550, "5.1.1"),
+    RejectedError: Failure(EX_NOPERM, 550, "5.7.1"),
+    ConfigError: Failure(EX_TEMPFAIL, 451, "4.3.5"),
+    UserdbError: Failure(EX_TEMPFAIL, 451, "4.3.0"),
+    PrivilegeError: Failure(EX_TEMPFAIL, 451, "4.3.0"),
+    MessageError: Failure(EX_TEMPFAIL, 451, "4.3.0"),
+    StorageError: Failure(EX_TEMPFAIL, 451, "4.2.0"),
+    QuotaExceededError: Failure(EX_TEMPFAIL, 452, "4.2.2"),
+    LogError: Failure(EX_TEMPFAIL, 451, "4.3.0"),
+    TemporaryError: Failure(EX_TEMPFAIL, 451, "4.3.0"),
+    MailslotError: Failure(EX_TEMPFAIL, 451, "4.3.0"),
+}
+
+# Anything that is not a MailslotError (a bug, an unexpected OSError) is temporary.
+UNEXPECTED = Failure(EX_TEMPFAIL, 451, "4.3.0")
+
+
+def failure_for(exc):
+    """Return the Failure row that answers the exception exc."""
+    for cls in type(exc).__mro__:
+        row = FAILURES.get(cls)
+        if row is not None:
+            return row
+    return UNEXPECTED
+
+
+def exit_code_for(exc):
+    """Return the sysexits code for exc: the only place that decides it."""
+    return failure_for(exc).exit_code
