@@ -1,0 +1,455 @@
+"""Settings: Dovecot's setting names in a YAML file, -o overrides, userdb overrides.
+
+load_settings(path) returns a plain dict of every setting (defaults filled in),
+validated against SCHEMA. Precedence, lowest first: built-in defaults, the file,
+userdb fields (apply_overrides(..., source="userdb")), -o key=value.
+
+The pipe path must not pay for a YAML parser on every message, so a validated copy of
+the parsed file is cached beside it (".<name>.cache") in a line format read without
+any import, keyed on the file's device, inode, size, mtime and ctime. The cache is
+used only when it is a regular file owned by root or by us and writable by nobody
+else; its values pass the same validation as the YAML, so a corrupt or forged cache
+can at worst yield settings that the file itself could have said. It is written only
+where the running user may write (the admin's `mailslot config` refreshes the one
+beside a root-owned file).
+
+Errors: every problem is a ConfigError naming the file, the line and the key: an
+unknown key, a bad value, an unknown %variable, unreadable YAML. ConfigError is a
+temporary failure (75): a typo must never bounce mail.
+"""
+
+import os
+
+DEFAULT_CONFIG_PATH = "/etc/mailslot/mailslot.yaml"
+CACHE_FORMAT = "mailslot-settings 1"
+
+BOOL_WORDS = {"yes": True, "true": True, "on": True, "1": True,
+              "no": False, "false": False, "off": False, "0": False}
+SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024 ** 2, "mb": 1024 ** 2,
+              "g": 1024 ** 3, "gb": 1024 ** 3}
+TIME_UNITS = {"": 1, "s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60,
+              "h": 3600, "hour": 3600, "hours": 3600, "d": 86400, "day": 86400,
+              "days": 86400}
+
+SYSLOG_FACILITIES = ("mail", "daemon", "user", "local0", "local1", "local2", "local3",
+                     "local4", "local5", "local6", "local7")
+
+# name: (type, default). Types: str, bool, int, size, time, ("enum", ...), "namespace",
+# "userdb". Names and defaults are Dovecot's (2.3) and Pigeonhole's unless a comment
+# says why not.
+SCHEMA = {
+    "mail_location": ("str", "maildir:~/Maildir"),
+    "namespace": ("namespace", None),
+    "hostname": ("str", ""),                      # "" = the system's host name
+    "postmaster_address": ("str", "postmaster@%d"),
+    # Dovecot's default is "no"; mailslot creates a missing -m mailbox unless -n or
+    # "no" is set, as its issue asks. README names the difference.
+    "lda_mailbox_autocreate": ("bool", True),
+    "lda_mailbox_autosubscribe": ("bool", False),
+    "lda_original_recipient_header": ("str", ""),
+    "recipient_delimiter": ("str", "+"),
+    "mail_fsync": (("enum", "optimized", "always", "never"), "optimized"),
+    "mail_temp_dir": ("str", "/tmp"),
+    "log_path": ("str", "syslog"),
+    "info_log_path": ("str", ""),
+    "syslog_facility": (("enum",) + SYSLOG_FACILITIES, "mail"),
+    "deliver_log_format": ("str", "msgid=%m: %$"),
+    "first_valid_uid": ("int", 500),
+    "last_valid_uid": ("int", 0),
+    "first_valid_gid": ("int", 1),
+    "last_valid_gid": ("int", 0),
+    "mail_privileged_group": ("str", ""),
+    "userdb": ("userdb", None),
+    "sendmail_path": ("str", "/usr/sbin/sendmail"),
+    "submission_host": ("str", ""),
+    "quota_full_tempfail": ("bool", False),
+    # Pigeonhole.
+    "sieve": ("str", "file:~/sieve;active=~/.dovecot.sieve"),
+    "sieve_default": ("str", ""),
+    "sieve_before": ("str", ""),
+    "sieve_before2": ("str", ""),
+    "sieve_before3": ("str", ""),
+    "sieve_after": ("str", ""),
+    "sieve_after2": ("str", ""),
+    "sieve_after3": ("str", ""),
+    "sieve_discard": ("str", ""),
+    "sieve_global": ("str", ""),
+    "sieve_extensions": ("str", ""),
+    "sieve_global_extensions": ("str", ""),
+    "sieve_user_log": ("str", ""),
+    "sieve_max_script_size": ("size", 1024 ** 2),
+    "sieve_max_actions": ("int", 32),
+    "sieve_max_redirects": ("int", 4),
+    "sieve_max_cpu_time": ("time", 30),
+}
+
+NAMESPACE_KEYS = {"prefix": "str", "separator": "str", "inbox": "bool"}
+USERDB_KEYS = ("driver", "args", "default_fields", "override_fields")
+
+# Settings whose values carry %variables expanded per user at delivery time.
+USER_TEMPLATES = ("mail_location", "postmaster_address", "log_path", "info_log_path",
+                  "mail_temp_dir", "sieve", "sieve_default", "sieve_before",
+                  "sieve_before2", "sieve_before3", "sieve_after", "sieve_after2",
+                  "sieve_after3", "sieve_discard", "sieve_global", "sieve_user_log")
+
+
+def default_settings():
+    """Return a fresh dict of every setting at its default."""
+    settings = {name: default for name, (_, default) in SCHEMA.items()}
+    settings["namespace"] = {"inbox": {"prefix": "", "separator": "", "inbox": True}}
+    settings["userdb"] = [{"driver": "passwd", "args": ""}]
+    return settings
+
+
+# -- loading --------------------------------------------------------------------------
+
+def load_settings(path=None, *, use_cache=True):
+    """Load and validate the settings file at path (default DEFAULT_CONFIG_PATH).
+
+    A missing default file means the built-in defaults; a missing file named with
+    -c is an error.
+    """
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG_PATH
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if explicit:
+            raise _error(f"configuration file not found", path) from None
+        return default_settings()
+    except OSError as exc:
+        raise _error(f"cannot stat configuration: {exc.strerror}", path) from None
+    key = _cache_key(st)
+    if use_cache:
+        cached = _read_cache(path, key)
+        if cached is not None:
+            return cached
+    values = _parse_yaml_file(path)
+    settings = default_settings()
+    for name, (value, line) in values.items():
+        _apply(settings, name, value, path=path, line=line, from_text=False)
+    if use_cache:
+        _write_cache(path, key, settings)
+    return settings
+
+
+def apply_overrides(settings, pairs, *, source):
+    """Apply (key, value-as-text) pairs: -o options or userdb fields.
+
+    Keys are setting names, or namespace/<name>/<key> as in Dovecot. source names
+    where they came from in error messages ("-o", "userdb").
+    """
+    for key, value in pairs:
+        _apply(settings, key, value, path=source, line=None, from_text=True)
+
+
+def expand_user_settings(settings, values):
+    """Expand %variables in the per-user settings (mail_location, log paths ...)."""
+    from .variables import expand
+    for name in USER_TEMPLATES:
+        text = settings.get(name)
+        if text and "%" in text:
+            try:
+                settings[name] = expand(text, values)
+            except ValueError as exc:
+                raise _error(str(exc), None, key=name) from None
+    return settings
+
+
+# -- validation -----------------------------------------------------------------------
+
+def _apply(settings, name, value, *, path, line, from_text):
+    if "/" in name and name.startswith("namespace/"):
+        parts = name.split("/")
+        if len(parts) != 3:
+            raise _error("expected namespace/<name>/<key>", path, line, name)
+        value = {parts[1]: {parts[2]: value}}
+        name = "namespace"
+    spec = SCHEMA.get(name)
+    if spec is None:
+        raise _error("unknown setting", path, line, name)
+    kind = spec[0]
+    if kind == "namespace":
+        _apply_namespace(settings, value, path, line, from_text)
+    elif kind == "userdb":
+        settings["userdb"] = _convert_userdb(value, path, line)
+    else:
+        settings[name] = _convert(kind, value, path, line, name)
+        if kind == "str" and name in USER_TEMPLATES or name == "deliver_log_format":
+            _check_template(settings[name], path, line, name)
+
+
+def _convert(kind, value, path, line, name):
+    if isinstance(kind, tuple):
+        text = _as_text(value, path, line, name)
+        if text not in kind[1:]:
+            raise _error(f"invalid value {text!r}, expected one of: "
+                         + ", ".join(kind[1:]), path, line, name)
+        return text
+    if kind == "str":
+        if value is None:
+            return ""
+        if isinstance(value, (dict, list)):
+            raise _error("expected a string", path, line, name)
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return str(value)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        word = _as_text(value, path, line, name).lower()
+        if word not in BOOL_WORDS:
+            raise _error(f"invalid boolean {value!r} (use yes or no)", path, line, name)
+        return BOOL_WORDS[word]
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            text = _as_text(value, path, line, name)
+            if not text.isdigit():
+                raise _error(f"invalid number {text!r}", path, line, name)
+            number = int(text)
+        if number < 0:
+            raise _error("must not be negative", path, line, name)
+        return number
+    if kind in ("size", "time"):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        return _parse_unit(_as_text(value, path, line, name),
+                           SIZE_UNITS if kind == "size" else TIME_UNITS, path, line, name)
+    raise AssertionError(kind)  # pragma: no cover - SCHEMA is fixed
+
+
+def _parse_unit(text, units, path, line, name):
+    text = text.strip().lower()
+    digits = len(text) - len(text.lstrip("0123456789"))
+    number, unit = text[:digits], text[digits:].strip()
+    if not number or unit not in units:
+        raise _error(f"invalid value {text!r}", path, line, name)
+    return int(number) * units[unit]
+
+
+def _apply_namespace(settings, value, path, line, from_text):
+    if not isinstance(value, dict):
+        raise _error("expected a mapping of namespaces", path, line, "namespace")
+    for ns_name, ns in value.items():
+        if ns_name != "inbox":
+            raise _error(f"only the inbox namespace is supported, not {ns_name!r}",
+                         path, line, "namespace")
+        if not isinstance(ns, dict):
+            raise _error("expected a mapping", path, line, f"namespace/{ns_name}")
+        target = settings["namespace"].setdefault(ns_name, {})
+        for key, item in ns.items():
+            kind = NAMESPACE_KEYS.get(key)
+            full = f"namespace/{ns_name}/{key}"
+            if kind is None:
+                raise _error("unknown setting", path, line, full)
+            target[key] = _convert(kind, item, path, line, full)
+        if len(target.get("separator", "")) > 1:
+            raise _error("separator must be one character", path, line,
+                         f"namespace/{ns_name}/separator")
+
+
+def _convert_userdb(value, path, line):
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise _error("expected a list of userdb blocks", path, line, "userdb")
+    blocks = []
+    for item in value:
+        if not isinstance(item, dict) or "driver" not in item:
+            raise _error("each userdb needs a driver", path, line, "userdb")
+        for key in item:
+            if key not in USERDB_KEYS:
+                raise _error("unknown setting", path, line, f"userdb/{key}")
+        blocks.append({key: "" if item.get(key) is None else str(item.get(key))
+                       for key in USERDB_KEYS if key in item or key == "args"})
+    return blocks
+
+
+def _check_template(text, path, line, name):
+    if "%" not in text:
+        return
+    from .variables import expand
+    sample = {"user": "u@d", "username": "u", "domain": "d", "home": "/h",
+              "hostname": "h", "pid": "1", "$": "", "m": "", "s": "", "f": "",
+              "e": "", "p": "", "w": ""}
+    try:
+        if name == "deliver_log_format":
+            from .log import check_log_format
+            check_log_format(text)
+        else:
+            expand(text, sample)
+    except ValueError as exc:
+        raise _error(str(exc), path, line, name) from None
+
+
+def _as_text(value, path, line, name):
+    if isinstance(value, (dict, list)) or value is None:
+        raise _error("expected a single value", path, line, name)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _error(message, path, line=None, key=None):
+    from .errors import ConfigError
+    return ConfigError(message, file=path, line=line, key=key)
+
+
+# -- YAML -----------------------------------------------------------------------------
+
+def _parse_yaml_file(path):
+    """Return {key: (python value, line)} for the top-level mapping of a YAML file."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as exc:
+        raise _error(f"cannot read configuration: {exc.strerror}", path) from None
+    from .sitepath import enable_site_packages
+    enable_site_packages()
+    import yaml
+    loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            raise _error("expected a mapping of setting: value",
+                         path, node.start_mark.line + 1)
+        values = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _error("expected a setting name", path, line)
+            name = key_node.value
+            if name in values:
+                raise _error(f"duplicate setting (first on line {values[name][1]})",
+                             path, line, name)
+            values[name] = (loader.construct_object(value_node, deep=True), line)
+        return values
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise _error(f"invalid YAML: {problem}", path, line) from None
+    finally:
+        loader.dispose()
+
+
+# -- the cache ------------------------------------------------------------------------
+
+def _cache_path(path):
+    head, _, name = path.rpartition("/")
+    return f"{head}/.{name}.cache" if head else f".{name}.cache"
+
+
+def _cache_key(st):
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
+def _read_cache(path, key):
+    try:
+        fd = os.open(_cache_path(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        # Trust only a regular file that root or we own and nobody else can write.
+        if (st.st_mode & 0o170000) != 0o100000 or st.st_uid not in (0, os.geteuid()) \
+                or st.st_mode & 0o022:
+            return None
+        data = os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+    lines = data.decode("utf-8", "replace").split("\n")
+    if len(lines) < 2 or lines[0] != CACHE_FORMAT or lines[1] != key:
+        return None
+    settings = default_settings()
+    userdb = {}
+    try:
+        for entry in lines[2:]:
+            if not entry:
+                continue
+            name, value = entry.split("\t", 1)
+            value = _unescape(value)
+            if name.startswith("userdb/"):
+                _, index, key = name.split("/")
+                userdb.setdefault(int(index), {})[key] = value
+            else:
+                _apply(settings, name, value, path="cache", line=None, from_text=True)
+        if userdb:
+            settings["userdb"] = _convert_userdb(
+                [userdb[i] for i in sorted(userdb)], "cache", None)
+    except ValueError:
+        return None
+    except Exception as exc:
+        from .errors import ConfigError
+        if isinstance(exc, ConfigError):  # the cache is not trustworthy: reparse
+            return None
+        raise
+    return settings
+
+
+def serialize_settings(settings):
+    """Return the settings as cache lines (every value as text)."""
+    out = []
+    for name, (kind, _) in SCHEMA.items():
+        value = settings[name]
+        if kind == "namespace":
+            for ns_name, ns in value.items():
+                for key, item in ns.items():
+                    text = ("yes" if item else "no") if isinstance(item, bool) else item
+                    out.append(f"namespace/{ns_name}/{key}\t{_escape(text)}")
+        elif kind == "userdb":
+            for i, block in enumerate(value):
+                for key, item in block.items():
+                    out.append(f"userdb/{i}/{key}\t{_escape(item)}")
+        elif isinstance(value, bool):
+            out.append(f"{name}\t{'yes' if value else 'no'}")
+        else:
+            out.append(f"{name}\t{_escape(str(value))}")
+    return out
+
+
+def _write_cache(path, key, settings):
+    cache = _cache_path(path)
+    head = cache.rpartition("/")[0] or "."
+    if not os.access(head, os.W_OK):
+        return
+    body = "\n".join([CACHE_FORMAT, key] + serialize_settings(settings)) + "\n"
+    tmp = f"{cache}.{os.getpid()}.tmp"
+    try:
+        # Atomic replace: a reader sees the old cache or the new one, never half.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            os.write(fd, body.encode("utf-8"))
+        finally:
+            os.close(fd)
+        os.rename(tmp, cache)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _escape(text):
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
+def _unescape(text):
+    if "\\" not in text:
+        return text
+    out, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            nxt = text[i + 1]
+            out.append({"t": "\t", "n": "\n", "\\": "\\"}.get(nxt, nxt))
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)

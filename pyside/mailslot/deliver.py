@@ -1,0 +1,258 @@
+"""One delivery, start to finish: identity, settings, user, message, mailbox, log.
+
+deliver(opts) is the pipeline of DESIGN.md for one message and one recipient:
+
+    refuse root -> check the relay's promise -> settings (file, userdb, -o)
+    -> user (userdb or the running uid) -> message (bounded headers, streamed body)
+    -> mailbox (-m or INBOX; a missing one created unless -n) -> save -> log
+
+A message that cannot be saved into the -m mailbox goes to INBOX, as dovecot-lda
+does; one that cannot be saved to INBOX either is a temporary failure. Once a copy
+is saved, nothing afterwards turns the delivery into a failure the MTA would bounce.
+
+Errors: every failure is a MailslotError subclass; cli.main() maps it to the exit
+code. Running as root, or as another uid than the user's, is a PrivilegeError (75).
+
+Security: no Python code delivers as root (DESIGN.md, the privilege model); the
+relay is the way to deliver for other uids. The target uid must lie inside
+first_valid_uid..last_valid_uid and may never be 0.
+"""
+
+import os
+
+from .errors import (MailboxNameError, MailboxNotFoundError, PrivilegeError,
+                     StorageError, UserUnknownError)
+
+RELAY_USER_VARIABLE = "MAILSLOT_RELAY_USER"
+INBOX = ("INBOX",)
+
+
+def deliver(opts):
+    """Deliver the message on stdin (or opts.message_path); return EX_OK."""
+    refuse_root()
+    if RELAY_USER_VARIABLE in os.environ:
+        from .privilege import verify_relay_promise
+        verify_relay_promise(os.environ)
+    settings, user = resolve_settings_and_user(opts)
+
+    from .variables import user_values
+    from .config import expand_user_settings
+    values = user_values(user.name, user.home)
+    values["hostname"] = settings["hostname"] or os.uname().nodename
+    values["pid"] = str(os.getpid())
+    expand_user_settings(settings, values)
+
+    from .log import DeliveryLog
+    log = DeliveryLog(user=user.name, log_path=settings["log_path"],
+                      info_log_path=settings["info_log_path"],
+                      syslog_facility=settings["syslog_facility"],
+                      deliver_log_format=settings["deliver_log_format"])
+    if opts.sender_invalid is not None:
+        log.warning(f"Invalid envelope sender address {opts.sender_invalid!r}, "
+                    "using <> instead")
+
+    message = open_message(opts)
+    envelope = build_envelope(opts, user, message)
+    header = settings["lda_original_recipient_header"]
+    if header and envelope["orig_to"]:
+        message.prepend.append(_header_line(header, envelope["orig_to"]))
+    if opts.message_path is not None:
+        from .message import scan_link_source
+        scan_link_source(opts.message_path, message)
+
+    from .storage import open_storage
+    storage = open_storage(settings["mail_location"], user=user.name, home=user.home,
+                           hostname=values["hostname"],
+                           mail_fsync=settings["mail_fsync"])
+    target = opts.mailbox
+    result = save_with_fallback(storage, message, target, settings, opts, log)
+    log.delivered(_log_values(message, envelope, result),
+                  f"saved mail to {result.mailbox}")
+    return 0
+
+
+def refuse_root():
+    """Refuse to run with any root id: the relay is the way to deliver for others."""
+    if 0 in os.getresuid() or 0 in os.getresgid():
+        raise PrivilegeError("refusing to deliver as root: run it as the user, or "
+                             "through mailslot-relay -d USER (see mailslot-relay(8))")
+
+
+def resolve_settings_and_user(opts):
+    """Load the settings, find the user, apply userdb fields and -o (they win)."""
+    from .config import load_settings, apply_overrides, SCHEMA
+    settings = load_settings(opts.config_path)
+    apply_overrides(settings, opts.overrides, source="-o")
+    user = find_user(opts.user, settings)
+    if user.fields:
+        pairs = []
+        for key, value in user.fields.items():
+            if key == "mail":
+                pairs.append(("mail_location", value))
+            elif key in SCHEMA or key.startswith("namespace/"):
+                pairs.append((key, value))
+        apply_overrides(settings, pairs, source="userdb")
+        apply_overrides(settings, opts.overrides, source="-o")
+    check_identity(user, settings)
+    return settings, user
+
+
+def find_user(name, settings):
+    """Return the User for -d name, or the running user when name is None."""
+    from . import userdb
+    if name is None:
+        return userdb.current_user()
+    lookup_name = strip_detail(name, settings["recipient_delimiter"])
+    user = userdb.lookup(lookup_name, settings["userdb"])
+    if user is None:
+        raise UserUnknownError(f"User doesn't exist: {name}")
+    return user
+
+
+def strip_detail(name, delimiters):
+    """Return user@domain for user+detail@domain (recipient_delimiter characters)."""
+    if not delimiters:
+        return name
+    local, at, domain = name.rpartition("@") if "@" in name else (name, "", "")
+    cut = min((i for i in (local.find(d) for d in delimiters) if i > 0),
+              default=-1)
+    if cut > 0:
+        local = local[:cut]
+    return local + at + domain
+
+
+def check_identity(user, settings):
+    """The target must be a valid uid and gid, and the one this process runs as."""
+    first, last = settings["first_valid_uid"], settings["last_valid_uid"]
+    if user.uid == 0 or user.uid < first or (last and user.uid > last):
+        raise PrivilegeError(f"Mail access for users with UID {user.uid} not permitted "
+                             f"(see first_valid_uid in config file, uid {user.uid} "
+                             f"of user {user.name})")
+    first, last = settings["first_valid_gid"], settings["last_valid_gid"]
+    if user.gid == 0 or user.gid < first or (last and user.gid > last):
+        raise PrivilegeError(f"Mail access for users with GID {user.gid} not permitted "
+                             f"(see first_valid_gid in config file, user {user.name})")
+    if user.uid != os.getuid():
+        raise PrivilegeError(f"user {user.name} has uid {user.uid}, but this process "
+                             f"runs as uid {os.getuid()}: deliver for other users "
+                             "through mailslot-relay")
+
+
+def open_message(opts):
+    """Read the message's header block from -p path or stdin."""
+    from .message import read_message
+    if opts.message_path is None:
+        return read_message(0)
+    from .errors import MessageError
+    try:
+        fd = os.open(opts.message_path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise MessageError(f"cannot open {opts.message_path}: {exc.strerror}") from None
+    return read_message(fd)
+
+
+def build_envelope(opts, user, message):
+    """Return the envelope: from (sender), to (final), orig_to (original)."""
+    if opts.sender_given:
+        sender = opts.sender
+    elif message.from_line_sender is not None:
+        sender = message.from_line_sender
+    else:
+        from .cli import parse_address
+        sender = parse_address(message.get("Return-Path", "")) or ""
+    final = opts.final_recipient or opts.user or user.name
+    original = opts.original_recipient or final
+    return {"from": sender, "to": final, "orig_to": original}
+
+
+def save_with_fallback(storage, message, target, settings, opts, log):
+    """Save into target (a -m name), falling back to INBOX as dovecot-lda does."""
+    if target is not None:
+        try:
+            name = mailbox_components(target, settings)
+        except MailboxNameError as exc:
+            log.error(f"Invalid mailbox name {target!r}: {exc}; saving to INBOX")
+            name = INBOX
+        if name != INBOX:
+            try:
+                return save_to(storage, message, name, settings, opts)
+            except StorageError as exc:
+                if message.consumed and message.stored_path is None:
+                    raise   # the input is gone and nothing was saved: defer (75)
+                log.error(f"Failed to save mail to mailbox {target}: {exc}; "
+                          "saving to INBOX instead")
+    return save_to(storage, message, INBOX, settings, opts)
+
+
+def mailbox_components(text, settings):
+    """Turn a -m name in the user's namespace into storage components."""
+    from .mailbox_name import split_mailbox_name
+    ns = settings["namespace"]["inbox"]
+    prefix = ns.get("prefix", "")
+    separator = ns.get("separator", "") or "."
+    # Delivery to the namespace prefix itself means INBOX (dovecot-lda v1.1+).
+    if prefix and text in (prefix, prefix.rstrip(separator)):
+        return INBOX
+    return split_mailbox_name(text, prefix=prefix, separator=separator)
+
+
+def save_to(storage, message, name, settings, opts):
+    """Save into mailbox name, creating (and subscribing) it when allowed."""
+    autocreate = settings["lda_mailbox_autocreate"] and not opts.no_create
+    if name != INBOX and not storage.mailbox_exists(name):
+        if not autocreate:
+            raise MailboxNotFoundError(f"Mailbox doesn't exist: {'/'.join(name)}")
+        storage.create_mailbox(name)
+        if opts.subscribe or settings["lda_mailbox_autosubscribe"]:
+            storage.subscribe(name)
+    elif name == INBOX and not storage.mailbox_exists(name):
+        storage.create_mailbox(name)   # INBOX always exists for the user
+    result = storage.save(name, message)
+    if message.stored_path is None:
+        message.stored_path = result.path
+    return result
+
+
+def _header_line(name, value):
+    clean = "".join(ch for ch in value if ch >= " " and ch != "\x7f")
+    return f"{name}: {clean}\n".encode("utf-8", "surrogateescape")
+
+
+def _log_values(message, envelope, result):
+    return {
+        "msgid": message.get("Message-ID", ""),
+        "subject": message.get("Subject", ""),
+        "from": message.get("From", ""),
+        "from_envelope": envelope["from"],
+        "to_envelope": envelope["to"],
+        "size": str(result.size),
+        "vsize": str(result.vsize),
+        "mailbox": result.mailbox,
+        "uid": "" if result.uid is None else str(result.uid),
+    }
+
+
+def lookup_main(opts):
+    """mailslot-lda --lookup USER: one line for the relay's lookup child.
+
+    Prints "OK\\tuid=N\\tgid=N\\thome=PATH" or "NOTFOUND"; a failing backend is a
+    UserdbError (75). Tabs and newlines never appear in a printed value.
+    """
+    import sys
+    refuse_root()
+    from .config import load_settings, apply_overrides
+    settings = load_settings(opts.config_path)
+    apply_overrides(settings, opts.overrides, source="-o")
+    from . import userdb
+    user = userdb.lookup(strip_detail(opts.lookup, settings["recipient_delimiter"]),
+                         settings["userdb"])
+    if user is None:
+        sys.stdout.write("NOTFOUND\n")
+        from .errors import EX_NOUSER
+        return EX_NOUSER
+    home = user.home
+    if any(ch in home for ch in "\t\n\r\0"):
+        from .errors import UserdbError
+        raise UserdbError(f"home directory of {opts.lookup} contains a control character")
+    sys.stdout.write(f"OK\tuid={user.uid}\tgid={user.gid}\thome={home}\n")
+    return 0
