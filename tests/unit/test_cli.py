@@ -1,0 +1,57 @@
+"""The command line: dovecot-lda's options, strictly parsed."""
+
+import pytest
+
+from mailslot.cli import parse_args, parse_address
+from mailslot.errors import UsageError, exit_code_for, EX_USAGE
+
+
+def test_all_options_parse():
+    opts = parse_args(["-d", "bob@example.org", "-a", "bob+x@example.org",
+                       "-r", "bob@example.org", "-f", "<s@example.org>", "-c", "/c.yaml",
+                       "-o", "mail_fsync=never", "-o", "hostname=h", "-m", "INBOX/x",
+                       "-n", "-s", "-e", "-k", "-p", "/tmp/m"])
+    assert opts.user == "bob@example.org"
+    assert opts.original_recipient == "bob+x@example.org"
+    assert opts.final_recipient == "bob@example.org"
+    assert opts.sender == "s@example.org" and opts.sender_given
+    assert opts.config_path == "/c.yaml"
+    assert opts.overrides == [("mail_fsync", "never"), ("hostname", "h")]
+    assert opts.mailbox == "INBOX/x"
+    assert opts.no_create and opts.subscribe and opts.stderr_reject
+    assert opts.keep_environment and opts.message_path == "/tmp/m"
+
+
+def test_attached_arguments_and_grouped_flags():
+    opts = parse_args(["-dbob", "-ens", "-fa@b"])
+    assert opts.user == "bob" and opts.sender == "a@b"
+    assert opts.stderr_reject and opts.no_create and opts.subscribe
+
+
+@pytest.mark.parametrize("value", ["", "<>", " <> "])
+def test_null_sender(value):
+    opts = parse_args(["-f", value])
+    assert opts.sender == "" and opts.sender_invalid is None
+
+
+@pytest.mark.parametrize("value", ["a b@c", "<a@b", "x@y>z", "a\n@b", "@", "a@",
+                                   "a" * 300 + "@b", '"open@b'])
+def test_unparsable_sender_becomes_null_and_is_remembered(value):
+    opts = parse_args(["-f", value])
+    assert opts.sender == "" and opts.sender_invalid == value
+
+
+def test_empty_mailbox_means_inbox():
+    assert parse_args(["-m", ""]).mailbox is None
+
+
+@pytest.mark.parametrize("argv", [["-x"], ["-d"], ["-o", "novalue"], ["stray"],
+                                  ["-d", ""], ["-a", "bad address"], ["-q", "-d", "u"]])
+def test_usage_errors_exit_64(argv):
+    with pytest.raises(UsageError) as info:
+        parse_args(argv)
+    assert exit_code_for(info.value) == EX_USAGE
+
+
+def test_quoted_local_part():
+    assert parse_address('"john doe"@example.org') == '"john doe"@example.org'

@@ -1,0 +1,161 @@
+"""The message reader: bounded headers, streamed body, malformed input kept whole."""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from mailslot import message as msgmod
+from mailslot.message import read_message, scan_link_source
+
+
+def run_through(data):
+    """Feed data through a pipe into read_message; return (message, stored bytes)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # writer child: a real pipe, as from an MTA
+        os.close(r)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(w, view):]
+        os._exit(0)
+    os.close(w)
+    msg = read_message(r)
+    with tempfile.TemporaryFile() as out:
+        size, vsize = msg.write_to(out.fileno())
+        out.seek(0)
+        stored = out.read()
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert size == len(stored)
+    assert vsize == len(stored) + stored.count(b"\n")
+    return msg, stored
+
+
+def test_plain_message_stored_unchanged():
+    data = b"From: a@b\nSubject: hi\nMessage-ID: <1@b>\n\nbody\n"
+    msg, stored = run_through(data)
+    assert stored == data
+    assert msg.get("subject") == "hi" and msg.get("Message-Id") == "<1@b>"
+    assert msg.from_line_sender is None
+
+
+def test_from_line_removed_and_remembered():
+    msg, stored = run_through(b"From sender@example.org  Sat Nov 22 10:00:00 2026\n"
+                              b"Subject: x\n\nbody\n")
+    assert stored == b"Subject: x\n\nbody\n"
+    assert msg.from_line_sender == "sender@example.org"
+
+
+def test_from_mailer_daemon_is_null_sender():
+    msg, _ = run_through(b"From MAILER-DAEMON Sat Nov 22 10:00:00 2026\n\nx\n")
+    assert msg.from_line_sender == ""
+
+
+def test_crlf_becomes_lf_even_across_reads():
+    body = b"line\r\n" * 200000     # > several read chunks; CR may end a chunk
+    msg, stored = run_through(b"Subject: crlf\r\n\r\n" + body)
+    assert b"\r\n" not in stored
+    assert stored == b"Subject: crlf\n\n" + b"line\n" * 200000
+    assert msg.get("Subject") == "crlf"
+
+
+def test_folded_header_unfolded():
+    msg, _ = run_through(b"Subject: one\n\ttwo\n  three\n\nb\n")
+    assert msg.get("subject") == "one\ttwo  three"
+
+
+@pytest.mark.parametrize("data", [
+    b"Subject: nul\x00here\n\nbody\x00\x00\n",            # NUL bytes
+    b"Subject: bare\rcr\n\nbo\rdy\n",                      # bare CR
+    b"Subject: no blank line\nFrom: a@b\n",                # headers only, no body
+    b"Subject: x\nthis is not a header\nmore\n",           # missing blank line
+    b"X-Long: " + b"a" * 3_000_000 + b"\n\nbody\n",        # one 3 MB header line
+    b"".join(b"X-H%d: v\n" % i for i in range(50000)) + b"\nbody\n",  # 50000 fields
+    b"",                                                  # empty input
+    b"no newline at all",
+    b"\xff\xfe: bad\nSubject: \xc3\x28\n\n\xff\n",        # invalid UTF-8
+])
+def test_malformed_input_is_stored_whole(data):
+    msg, stored = run_through(data)
+    assert stored == data                 # nothing lost, nothing changed
+    fields = msg.header_fields()          # and the parsed view does not crash
+    assert len(fields) <= msg.HEADER_FIELD_LIMIT if hasattr(msg, "HEADER_FIELD_LIMIT") \
+        else len(fields) <= msgmod.HEADER_FIELD_LIMIT
+    for name, value in fields:
+        assert "\x00" not in value and len(value) <= msgmod.HEADER_VALUE_LIMIT
+
+
+def test_second_copy_comes_from_stored_path(tmp_path):
+    msg, stored = run_through(b"Subject: s\n\nbody\n")
+    saved = tmp_path / "saved"
+    saved.write_bytes(stored)
+    msg.stored_path = str(saved)
+    out = tmp_path / "second"
+    with open(out, "wb") as f:
+        assert msg.write_to(f.fileno()) == (len(stored), len(stored) + stored.count(b"\n"))
+    assert out.read_bytes() == stored
+
+
+def test_prepended_header_counts_in_sizes():
+    r, w = os.pipe()
+    os.write(w, b"Subject: s\n\nb\n")
+    os.close(w)
+    msg = read_message(r)
+    msg.prepend.append(b"X-Original-To: a@b\n")
+    with tempfile.TemporaryFile() as out:
+        size, vsize = msg.write_to(out.fileno())
+        out.seek(0)
+        assert out.read() == b"X-Original-To: a@b\nSubject: s\n\nb\n"
+    assert size == 33 and vsize == 37
+
+
+def test_link_source_only_when_bytes_are_unchanged(tmp_path):
+    clean = tmp_path / "clean"
+    clean.write_bytes(b"Subject: a\n\nb\n")
+    fd = os.open(clean, os.O_RDONLY)
+    msg = read_message(fd)
+    assert scan_link_source(str(clean), msg)
+    assert msg.stored_path == str(clean) and msg.sizes == (14, 17)
+    crlf = tmp_path / "crlf"
+    crlf.write_bytes(b"Subject: a\r\n\r\nb\r\n")
+    msg = read_message(os.open(crlf, os.O_RDONLY))
+    assert not scan_link_source(str(crlf), msg)
+    assert msg.stored_path is None
+
+
+PEAK_SCRIPT = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from mailslot.message import read_message
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    block = b"0123456789abcdef" * 4096 + b"\n"    # 64 KiB lines
+    os.write(w, b"Subject: big\n\n")
+    for _ in range(200 * 16):                      # 200 MiB
+        os.write(w, block)
+    os._exit(0)
+os.close(w)
+msg = read_message(r)
+out = os.open("/dev/null", os.O_WRONLY)
+size, vsize = msg.write_to(out)
+os.waitpid(pid, 0)
+# VmHWM is this address space's peak; ru_maxrss would carry the forking parent's
+# (pytest's) peak across exec.
+with open("/proc/self/status") as f:
+    peak_kib = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+print(size, peak_kib)
+"""
+
+
+def test_peak_memory_flat_for_200_mib_message():
+    repo_pkg = os.path.join(os.path.dirname(__file__), "..", "..", "pyside")
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, repo_pkg],
+                         capture_output=True, text=True, check=True, timeout=300)
+    size, peak_kib = map(int, out.stdout.split())
+    assert size > 200 * 1024 * 1024
+    assert peak_kib < 40 * 1024, f"peak RSS {peak_kib} KiB"
