@@ -1,0 +1,238 @@
+"""mailslot-lda end to end: the installed engine, run as ordinary users.
+
+Each test pipes a message into <DESTDIR>/usr/lib/mailslot/mailslot-lda (Debian's
+python3 -I -S) as a test user via setpriv, then looks at the exit code, stderr, the
+files in the Maildir and the log.
+"""
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+
+import pytest
+
+from tests.support import needs_root, run_as, world_tempdir
+
+pytestmark = needs_root
+
+MSG = (b"From: Alice <alice@example.org>\nTo: bob@example.org\n"
+       b"Subject: hello\nMessage-ID: <m1@example.org>\n\nHello Bob.\n")
+# Dovecot's new/ name: <sec>.M<usec>P<pid>.<host>,S=<size>,W=<vsize>
+NAME_RE = re.compile(r"^(\d+)\.M(\d+)P(\d+)\.([^,/:]+),S=(\d+),W=(\d+)$")
+
+
+@pytest.fixture
+def env(installed, mail_users, tmp_path_factory):
+    """A fresh home and config for mslt-eng1; returns a helper namespace."""
+    user = mail_users[0]
+    for entry in os.listdir(user.pw_dir):
+        shutil.rmtree(os.path.join(user.pw_dir, entry), ignore_errors=True)
+    confdir = world_tempdir("mailslot-conf-")
+    conf = os.path.join(confdir, "mailslot.yaml")
+    log = os.path.join(user.pw_dir, "mailslot.log")
+    with open(conf, "w") as f:
+        f.write(f"mail_location: maildir:~/Maildir\nlog_path: {log}\n"
+                "hostname: test.example.org\nfirst_valid_uid: 100\n")
+    os.chmod(conf, 0o644)
+
+    class Env:
+        pass
+    e = Env()
+    e.user, e.conf, e.log, e.confdir = user, conf, log, confdir
+    e.engine = os.path.join(installed, "mailslot-lda")
+    e.maildir = os.path.join(user.pw_dir, "Maildir")
+
+    def lda(*args, input=MSG, as_user=user, shell_prefix=None):
+        argv = [e.engine, "-c", conf] + list(args)
+        if shell_prefix:
+            argv = ["sh", "-c", shell_prefix + ' exec "$@"', "sh"] + argv
+        return run_as(as_user, argv, input=input)
+    e.lda = lda
+    yield e
+    shutil.rmtree(confdir, ignore_errors=True)
+
+
+def files_in(path):
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def test_delivery_as_ordinary_user_writes_dovecot_file(env):
+    proc = env.lda("-f", "s@example.org")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == b""
+    new = files_in(os.path.join(env.maildir, "new"))
+    assert len(new) == 1 and files_in(os.path.join(env.maildir, "tmp")) == []
+    m = NAME_RE.match(new[0])
+    assert m, new[0]
+    assert m.group(4) == "test.example.org"
+    assert int(m.group(5)) == len(MSG) and int(m.group(6)) == len(MSG) + MSG.count(b"\n")
+    path = os.path.join(env.maildir, "new", new[0])
+    st = os.stat(path)
+    assert st.st_uid == env.user.pw_uid and stat.S_IMODE(st.st_mode) == 0o600
+    with open(path, "rb") as f:
+        assert f.read() == MSG
+    with open(env.log) as f:
+        log = f.read()
+    assert re.search(r"lda\(mslt-eng1\)<\d+>: Info: msgid=<m1@example.org>: "
+                     r"saved mail to INBOX", log), log
+    uidlist = open(os.path.join(env.maildir, "dovecot-uidlist")).read().splitlines()
+    assert uidlist[0].startswith("3 V") and " N2 " in uidlist[0] + " "
+    assert uidlist[1].endswith(":" + new[0]) and uidlist[1].startswith("1 ")
+
+
+def test_bad_config_exits_75_naming_file_and_line(env):
+    with open(env.conf, "a") as f:
+        f.write("mail_fsync: sometimes\n")
+    proc = env.lda()
+    assert proc.returncode == 75
+    err = proc.stderr.decode()
+    assert f"{env.conf} line 5" in err and "mail_fsync" in err
+    assert err.count("\n") == 1
+    assert files_in(os.path.join(env.maildir, "new")) == []
+
+
+def test_unknown_user_exits_67(env):
+    proc = env.lda("-d", "nosuchuser-mslt")
+    assert proc.returncode == 67
+    assert b"User doesn't exist: nosuchuser-mslt" in proc.stderr
+
+
+def test_root_is_refused(env):
+    proc = subprocess.run([env.engine, "-c", env.conf], input=MSG, capture_output=True,
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/root", "USER": "root"})
+    assert proc.returncode == 75
+    assert b"refusing to deliver as root" in proc.stderr
+    assert b"mailslot-relay" in proc.stderr
+
+
+def test_other_users_uid_is_refused(env, mail_users):
+    proc = env.lda("-d", mail_users[1].pw_name)
+    assert proc.returncode == 75
+    assert b"through mailslot-relay" in proc.stderr
+    assert not os.path.exists(os.path.join(mail_users[1].pw_dir, "Maildir"))
+
+
+def test_uid_below_first_valid_uid_is_refused(env):
+    proc = env.lda("-o", f"first_valid_uid={env.user.pw_uid + 1}")
+    assert proc.returncode == 75 and b"first_valid_uid" in proc.stderr
+
+
+def test_usage_error_exits_64(env):
+    proc = env.lda("-X")
+    assert proc.returncode == 64 and b"unknown option -X" in proc.stderr
+
+
+def test_d_with_detail_and_folder(env):
+    proc = env.lda("-d", f"{env.user.pw_name}+lists", "-m", "lists", "-s")
+    assert proc.returncode == 0, proc.stderr
+    assert len(files_in(os.path.join(env.maildir, ".lists", "new"))) == 1
+    assert os.path.exists(os.path.join(env.maildir, ".lists", "maildirfolder"))
+    subs = open(os.path.join(env.maildir, "subscriptions")).read()
+    assert "lists" in subs.splitlines()
+
+
+def test_no_create_falls_back_to_inbox(env):
+    proc = env.lda("-n", "-m", "Archive")
+    assert proc.returncode == 0, proc.stderr
+    assert not os.path.exists(os.path.join(env.maildir, ".Archive"))
+    assert len(files_in(os.path.join(env.maildir, "new"))) == 1
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/../../x", "..", "a\x01b", "\udcff",
+                                  "INBOX/../../etc", ".hidden/..", "a\nb", "x" * 2000])
+def test_hostile_mailbox_names_land_in_inbox(env, name):
+    proc = env.lda("-m", name)
+    assert proc.returncode == 0, proc.stderr
+    assert len(files_in(os.path.join(env.maildir, "new"))) == 1
+    home_entries = set(os.listdir(env.user.pw_dir))
+    assert home_entries <= {"Maildir", "mailslot.log"}, home_entries
+    for entry in os.listdir(env.maildir):
+        assert entry in ("new", "cur", "tmp", "dovecot-uidlist", "subscriptions",
+                         "dovecot-uidvalidity") or entry.startswith((".", "dovecot")), entry
+
+
+def test_from_line_removed_and_used_as_sender(env):
+    proc = env.lda("-o", "deliver_log_format=from=%e %$",
+                   input=b"From bounce@example.net Sat Nov 21 10:00:00 2026\n" + MSG)
+    assert proc.returncode == 0, proc.stderr
+    new = files_in(os.path.join(env.maildir, "new"))
+    assert open(os.path.join(env.maildir, "new", new[0]), "rb").read() == MSG
+    assert "from=bounce@example.net saved mail to INBOX" in open(env.log).read()
+
+
+def test_original_recipient_header(env):
+    proc = env.lda("-a", "bob+x@example.org", "-o",
+                   "lda_original_recipient_header=X-Original-To")
+    assert proc.returncode == 0, proc.stderr
+    new = files_in(os.path.join(env.maildir, "new"))
+    data = open(os.path.join(env.maildir, "new", new[0]), "rb").read()
+    assert data == b"X-Original-To: bob+x@example.org\n" + MSG
+
+
+def test_p_path_is_hard_linked(env):
+    src = os.path.join(env.user.pw_dir, "incoming.eml")
+    with open(src, "wb") as f:
+        f.write(MSG)
+    os.chown(src, env.user.pw_uid, env.user.pw_gid)
+    proc = env.lda("-p", src)
+    assert proc.returncode == 0, proc.stderr
+    new = files_in(os.path.join(env.maildir, "new"))
+    assert os.stat(os.path.join(env.maildir, "new", new[0])).st_ino == os.stat(src).st_ino
+
+
+def test_file_size_limit_is_named(env):
+    big = MSG + b"x" * 200_000 + b"\n"
+    proc = env.lda(input=big, shell_prefix="ulimit -f 100;")   # 100 blocks of 1 KiB
+    assert proc.returncode == 75
+    err = proc.stderr.decode()
+    assert "102400" in err and "limit" in err.lower(), err
+    assert files_in(os.path.join(env.maildir, "new")) == []
+    assert files_in(os.path.join(env.maildir, "tmp")) == []
+
+
+def test_read_only_maildir_is_temporary_and_leaves_nothing(env):
+    assert env.lda().returncode == 0
+    os.chmod(os.path.join(env.maildir, "new"), 0o500)
+    os.chmod(os.path.join(env.maildir, "tmp"), 0o500)
+    try:
+        proc = env.lda()
+    finally:
+        os.chmod(os.path.join(env.maildir, "new"), 0o700)
+        os.chmod(os.path.join(env.maildir, "tmp"), 0o700)
+    assert proc.returncode == 75, proc.stderr
+    assert len(files_in(os.path.join(env.maildir, "new"))) == 1
+    assert files_in(os.path.join(env.maildir, "tmp")) == []
+
+
+def test_unwritable_log_is_temporary(env):
+    proc = env.lda("-o", "log_path=/proc/mailslot-cannot-write-here.log")
+    assert proc.returncode == 75
+    assert b"log" in proc.stderr.lower()
+
+
+@pytest.mark.parametrize("data", [
+    b"Subject: nul\x00\n\nbody\x00\n",
+    b"Subject: bare\rcr\n\nbody\r\n",
+    b"Subject: no body\n",
+    b"X-Long: " + b"y" * 500_000 + b"\n\nb\n",
+    b"",
+])
+def test_malformed_messages_are_delivered_whole(env, data):
+    proc = env.lda(input=data)
+    assert proc.returncode == 0, proc.stderr
+    new = files_in(os.path.join(env.maildir, "new"))
+    stored = open(os.path.join(env.maildir, "new", new[0]), "rb").read()
+    assert stored == data.replace(b"\r\n", b"\n")
+
+
+def test_mailslot_config_prints_effective_settings(env, installed):
+    proc = subprocess.run([os.path.join(installed, "mailslot"), "config", "-c",
+                           env.conf, "-n"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "hostname: test.example.org" in proc.stdout
+    assert "mail_fsync" not in proc.stdout           # default: not shown with -n
+    full = subprocess.run([os.path.join(installed, "mailslot"), "config", "-c", env.conf],
+                          capture_output=True, text=True).stdout
+    assert "mail_fsync: optimized" in full
