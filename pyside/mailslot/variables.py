@@ -173,8 +173,9 @@ def user_values(user, home, *, service="lda"):
 def _parse(template, short_keys):
     """Yield the template's parts: str for literal text, tuples for variables.
 
-    A variable is (key, is_long, offset, width, zero_padding, modifiers). Raises
-    ValueError for a malformed template.
+    A variable is (key, shown, offset, width, zero_padding, modifiers): key is the
+    long name (None for an unknown one-letter variable), shown the variable as
+    written. Raises ValueError for a malformed template.
     """
     literal = []
     i, end = 0, len(template)
@@ -234,11 +235,10 @@ def _parse(template, short_keys):
         if literal:
             yield "".join(literal)
             literal = []
+        shown = "%{" + key + "}" if is_long else "%" + key
         if not is_long:
-            if key not in short_keys:
-                raise ValueError(f"unknown variable '%{key}' in {template!r}")
-            key = short_keys[key]
-        yield (key, is_long, offset, width, zero_padding, modifiers)
+            key = short_keys.get(key)  # None: an unknown one-letter variable
+        yield (key, shown, offset, width, zero_padding, modifiers)
     if literal:
         yield "".join(literal)
 
@@ -319,8 +319,8 @@ def expand(template, values, *, short_keys=SETTINGS_KEYS, strict=True):
         if isinstance(part, str):
             out.append(part)
             continue
-        key, is_long, offset, width, zero_padding, modifiers = part
-        value = _lookup(key, values)
+        key, shown, offset, width, zero_padding, modifiers = part
+        value = None if key is None else _lookup(key, values)
         if value is _NO_HOME:
             if strict:
                 raise ValueError(
@@ -329,9 +329,8 @@ def expand(template, values, *, short_keys=SETTINGS_KEYS, strict=True):
             value = ""
         elif value is None:
             if strict:
-                shown = "%{" + key + "}"
                 hint = ""
-                if key.startswith("if;") or ";" in key.partition(":")[0]:
+                if key and (key.startswith("if;") or ";" in key.partition(":")[0]):
                     hint = " (Dovecot's conditionals and hash functions are not supported)"
                 raise ValueError(f"unknown variable '{shown}' in {template!r}{hint}")
             value = ""
@@ -346,4 +345,10 @@ def referenced(template, *, short_keys=SETTINGS_KEYS):
     """
     if "%" not in template:
         return set()
-    return {part[0] for part in _parse(template, short_keys) if not isinstance(part, str)}
+    names = set()
+    for part in _parse(template, short_keys):
+        if not isinstance(part, str):
+            if part[0] is None:
+                raise ValueError(f"unknown variable '{part[1]}' in {template!r}")
+            names.add(part[0])
+    return names
