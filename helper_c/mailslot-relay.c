@@ -1,0 +1,446 @@
+/*
+ * mailslot-relay -- run the mailslot delivery engine as the recipient's uid.
+ *
+ * Installed root:secmail 4750. An MTA running as a member of the caller group (the
+ * Postfix pipe user "mailslot", group secmail) runs it exactly as it would run
+ * dovecot-lda -d user; the relay checks who called, resolves the user, drops to the
+ * user's uid, gid and groups for good, and execs the Python engine under -I -S. Root
+ * is held for these few hundred lines only; no Python ever runs as root.
+ *
+ * Order of steps (DESIGN.md, "The privilege model"), and nothing else:
+ *   1. umask 077, fds 0-2 open, other fds closed, signals reset, no core dumps
+ *   2. read the policy file (path fixed at build time, root-owned, not writable by
+ *      group or others, reached through root-owned directories only)
+ *   3. validate the caller from the kernel's ids: real gid or supplementary groups
+ *   4. parse argv strictly as dovecot-lda's; the target is -d user
+ *   5. resolve the target (NSS, a root-owned Dovecot passwd-file, or an unprivileged
+ *      lookup child), then check uid, gid and groups against the policy's ranges
+ *   6. build the environment from an allow-list
+ *   7. drop: setgroups -> setresgid -> setresuid, verify, prove setuid(0) fails
+ *   8. chdir(home), exec interpreter -I -S entry <validated argv>
+ *
+ * What it trusts: the kernel's view of the caller's ids; root-owned files reached
+ * through root-owned directories (the policy file, the passwd-file, the interpreter
+ * and entry point); NSS as configured by root. Not trusted: argv, the environment,
+ * inherited fds, signal state, resource limits, anything the lookup child says (its
+ * answer is parsed and range-checked like any other).
+ *
+ * Exit codes (sysexits.h, the ones dovecot-lda uses):
+ *   64 EX_USAGE    argv is not a dovecot-lda command line the relay accepts
+ *   67 EX_NOUSER   the target user does not exist
+ *   75 EX_TEMPFAIL anything that is not the caller's or the recipient's fault: a bad
+ *                  or unsafe policy file, a failed or surprising privilege drop, an
+ *                  unreadable userdb. The MTA keeps the message and retries.
+ *   77 EX_NOPERM   a refusal by policy: caller outside the caller groups, -c/-o/-p
+ *                  not allowed, target uid/gid 0, out of range, or in a caller group
+ * After a successful exec the engine's exit code is the MTA's answer.
+ *
+ * Diagnostics: every refusal is one line "mailslot-relay: <rule>: <detail>" on stderr
+ * (the MTA's log and bounce) and in syslog (LOG_MAIL). SECURITY.md lists the rules.
+ */
+#define _GNU_SOURCE
+#include "hygiene.h"
+#include "relay_rules.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#ifndef MAILSLOT_POLICY_PATH
+#define MAILSLOT_POLICY_PATH "/etc/mailslot/relay.policy"
+#endif
+
+/* How long the lookup child may take to answer (Dovecot's auth client: 30 s). */
+#define LOOKUP_TIMEOUT_MS 30000
+
+/* capget(2)/capset(2) ABI, version 3 (linux/capability.h): two 32-bit words per set. */
+#define CAP_VERSION_3 0x20080522
+struct cap_header {
+    uint32_t version;
+    int pid;
+};
+struct cap_data {
+    uint32_t effective, permitted, inheritable;
+};
+
+/* The ids the kernel says called us, read before anything else can change them. */
+struct caller {
+    uid_t uid;
+    gid_t gid;
+    gid_t groups[NGROUPS_MAX];
+    int n_groups;
+};
+
+static void read_caller(struct caller *c)
+{
+    c->uid = getuid();
+    c->gid = getgid();
+    c->n_groups = getgroups(NGROUPS_MAX, c->groups);
+    if (c->n_groups < 0)
+        ms_refuse(EX_TEMPFAIL, "caller-ids: cannot read the caller's groups");
+}
+
+/* Step 2: the policy, through ms_open_trusted: a policy swapped or made writable
+ * under us is refused, and we parse the bytes of the file we checked. */
+static void load_policy(struct ms_policy *pol)
+{
+    static char buf[MS_POLICY_MAX_BYTES];
+    char err[512];
+    const char *why = "";
+    struct stat st;
+    long len;
+    int fd;
+
+    fd = ms_open_trusted(MAILSLOT_POLICY_PATH, 0, &st, &why);
+    if (fd < 0)
+        ms_refuse(EX_TEMPFAIL, "policy-unsafe: %s %s", MAILSLOT_POLICY_PATH, why);
+    len = ms_read_all(fd, buf, sizeof(buf));
+    (void) close(fd);
+    if (len < 0)
+        ms_refuse(EX_TEMPFAIL, "policy-unsafe: %s cannot be read or is too large",
+                  MAILSLOT_POLICY_PATH);
+    if (ms_policy_parse(buf, (size_t) len, pol, err, sizeof(err)) != 0)
+        ms_refuse(EX_TEMPFAIL, "%s (in %s)", err, MAILSLOT_POLICY_PATH);
+}
+
+/* Resolve the policy's caller group names to gids (NSS, as root, clean environ). */
+static size_t caller_group_ids(const struct ms_policy *pol, unsigned long *gids)
+{
+    size_t i;
+
+    for (i = 0; i < pol->n_caller_groups; i++) {
+        struct group *gr;
+        errno = 0;
+        gr = getgrnam(pol->caller_groups[i]);
+        if (gr == NULL)
+            ms_refuse(EX_TEMPFAIL, "policy-group: caller group %s does not exist",
+                      pol->caller_groups[i]);
+        /* Group 0 as a caller group would make every root-group process a caller. */
+        if (gr->gr_gid == 0)
+            ms_refuse(EX_TEMPFAIL, "policy-group: caller group %s is gid 0",
+                      pol->caller_groups[i]);
+        gids[i] = (unsigned long) gr->gr_gid;
+    }
+    endgrent();
+    return pol->n_caller_groups;
+}
+
+/* Step 3: the caller must hold a caller group as real gid or supplementary group.
+ * Both come from the kernel; nothing the caller says is consulted. */
+static void check_caller(const struct caller *c, const unsigned long *gids, size_t n)
+{
+    size_t i;
+    int j;
+
+    for (i = 0; i < n; i++) {
+        if ((unsigned long) c->gid == gids[i])
+            return;
+        for (j = 0; j < c->n_groups; j++)
+            if ((unsigned long) c->groups[j] == gids[i])
+                return;
+    }
+    ms_refuse(EX_NOPERM, "caller-not-allowed: uid %lu is not in a caller group of the policy",
+              (unsigned long) c->uid);
+}
+
+/* Step 5a, NSS: getpwnam as root; groups are the user's initgroups list. */
+static void resolve_nss(const char *user, struct ms_target *t)
+{
+    gid_t groups[MS_MAX_TARGET_GROUPS];
+    int n = MS_MAX_TARGET_GROUPS, i;
+    struct passwd *pw;
+
+    errno = 0;
+    pw = getpwnam(user);
+    if (pw == NULL) {
+        if (errno == 0 || errno == ENOENT || errno == ESRCH || errno == EBADF
+            || errno == EPERM)
+            ms_refuse(EX_NOUSER, "unknown-user: %s", user);
+        ms_refuse(EX_TEMPFAIL, "userdb: NSS lookup of %s failed: %s", user, strerror(errno));
+    }
+    memset(t, 0, sizeof(*t));
+    (void) snprintf(t->user, sizeof(t->user), "%s", user);
+    t->uid = (unsigned long) pw->pw_uid;
+    t->gid = (unsigned long) pw->pw_gid;
+    if (pw->pw_dir == NULL || strlen(pw->pw_dir) >= sizeof(t->home))
+        ms_refuse(EX_TEMPFAIL, "target-home: home of %s is too long", user);
+    (void) snprintf(t->home, sizeof(t->home), "%s", pw->pw_dir);
+    if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
+        ms_refuse(EX_TEMPFAIL, "target-groups: %s is in more than %d groups", user,
+                  MS_MAX_TARGET_GROUPS);
+    for (i = 0; i < n; i++)
+        t->groups[i] = (unsigned long) groups[i];
+    t->n_groups = (size_t) n;
+    endpwent();
+    endgrent();
+}
+
+/* Step 5b, a Dovecot passwd-file: trusted like the policy, parsed strictly. */
+static void resolve_passwd_file(const struct ms_policy *pol, const char *user,
+                                struct ms_target *t)
+{
+    static char buf[MS_PASSWD_MAX_BYTES];
+    char err[512];
+    const char *why = "";
+    struct stat st;
+    long len;
+    int fd, rc;
+
+    fd = ms_open_trusted(pol->passwd_file, 0, &st, &why);
+    if (fd < 0)
+        ms_refuse(EX_TEMPFAIL, "passwd-file-unsafe: %s %s", pol->passwd_file, why);
+    len = ms_read_all(fd, buf, sizeof(buf));
+    (void) close(fd);
+    if (len < 0)
+        ms_refuse(EX_TEMPFAIL, "passwd-file-unsafe: %s cannot be read or is too large",
+                  pol->passwd_file);
+    rc = ms_passwd_file_find(buf, (size_t) len, user, t, err, sizeof(err));
+    if (rc < 0)
+        ms_refuse(EX_TEMPFAIL, "%s (in %s)", err, pol->passwd_file);
+    if (rc == 0)
+        ms_refuse(EX_NOUSER, "unknown-user: %s", user);
+}
+
+/* Drop to uid/gid with exactly these groups, then prove it: any surprise is fatal.
+ * Used for the target (step 7) and for the lookup child. */
+static void drop_privileges(uid_t uid, gid_t gid, const gid_t *groups, size_t n)
+{
+    uid_t ru, eu, su;
+    gid_t rg, eg, sg, now[NGROUPS_MAX];
+    struct cap_header h = {CAP_VERSION_3, 0};
+    struct cap_data caps[2];
+    int got, i;
+    size_t k;
+
+    /* Ambient capabilities survive exec for non-root; clear them while we can. */
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+        ms_refuse(EX_TEMPFAIL, "drop: cannot clear ambient capabilities");
+    /* Groups first, while we still may: afterwards setgroups is refused to us. */
+    if (setgroups(n, groups) != 0)
+        ms_refuse(EX_TEMPFAIL, "drop: setgroups failed: %s", strerror(errno));
+    /* gid before uid: once the uid is gone, so is the right to change the gid. */
+    if (setresgid(gid, gid, gid) != 0)
+        ms_refuse(EX_TEMPFAIL, "drop: setresgid failed: %s", strerror(errno));
+    /* Real, effective and saved uid together: no saved root to come back to. */
+    if (setresuid(uid, uid, uid) != 0)
+        ms_refuse(EX_TEMPFAIL, "drop: setresuid failed: %s", strerror(errno));
+    /* Verify, as OpenSSH's permanently_set_uid does: read every id back. */
+    if (getresuid(&ru, &eu, &su) != 0 || ru != uid || eu != uid || su != uid)
+        ms_refuse(EX_TEMPFAIL, "drop-verify: uids are not all %lu", (unsigned long) uid);
+    if (getresgid(&rg, &eg, &sg) != 0 || rg != gid || eg != gid || sg != gid)
+        ms_refuse(EX_TEMPFAIL, "drop-verify: gids are not all %lu", (unsigned long) gid);
+    got = getgroups(NGROUPS_MAX, now);
+    if (got < 0 || (size_t) got != n)
+        ms_refuse(EX_TEMPFAIL, "drop-verify: supplementary groups differ");
+    for (i = 0; i < got; i++) {
+        for (k = 0; k < n && groups[k] != now[i]; k++)
+            ;
+        if (k == n)
+            ms_refuse(EX_TEMPFAIL, "drop-verify: supplementary groups differ");
+    }
+    /* The proof: root must be out of reach now. */
+    if (setuid(0) != -1 || setgid(0) != -1 || seteuid(0) != -1)
+        ms_refuse(EX_TEMPFAIL, "drop-verify: could regain root");
+    /* Leave no capability in any set; then read the sets back. */
+    memset(caps, 0, sizeof(caps));
+    if (syscall(SYS_capset, &h, caps) != 0)
+        ms_refuse(EX_TEMPFAIL, "drop-verify: capset failed: %s", strerror(errno));
+    h.version = CAP_VERSION_3;
+    h.pid = 0;
+    if (syscall(SYS_capget, &h, caps) != 0)
+        ms_refuse(EX_TEMPFAIL, "drop-verify: capget failed: %s", strerror(errno));
+    for (i = 0; i < 2; i++)
+        if (caps[i].effective || caps[i].permitted || caps[i].inheritable)
+            ms_refuse(EX_TEMPFAIL, "drop-verify: capabilities remain after the drop");
+}
+
+/* Step 5c: an unprivileged child (the policy's lookup user) runs the engine's lookup
+ * entry for userdbs only the engine can read, and answers one bounded line. */
+static void resolve_lookup(const struct ms_policy *pol, const char *interpreter,
+                           const char *lookup_entry, const char *user, struct ms_target *t)
+{
+    static char answer[MS_LOOKUP_ANSWER_MAX + 1];
+    char err[512], *const child_argv[] = {(char *) interpreter, "-I", "-S",
+                                          (char *) lookup_entry, (char *) user, NULL};
+    char env_path[] = "PATH=/usr/local/bin:/usr/bin:/bin", env_flag[] = "MAILSLOT_RELAY_LOOKUP=1";
+    char *child_env[] = {env_path, env_flag, NULL};
+    struct passwd *pw;
+    struct pollfd pfd;
+    size_t used = 0;
+    uid_t luid;
+    gid_t lgid;
+    pid_t pid;
+    int p[2], status, timed_out = 0;
+
+    errno = 0;
+    pw = getpwnam(pol->lookup_user);
+    if (pw == NULL)
+        ms_refuse(EX_TEMPFAIL, "policy-lookup-user: %s does not exist", pol->lookup_user);
+    if (pw->pw_uid == 0 || pw->pw_gid == 0)
+        ms_refuse(EX_TEMPFAIL, "policy-lookup-user: %s is root", pol->lookup_user);
+    luid = pw->pw_uid;
+    lgid = pw->pw_gid;
+    endpwent();
+    if (pipe2(p, O_CLOEXEC) != 0)
+        ms_refuse(EX_TEMPFAIL, "lookup: pipe failed: %s", strerror(errno));
+    pid = fork();
+    if (pid < 0)
+        ms_refuse(EX_TEMPFAIL, "lookup: fork failed: %s", strerror(errno));
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        /* The child's stdout is the pipe, its stdin nothing: not the message. */
+        if (devnull < 0 || dup2(devnull, 0) != 0 || dup2(p[1], 1) != 1)
+            _exit(EX_TEMPFAIL);
+        drop_privileges(luid, lgid, &lgid, 1);
+        /* The child never needs to gain privileges (it sends no mail). */
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || chdir("/") != 0)
+            _exit(EX_TEMPFAIL);
+        ms_unblock_signals();
+        execve(interpreter, child_argv, child_env);
+        _exit(EX_TEMPFAIL);
+    }
+    (void) close(p[1]);
+    pfd.fd = p[0];
+    pfd.events = POLLIN;
+    for (;;) {
+        ssize_t r;
+        int pr = poll(&pfd, 1, LOOKUP_TIMEOUT_MS);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0) {
+            timed_out = 1;
+            break;
+        }
+        r = read(p[0], answer + used, sizeof(answer) - 1 - used);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        used += (size_t) r;
+        if (used == sizeof(answer) - 1)
+            break;                        /* too long: parse refuses it below */
+    }
+    (void) close(p[0]);
+    if (timed_out)
+        (void) kill(pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            ms_refuse(EX_TEMPFAIL, "lookup: waitpid failed: %s", strerror(errno));
+    if (timed_out)
+        ms_refuse(EX_TEMPFAIL, "lookup: no answer within %d s", LOOKUP_TIMEOUT_MS / 1000);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == EX_NOUSER)
+        ms_refuse(EX_NOUSER, "unknown-user: %s", user);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        ms_refuse(EX_TEMPFAIL, "lookup: the lookup child failed");
+    memset(t, 0, sizeof(*t));
+    (void) snprintf(t->user, sizeof(t->user), "%s", user);
+    if (ms_lookup_answer_parse(answer, used, t, err, sizeof(err)) != 0)
+        ms_refuse(EX_TEMPFAIL, "%s", err);
+}
+
+/* The interpreter and entry must be root's, through root's directories: whoever can
+ * change them runs code as every target. Returns the resolved path in out. */
+static void check_program(const char *what, const char *path, char *out)
+{
+    const char *why = "";
+    struct stat st;
+    int fd;
+
+    if (realpath(path, out) == NULL)
+        ms_refuse(EX_TEMPFAIL, "engine-unsafe: %s %s: %s", what, path, strerror(errno));
+    fd = ms_open_trusted(out, 1, &st, &why);
+    if (fd < 0)
+        ms_refuse(EX_TEMPFAIL, "engine-unsafe: %s %s %s", what, out, why);
+    (void) close(fd);
+}
+
+int main(int argc, char **argv)
+{
+    static char interpreter[PATH_MAX], entry[PATH_MAX], lookup_entry[PATH_MAX];
+    static char env_buf[MS_ENV_BUF];
+    static struct ms_policy pol;
+    static struct caller caller;
+    char err[512], *env[MS_ENV_MAX + 1];
+    const char *engine_argv[4 + 2 * 7 + 2 * MS_MAX_SETTINGS + 4 + 1];
+    unsigned long caller_gids[MS_MAX_CALLER_GROUPS];
+    gid_t groups[MS_MAX_TARGET_GROUPS];
+    struct ms_args args;
+    struct ms_target t;
+    size_t n_caller_gids, i;
+    char **caller_env;
+    int rc;
+
+    /* Step 1. */
+    caller_env = ms_hygiene_start("mailslot-relay");
+    read_caller(&caller);
+    if (geteuid() != 0)
+        ms_refuse(EX_TEMPFAIL, "relay-not-root: mailslot-relay must be installed setuid root");
+
+    /* Step 2. */
+    load_policy(&pol);
+
+    /* Step 3. */
+    n_caller_gids = caller_group_ids(&pol, caller_gids);
+    check_caller(&caller, caller_gids, n_caller_gids);
+
+    /* Step 4. */
+    rc = ms_args_parse(argc, argv, &pol, &args, err, sizeof(err));
+    if (rc != MS_ARGS_OK)
+        ms_refuse(rc, "%s", err);
+
+    /* Step 5. The engine's programs are checked first: the lookup child runs them. */
+    check_program("interpreter", pol.interpreter, interpreter);
+    check_program("entry", pol.entry, entry);
+    if (pol.resolver == MS_RESOLVE_NSS)
+        resolve_nss(args.user, &t);
+    else if (pol.resolver == MS_RESOLVE_PASSWD_FILE)
+        resolve_passwd_file(&pol, args.user, &t);
+    else {
+        check_program("lookup_entry", pol.lookup_entry, lookup_entry);
+        resolve_lookup(&pol, interpreter, lookup_entry, args.user, &t);
+    }
+    if (ms_target_check(&pol, &t, caller_gids, n_caller_gids, err, sizeof(err)) != 0)
+        ms_refuse(EX_NOPERM, "%s", err);
+
+    /* Step 6. */
+    if (ms_env_build(caller_env, &pol, args.keep_env, &t, env_buf, sizeof(env_buf), env,
+                     MS_ENV_MAX + 1, err, sizeof(err)) < 0)
+        ms_refuse(EX_TEMPFAIL, "%s", err);
+    if (ms_args_engine_argv(&args, interpreter, entry, engine_argv,
+                            sizeof(engine_argv) / sizeof(engine_argv[0])) < 0)
+        ms_refuse(EX_TEMPFAIL, "usage: command line too long for the engine");
+
+    /* Step 7. */
+    for (i = 0; i < t.n_groups; i++)
+        groups[i] = (gid_t) t.groups[i];
+    drop_privileges((uid_t) t.uid, (gid_t) t.gid, groups, t.n_groups);
+    /* no_new_privs also stops the engine's sendmail (Postfix's is setgid postdrop),
+     * so it is the policy's choice: set it where outgoing mail goes over SMTP. */
+    if (pol.no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        ms_refuse(EX_TEMPFAIL, "drop: cannot set no_new_privs");
+
+    /* Step 8. As the target: a home it cannot enter is its own business, but a home
+     * that does not exist yet is normal for a new virtual user (the engine makes it). */
+    if (chdir(t.home) != 0) {
+        if (errno != ENOENT || chdir("/") != 0)
+            ms_refuse(EX_TEMPFAIL, "target-home: cannot enter %s: %s", t.home, strerror(errno));
+    }
+    ms_unblock_signals();
+    execve(interpreter, (char *const *) engine_argv, env);
+    ms_refuse(EX_TEMPFAIL, "exec: %s: %s", interpreter, strerror(errno));
+}

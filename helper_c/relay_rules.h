@@ -1,0 +1,156 @@
+/*
+ * relay_rules.h -- the pure rules of mailslot-relay: policy parser, argv validator,
+ * range checks, target parsers (passwd-file line, lookup answer), environment builder.
+ *
+ * Nothing declared here makes a system call, allocates memory or reads global state:
+ * every function works on the buffers it is given and writes only into the structures
+ * it is given. That is what lets the same code be called from pytest through cffi,
+ * run under ASan/UBSan and valgrind, and fed to libFuzzer, exactly as the setuid
+ * binary runs it.
+ *
+ * Every parser is strict: an unknown key, a bad value, an over-long field or a
+ * duplicate is an error, never a guess. Errors are written as one line into the
+ * caller's err buffer, and start with the short rule name the relay prints.
+ */
+#ifndef MAILSLOT_RELAY_RULES_H
+#define MAILSLOT_RELAY_RULES_H
+
+#include <stddef.h>
+
+/* Limits. Each one bounds memory and work on input an untrusted caller controls. */
+#define MS_POLICY_MAX_BYTES 65536      /* a policy file is a few hundred bytes */
+#define MS_POLICY_LINE_MAX 1024        /* one "key = value" line */
+#define MS_PATH_MAX 4096               /* Linux PATH_MAX, <linux/limits.h> */
+#define MS_NAME_MAX 64                 /* group / lookup user names (useradd: 32) */
+#define MS_USER_MAX 256                /* -d: RFC 5321 4.5.3.1.3, a path is <= 256 octets */
+#define MS_ADDRESS_MAX 256             /* -a -r -f: RFC 5321 4.5.3.1.3 */
+#define MS_MAILBOX_MAX 1024            /* -m: a mailbox name (Dovecot allows ~4 KiB paths) */
+#define MS_SETTING_MAX 1024            /* -o key=value */
+#define MS_MAX_SETTINGS 32             /* how many -o */
+#define MS_MAX_ARGS 64                 /* argc bound for the whole command line */
+#define MS_MAX_RANGES 16               /* ranges per target_uids / target_gids */
+#define MS_MAX_CALLER_GROUPS 8
+#define MS_MAX_PASS_ENV 32
+#define MS_ENV_NAME_MAX 64
+#define MS_ENV_VALUE_MAX 1024          /* a caller's variable value passed through */
+#define MS_ENV_MAX 64                  /* entries in the engine's environment */
+#define MS_ENV_BUF 16384               /* bytes for the engine's environment strings */
+#define MS_MAX_TARGET_GROUPS 64        /* supplementary groups of a target */
+#define MS_PASSWD_LINE_MAX 8192        /* one Dovecot passwd-file line */
+#define MS_PASSWD_MAX_BYTES (64L * 1024 * 1024)  /* a passwd-file we agree to scan */
+#define MS_LOOKUP_ANSWER_MAX 4200      /* "uid=N gid=N home=<path>\n" */
+#define MS_ID_MAX 4294967294UL         /* (uid_t)-1 means "unchanged" to set*id(2) */
+
+/* Where targets are resolved from. */
+#define MS_RESOLVE_NSS 1
+#define MS_RESOLVE_PASSWD_FILE 2
+#define MS_RESOLVE_LOOKUP 3
+
+/* Return codes of the argv validator: sysexits values, so the relay exits with them. */
+#define MS_ARGS_OK 0
+#define MS_ARGS_USAGE 64               /* EX_USAGE */
+#define MS_ARGS_DENIED 77              /* EX_NOPERM: an option the policy does not allow */
+
+struct ms_range {
+    unsigned long lo, hi;              /* inclusive; lo >= 1 always */
+};
+
+struct ms_policy {
+    char caller_groups[MS_MAX_CALLER_GROUPS][MS_NAME_MAX + 1];
+    size_t n_caller_groups;
+    struct ms_range target_uids[MS_MAX_RANGES];
+    size_t n_target_uids;
+    struct ms_range target_gids[MS_MAX_RANGES];
+    size_t n_target_gids;
+    char interpreter[MS_PATH_MAX];
+    char entry[MS_PATH_MAX];
+    int resolver;                      /* MS_RESOLVE_* */
+    char passwd_file[MS_PATH_MAX];
+    char lookup_user[MS_NAME_MAX + 1];
+    char lookup_entry[MS_PATH_MAX];
+    char pass_env[MS_MAX_PASS_ENV][MS_ENV_NAME_MAX + 1];
+    size_t n_pass_env;
+    int no_new_privs;                  /* 0/1 */
+    int caller_config;                 /* 0/1: may callers give -c and -o */
+    int caller_mail_path;              /* 0/1: may callers give -p */
+    unsigned long seen;                /* bit per key: duplicates are errors */
+};
+
+/* A validated dovecot-lda command line. Pointers point into the argv given. */
+struct ms_args {
+    const char *user;                  /* -d, required */
+    const char *orig_rcpt;             /* -a */
+    const char *final_rcpt;            /* -r */
+    const char *sender;                /* -f */
+    const char *config;                /* -c */
+    const char *mailbox;               /* -m (may be "") */
+    const char *mail_path;             /* -p */
+    const char *settings[MS_MAX_SETTINGS];  /* -o */
+    size_t n_settings;
+    int no_create, subscribe, reject_stderr, keep_env;  /* -n -s -e -k */
+};
+
+/* The resolved target of a delivery. */
+struct ms_target {
+    char user[MS_USER_MAX + 1];
+    unsigned long uid, gid;
+    char home[MS_PATH_MAX];
+    unsigned long groups[MS_MAX_TARGET_GROUPS];   /* exactly what setgroups gets */
+    size_t n_groups;
+};
+
+/* Policy: parse a whole file already read into memory (buf need not end in NUL). */
+int ms_policy_parse(const char *buf, size_t len, struct ms_policy *pol,
+                    char *err, size_t errlen);
+
+/* Ranges: 1 if id lies in one of the n ranges and id is not 0, else 0. */
+int ms_range_contains(const struct ms_range *ranges, size_t n, unsigned long id);
+
+/* Strings from untrusted callers. 1 = acceptable, 0 = refused. */
+int ms_user_is_valid(const char *s);
+int ms_address_is_valid(const char *s);
+
+/* Argv: validate argv[1..argc-1] as dovecot-lda options against the policy.
+ * Returns MS_ARGS_OK, MS_ARGS_USAGE or MS_ARGS_DENIED. */
+int ms_args_parse(int argc, char *const argv[], const struct ms_policy *pol,
+                  struct ms_args *args, char *err, size_t errlen);
+
+/* Argv: the engine's argv, canonical (one option, one value per element):
+ * interpreter -I -S entry -d user [...]. out gets at most outmax pointers, the last
+ * is NULL. Returns the count (without the NULL), or -1 if outmax is too small. */
+int ms_args_engine_argv(const struct ms_args *args, const char *interpreter,
+                        const char *entry, const char **out, size_t outmax);
+
+/* Environment: 1 if a caller may never pass a variable of this name. */
+int ms_env_name_forbidden(const char *name);
+
+/* Environment: build the engine's environment. caller_env is the relay's own saved
+ * environ (NULL-terminated; may be NULL). Strings go into buf, pointers into out
+ * (NULL-terminated). Returns the number of entries, or -1 with err set. */
+int ms_env_build(char *const caller_env[], const struct ms_policy *pol, int keep_env,
+                 const struct ms_target *target, char *buf, size_t buflen,
+                 char **out, size_t outmax, char *err, size_t errlen);
+
+/* Targets: find user in a Dovecot-format passwd-file held in buf.
+ * Returns 1 found (target filled), 0 not found, -1 error (err set). */
+int ms_passwd_file_find(const char *buf, size_t len, const char *user,
+                        struct ms_target *target, char *err, size_t errlen);
+
+/* Targets: parse the lookup child's one-line answer "uid=N gid=N home=/path\n".
+ * Returns 0 (target's uid, gid, home filled) or -1 (err set). */
+int ms_lookup_answer_parse(const char *buf, size_t len, struct ms_target *target,
+                           char *err, size_t errlen);
+
+/* Targets: 0 if the target's uid, gid, groups and home are allowed by the policy,
+ * else -1 with err naming the rule. uid 0 and gid 0 are never allowed, nor is a
+ * supplementary group that is one of the caller groups (caller_gids, resolved by the
+ * relay), nor a home that is not an absolute path. */
+int ms_target_check(const struct ms_policy *pol, const struct ms_target *target,
+                    const unsigned long *caller_gids, size_t n_caller_gids,
+                    char *err, size_t errlen);
+
+/* Paths: 1 if s is an absolute path of printable ASCII without "//", "/./" or "/../"
+ * components and shorter than MS_PATH_MAX, else 0. allow_space admits ' '. */
+int ms_path_is_valid(const char *s, int allow_space);
+
+#endif
