@@ -1,0 +1,338 @@
+"""Dotlocks, made and broken by Dovecot's rules (src/lib/file-dotlock.c, 2.3).
+
+A dotlock on <name> is the file <name>.lock in the same directory, created with
+O_EXCL (Dovecot's default, dotlock_use_excl=yes) or, for NFS, as a unique temp file
+hard-linked to the lock name. It holds "<pid>:<hostname>" (no newline), unless the
+lock file is itself the new content of <name> (keep_open=True, write_pid=False, as
+Dovecot's subscriptions file is rewritten: write into the lock, then replace()).
+
+A lock is stale, and is removed, when:
+  - it is older than STALE_PID_CHECK_SECS, names our hostname, and its pid is dead
+    (kill(pid, 0) fails with ESRCH) -- or is our own pid; or
+  - it names no live local pid and neither it nor the file it protects has changed
+    for stale_timeout seconds (120 for dovecot-uidlist, 30 for subscriptions).
+A lock held by a live local process is never broken, however old.
+
+Everything works relative to a directory fd (dir_fd), and no path is followed
+through a symlink: the lock is created with O_EXCL|O_NOFOLLOW, its state is read
+with lstat, the protected file with stat(follow_symlinks=False).
+
+Errors: acquire_dotlock() returns None when the lock stays busy (at once with
+timeout=0, else after timeout seconds); any other failure is the OSError itself,
+which callers turn into their own StorageError with the path.
+
+The mbox issue adds fcntl/flock locking here.
+"""
+
+import os
+import time
+
+DOTLOCK_SUFFIX = ".lock"
+# Dovecot's STALE_PID_CHECK_SECS: a younger lock is assumed alive without reading it.
+STALE_PID_CHECK_SECS = 2
+# Dovecot's LOCK_RANDOM_USLEEP_TIME (0.1-0.2 s) and LOCK_MAX_WAIT_USECS (3 s).
+LOCK_WAIT_MIN_SECS = 0.1
+LOCK_WAIT_MAX_SECS = 3.0
+# read_local_pid() reads at most this much of a lock file (Dovecot: 512 bytes).
+LOCK_CONTENT_MAX = 512
+
+
+class _ChangeInfo:
+    __slots__ = ("dev", "ino", "size", "ctime", "mtime")
+
+    def __init__(self):
+        self.dev = self.ino = self.size = self.ctime = self.mtime = 0
+
+
+def _update_change_info(st, info, last_change, now):
+    """Record st in info; return (changed, last_change) as Dovecot's update_change_info."""
+    ctime, mtime = int(st.st_ctime), int(st.st_mtime)
+    if (info.ino != st.st_ino or info.dev != st.st_dev or info.ctime != ctime
+            or info.mtime != mtime or info.size != st.st_size):
+        change_time = now
+        if info.ctime == 0:
+            # First look: the file's own change time (mtime when newer, but never
+            # in the future, since mtime can carry other meaning).
+            change_time = mtime if (mtime <= now and mtime > ctime) else ctime
+        if last_change < change_time:
+            last_change = change_time
+        info.dev, info.ino, info.ctime, info.mtime, info.size = (
+            st.st_dev, st.st_ino, ctime, mtime, st.st_size)
+        return True, last_change
+    return False, last_change
+
+
+def read_lock_pid(dir_fd, lock_name, hostname):
+    """Return the pid in a "<pid>:<host>" lock file if host is ours, else None."""
+    try:
+        fd = os.open(lock_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, LOCK_CONTENT_MAX - 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    text = data.decode("utf-8", "replace")
+    if text.endswith("\n"):
+        text = text[:-1]
+    pid, sep, host = text.partition(":")
+    if not sep or host != hostname or not pid.isdigit():
+        return None
+    pid = int(pid)
+    return pid if pid > 0 else None
+
+
+class _LockState:
+    """What one acquire_dotlock() call has seen of the lock so far."""
+
+    def __init__(self, dir_fd, name, lock_name, hostname, stale_timeout, sleep_on_override):
+        self.dir_fd, self.name, self.lock_name = dir_fd, name, lock_name
+        self.hostname, self.stale_timeout = hostname, stale_timeout
+        self.sleep_on_override = sleep_on_override
+        self.lock_info, self.file_info = _ChangeInfo(), _ChangeInfo()
+        self.last_change = 0
+        self.pid_read = self.have_pid = False
+        self.last_pid_check = 0
+
+    def _lstat_lock(self):
+        try:
+            return os.stat(self.lock_name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def _override(self):
+        try:
+            os.unlink(self.lock_name, dir_fd=self.dir_fd)
+        except FileNotFoundError:
+            pass
+        # Why sleep: another process may be overriding the same stale lock right
+        # now; without a pause it could unlink the lock we are about to create.
+        if self.sleep_on_override:
+            time.sleep(LOCK_WAIT_MIN_SECS + os.urandom(1)[0] / 255 * LOCK_WAIT_MIN_SECS)
+
+    def check(self, now):
+        """Return True when the lock may be created now (absent or broken as stale)."""
+        st = self._lstat_lock()
+        if st is None:
+            return True
+        changed, self.last_change = _update_change_info(st, self.lock_info, self.last_change, now)
+        pid = None
+        if changed or not self.pid_read:
+            if self.lock_info.mtime >= now - STALE_PID_CHECK_SECS:
+                self.pid_read = False
+            else:
+                pid = read_lock_pid(self.dir_fd, self.lock_name, self.hostname)
+                self.pid_read = True
+            self.have_pid = pid is not None
+        elif self.have_pid:
+            if self.last_pid_check == now:
+                return False
+            pid = read_lock_pid(self.dir_fd, self.lock_name, self.hostname)
+            self.have_pid = pid is not None
+        if self.have_pid:
+            self.last_pid_check = now
+            try:
+                os.kill(pid, 0)
+                alive = True
+            except ProcessLookupError:
+                alive = False
+            except OSError:
+                alive = True        # EPERM: it exists, owned by someone else
+            if alive and pid != os.getpid():
+                return False
+            # Dead (or our own pid left behind): override if it is still the same file.
+            st = self._lstat_lock()
+            if st is None:
+                return True
+            changed, self.last_change = _update_change_info(
+                st, self.lock_info, self.last_change, now)
+            if not changed:
+                self._override()
+            return True
+        if self.stale_timeout == 0:
+            return False
+        if now > self.last_change + self.stale_timeout:
+            # Possibly stale: the protected file changing also counts as activity.
+            try:
+                st = os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                _, self.last_change = _update_change_info(
+                    st, self.file_info, self.last_change, now)
+        if now > self.last_change + self.stale_timeout:
+            self._override()
+            return True
+        return False
+
+
+class Dotlock:
+    """A held dotlock. release() removes it; replace() renames it over its file."""
+
+    def __init__(self, dir_fd, name, lock_name, fd, st):
+        self.dir_fd, self.name, self.lock_name = dir_fd, name, lock_name
+        self.fd = fd                      # open only with keep_open=True
+        self.dev, self.ino = st.st_dev, st.st_ino
+        self.mtime = int(st.st_mtime)
+        self.held = True
+
+    def is_ours(self):
+        """True if the lock file on disk is still the one we created."""
+        try:
+            st = os.stat(self.lock_name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return st.st_dev == self.dev and st.st_ino == self.ino
+
+    def touch(self):
+        """Refresh the lock's mtime so that waiters do not think it stale."""
+        now = int(time.time())
+        if now != self.mtime:
+            os.utime(self.lock_name, (now, now), dir_fd=self.dir_fd, follow_symlinks=False)
+            self.mtime = now
+
+    def _close(self):
+        self.held = False
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+    def release(self):
+        """Remove the lock if it is still ours; return False if someone replaced it."""
+        if not self.held:
+            return False
+        self._close()
+        if not self.is_ours():
+            return False
+        try:
+            os.unlink(self.lock_name, dir_fd=self.dir_fd)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def replace(self):
+        """Rename the lock file over its target (write-then-rename); False if lost."""
+        if not self.held:
+            return False
+        ours = self.is_ours()
+        self._close()
+        if not ours:
+            return False
+        os.rename(self.lock_name, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        return True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _write_pid(fd, hostname):
+    try:
+        os.write(fd, f"{os.getpid()}:{hostname}".encode())
+    except OSError:
+        # Dovecot leaves the lock empty then: it still locks, only stale
+        # detection falls back to timestamps.
+        os.ftruncate(fd, 0)
+
+
+def _create_excl(state, mode, write_pid):
+    try:
+        fd = os.open(state.lock_name,
+                     os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     mode, dir_fd=state.dir_fd)
+    except FileExistsError:
+        return None
+    if write_pid:
+        try:
+            _write_pid(fd, state.hostname)
+        except OSError:
+            os.close(fd)
+            os.unlink(state.lock_name, dir_fd=state.dir_fd)
+            raise
+    return fd
+
+
+def _create_link(state, mode, write_pid):
+    # NFS-safe: a unique temp file, then link() -- atomic even where O_EXCL is not.
+    temp = f".temp.{state.hostname}.{os.getpid()}.{os.urandom(6).hex()}"
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode, dir_fd=state.dir_fd)
+    try:
+        if write_pid:
+            _write_pid(fd, state.hostname)
+        try:
+            os.link(temp, state.lock_name, src_dir_fd=state.dir_fd,
+                    dst_dir_fd=state.dir_fd, follow_symlinks=False)
+        except FileExistsError:
+            # Over NFS the reply can be lost after the link was made: the link
+            # count of our temp file tells the truth.
+            if os.fstat(fd).st_nlink != 2:
+                os.close(fd)
+                fd = None
+                return None
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        raise
+    finally:
+        try:
+            os.unlink(temp, dir_fd=state.dir_fd)
+        except OSError:
+            pass
+    return fd
+
+
+def acquire_dotlock(dir_fd, name, *, hostname, stale_timeout, timeout=0,
+                    mode=0o600, write_pid=True, keep_open=False, use_excl=True,
+                    sleep_on_override=True):
+    """Create <name>.lock in dir_fd; return a Dotlock, or None if it stayed busy.
+
+    timeout 0 tries once (Dovecot's DOTLOCK_CREATE_FLAG_NONBLOCK) -- a stale lock
+    is still broken; otherwise waits up to timeout seconds. mode is the lock
+    file's exact mode (the umask does not apply). OSError for anything else,
+    e.g. FileNotFoundError when the directory is gone.
+    """
+    lock_name = name + DOTLOCK_SUFFIX
+    state = _LockState(dir_fd, name, lock_name, hostname, stale_timeout, sleep_on_override)
+    now = int(time.time())
+    deadline = now + timeout
+    wait = LOCK_WAIT_MIN_SECS
+    prev_last_change = None
+    create = _create_excl if use_excl else _create_link
+    while True:
+        if state.check(now):
+            fd = create(state, mode, write_pid)
+            if fd is not None:
+                break
+        now = int(time.time())
+        if now >= deadline:
+            return None
+        if prev_last_change != state.last_change:
+            wait = LOCK_WAIT_MIN_SECS
+            prev_last_change = state.last_change
+        else:
+            wait = min(wait * 1.5, LOCK_WAIT_MAX_SECS)
+        time.sleep(wait + os.urandom(1)[0] / 255 * LOCK_WAIT_MIN_SECS)
+        now = int(time.time())
+    try:
+        st = os.fstat(fd)
+        if (st.st_mode & 0o7777) != mode:
+            # Why fchmod: the umask (077 under the relay) must not decide who
+            # can read Dovecot's lock files; Dovecot sets the mode explicitly.
+            os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(lock_name, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+    if not keep_open:
+        os.close(fd)
+        fd = None
+    return Dotlock(dir_fd, name, lock_name, fd, st)

@@ -1,0 +1,87 @@
+"""Mail storage: where a delivered message is written, in a format Dovecot reads.
+
+    storage = open_storage("maildir:~/Maildir", user="bob", home="/home/bob",
+                           hostname="mx1")
+    result = storage.save(("INBOX",), source)   # -> SaveResult (uid, path, sizes)
+
+open_storage() parses Dovecot's mail_location (see location.py) and returns the
+Storage for its format: Maildir now (maildir.py), mbox in a later issue. A mailbox
+is named by a tuple of Unicode components, ("INBOX",) for the inbox; turn a user's
+"INBOX/box/sub" into one with mailbox_name.split_mailbox_name().
+
+A message source is any object with
+    source.write_to(fd) -> (size, vsize)   write the whole message (LF line ends)
+                                           to fd; vsize counts each LF as CRLF
+    source.stored_path                     a file this delivery already saved with
+                                           the same bytes, or None (hard-linked
+                                           instead of written again when possible)
+
+Errors: ConfigError (bad mail_location, unsupported format or fsync mode),
+MailboxNameError, MailboxNotFoundError, StorageError (every OSError, with the path
+and the reason; ENOSPC, EDQUOT and the RLIMIT_FSIZE limit behind EFBIG named). All
+are temporary: the MTA keeps the message.
+
+Security: a storage never writes outside its roots: names are validated, and
+directories below the roots are opened one by one with O_NOFOLLOW, so a symlink
+planted inside a Maildir is refused, not followed. It never runs as root by design
+of the engine, but it relies on nothing but the filesystem's own permissions.
+"""
+
+from ..errors import ConfigError
+
+FSYNC_MODES = ("optimized", "always", "never")
+
+
+class SaveResult:
+    """What one save did, for the log and for hard-linking further copies."""
+
+    __slots__ = ("mailbox", "uid", "path", "size", "vsize", "uid_error")
+
+    def __init__(self, mailbox, uid, path, size, vsize, uid_error=None):
+        self.mailbox = mailbox      # name for the log, e.g. "INBOX" or "box.sub"
+        self.uid = uid              # IMAP UID in dovecot-uidlist; None if not assigned
+        self.path = path            # final path of the message file
+        self.size, self.vsize = size, vsize
+        self.uid_error = uid_error  # why uid is None (lock busy, ...), else None
+
+    def __repr__(self):
+        return (f"SaveResult(mailbox={self.mailbox!r}, uid={self.uid!r}, path={self.path!r}, "
+                f"size={self.size}, vsize={self.vsize})")
+
+
+class Storage:
+    """The interface every mail storage format implements."""
+
+    default_separator = "."         # '.' for Maildir++, '/' for LAYOUT=fs
+
+    def mailbox_exists(self, name):
+        """True if the mailbox (a tuple of components) can receive mail."""
+        raise NotImplementedError
+
+    def create_mailbox(self, name):
+        """Create the mailbox (idempotent), with parents where the format needs them."""
+        raise NotImplementedError
+
+    def subscribe(self, name):
+        """Add the mailbox to the subscriptions file (idempotent)."""
+        raise NotImplementedError
+
+    def save(self, name, source, *, flags=()):
+        """Write one message into the mailbox; return a SaveResult."""
+        raise NotImplementedError
+
+
+def open_storage(mail_location, *, user, home, hostname, mail_fsync="optimized"):
+    """Return the Storage for a mail_location whose %variables are already expanded."""
+    from .location import parse_mail_location
+
+    if mail_fsync not in FSYNC_MODES:
+        raise ConfigError(f"must be one of {', '.join(FSYNC_MODES)}, not {mail_fsync!r}",
+                          key="mail_fsync")
+    if not hostname or any(c in hostname for c in "\0\r\n\t"):
+        raise ConfigError(f"invalid hostname {hostname!r}", key="hostname")
+    location = parse_mail_location(mail_location, home=home)
+    if location.format == "maildir":
+        from .maildir import MaildirStorage
+        return MaildirStorage(location, user=user, hostname=hostname, mail_fsync=mail_fsync)
+    raise ConfigError(f"the {location.format} format is not supported", key="mail_location")

@@ -1,0 +1,669 @@
+"""Maildir storage, byte-compatible with Dovecot 2.3's maildir saving.
+
+One save, in this order (src/lib-storage/index/maildir/maildir-save.c):
+  1. tmp/<sec>.M<usec>P<pid>.<host>, opened O_CREAT|O_EXCL|O_NOFOLLOW, mode derived
+     from the mailbox directory as Dovecot derives it ((dir mode & 0666) | 0600);
+  2. the message is written (or hard-linked from a copy this delivery already
+     saved), then fsync()ed unless mail_fsync=never;
+  3. dovecot-uidlist.lock is tried once (a stale lock is broken, a live one is not);
+  4. rename into new/<base>,S=<size>,W=<vsize> -- or cur/<...>:2,<flags> when the
+     message has flags -- and fsync the directory unless mail_fsync=never;
+  5. with the lock: the next UID is appended to dovecot-uidlist (created as
+     Dovecot would when missing); without it the file stays in new/ without a
+     UID, and Dovecot assigns one at its next sync -- as dovecot-lda does.
+Any failure before the message is durable in new/ or cur/ removes what was
+written: there is never a partial file in new/ or cur/.
+
+Layouts: Maildir++ (INBOX is the root; folder a/b is the directory ".a.b" with
+tmp/ new/ cur/ and an empty maildirfolder file) and LAYOUT=fs (folder a/b is
+a/b/, parents are plain directories). Components are stored in modified UTF-7
+(or UTF-8 with the UTF-8 option). CONTROL= moves dovecot-uidlist,
+dovecot-uidvalidity and subscriptions into a separate tree exactly as Dovecot
+lays it out (".INBOX" or "INBOX" for the inbox there).
+
+The subscriptions file is Dovecot's version 2: "V\\t2\\n\\n", then one mailbox per
+line, components tab-separated and tab-escaped; rewritten through
+subscriptions.lock and a rename (src/lib-storage/list/subscription-file.c).
+
+Errors: MailboxNameError (a name the layout cannot store), MailboxNotFoundError,
+StorageError for every OSError, naming the path and the errno; EFBIG explains the
+RLIMIT_FSIZE limit (Postfix's mailbox_size_limit, applied through ulimit -f).
+Keywords (non-system flags) are not stored yet: dovecot-keywords comes with Sieve.
+
+Security: below the configured roots every directory is opened relative to its
+parent's fd with O_NOFOLLOW|O_DIRECTORY and every file with O_NOFOLLOW, so a
+symlink planted in the Maildir (a folder, tmp/, new/, the uidlist) is refused
+with a StorageError instead of being followed out of the mail root.
+"""
+
+import os
+import time
+
+from ..errors import MailboxNameError, MailboxNotFoundError, StorageError
+from ..mailbox_name import INBOX, check_components, encode_mutf7
+from .. import index
+from ..locking import acquire_dotlock
+from . import SaveResult, Storage
+
+SUBDIRS = ("cur", "new", "tmp")          # the order Dovecot creates them in
+MAILDIRFOLDER_NAME = "maildirfolder"
+# Linux NAME_MAX: the longest directory entry, e.g. a whole Maildir++ folder name.
+NAME_MAX = 255
+# Dovecot's SUBSCRIPTION_FILE_LOCK_TIMEOUT and SUBSCRIPTION_FILE_CHANGE_TIMEOUT.
+SUBSCRIPTIONS_LOCK_TIMEOUT = 120
+SUBSCRIPTIONS_STALE_TIMEOUT = 30
+SUBSCRIPTIONS_V2_HEADER = "V\t2\n\n"
+# Dovecot's limit for one subscriptions line (mailbox_name_max_length + 1).
+SUBSCRIPTIONS_LINE_MAX = 4096 + 1
+# IMAP system flags -> Maildir info letters (maildir-filename-flags.c).
+FLAG_LETTERS = {"\\answered": "R", "\\seen": "S", "\\deleted": "T",
+                "\\draft": "D", "\\flagged": "F"}
+COPY_CHUNK = 1 << 16
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_umask = None
+_last_stamp = (0, 0)
+
+
+def _current_umask():
+    global _umask
+    if _umask is None:
+        _umask = os.umask(0o077)
+        os.umask(_umask)
+    return _umask
+
+
+def _unique_stamp():
+    """(sec, usec), strictly increasing within this process (as Dovecot's)."""
+    global _last_stamp
+    ns = time.time_ns()
+    stamp = (ns // 1_000_000_000, (ns // 1000) % 1_000_000)
+    if stamp <= _last_stamp:
+        sec, usec = _last_stamp
+        usec += 1
+        if usec == 1_000_000:
+            sec, usec = sec + 1, 0
+        stamp = (sec, usec)
+    _last_stamp = stamp
+    return stamp
+
+
+def _reason(err):
+    import errno
+    names = {errno.ENOSPC: "ENOSPC", errno.EDQUOT: "EDQUOT", errno.EFBIG: "EFBIG"}
+    text = err.strerror or str(err)
+    name = names.get(err.errno) or errno.errorcode.get(err.errno)
+    return f"{text} ({name})" if name else text
+
+
+def _efbig_message(path):
+    import resource
+    soft, _hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    limit = "unknown" if soft == resource.RLIM_INFINITY else f"{soft} bytes"
+    return (f"writing {path}: the file size limit (RLIMIT_FSIZE) of {limit} was hit "
+            f"(EFBIG): the MTA limits the size of mailbox files, e.g. Postfix's "
+            f"mailbox_size_limit applied through ulimit -f")
+
+
+def storage_error(action, path, err):
+    """A StorageError for an OSError during action on path, with the reason named."""
+    import errno
+    if err.errno == errno.EFBIG:
+        return StorageError(_efbig_message(path))
+    if err.errno == errno.ELOOP:
+        return StorageError(f"{action} {path}: refusing to follow a symlink")
+    return StorageError(f"{action} {path}: {_reason(err)}")
+
+
+def maildir_sort_key(fname):
+    """Dovecot's maildir_filename_sort_cmp order: seconds, microseconds, name."""
+    i = 0
+    while i < len(fname) and fname[i].isdigit():
+        i += 1
+    secs = int(fname[:i]) if i else 0
+    usecs = -1
+    rest = fname[i:]
+    if rest.startswith("."):
+        field = rest[1:].split(".", 1)[0].split(":", 1)[0]
+        m = field.find("M")
+        if m >= 0:
+            j = m + 1
+            while j < len(field) and field[j].isdigit():
+                j += 1
+            usecs = int(field[m + 1:j] or 0)
+    return (secs, usecs, fname.partition(":")[0])
+
+
+def sizes_from_name(fname):
+    """The ,S=<size> and ,W=<vsize> values of a Maildir file name, or None."""
+    base = fname.partition(":")[0]
+    found = {}
+    for field in base.split(",")[1:]:
+        key, eq, value = field.partition("=")
+        if eq and key in ("S", "W") and value.isdigit():
+            found[key] = int(value)
+    if "S" in found and "W" in found:
+        return found["S"], found["W"]
+    return None
+
+
+def flag_letters(flags):
+    """The sorted Maildir info letters for IMAP system flags; keywords are dropped."""
+    letters = set()
+    for flag in flags:
+        letter = FLAG_LETTERS.get(flag.lower())
+        if letter:
+            letters.add(letter)
+    return "".join(sorted(letters))
+
+
+def _tab_escape(s):
+    # Dovecot's str_append_tabescaped.
+    return (s.replace("\x01", "\x011").replace("\t", "\x01t")
+            .replace("\r", "\x01r").replace("\n", "\x01n"))
+
+
+class _Perm:
+    """Modes for new files/dirs in a mailbox, derived from its directory (Dovecot)."""
+
+    __slots__ = ("file_mode", "dir_mode", "gid")
+
+    def __init__(self, st):
+        self.file_mode = (st.st_mode & 0o666) | 0o600
+        self.dir_mode = (st.st_mode & 0o777) | 0o700
+        mode = st.st_mode
+        if mode & 0o2000 or (mode & 0o070) >> 3 == mode & 0o007 or os.getegid() == st.st_gid:
+            self.gid = -1       # nothing to change
+        else:
+            self.gid = st.st_gid
+
+    def apply(self, fd, mode):
+        """Give a freshly created fd its exact mode and group despite the umask."""
+        if mode & _current_umask():
+            os.fchmod(fd, mode)
+        if self.gid != -1:
+            try:
+                os.fchown(fd, -1, self.gid)
+            except PermissionError:
+                pass            # not a member: the file keeps our group, as in Dovecot
+
+
+class _Fds:
+    """Closes every fd it was given, in reverse order."""
+
+    def __init__(self):
+        self.fds = []
+
+    def add(self, fd):
+        self.fds.append(fd)
+        return fd
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        while self.fds:
+            try:
+                os.close(self.fds.pop())
+            except OSError:
+                pass
+
+
+class MaildirStorage(Storage):
+    """Maildir++ or LAYOUT=fs Maildir below one mail root."""
+
+    def __init__(self, location, *, user, hostname, mail_fsync):
+        self.location = location
+        self.user = user
+        self.hostname = hostname
+        self.fsync = mail_fsync != "never"
+        self.fs_layout = location.layout == "fs"
+        self.default_separator = "/" if self.fs_layout else "."
+        # The Maildir spec's escapes: '/' and ':' cannot appear in a file name
+        # part (Dovecot refuses such hostnames; for any other it is identical).
+        self.name_host = hostname.replace("/", "\\057").replace(":", "\\072")
+        self.pid = str(os.getpid())
+
+    # --- names and paths ------------------------------------------------------------
+
+    def _encode(self, part):
+        return part if self.location.utf8 else encode_mutf7(part)
+
+    def _disk_parts(self, name):
+        """Directory entries below the mail root for a non-INBOX mailbox."""
+        enc = []
+        for part in name:
+            if not self.fs_layout and "." in part:
+                raise MailboxNameError(
+                    "'.' cannot be stored in a Maildir++ folder name (use LAYOUT=fs)")
+            if self.fs_layout and part in SUBDIRS:
+                raise MailboxNameError(f"mailbox name component {part!r} is reserved by Maildir")
+            e = self._encode(part)
+            if len(e.encode("utf-8")) > NAME_MAX:
+                raise MailboxNameError("mailbox name component is too long for the filesystem")
+            enc.append(e)
+        if self.fs_layout:
+            return enc
+        folder = "." + ".".join(enc)
+        if len(folder.encode("utf-8")) > NAME_MAX:
+            raise MailboxNameError("mailbox name is too long for a Maildir++ folder")
+        return [folder]
+
+    def _mail_place(self, name):
+        """(base path, entries below it) of a mailbox's directory."""
+        if name == (INBOX,):
+            return (self.location.inbox or self.location.root), []
+        return self.location.root, self._disk_parts(name)
+
+    def _control_place(self, name):
+        """(base path, entries) of the directory holding a mailbox's dovecot-uidlist."""
+        if self.location.control is None:
+            return self._mail_place(name)
+        if name == (INBOX,):
+            return self.location.control, [INBOX if self.fs_layout else "." + INBOX]
+        return self.location.control, self._disk_parts(name)
+
+    def _control_root(self):
+        return self.location.control or self.location.root
+
+    def display_name(self, name):
+        return self.default_separator.join(name)
+
+    # --- directories ----------------------------------------------------------------
+
+    def _open_base(self, path, *, create):
+        """Open a configured root (symlinks in it are the administrator's choice)."""
+        try:
+            return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if not create:
+                raise
+        try:
+            # Why 0700: a new mail root must not be readable by others; its
+            # mode then governs everything created below it.
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as err:
+            raise storage_error("creating", path, err) from None
+
+    def _open_child(self, parent_fd, entry, path, *, create, perm):
+        """Open parent_fd/entry as a directory without following a symlink."""
+        try:
+            return os.open(entry, _DIR_FLAGS, dir_fd=parent_fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+        except NotADirectoryError:
+            raise StorageError(f"{path}: not a directory (or a symlink), refused") from None
+        except OSError as err:
+            raise storage_error("opening", path, err) from None
+        try:
+            os.mkdir(entry, perm.dir_mode, dir_fd=parent_fd)
+            created = True
+        except FileExistsError:
+            created = False
+        except OSError as err:
+            raise storage_error("creating", path, err) from None
+        try:
+            fd = os.open(entry, _DIR_FLAGS, dir_fd=parent_fd)
+        except NotADirectoryError:
+            raise StorageError(f"{path}: not a directory (or a symlink), refused") from None
+        except OSError as err:
+            raise storage_error("opening", path, err) from None
+        if created:
+            try:
+                perm.apply(fd, perm.dir_mode)
+                if self.fsync:
+                    # Why: the new directory entry must survive a crash, or a
+                    # message saved below it would vanish with it.
+                    os.fsync(parent_fd)
+            except OSError as err:
+                os.close(fd)
+                raise storage_error("creating", path, err) from None
+        return fd
+
+    def _walk(self, base, parts, fds, *, create, create_base):
+        """Open base/parts... one level at a time; return (fd, path, perm of base)."""
+        try:
+            fd = fds.add(self._open_base(base, create=create_base))
+        except FileNotFoundError:
+            raise MailboxNotFoundError(f"{base}: mail root does not exist") from None
+        except OSError as err:
+            raise storage_error("opening", base, err) from None
+        perm = _Perm(os.fstat(fd))
+        path = base
+        for entry in parts:
+            path = f"{path}/{entry}"
+            fd = fds.add(self._open_child(fd, entry, path, create=create, perm=perm))
+        return fd, path, perm
+
+    def _open_mailbox(self, name, fds, *, create):
+        """Open a mailbox directory; MailboxNotFoundError unless create."""
+        base, parts = self._mail_place(name)
+        try:
+            return self._walk(base, parts, fds, create=create,
+                              create_base=create or name == (INBOX,))
+        except FileNotFoundError:
+            raise MailboxNotFoundError(
+                f"mailbox {self.display_name(name)} does not exist") from None
+
+    def _open_subdirs(self, mbox_fd, path, perm, fds, *, create):
+        out = {}
+        for sub in SUBDIRS:
+            try:
+                out[sub] = fds.add(self._open_child(mbox_fd, sub, f"{path}/{sub}",
+                                                    create=create, perm=perm))
+            except FileNotFoundError:
+                raise MailboxNotFoundError(f"{path}: not a Maildir (no {sub}/)") from None
+        return out
+
+    def _is_mailbox_dir(self, fd, name):
+        if name == (INBOX,) or not self.fs_layout:
+            return True
+        # In LAYOUT=fs a directory without Maildir subdirectories is only a parent.
+        for sub in SUBDIRS:
+            try:
+                st = os.stat(sub, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if (st.st_mode & 0o170000) == 0o040000:
+                return True
+        return False
+
+    # --- the Storage interface ------------------------------------------------------
+
+    def mailbox_exists(self, name):
+        name = check_components(name)
+        if name == (INBOX,):
+            return True         # IMAP's INBOX always exists; saving creates it
+        with _Fds() as fds:
+            try:
+                fd, _path, _perm = self._open_mailbox(name, fds, create=False)
+            except MailboxNotFoundError:
+                return False
+            return self._is_mailbox_dir(fd, name)
+
+    def create_mailbox(self, name):
+        name = check_components(name)
+        with _Fds() as fds:
+            fd, path, perm = self._open_mailbox(name, fds, create=True)
+            perm = _Perm(os.fstat(fd))
+            self._open_subdirs(fd, path, perm, fds, create=True)
+            if not self.fs_layout and name != (INBOX,):
+                self._touch_maildirfolder(fd, path, perm)
+            self._create_uidlist_if_missing(name, perm, fds)
+
+    def _touch_maildirfolder(self, fd, path, perm):
+        try:
+            f = os.open(MAILDIRFOLDER_NAME, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                        perm.file_mode, dir_fd=fd)
+        except OSError as err:
+            raise storage_error("creating", f"{path}/{MAILDIRFOLDER_NAME}", err) from None
+        try:
+            perm.apply(f, perm.file_mode)
+        finally:
+            os.close(f)
+
+    def _open_control(self, name, fds, perm):
+        """The directory of the mailbox's dovecot-uidlist (created in CONTROL=)."""
+        base, parts = self._control_place(name)
+        fd, path, _ = self._walk(base, parts, fds, create=True, create_base=True)
+        return fd, path
+
+    def _create_uidlist_if_missing(self, name, perm, fds):
+        """A new mailbox gets its uidlist at once, as Dovecot creates it."""
+        ctl_fd, ctl_path = self._open_control(name, fds, perm)
+        try:
+            lock = acquire_dotlock(ctl_fd, index.UIDLIST_NAME, hostname=self.hostname,
+                                   stale_timeout=index.UIDLIST_LOCK_STALE_TIMEOUT,
+                                   timeout=0, mode=perm.file_mode)
+        except OSError as err:
+            raise storage_error("locking", f"{ctl_path}/{index.UIDLIST_NAME}", err) from None
+        if lock is None:
+            return              # busy: whoever holds it creates or keeps the list
+        try:
+            state = index.inspect_uidlist(ctl_fd)
+            state.close()
+            if state.status == "missing":
+                header = index.UidlistHeader(self._next_uid_validity(fds), 1,
+                                             index.new_mailbox_guid())
+                index.write_new_uidlist(ctl_fd, header, [], mode=perm.file_mode,
+                                        fsync=self.fsync)
+        except OSError as err:
+            raise storage_error("creating", f"{ctl_path}/{index.UIDLIST_NAME}", err) from None
+        finally:
+            lock.release()
+
+    def _next_uid_validity(self, fds):
+        root = self._control_root()
+        root_fd = fds.add(self._open_base(root, create=True))
+        perm = _Perm(os.fstat(root_fd))
+        return index.next_uid_validity(root_fd, mode=perm.file_mode)
+
+    def subscribe(self, name):
+        name = check_components(name)
+        line = "\t".join(_tab_escape(self._encode(p)) for p in name) + "\n"
+        root = self._control_root()
+        fname = self.location.subscriptions_name
+        path = f"{root}/{fname}"
+        with _Fds() as fds:
+            root_fd = fds.add(self._open_base(root, create=True))
+            perm = _Perm(os.fstat(root_fd))
+            try:
+                lock = acquire_dotlock(root_fd, fname, hostname=self.hostname,
+                                       stale_timeout=SUBSCRIPTIONS_STALE_TIMEOUT,
+                                       timeout=SUBSCRIPTIONS_LOCK_TIMEOUT,
+                                       mode=perm.file_mode, write_pid=False, keep_open=True)
+            except OSError as err:
+                raise storage_error("locking", path, err) from None
+            if lock is None:
+                raise StorageError(f"{path}: timed out waiting for the subscriptions lock")
+            try:
+                self._rewrite_subscriptions(root_fd, fname, path, line, name, lock)
+            except OSError as err:
+                raise storage_error("writing", path, err) from None
+            finally:
+                lock.release()
+
+    def _rewrite_subscriptions(self, root_fd, fname, path, line, name, lock):
+        try:
+            fd = os.open(fname, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
+        except FileNotFoundError:
+            old = None
+        else:
+            with os.fdopen(fd, "rb") as f:
+                old = f.read().decode("utf-8", "surrogateescape")
+        if old is None or old == "" or old.startswith(SUBSCRIPTIONS_V2_HEADER):
+            header = SUBSCRIPTIONS_V2_HEADER
+            body = (old or SUBSCRIPTIONS_V2_HEADER)[len(SUBSCRIPTIONS_V2_HEADER):]
+        else:
+            # A version 1 file (no header) stays version 1: names unescaped,
+            # joined with the storage's separator, as Dovecot keeps it.
+            header, body = "", old
+            line = self.default_separator.join(self._encode(p) for p in name) + "\n"
+        lines = body.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        if line[:-1] in lines:
+            return              # already subscribed: leave the file untouched
+        data = header + "".join(x + "\n" for x in lines) + line
+        raw = data.encode("utf-8", "surrogateescape")
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(lock.fd, view):]
+        if self.fsync:
+            os.fsync(lock.fd)
+        if not lock.replace():
+            raise StorageError(f"{path}: our subscriptions lock was overridden")
+
+    def save(self, name, source, *, flags=()):
+        name = check_components(name)
+        letters = flag_letters(flags)
+        with _Fds() as fds:
+            mbox_fd, mbox_path, _ = self._open_mailbox(name, fds, create=name == (INBOX,))
+            if not self._is_mailbox_dir(mbox_fd, name):
+                raise MailboxNotFoundError(f"mailbox {self.display_name(name)} does not exist")
+            perm = _Perm(os.fstat(mbox_fd))
+            # Dovecot re-creates missing tmp/new/cur of an existing mailbox.
+            sub = self._open_subdirs(mbox_fd, mbox_path, perm, fds, create=True)
+            base, size, vsize = self._write_tmp(source, sub["tmp"], mbox_path, perm)
+            final = f"{base},S={size},W={vsize}"
+            dest = "new"
+            if letters:
+                final += ":2," + letters
+                dest = "cur"
+            uid, uid_error, path = self._commit(name, fds, sub, base, final, dest,
+                                                mbox_path, perm)
+        return SaveResult(self.display_name(name), uid, path, size, vsize, uid_error)
+
+    # --- the steps of a save --------------------------------------------------------
+
+    def _new_tmp(self, tmp_fd, perm, tmp_path):
+        """Create a unique tmp file; return (base name, fd)."""
+        while True:
+            sec, usec = _unique_stamp()
+            base = f"{sec}.M{usec}P{self.pid}.{self.name_host}"
+            try:
+                fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, perm.file_mode, dir_fd=tmp_fd)
+            except FileExistsError:
+                continue        # the clock went backwards: take the next name
+            except OSError as err:
+                raise storage_error("creating", f"{tmp_path}/{base}", err) from None
+            return base, fd
+
+    def _link_tmp(self, source, tmp_fd):
+        """Hard-link source.stored_path into tmp/; return (base, size, vsize) or None."""
+        stored = getattr(source, "stored_path", None)
+        if not stored:
+            return None
+        sizes = sizes_from_name(stored.rpartition("/")[2])
+        if sizes is None:
+            return None
+        try:
+            st = os.stat(stored, follow_symlinks=False)
+        except OSError:
+            return None
+        if (st.st_mode & 0o170000) != 0o100000 or st.st_size != sizes[0]:
+            return None
+        sec, usec = _unique_stamp()
+        base = f"{sec}.M{usec}P{self.pid}.{self.name_host}"
+        try:
+            os.link(stored, base, dst_dir_fd=tmp_fd, follow_symlinks=False)
+        except OSError:
+            return None         # another filesystem, a name clash, ...: write a copy
+        return base, sizes[0], sizes[1]
+
+    def _write_tmp(self, source, tmp_fd, mbox_path, perm):
+        """Write the message into tmp/ durably; return (base name, size, vsize)."""
+        tmp_path = f"{mbox_path}/tmp"
+        linked = self._link_tmp(source, tmp_fd)
+        if linked is not None:
+            return linked       # already durable: it was fsynced when first saved
+        base, fd = self._new_tmp(tmp_fd, perm, tmp_path)
+        path = f"{tmp_path}/{base}"
+        try:
+            perm.apply(fd, perm.file_mode)
+            size, vsize = source.write_to(fd)
+            real = os.fstat(fd).st_size
+            if real != size:
+                raise StorageError(f"{path}: message source reported {size} bytes "
+                                   f"but the file has {real}")
+            if self.fsync:
+                # Why: the rename into new/ promises the MTA the mail is safe;
+                # the data must be on disk before the name is.
+                os.fsync(fd)
+            closing, fd = fd, -1
+            os.close(closing)
+        except BaseException as exc:
+            if fd != -1:
+                os.close(fd)
+            # Never leave a partial message behind, whatever failed.
+            try:
+                os.unlink(base, dir_fd=tmp_fd)
+            except OSError:
+                pass
+            if isinstance(exc, OSError):
+                raise storage_error("writing", path, exc) from None
+            raise
+        return base, size, vsize
+
+    def _commit(self, name, fds, sub, base, final, dest, mbox_path, perm):
+        """Move tmp/base to dest/final and assign a UID; return (uid, uid_error, path)."""
+        dest_fd = sub[dest]
+        path = f"{mbox_path}/{dest}/{final}"
+        lock = state = None
+        uid_error = None
+        existing = None
+        ctl_fd = None
+        try:
+            try:
+                ctl_fd, ctl_path = self._open_control(name, fds, perm)
+                lock = acquire_dotlock(ctl_fd, index.UIDLIST_NAME, hostname=self.hostname,
+                                       stale_timeout=index.UIDLIST_LOCK_STALE_TIMEOUT,
+                                       timeout=0, mode=perm.file_mode)
+                if lock is None:
+                    uid_error = "dovecot-uidlist is locked by another process"
+                else:
+                    state = index.inspect_uidlist(ctl_fd)
+                    if state.status == "unusable":
+                        uid_error = state.reason
+                    elif state.status == "missing":
+                        # Dovecot gives the files already there their UIDs first.
+                        existing = self._existing_basenames(sub)
+            except (OSError, StorageError) as err:
+                uid_error = f"dovecot-uidlist not usable: {getattr(err, 'strerror', None) or err}"
+            try:
+                os.rename(base, final, src_dir_fd=sub["tmp"], dst_dir_fd=dest_fd)
+            except OSError as err:
+                try:
+                    os.unlink(base, dir_fd=sub["tmp"])
+                except OSError:
+                    pass
+                raise storage_error("moving into", path, err) from None
+            if self.fsync:
+                try:
+                    # Why: the message is delivered only once its name is durable.
+                    os.fsync(dest_fd)
+                except OSError as err:
+                    # Not durable means not delivered: take it back, as Dovecot's
+                    # rollback does, so that the MTA's retry makes no duplicate.
+                    try:
+                        os.unlink(final, dir_fd=dest_fd)
+                    except OSError:
+                        pass
+                    raise storage_error("syncing", f"{mbox_path}/{dest}", err) from None
+            uid = None
+            if state is not None and state.status in ("ok", "missing"):
+                try:
+                    uid = self._assign_uid(fds, ctl_fd, state, existing, final, perm)
+                except (OSError, ValueError) as err:
+                    # The mail is saved; Dovecot will number it at its next sync.
+                    uid_error = f"dovecot-uidlist not updated: {getattr(err, 'strerror', None) or err}"
+            return uid, uid_error, path
+        finally:
+            if state is not None:
+                state.close()
+            if lock is not None:
+                try:
+                    lock.release()
+                except OSError:
+                    pass
+
+    def _assign_uid(self, fds, ctl_fd, state, existing, final, perm):
+        if state.status == "ok":
+            return index.append_records(state, [final], fsync=self.fsync)
+        header = index.UidlistHeader(self._next_uid_validity(fds), 1, index.new_mailbox_guid())
+        names = list(existing) + [final]
+        first = index.write_new_uidlist(ctl_fd, header, names, mode=perm.file_mode,
+                                        fsync=self.fsync)
+        return first + len(existing)
+
+    def _existing_basenames(self, sub):
+        names = []
+        for d in ("new", "cur"):
+            for entry in os.listdir(sub[d]):
+                if not entry.startswith("."):
+                    names.append(entry.partition(":")[0])
+        names.sort(key=maildir_sort_key)
+        return names
