@@ -91,7 +91,7 @@ def sanitize(text, max_bytes=MAX_TEXT_BYTES):
     return data[: max_bytes - 3].decode("utf-8", "ignore") + "..."
 
 
-def check_deliver_log_format(template):
+def check_log_format(template):
     """Raise ValueError unless template is a valid deliver_log_format (for config.py)."""
     for name in referenced(template, short_keys=DELIVER_LOG_KEYS):
         if name not in _DELIVER_LOG_NAMES and ":" not in name:
