@@ -1,0 +1,56 @@
+"""Run as the test user by the interop tests: save messages with mailslot's Storage.
+
+    python3 saver.py <mail_location> <home> <json plan>
+
+The plan is a list of steps, each {"op": "save"|"create"|"subscribe", "name": [...],
+"body": str, "flags": [...], "link_previous": bool}. For every save it prints one
+JSON line: {"mailbox", "uid", "path", "size", "vsize", "uid_error"}.
+The message source is the smallest real one: bytes in memory, written with one
+write(), vsize counting each LF as CRLF, as the engine's source reports it.
+"""
+
+import json
+import os
+import socket
+import sys
+
+from mailslot.storage import open_storage
+
+
+class BytesSource:
+    def __init__(self, data, stored_path=None):
+        self.data = data
+        self.stored_path = stored_path
+
+    def write_to(self, fd):
+        view = memoryview(self.data)
+        while view:
+            view = view[os.write(fd, view):]
+        return len(self.data), len(self.data) + self.data.count(b"\n")
+
+
+def main():
+    location, home, plan = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    storage = open_storage(location, user=os.environ.get("USER", "test"), home=home,
+                           hostname=socket.gethostname())
+    previous = None
+    for step in plan:
+        name = tuple(step["name"])
+        if step["op"] == "create":
+            storage.create_mailbox(name)
+        elif step["op"] == "subscribe":
+            storage.subscribe(name)
+        elif step["op"] == "save":
+            stored = previous if step.get("link_previous") else None
+            source = BytesSource(step["body"].encode("utf-8"), stored)
+            result = storage.save(name, source, flags=tuple(step.get("flags", ())))
+            previous = result.path
+            print(json.dumps({"mailbox": result.mailbox, "uid": result.uid,
+                              "path": result.path, "size": result.size,
+                              "vsize": result.vsize, "uid_error": result.uid_error}))
+        else:
+            raise SystemExit(f"unknown op {step['op']!r}")
+
+
+if __name__ == "__main__":
+    main()
