@@ -824,16 +824,18 @@ static int value_is_passable(const char *v)
     return n <= MS_ENV_VALUE_MAX && !has_control(v, n);
 }
 
-/* TZ names a zone, never a file: glibc would open a path given in TZ. */
+/* TZ names a zone under glibc's zoneinfo directory, never a file of the caller's
+ * choosing: no absolute path (also not after the ':' prefix), no "..". */
 static int tz_is_safe(const char *v)
 {
     size_t n = strnlen(v, 65), i;
 
-    if (n == 0 || n > 64 || strstr(v, "..") != NULL)
+    if (n == 0 || n > 64 || strstr(v, "..") != NULL || v[0] == '/'
+        || (v[0] == ':' && v[1] == '/'))
         return 0;
     for (i = 0; i < n; i++) {
         int c = (unsigned char) v[i];
-        if (!is_alpha(c) && !is_digit(c) && strchr("_+-:,.<>", c) == NULL)
+        if (!is_alpha(c) && !is_digit(c) && strchr("_+-:,./<>", c) == NULL)
             return 0;
     }
     return 1;

@@ -120,3 +120,11 @@ def report_of(proc):
     """The fixture engine's JSON report from a finished relay run."""
     assert proc.returncode == 0, (proc.returncode, proc.stderr.decode(errors="replace"))
     return json.loads(proc.stdout)
+
+
+def assert_refused(proc, code, rule, program="mailslot-relay"):
+    """The run was refused with code, naming rule on stderr; nothing was exec'd."""
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == code, err
+    assert proc.stdout == b"", "the engine must not have run"
+    assert f"{program}: {rule}:" in err, err

@@ -1,0 +1,123 @@
+"""Where targets come from: NSS, a root-owned Dovecot passwd-file, a lookup child.
+
+Every answer, whatever its source, is checked against the same ranges: a
+passwd-file line or a lookup answer that maps a name to root is refused.
+"""
+import os
+
+import pytest
+
+from tests.relay.relaytest import ALICE, LOOKUP, MTA, assert_refused, report_of
+
+PASSWD_LINES = [
+    "# Dovecot passwd-file: user:password:uid:gid:gecos:home:shell:extra",
+    "vuser1:{{PLAIN}}x:60001:60002::{home}/vuser1::userdb_quota_rule=*:storage=1G",
+    "vuser2:{{PLAIN}}x:60003:60003::{home}/vuser2",
+    "evilroot:{{PLAIN}}x:0:60001::{home}/evil::",
+    "evilgid:{{PLAIN}}x:60004:0::{home}/evil::",
+    "noid:{{PLAIN}}x::::{home}/noid::",
+    "relhome:{{PLAIN}}x:60005:60005::relative/home::",
+    "twice:x:60006:60006::{home}/a::",
+    "twice:x:60007:60007::{home}/b::",
+]
+
+
+@pytest.fixture
+def passwd_relay(relay):
+    relay.passwd_file.write_text("\n".join(PASSWD_LINES).format(home=relay.homes) + "\n")
+    os.chown(relay.passwd_file, 0, 0)
+    os.chmod(relay.passwd_file, 0o640)
+    relay.write_policy(resolver="passwd-file", passwd_file=str(relay.passwd_file))
+    return relay
+
+
+def test_passwd_file_user_gets_its_uid_gid_and_only_its_gid(passwd_relay):
+    rep = report_of(passwd_relay.run(["-d", "vuser1"]))
+    assert rep["resuid"] == [60001] * 3
+    assert rep["resgid"] == [60002] * 3
+    assert rep["groups"] == [60002]
+    assert rep["env"]["HOME"] == f"{passwd_relay.homes}/vuser1"
+
+
+@pytest.mark.parametrize("user, code, rule", [
+    ("evilroot", 77, "target-root"),
+    ("evilgid", 77, "target-root"),
+    ("noid", 75, "passwd-file"),
+    ("relhome", 75, "passwd-file"),
+    ("twice", 75, "passwd-file"),
+    ("nobody-in-file", 67, "unknown-user"),
+])
+def test_passwd_file_refusals(passwd_relay, user, code, rule):
+    assert_refused(passwd_relay.run(["-d", user]), code, rule)
+
+
+def test_writable_passwd_file_is_refused(passwd_relay):
+    os.chmod(passwd_relay.passwd_file, 0o664)
+    assert_refused(passwd_relay.run(["-d", "vuser1"]), 75, "passwd-file-unsafe")
+
+
+def test_passwd_file_owned_by_a_user_is_refused(passwd_relay):
+    os.chown(passwd_relay.passwd_file, passwd_relay.uid(MTA), 0)
+    assert_refused(passwd_relay.run(["-d", "vuser1"]), 75, "passwd-file-unsafe")
+
+
+def test_passwd_file_resolver_ignores_nss(passwd_relay):
+    assert_refused(passwd_relay.run(["-d", ALICE]), 67, "unknown-user")
+
+
+LOOKUP_SCRIPT = '''\
+import os, sys
+# Runs as the policy's lookup user, never as root: prove it or answer nothing.
+if os.getresuid() != ({uid}, {uid}, {uid}) or os.getgroups() != [{gid}]:
+    sys.exit(70)
+if os.environ.get("MAILSLOT_RELAY_LOOKUP") != "1" or "LD_PRELOAD" in os.environ:
+    sys.exit(70)
+user = sys.argv[1]
+answers = {{
+    "lk-ok": "uid=60008 gid=60009 home={home}/lk-ok\\n",
+    "lk-root": "uid=0 gid=60009 home=/root\\n",
+    "lk-range": "uid=50 gid=60009 home=/x\\n",
+    "lk-garbage": "uid=60008; rm -rf /\\n",
+    "lk-two-lines": "uid=60008 gid=60009 home=/x\\nuid=0 gid=0 home=/\\n",
+}}
+if user == "lk-unknown":
+    sys.exit(67)
+if user == "lk-crash":
+    sys.exit(1)
+sys.stdout.write(answers[user])
+'''
+
+
+@pytest.fixture
+def lookup_relay(relay):
+    script = relay.lookup_entry
+    script.write_text(LOOKUP_SCRIPT.format(uid=relay.uid(LOOKUP), gid=relay.gid(LOOKUP),
+                                           home=relay.homes))
+    os.chmod(script, 0o644)
+    relay.write_policy(resolver="lookup", lookup_user=LOOKUP, lookup_entry=str(script))
+    return relay
+
+
+def test_lookup_child_answer_is_used(lookup_relay):
+    rep = report_of(lookup_relay.run(["-d", "lk-ok"], env={"LD_PRELOAD": "/tmp/x.so"}))
+    assert rep["resuid"] == [60008] * 3
+    assert rep["resgid"] == [60009] * 3
+    assert rep["env"]["HOME"] == f"{lookup_relay.homes}/lk-ok"
+
+
+@pytest.mark.parametrize("user, code, rule", [
+    ("lk-root", 77, "target-root"),
+    ("lk-range", 77, "target-uid-range"),
+    ("lk-garbage", 75, "lookup-answer"),
+    ("lk-two-lines", 75, "lookup-answer"),
+    ("lk-unknown", 67, "unknown-user"),
+    ("lk-crash", 75, "lookup"),
+])
+def test_lookup_child_answers_are_validated(lookup_relay, user, code, rule):
+    assert_refused(lookup_relay.run(["-d", user]), code, rule)
+
+
+def test_lookup_user_root_is_refused(lookup_relay):
+    lookup_relay.write_policy(resolver="lookup", lookup_user="root",
+                              lookup_entry=str(lookup_relay.lookup_entry))
+    assert_refused(lookup_relay.run(["-d", "lk-ok"]), 75, "policy-lookup-user")
