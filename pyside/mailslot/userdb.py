@@ -301,6 +301,10 @@ def _lookup_passwd_file(name, args, values, warnings):
     return fields
 
 
+# A line that exists for the passdb only: it hides later duplicates, as in Dovecot.
+_PASSDB_ONLY = ("passdb-only",)
+
+
 def _find_entry(path, username, templated, warnings):
     """Return (uid, gid, home, extra fields) for username in the file, or None."""
     # Names Dovecot's reader could never have stored.
@@ -342,10 +346,6 @@ def _find_entry(path, username, templated, warnings):
     if found is None or found is _PASSDB_ONLY:
         return None
     return found
-
-
-# A line that exists for the passdb only: it hides later duplicates, as in Dovecot.
-_PASSDB_ONLY = ("passdb-only",)
 
 
 def _parse_entry(line, where, warnings):
