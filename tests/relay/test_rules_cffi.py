@@ -1,0 +1,317 @@
+"""The relay's pure C rules, called through cffi from the very sources it is built from.
+
+relay_rules.c is compiled into a shared library for this test; its header is fed to
+cffi after the preprocessor has expanded the limits. Cases for the policy parser are
+files in cases/policy/ (first line: "# expect: ok" or "# expect: <rule>").
+"""
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+cffi = pytest.importorskip("cffi")
+
+HERE = Path(__file__).resolve().parent
+HELPER_C = HERE.parents[1] / "helper_c"
+POLICY_CASES = sorted((HERE / "cases" / "policy").glob("*.policy"))
+
+
+@pytest.fixture(scope="module")
+def rules(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rules")
+    subprocess.run(["make", "-s", "-C", str(HELPER_C), f"OUT={out}", "lib"], check=True)
+    header = (HELPER_C / "relay_rules.h").read_text()
+    header = "\n".join(line for line in header.splitlines()
+                       if not line.startswith(("#include", "#ifndef MAILSLOT", "#endif",
+                                               "#define MAILSLOT_RELAY_RULES_H")))
+    cdef = subprocess.run(["cc", "-E", "-P", "-x", "c", "-"], input=header, text=True,
+                          capture_output=True, check=True).stdout
+    ffi = cffi.FFI()
+    ffi.cdef(cdef)
+    lib = ffi.dlopen(str(out / "librelayrules.so"))
+    consts = {m[0]: int(m[1].rstrip("UL")) for m in
+              re.findall(r"#define (MS_\w+) (\d+U?L?)\b", header)}
+    return ffi, lib, consts
+
+
+def parse_policy(rules, text):
+    ffi, lib, _ = rules
+    pol = ffi.new("struct ms_policy *")
+    err = ffi.new("char[512]")
+    data = text.encode() if isinstance(text, str) else text
+    rc = lib.ms_policy_parse(data, len(data), pol, err, 512)
+    return rc, pol, ffi.string(err).decode()
+
+
+GOOD = """caller_groups = secmail
+target_uids = 1000-59999, 60001
+target_gids = 100, 1000-59999
+interpreter = /usr/bin/python3
+entry = /usr/lib/mailslot/mailslot-lda
+resolver = nss
+"""
+
+
+# --- policy ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", POLICY_CASES, ids=[p.stem for p in POLICY_CASES])
+def test_policy_cases(rules, case):
+    text = case.read_text()
+    expect = text.splitlines()[0].removeprefix("# expect: ").strip()
+    rc, _, err = parse_policy(rules, text)
+    if expect == "ok":
+        assert rc == 0, err
+    else:
+        assert rc == -1
+        assert err.startswith(expect + ":"), err
+
+
+def test_policy_values_are_parsed(rules):
+    ffi = rules[0]
+    rc, pol, err = parse_policy(rules, GOOD + "pass_env = A, B_2\nno_new_privs = yes\n")
+    assert rc == 0, err
+    assert ffi.string(pol.caller_groups[0]) == b"secmail"
+    assert [(pol.target_uids[i].lo, pol.target_uids[i].hi) for i in range(pol.n_target_uids)] \
+        == [(1000, 59999), (60001, 60001)]
+    assert pol.resolver == 1 and pol.no_new_privs == 1 and pol.caller_config == 0
+    assert [ffi.string(pol.pass_env[i]) for i in range(pol.n_pass_env)] == [b"A", b"B_2"]
+
+
+def test_policy_without_trailing_newline_and_with_comments(rules):
+    rc, _, err = parse_policy(rules, "  # comment\n\n" + GOOD.rstrip("\n"))
+    assert rc == 0, err
+
+
+def test_policy_reports_the_line(rules):
+    rc, _, err = parse_policy(rules, GOOD + "\nbogus = 1\n")
+    assert rc == -1 and err == "policy-key: line 8: unknown key bogus"
+
+
+def test_policy_size_is_bounded(rules):
+    rc, _, err = parse_policy(rules, GOOD + "#" * 70000)
+    assert rc == -1 and err.startswith("policy-syntax")
+
+
+# --- ranges --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("uid, inside", [(0, False), (999, False), (1000, True),
+                                         (59999, True), (60000, False), (60001, True),
+                                         (4294967295, False)])
+def test_range_contains(rules, uid, inside):
+    _, lib, _ = rules
+    _, pol, _ = parse_policy(rules, GOOD)
+    assert bool(lib.ms_range_contains(pol.target_uids, pol.n_target_uids, uid)) is inside
+
+
+def test_range_never_contains_zero_even_if_forced(rules):
+    ffi, lib, _ = rules
+    ranges = ffi.new("struct ms_range[1]", [{"lo": 0, "hi": 10}])
+    assert lib.ms_range_contains(ranges, 1, 0) == 0
+    assert lib.ms_range_contains(ranges, 1, 5) == 1
+
+
+# --- argv ----------------------------------------------------------------------------
+
+def parse_args(rules, argv, policy=GOOD):
+    ffi, lib, _ = rules
+    _, pol, _ = parse_policy(rules, policy)
+    keep = [ffi.new("char[]", a.encode()) for a in argv]
+    arr = ffi.new("char *[]", keep + [ffi.NULL])
+    args = ffi.new("struct ms_args *")
+    err = ffi.new("char[512]")
+    rc = lib.ms_args_parse(len(argv), arr, pol, args, err, 512)
+    out = ffi.new("const char *[64]")
+    n = lib.ms_args_engine_argv(args, b"/py", b"/entry", out, 64) if rc == 0 else -1
+    engine = [ffi.string(out[i]).decode() for i in range(n)] if n > 0 else None
+    return rc, ffi.string(err).decode(), engine
+
+
+@pytest.mark.parametrize("argv, engine", [
+    (["lda", "-d", "u"], ["-d", "u"]),
+    (["lda", "-du", "-f", "", "-m", ""], ["-d", "u", "-f", "", "-m", ""]),
+    (["lda", "-nsek", "-d", "u@example.org"], ["-d", "u@example.org", "-n", "-s", "-e", "-k"]),
+    (["lda", "-f", "<>", "-a", "u+x@d", "-r", "u@d", "-d", "u"],
+     ["-d", "u", "-a", "u+x@d", "-r", "u@d", "-f", "<>"]),
+    (["lda", "-e", "-mINBOX/sub", "-d", "u"], ["-d", "u", "-m", "INBOX/sub", "-e"]),
+])
+def test_args_accepted_and_made_canonical(rules, argv, engine):
+    rc, err, got = parse_args(rules, argv)
+    assert rc == 0, err
+    assert got == ["/py", "-I", "-S", "/entry"] + engine
+
+
+@pytest.mark.parametrize("argv, rc, rule", [
+    ([], 64, "usage"),
+    (["lda"], 64, "usage"),
+    (["lda", "-d", "u", "--"], 64, "usage"),
+    (["lda", "-d", "u", "-"], 64, "usage"),
+    (["lda", "-d", "-u"], 64, "usage"),
+    (["lda", "-d", ".hidden"], 64, "usage"),
+    (["lda", "-d", "a/b"], 64, "usage"),
+    (["lda", "-d", "a:b"], 64, "usage"),
+    (["lda", "-d", "a b"], 64, "usage"),
+    (["lda", "-d", "x" * 257], 64, "usage"),
+    (["lda", "-d", "u", "-a", ""], 64, "usage"),
+    (["lda", "-d", "u", "-m", "-x"], 64, "usage"),
+    (["lda", "-d", "u", "-m", "a\x7fb"], 64, "usage"),
+    (["lda", "-d", "u", "-f"], 64, "usage"),
+    (["lda", "-d", "u", "-c", "/x"], 77, "caller-config"),
+    (["lda", "-d", "u", "-oa=b"], 77, "caller-config"),
+    (["lda", "-d", "u", "-p", "/x"], 77, "caller-mail-path"),
+    (["lda"] + ["-n"] * 64 + ["-d", "u"], 64, "usage"),
+])
+def test_args_refused(rules, argv, rc, rule):
+    got_rc, err, _ = parse_args(rules, argv)
+    assert got_rc == rc
+    assert err.startswith(rule + ":"), err
+
+
+def test_args_config_allowed_by_policy(rules):
+    policy = GOOD + "caller_config = yes\ncaller_mail_path = yes\n"
+    rc, err, engine = parse_args(rules, ["lda", "-d", "u", "-c", "/etc/x.yaml", "-o", "a=b",
+                                         "-o", "c.d=e f", "-p", "/var/spool/m"], policy)
+    assert rc == 0, err
+    assert engine[4:] == ["-d", "u", "-c", "/etc/x.yaml", "-p", "/var/spool/m",
+                          "-o", "a=b", "-o", "c.d=e f"]
+    for bad in (["-c", "etc/x"], ["-c", "/etc/../x"], ["-o", "novalue"], ["-o", "=v"]):
+        rc, err, _ = parse_args(rules, ["lda", "-d", "u"] + bad, policy)
+        assert rc == 64, bad
+
+
+# --- environment ---------------------------------------------------------------------
+
+def build_env(rules, caller_env, keep=False, policy=GOOD, groups=(1001, 1002)):
+    ffi, lib, consts = rules
+    _, pol, _ = parse_policy(rules, policy)
+    t = ffi.new("struct ms_target *")
+    t.user = b"alice"
+    t.uid, t.gid = 1001, 1001
+    t.home = b"/home/alice"
+    for i, g in enumerate(groups):
+        t.groups[i] = g
+    t.n_groups = len(groups)
+    keep_alive = [ffi.new("char[]", e.encode()) for e in caller_env]
+    env = ffi.new("char *[]", keep_alive + [ffi.NULL])
+    buf = ffi.new("char[]", consts["MS_ENV_BUF"])
+    out = ffi.new("char *[]", consts["MS_ENV_MAX"] + 1)
+    err = ffi.new("char[512]")
+    n = lib.ms_env_build(env, pol, int(keep), t, buf, consts["MS_ENV_BUF"], out,
+                         consts["MS_ENV_MAX"] + 1, err, 512)
+    assert n >= 0, ffi.string(err)
+    assert out[n] == ffi.NULL
+    return dict(ffi.string(out[i]).decode().partition("=")[::2] for i in range(n))
+
+
+def test_env_fixed_part(rules):
+    env = build_env(rules, ["PATH=/evil", "HOME=/root", "USER=root"])
+    assert env == {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/alice",
+                   "USER": "alice", "LOGNAME": "alice", "MAILSLOT_RELAY_USER": "alice",
+                   "MAILSLOT_RELAY_HOME": "/home/alice", "MAILSLOT_RELAY_UID": "1001",
+                   "MAILSLOT_RELAY_GID": "1001", "MAILSLOT_RELAY_GROUPS": "1001,1002"}
+
+
+def test_env_keep_and_pass_env(rules):
+    caller = ["SENDER=a@b", "LD_PRELOAD=/x.so", "FOO=1", "FOO=2", "BAR=\x01",
+              "PYTHONPATH=/x", "TZ=UTC"]
+    env = build_env(rules, caller, keep=True, policy=GOOD + "pass_env = FOO, BAR\n")
+    assert env["SENDER"] == "a@b" and env["FOO"] == "1" and env["TZ"] == "UTC"
+    assert "BAR" not in env and "LD_PRELOAD" not in env and "PYTHONPATH" not in env
+
+
+def test_env_value_length_is_bounded(rules):
+    env = build_env(rules, ["SENDER=" + "x" * 2000], keep=True)
+    assert "SENDER" not in env
+
+
+@pytest.mark.parametrize("name, forbidden", [
+    ("LD_PRELOAD", True), ("LD_ANYTHING", True), ("PYTHONSTARTUP", True),
+    ("PYTHONINSPECT", True), ("GCONV_PATH", True), ("LOCPATH", True), ("NLSPATH", True),
+    ("TMPDIR", True), ("HOSTALIASES", True), ("RESOLV_HOST_CONF", True),
+    ("GLIBC_TUNABLES", True), ("MAILSLOT_RELAY_UID", True), ("LC_ALL", True),
+    ("BASH_FUNC_x%%", True), ("1ABC", True), ("A-B", True), ("", True),
+    ("SENDER", False), ("MY_VAR", False),
+])
+def test_env_name_forbidden(rules, name, forbidden):
+    _, lib, _ = rules
+    assert bool(lib.ms_env_name_forbidden(name.encode())) is forbidden
+
+
+# --- targets -------------------------------------------------------------------------
+
+def find_passwd(rules, text, user):
+    ffi, lib, _ = rules
+    t = ffi.new("struct ms_target *")
+    err = ffi.new("char[512]")
+    data = text.encode()
+    rc = lib.ms_passwd_file_find(data, len(data), user.encode(), t, err, 512)
+    return rc, t, ffi.string(err).decode()
+
+
+def test_passwd_file_find(rules):
+    text = "#c\n\nother:x:5:5::/h/o\nu@d:{SHA}x:1001:1002:Gecos:/home/u::quota=1\r\n"
+    rc, t, err = find_passwd(rules, text, "u@d")
+    assert rc == 1, err
+    assert (t.uid, t.gid, rules[0].string(t.home)) == (1001, 1002, b"/home/u")
+    assert list(t.groups[0:t.n_groups]) == [1002]
+    assert find_passwd(rules, text, "nobody")[0] == 0
+    assert find_passwd(rules, text, "u")[0] == 0          # exact names only
+
+
+@pytest.mark.parametrize("line", [
+    "u:x:abc:1::/h", "u:x:1:-1::/h", "u:x:1:1::h", "u:x:1:1::", "u:x:1:1",
+    "u:x:99999999999:1::/h", "u:x:1:1::/h/../etc", "u:x::1::/h",
+])
+def test_passwd_file_malformed_line_for_the_user(rules, line):
+    rc, _, err = find_passwd(rules, line + "\n", "u")
+    assert rc == -1 and err.startswith("passwd-file:"), err
+
+
+def test_passwd_file_duplicate_and_nul(rules):
+    assert find_passwd(rules, "u:x:1:1::/a\nu:x:2:2::/b\n", "u")[0] == -1
+    assert find_passwd(rules, "u:x:1:1::/a\0\n", "u")[0] == -1
+    assert find_passwd(rules, "x" * 9000 + "\nu:x:1:1::/a\n", "u")[0] == -1
+
+
+@pytest.mark.parametrize("answer, ok", [
+    ("uid=1001 gid=1002 home=/home/u x\n", True),
+    ("uid=1001 gid=1002 home=/home/u", False),
+    ("uid=1001 gid=1002 home=relative\n", False),
+    ("uid=-1 gid=1002 home=/h\n", False),
+    ("uid=1001  gid=1002 home=/h\n", False),
+    ("gid=1002 uid=1001 home=/h\n", False),
+    ("uid=1001 gid=1002 home=/h\nuid=0 gid=0 home=/\n", False),
+    ("uid=4294967295 gid=1 home=/h\n", False),
+])
+def test_lookup_answer_parse(rules, answer, ok):
+    ffi, lib, _ = rules
+    t = ffi.new("struct ms_target *")
+    err = ffi.new("char[512]")
+    data = answer.encode()
+    assert (lib.ms_lookup_answer_parse(data, len(data), t, err, 512) == 0) is ok
+
+
+def test_target_check(rules):
+    ffi, lib, _ = rules
+    _, pol, _ = parse_policy(rules, GOOD)
+    t = ffi.new("struct ms_target *")
+    t.user, t.home = b"u", b"/home/u"
+    err = ffi.new("char[512]")
+    secmail = ffi.new("unsigned long[1]", [120])
+
+    def check(uid, gid, groups, home=b"/home/u"):
+        t.uid, t.gid, t.home = uid, gid, home
+        for i, g in enumerate(groups):
+            t.groups[i] = g
+        t.n_groups = len(groups)
+        rc = lib.ms_target_check(pol, t, secmail, 1, err, 512)
+        return "ok" if rc == 0 else ffi.string(err).decode().split(":")[0]
+
+    assert check(1001, 1001, [1001, 100]) == "ok"
+    assert check(0, 1001, [1001]) == "target-root"
+    assert check(1001, 0, [1001]) == "target-root"
+    assert check(1001, 1001, [1001, 0]) == "target-root"
+    assert check(999, 1001, [1001]) == "target-uid-range"
+    assert check(1001, 99, [99]) == "target-gid-range"
+    assert check(1001, 1001, [1001, 120]) == "target-caller-group"
+    assert check(1001, 1001, [1001], b"home") == "target-home"
