@@ -270,10 +270,9 @@ def _convert_userdb(value, path, line):
 def _check_template(text, path, line, name):
     if "%" not in text:
         return
-    from .variables import expand
-    sample = {"user": "u@d", "username": "u", "domain": "d", "home": "/h",
-              "hostname": "h", "pid": "1", "$": "", "m": "", "s": "", "f": "",
-              "e": "", "p": "", "w": ""}
+    from .variables import expand, user_values
+    sample = user_values("u@d", "/h")
+    sample.update(hostname="h", pid="1")
     try:
         if name == "deliver_log_format":
             from .log import check_log_format

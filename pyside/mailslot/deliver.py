@@ -46,7 +46,10 @@ def deliver(opts):
     log = DeliveryLog(user=user.name, log_path=settings["log_path"],
                       info_log_path=settings["info_log_path"],
                       syslog_facility=settings["syslog_facility"],
-                      deliver_log_format=settings["deliver_log_format"])
+                      deliver_log_format=settings["deliver_log_format"],
+                      home=user.home)
+    for warning in user.warnings:
+        log.warning(warning)
     if opts.sender_invalid is not None:
         log.warning(f"Invalid envelope sender address {opts.sender_invalid!r}, "
                     "using <> instead")

@@ -537,7 +537,8 @@ class MaildirStorage(Storage):
         stored = getattr(source, "stored_path", None)
         if not stored:
             return None
-        sizes = sizes_from_name(stored.rpartition("/")[2])
+        # The source knows its sizes (a -p file has no ,S=,W= in its name).
+        sizes = getattr(source, "sizes", None) or sizes_from_name(stored.rpartition("/")[2])
         if sizes is None:
             return None
         try:
