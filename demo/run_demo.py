@@ -108,7 +108,8 @@ def run_as(entry, argv, stdin=None):
 def summarise():
     """Print mailbox, UID, size and subject of every delivered message."""
     rows = []
-    for folder in sorted(os.listdir(MAILDIR)):
+    # INBOX (new/ at the root) first, then the folders.
+    for folder in sorted(os.listdir(MAILDIR), key=lambda f: (f != "new", f)):
         path = os.path.join(MAILDIR, folder)
         if folder == "new" or (folder.startswith(".") and os.path.isdir(path)):
             box = "INBOX" if folder == "new" else folder[1:].replace(".", "/")
