@@ -72,6 +72,10 @@ install: build
 	install -d $(DESTDIR)$(LIBDIR)/python/mailslot $(DESTDIR)$(PREFIX)/bin
 	cd pyside && find mailslot -name '*.py' | while read f; do \
 	  install -D -m 0644 "$$f" "$(DESTDIR)$(LIBDIR)/python/$$f"; done
+	@# Byte-compile now: delivery users cannot write __pycache__ in a root-owned
+	@# directory, and compiling the engine on every message would cost more than
+	@# the delivery itself.
+	$(PYTHON) -m compileall -q -d $(LIBDIR)/python $(DESTDIR)$(LIBDIR)/python/mailslot
 	install -m 0755 pyside/entry/mailslot-lda $(DESTDIR)$(LIBDIR)/mailslot-lda
 	install -m 0755 pyside/entry/mailslot $(DESTDIR)$(LIBDIR)/mailslot
 	ln -sf ../lib/mailslot/mailslot $(DESTDIR)$(PREFIX)/bin/mailslot
