@@ -313,6 +313,9 @@ def _write_uid_validity(root_fd, value, mode):
     fd = os.open(UIDVALIDITY_NAME, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, mode & 0o666,
                  dir_fd=root_fd)
     try:
+        st = os.fstat(fd)
+        if st.st_size == 0 and (st.st_mode & 0o777) != mode & 0o666:
+            os.fchmod(fd, mode & 0o666)     # new: its mode, not the umask's
         os.pwrite(fd, b"%08x" % value, 0)
     finally:
         os.close(fd)

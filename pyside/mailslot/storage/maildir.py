@@ -61,16 +61,14 @@ FLAG_LETTERS = {"\\answered": "R", "\\seen": "S", "\\deleted": "T",
 COPY_CHUNK = 1 << 16
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_umask = None
 _last_stamp = (0, 0)
 
 
 def _current_umask():
-    global _umask
-    if _umask is None:
-        _umask = os.umask(0o077)
-        os.umask(_umask)
-    return _umask
+    """The process umask (reading it means setting it: put it straight back)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _unique_stamp():
@@ -166,9 +164,10 @@ def _tab_escape(s):
 class _Perm:
     """Modes for new files/dirs in a mailbox, derived from its directory (Dovecot)."""
 
-    __slots__ = ("file_mode", "dir_mode", "gid")
+    __slots__ = ("file_mode", "dir_mode", "gid", "umask")
 
-    def __init__(self, st):
+    def __init__(self, st, umask):
+        self.umask = umask
         self.file_mode = (st.st_mode & 0o666) | 0o600
         self.dir_mode = (st.st_mode & 0o777) | 0o700
         mode = st.st_mode
@@ -179,7 +178,7 @@ class _Perm:
 
     def apply(self, fd, mode):
         """Give a freshly created fd its exact mode and group despite the umask."""
-        if mode & _current_umask():
+        if mode & self.umask:
             os.fchmod(fd, mode)
         if self.gid != -1:
             try:
@@ -223,6 +222,7 @@ class MaildirStorage(Storage):
         # part (Dovecot refuses such hostnames; for any other it is identical).
         self.name_host = hostname.replace("/", "\\057").replace(":", "\\072")
         self.pid = str(os.getpid())
+        self.umask = _current_umask()
 
     # --- names and paths ------------------------------------------------------------
 
@@ -330,7 +330,7 @@ class MaildirStorage(Storage):
             raise MailboxNotFoundError(f"{base}: mail root does not exist") from None
         except OSError as err:
             raise storage_error("opening", base, err) from None
-        perm = _Perm(os.fstat(fd))
+        perm = _Perm(os.fstat(fd), self.umask)
         path = base
         for entry in parts:
             path = f"{path}/{entry}"
@@ -387,7 +387,7 @@ class MaildirStorage(Storage):
         name = check_components(name)
         with _Fds() as fds:
             fd, path, perm = self._open_mailbox(name, fds, create=True)
-            perm = _Perm(os.fstat(fd))
+            perm = _Perm(os.fstat(fd), self.umask)
             self._open_subdirs(fd, path, perm, fds, create=True)
             if not self.fs_layout and name != (INBOX,):
                 self._touch_maildirfolder(fd, path, perm)
@@ -437,7 +437,7 @@ class MaildirStorage(Storage):
     def _next_uid_validity(self, fds):
         root = self._control_root()
         root_fd = fds.add(self._open_base(root, create=True))
-        perm = _Perm(os.fstat(root_fd))
+        perm = _Perm(os.fstat(root_fd), self.umask)
         return index.next_uid_validity(root_fd, mode=perm.file_mode)
 
     def subscribe(self, name):
@@ -448,7 +448,7 @@ class MaildirStorage(Storage):
         path = f"{root}/{fname}"
         with _Fds() as fds:
             root_fd = fds.add(self._open_base(root, create=True))
-            perm = _Perm(os.fstat(root_fd))
+            perm = _Perm(os.fstat(root_fd), self.umask)
             try:
                 lock = acquire_dotlock(root_fd, fname, hostname=self.hostname,
                                        stale_timeout=SUBSCRIPTIONS_STALE_TIMEOUT,
@@ -503,7 +503,7 @@ class MaildirStorage(Storage):
             mbox_fd, mbox_path, _ = self._open_mailbox(name, fds, create=name == (INBOX,))
             if not self._is_mailbox_dir(mbox_fd, name):
                 raise MailboxNotFoundError(f"mailbox {self.display_name(name)} does not exist")
-            perm = _Perm(os.fstat(mbox_fd))
+            perm = _Perm(os.fstat(mbox_fd), self.umask)
             # Dovecot re-creates missing tmp/new/cur of an existing mailbox.
             sub = self._open_subdirs(mbox_fd, mbox_path, perm, fds, create=True)
             base, size, vsize = self._write_tmp(source, sub["tmp"], mbox_path, perm)
