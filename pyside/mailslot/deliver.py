@@ -25,6 +25,9 @@ from .errors import (MailboxNameError, MailboxNotFoundError, PrivilegeError,
 
 RELAY_USER_VARIABLE = "MAILSLOT_RELAY_USER"
 INBOX = ("INBOX",)
+# What survives the environment clean-up without -k, as dovecot-lda keeps only what
+# it needs; the relay's own identity variables start with MAILSLOT_RELAY_.
+KEPT_ENVIRONMENT = ("USER", "HOME", "LOGNAME", "PATH", "TZ", "LANG", "LC_ALL")
 
 
 def deliver(opts):
@@ -33,6 +36,8 @@ def deliver(opts):
     if RELAY_USER_VARIABLE in os.environ:
         from .privilege import verify_relay_promise
         verify_relay_promise(os.environ)
+    if not opts.keep_environment:
+        clear_environment()
     settings, user = resolve_settings_and_user(opts)
 
     from .variables import user_values
@@ -79,6 +84,17 @@ def refuse_root():
     if 0 in os.getresuid() or 0 in os.getresgid():
         raise PrivilegeError("refusing to deliver as root: run it as the user, or "
                              "through mailslot-relay -d USER (see mailslot-relay(8))")
+
+
+def clear_environment():
+    """Drop every variable but KEPT_ENVIRONMENT and the relay's (dovecot-lda without -k).
+
+    Why: programs the delivery starts later (sendmail for redirects and vacation)
+    must not inherit what the MTA's or the caller's environment happened to hold.
+    """
+    for key in list(os.environ):
+        if key not in KEPT_ENVIRONMENT and not key.startswith("MAILSLOT_RELAY_"):
+            del os.environ[key]
 
 
 def resolve_settings_and_user(opts):

@@ -237,3 +237,16 @@ def test_mailslot_config_prints_effective_settings(env, installed):
     full = subprocess.run([os.path.join(installed, "mailslot"), "config", "-c", env.conf],
                           capture_output=True, text=True).stdout
     assert "mail_fsync: optimized" in full
+
+
+def test_environment_cleared_unless_k(env):
+    fmt = "deliver_log_format=env=%{env:MAILSLOT_TEST_VAR} %$"
+    proc = run_as(env.user, [env.engine, "-c", env.conf, "-o", fmt], input=MSG,
+                  env={"MAILSLOT_TEST_VAR": "kept"})
+    assert proc.returncode == 0, proc.stderr
+    proc = run_as(env.user, [env.engine, "-c", env.conf, "-k", "-o", fmt], input=MSG,
+                  env={"MAILSLOT_TEST_VAR": "kept"})
+    assert proc.returncode == 0, proc.stderr
+    lines = [l for l in open(env.log).read().splitlines() if "saved mail" in l]
+    assert lines[0].endswith("env= saved mail to INBOX"), lines
+    assert lines[1].endswith("env=kept saved mail to INBOX"), lines
