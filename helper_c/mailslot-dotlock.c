@@ -55,8 +55,12 @@
 
 /* A lock untouched this long is stale: Dovecot's mbox_dotlock_change_timeout (2 min). */
 #define STALE_SECONDS 120
-/* Attempts and delay: Postfix's deliver_lock_attempts (20) and deliver_lock_delay (1 s). */
-#define LOCK_ATTEMPTS 20
+/* Attempts and delay: Postfix's deliver_lock_attempts (20) and deliver_lock_delay (1 s).
+ * The tests build with fewer attempts (-DMAILSLOT_LOCK_ATTEMPTS=2). */
+#ifndef MAILSLOT_LOCK_ATTEMPTS
+#define MAILSLOT_LOCK_ATTEMPTS 20
+#endif
+#define LOCK_ATTEMPTS MAILSLOT_LOCK_ATTEMPTS
 #define LOCK_DELAY_SECONDS 1
 /* "<pid>:<host>": pid (10 digits), ':', host (HOST_NAME_MAX 64), newline. */
 #define LOCK_CONTENT_MAX 128
