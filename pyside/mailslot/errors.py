@@ -101,6 +101,14 @@ class QuotaExceededError(TemporaryError):
     """The user is over quota (temporary; quota_full_tempfail decides in a later issue)."""
 
 
+class SieveError(MailslotError):
+    """A Sieve script could not be compiled or run (or its cache is unusable).
+
+    Never fails a delivery: the Sieve runner reports it and falls back to implicit
+    keep, as Pigeonhole does; the table row (via MailslotError) is a safety net.
+    """
+
+
 class Failure:
     """How one kind of failure is answered: sysexits code, LMTP reply, DSN status."""
 

@@ -1,0 +1,55 @@
+"""mailslot's Sieve: a complete interpreter with Pigeonhole's extension set.
+
+The delivery engine imports this package only when the user has a script. The
+whole interface is one call:
+
+    from mailslot import sieve
+    res = sieve.run(scripts, message, envelope, settings=settings,
+                    mailbox_exists=exists, log=log)
+
+scripts         ordered script paths: sieve_before..., the personal script,
+                sieve_after... (a missing file is skipped). Pass
+                global_scripts=set(...) to say which are the administrator's.
+message         an object with .header_fields() -> [(name, unfolded value str)]
+                (RFC 2047 words undecoded) and .read_bytes() -> the raw message.
+envelope        a mapping or object with "from" (sender; "" or "<>" is null),
+                "to" (recipient), "orig_to" (original recipient, optional) and
+                "auth" (authenticated user, optional).
+settings        a mapping of Dovecot setting names (sieve_max_actions, ...;
+                see settings.py), or None for Pigeonhole's defaults.
+mailbox_exists  name -> bool, for the mailboxexists test (None: always false).
+log             (level, text) -> None, the admin log; the user's errors also go
+                to <script>.log (sieve_user_log).
+duplicate       optional object with check(key: bytes, period: int) -> bool and
+                mark(key, period) for the duplicate extension.
+
+run() returns a SieveResult:
+  .status           "success", "failed", "temporary failure" or "resource limit"
+                    (anything but success means the engine must do implicit keep)
+  .actions          list of dicts in order, each with "type":
+                      store     {"mailbox", "flags"?, "create"?, "copy"?}
+                      keep      {"mailbox", "flags"?}
+                      redirect  {"address", "copy"?}
+                      reject / ereject {"reason"}     discard {}
+                      vacation  {"to", "from", "subject", "body", "mime",
+                                 "seconds", "handle", "reply_to"...}
+                      notify    {"method", "from", "importance", "message",
+                                 "options"}
+                    a store/keep may carry "header_fields" when editheader
+                    changed the message before it was filed.
+  .implicit_keep    True when the message must also be kept in
+                    .implicit_keep_mailbox with .implicit_keep_flags
+  .errors           Pigeonhole-style lines "<script>: line N: error: <msg>."
+  .header_fields    the edited header when editheader changed it, else None
+
+Nothing in run() raises for a bad script or message: errors end in implicit
+keep, as in Pigeonhole. Only the tools (sieve-test, sievec: tool.py) print.
+"""
+
+
+def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=None,
+        **options):
+    """Run a delivery's Sieve scripts; see the package docstring."""
+    from .runner import run as _run
+    return _run(scripts, message, envelope, settings=settings,
+                mailbox_exists=mailbox_exists, log=log, **options)

@@ -1,0 +1,88 @@
+"""Where Sieve errors and warnings go, formatted as Pigeonhole formats them.
+
+Diagnostics collects messages as lines "<location>: error: <message>." (location is
+"<script>: line N" or "<script>", or empty); a sink function, when given, receives
+each line as it is made (sieve-test prints them on stderr at once). max_errors
+bounds how many errors are kept (0: no bound), like Pigeonhole's error handler;
+warnings are always kept.
+
+UserLog is the user's Sieve log file (<script>.log or sieve_user_log): opened for
+append with mode 0600, rotated to "<file>.0" once it reaches USER_LOG_MAX_SIZE,
+started with a "sieve: info: started log at <time>." line.
+
+Errors: writing the user log never fails a delivery: an OSError there is handed to
+the admin log callback and the lines go nowhere else.
+
+Security: message texts may quote script content (sanitized by the callers to
+printable characters and bounded length).
+"""
+
+import os
+
+from .limits import USER_LOG_MAX_SIZE
+
+
+class Diagnostics:
+    """Error/warning collector shared by the lexer, parser, validator and runtime."""
+
+    def __init__(self, max_errors=0, sink=None):
+        self.max_errors = max_errors
+        self.sink = sink
+        self.lines = []
+        self.errors = 0
+        self.warnings = 0
+
+    def more_allowed(self):
+        return self.max_errors == 0 or self.errors < self.max_errors
+
+    def _emit(self, location, kind, message):
+        prefix = f"{location}: " if location else ""
+        line = f"{prefix}{kind}: {message}."
+        self.lines.append(line)
+        if self.sink is not None:
+            self.sink(line)
+
+    def error(self, location, message):
+        if self.more_allowed():
+            self._emit(location, "error", message)
+        self.errors += 1
+
+    def warning(self, location, message):
+        self._emit(location, "warning", message)
+        self.warnings += 1
+
+    def info(self, location, message):
+        self._emit(location, "info", message)
+
+    def error_lines(self):
+        return [line for line in self.lines if ": error: " in line
+                or line.startswith("error: ")]
+
+
+def write_user_log(path, lines, admin_log=None):
+    """Append lines to the user's Sieve log at path, rotating it at 10 KiB."""
+    import time
+    try:
+        # why: O_NOFOLLOW -- the log lives in a user-writable directory; never write
+        # through a symlink planted there.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path, flags, 0o600)
+        try:
+            if os.fstat(fd).st_size >= USER_LOG_MAX_SIZE:
+                os.close(fd)
+                fd = -1
+                try:
+                    os.rename(path, path + ".0")
+                except FileNotFoundError:
+                    pass
+                fd = os.open(path, flags | os.O_TRUNC, 0o600)
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
+            data = f"sieve: info: started log at {stamp}.\n" + "".join(
+                line + "\n" for line in lines)
+            os.write(fd, data.encode("utf-8", "surrogateescape"))
+        finally:
+            if fd >= 0:
+                os.close(fd)
+    except OSError as exc:
+        if admin_log is not None:
+            admin_log(f"sieve: failed to write user log {path}: {exc.strerror}")

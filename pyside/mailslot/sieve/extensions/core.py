@@ -1,0 +1,675 @@
+"""The core language (RFC 5228): its commands, tests and shared tagged arguments.
+
+Commands: require, if/elsif/else, stop, keep, discard, redirect. Tests: address,
+header, exists, size, not, anyof, allof, true, false. Shared tags: :comparator,
+the match types (:is :contains :matches, and those extensions add), the address
+parts (:all :localpart :domain, and subaddress's). match_spec() turns them into
+the (match-type, relation, comparator) triple match.py runs.
+
+Messages are Pigeonhole's (see validator.py); run-time behaviour follows RFC 5228
+and Pigeonhole where the RFC leaves a choice (documented in docs/sieve.md).
+"""
+
+from .. import syntax as S
+from ..address import AddressError, header_addresses, parse_sieve_address
+from ..interpreter import HANDLERS, TESTS, StopScript
+from ..lexer import sanitize
+from ..match import COMPARATORS, match
+from ..result import DiscardAction, RedirectAction, StoreAction
+from ..validator import CommandDef, TagDef
+
+OPT_COMPARATOR, OPT_MATCH_TYPE, OPT_ADDRESS_PART = 1, 2, 3
+
+# RFC 5228 5.1 and Pigeonhole's list of headers the address test accepts.
+ADDRESS_HEADERS = frozenset((
+    "from", "to", "cc", "bcc", "sender", "resent-from", "resent-to",
+    "reply-to", "resent-reply-to", "resent-sender", "resent-cc", "resent-bcc",
+    "for-approval", "for-handling", "for-comment", "apparently-to", "errors-to",
+    "delivered-to", "return-receipt-to", "x-admin", "read-receipt-to",
+    "x-confirm-reading-to", "return-receipt-requested",
+    "registered-mail-reply-requested-by", "mail-followup-to", "mail-reply-to",
+    "abuse-reports-to", "x-complaints-to", "x-report-abuse-to",
+    "x-beenthere", "x-original-to",
+))
+
+
+# -- shared tags ------------------------------------------------------------------
+
+class ComparatorTag(TagDef):
+    identifier = "comparator"
+    id_code = OPT_COMPARATOR
+
+    def validate(self, v, node, args, i):
+        tag = args[i]
+        param = args[i + 1] if i + 1 < len(args) else None
+        if not v.tag_parameter(node, tag, param, None, 0, S.STRING):
+            return None
+        value = v.activate(node, param)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            v.error(param.line, "this Sieve implementation currently only supports "
+                    "a literal string argument for the :comparator tag")
+            return None
+        name = value.lower()
+        if name not in v.comparators:
+            v.error(param.line, "unknown comparator '%s'" % sanitize(value, 80))
+            return None
+        node.tags["comparator"] = name
+        node.tags["comparator_arg"] = tag
+        return i + 2
+
+
+class MatchTypeTag(TagDef):
+    identifier = "MATCH-TYPE"
+    id_code = OPT_MATCH_TYPE
+    instanced = True
+
+    def is_instance_of(self, v, node, ident):
+        low = ident.lower()
+        return low if low in v.match_types else None
+
+    def validate(self, v, node, args, i):
+        tag = args[i]
+        mtype = tag.data
+        node.tags["match_type"] = mtype
+        node.tags["match_arg"] = tag
+        hook = v.match_types.get(mtype)
+        if hook is not None:
+            return hook(v, node, args, i)
+        return i + 1
+
+
+class AddressPartTag(TagDef):
+    identifier = "ADDRESS-PART"
+    id_code = OPT_ADDRESS_PART
+    instanced = True
+
+    def is_instance_of(self, v, node, ident):
+        low = ident.lower()
+        return low if low in v.address_parts else None
+
+    def validate(self, v, node, args, i):
+        node.tags["address_part"] = args[i].data
+        return i + 1
+
+
+COMPARATOR_TAG = ComparatorTag()
+MATCH_TYPE_TAG = MatchTypeTag()
+ADDRESS_PART_TAG = AddressPartTag()
+
+
+def link_match_tags(v, reg, address_part=False):
+    v.register_tag(reg, COMPARATOR_TAG)
+    v.register_tag(reg, MATCH_TYPE_TAG)
+    if address_part:
+        v.register_tag(reg, ADDRESS_PART_TAG)
+
+
+def match_spec(v, node, keys_compiled, key_arg, default_cmp="i;ascii-casemap"):
+    """Check the match type against the comparator and keys; return the spec or None."""
+    tags = node.tags
+    mtype = tags.get("match_type", "is")
+    cmp_name = tags.get("comparator", default_cmp)
+    cmp = COMPARATORS[cmp_name]
+    if mtype in ("contains", "matches") and not cmp.substring:
+        arg = tags.get("match_arg")
+        v.error(arg.line if arg else node.line,
+                "the specified %s comparator does not support sub-string matching "
+                "as required by the :%s match type" % (cmp_name, mtype))
+        return None
+    if mtype == "regex":
+        from .regex import validate_regex_keys
+        if not validate_regex_keys(v, node, cmp_name, keys_compiled, key_arg):
+            return None
+    return (mtype, tags.get("relation"), cmp_name)
+
+
+def verify_header_names(v, arg, names):
+    """Warn about invalid literal header names (RFC 5322 field-name)."""
+    for name, line in zip(names, arg.string_lines()):
+        if isinstance(name, str) and not valid_header_name(name):
+            v.warning(line, "specified header field name '%s' is invalid"
+                      % sanitize(name, 80))
+            return
+
+
+def valid_header_name(name):
+    if not name:
+        return False
+    return all(33 <= ord(c) <= 126 and c != ":" for c in name)
+
+
+# -- control commands -------------------------------------------------------------
+
+class Require(CommandDef):
+    name = "require"
+    positional = 1
+
+    def validate(self, v, node):
+        parent_block = None
+        if node.parent is not None:
+            ok = False
+        else:
+            ok = True
+        if ok:
+            # Must be at the beginning: only requires before it.
+            prev = v.current_block_prev(node)
+            if prev is not None and prev.name.lower() != "require":
+                ok = False
+        if not ok:
+            v.error(node.line, "require commands can only be placed at top level at "
+                    "the beginning of the file")
+            return False
+        del parent_block
+        arg = node.positional[0]
+        if arg.kind == S.STRING:
+            return v.require_by_name(node, arg.line, arg.value)
+        if arg.kind == S.STRING_LIST:
+            result = True
+            for item, line in zip(arg.items, arg.item_lines):
+                if not v.require_by_name(node, line, item):
+                    result = False
+            return result
+        v.error(arg.line, "the require command accepts a single string or string "
+                "list argument, but %s was found" % arg.type_name())
+        return False
+
+    def compile(self, c, node):
+        return None
+
+
+class IfData(dict):
+    pass
+
+
+class If(CommandDef):
+    name = "if"
+    subtests = 1
+    block_allowed = True
+    block_required = True
+    has_validate_const = True
+
+    def validate(self, v, node):
+        node.data = IfData(const=-1, previous=None)
+        return True
+
+    def validate_const(self, v, node, current, nxt):
+        data = node.data
+        if isinstance(data, dict):
+            if data["const"] == 0:
+                return False, 0
+            data["const"] = nxt
+        return nxt < 0, nxt
+
+    def compile(self, c, node):  # handled by the Compiler's if-chain logic
+        raise AssertionError
+
+
+class Elsif(If):
+    name = "elsif"
+
+    def validate(self, v, node):
+        prev = v.current_block_prev(node)
+        if prev is None or prev.name.lower() not in ("if", "elsif") or \
+                not isinstance(prev.data, dict):
+            v.error(node.line, "the %s command must follow an if or elseif command"
+                    % node.name)
+            return False
+        const = -1
+        p = prev.data
+        while p is not None:
+            if p["const"] > 0:
+                const = 0
+                break
+            p = p["previous"]
+        node.data = IfData(const=const, previous=prev.data)
+        return True
+
+
+class Else(Elsif):
+    name = "else"
+    subtests = 0
+
+
+class Stop(CommandDef):
+    name = "stop"
+
+    def compile(self, c, node):
+        return ("stop", node.line)
+
+
+def collect_effects(node):
+    """The side-effect tags of an action command, in argument order."""
+    return list(node.tags.get("effects", ()))
+
+
+class Keep(CommandDef):
+    name = "keep"
+
+    def compile(self, c, node):
+        return ("keep", node.line, collect_effects(node))
+
+
+class Discard(CommandDef):
+    name = "discard"
+
+    def compile(self, c, node):
+        return ("discard", node.line)
+
+
+class Redirect(CommandDef):
+    name = "redirect"
+    positional = 1
+
+    def validate(self, v, node):
+        arg = node.positional[0]
+        if not v.check_positional(node, arg, "address", 1, S.STRING):
+            return False
+        value = v.activate(node, arg)
+        if value is None:
+            return False
+        node.data = value
+        if isinstance(value, str):
+            try:
+                parse_sieve_address(value)
+            except AddressError as exc:
+                v.error(arg.line, "specified redirect address '%s' is invalid: %s"
+                        % (sanitize(value, 128), exc))
+                return False
+            return True
+        if v.env.settings.get("max_redirects", 4) == 0:
+            v.error(node.line, "local policy prohibits the use of a redirect action")
+            return False
+        return True
+
+    def compile(self, c, node):
+        return ("redirect", node.line, node.data, collect_effects(node))
+
+
+# -- tests ------------------------------------------------------------------------
+
+class TestDef(CommandDef):
+    is_test = True
+
+
+class Address(TestDef):
+    name = "address"
+    positional = 2
+
+    def registered(self, v, reg):
+        link_match_tags(v, reg, address_part=True)
+
+    def validate(self, v, node):
+        arg = node.positional[0]
+        if not v.check_positional(node, arg, "header list", 1, S.STRING_LIST):
+            return False
+        headers = v.activate_list(node, arg)
+        if headers is None:
+            return False
+        verify_header_names(v, arg, headers)
+        for name, line in zip(headers, arg.string_lines()):
+            if isinstance(name, str) and name.lower() not in ADDRESS_HEADERS:
+                v.error(line, "specified header '%s' is not allowed for the address "
+                        "test" % sanitize(name, 64))
+                return False
+        karg = node.positional[1]
+        if not v.check_positional(node, karg, "key list", 2, S.STRING_LIST):
+            return False
+        keys = v.activate_list(node, karg)
+        if keys is None:
+            return False
+        spec = match_spec(v, node, keys, karg)
+        if spec is None:
+            return False
+        node.data = {"headers": headers, "keys": keys, "spec": spec,
+                     "part": node.tags.get("address_part", "all")}
+        return True
+
+    def compile(self, c, node):
+        p = dict(node.data)
+        add_header_options(node, p)
+        return ("address", node.line, p)
+
+
+class Header(TestDef):
+    name = "header"
+    positional = 2
+
+    def registered(self, v, reg):
+        link_match_tags(v, reg)
+
+    def validate(self, v, node):
+        arg = node.positional[0]
+        if not v.check_positional(node, arg, "header names", 1, S.STRING_LIST):
+            return False
+        headers = v.activate_list(node, arg)
+        if headers is None:
+            return False
+        verify_header_names(v, arg, headers)
+        karg = node.positional[1]
+        if not v.check_positional(node, karg, "key list", 2, S.STRING_LIST):
+            return False
+        keys = v.activate_list(node, karg)
+        if keys is None:
+            return False
+        spec = match_spec(v, node, keys, karg)
+        if spec is None:
+            return False
+        node.data = {"headers": headers, "keys": keys, "spec": spec}
+        return True
+
+    def compile(self, c, node):
+        p = dict(node.data)
+        add_header_options(node, p)
+        return ("header", node.line, p)
+
+
+def add_header_options(node, p):
+    """Copy :index/:last and :mime options (index, mime extensions) into p."""
+    for key in ("index", "last", "mime", "anychild", "mime_option", "mime_param"):
+        if key in node.tags:
+            p[key] = node.tags[key]
+
+
+class Exists(TestDef):
+    name = "exists"
+    positional = 1
+
+    def validate(self, v, node):
+        arg = node.positional[0]
+        if not v.check_positional(node, arg, "header names", 1, S.STRING_LIST):
+            return False
+        headers = v.activate_list(node, arg)
+        if headers is None:
+            return False
+        verify_header_names(v, arg, headers)
+        node.data = {"headers": headers}
+        return True
+
+    def compile(self, c, node):
+        p = dict(node.data)
+        add_header_options(node, p)
+        return ("exists", node.line, p)
+
+
+_SIZE_DUP = ("exactly one of the ':under' or ':over' tags must be specified for the "
+             "size test, but more were found")
+
+
+class SizeTag(TagDef):
+    def __init__(self, ident):
+        self.identifier = ident
+
+    def validate(self, v, node, args, i):
+        if node.tags.get("size"):
+            v.error(args[i].line, _SIZE_DUP)
+            return None
+        node.tags["size"] = self.identifier
+        return i + 1
+
+
+class Size(TestDef):
+    name = "size"
+    positional = 1
+
+    def registered(self, v, reg):
+        v.register_tag(reg, SizeTag("over"))
+        v.register_tag(reg, SizeTag("under"))
+
+    def validate(self, v, node):
+        if not node.tags.get("size"):
+            v.error(node.line, "the size test requires either the :under or the :over "
+                    "tag to be specified")
+            return False
+        arg = node.positional[0]
+        if not v.check_positional(node, arg, "limit", 1, S.NUMBER):
+            return False
+        node.data = arg.value
+        return True
+
+    def compile(self, c, node):
+        return ("size", node.line, node.tags["size"] == "over", node.data)
+
+
+class Not(TestDef):
+    name = "not"
+    subtests = 1
+    has_validate_const = True
+
+    def validate_const(self, v, node, current, nxt):
+        if nxt < 0:
+            return True, -1
+        return True, 0 if nxt > 0 else 1
+
+    def compile(self, c, node):
+        return ("not", node.line, c.test(node.tests[0]))
+
+
+class AllOf(TestDef):
+    name = "allof"
+    subtests = 2
+    has_validate_const = True
+
+    def validate_const(self, v, node, current, nxt):
+        if nxt == 0:
+            return False, 0
+        if current != -1:
+            current = nxt
+        return True, current
+
+    def compile(self, c, node):
+        tests = c.tests(node.tests)
+        if not tests:
+            return ("true", node.line)
+        return ("allof", node.line, tests)
+
+
+class AnyOf(TestDef):
+    name = "anyof"
+    subtests = 2
+    has_validate_const = True
+
+    def validate_const(self, v, node, current, nxt):
+        if nxt > 0:
+            return False, 1
+        if current != -1:
+            current = nxt
+        return True, current
+
+    def compile(self, c, node):
+        tests = c.tests(node.tests)
+        if not tests:
+            return ("false", node.line)
+        return ("anyof", node.line, tests)
+
+
+class TrueTest(TestDef):
+    name = "true"
+    has_validate_const = True
+
+    def validate_const(self, v, node, current, nxt):
+        return True, 1
+
+    def compile(self, c, node):
+        return ("true", node.line)
+
+
+class FalseTest(TestDef):
+    name = "false"
+    has_validate_const = True
+
+    def validate_const(self, v, node, current, nxt):
+        return True, 0
+
+    def compile(self, c, node):
+        return ("false", node.line)
+
+
+CORE = (Require(), If(), Elsif(), Else(), Stop(), Keep(), Discard(), Redirect(),
+        Address(), Header(), Exists(), Size(), Not(), AllOf(), AnyOf(), TrueTest(),
+        FalseTest())
+
+
+def load_core(v):
+    for definition in CORE:
+        v.register_command(definition)
+
+
+# -- run time ---------------------------------------------------------------------
+
+def header_source(it, p, decoded):
+    """The header values a header/address/exists test looks at."""
+    names = it.expand_list(p["headers"])
+    if "mime" in p:
+        from .mime import mime_header_values
+        return mime_header_values(it, p, names, decoded)
+    view = it.ctx.message
+    values = []
+    get = view.decoded_values if decoded else view.header_values
+    if "index" in p:
+        from .index import apply_index
+        for name in names:
+            values.extend(apply_index(it, p, get(name)))
+        return values
+    for name in names:
+        values.extend(get(name))
+    return values
+
+
+def address_values(it, values, part):
+    """Apply an address part to header values (see address.header_addresses)."""
+    out = []
+    for value in values:
+        for item in header_addresses(value):
+            if isinstance(item, str):
+                if item == "" or part == "all":
+                    out.append(item)
+                continue
+            extracted = extract_part(it, item.localpart, item.domain, part)
+            if extracted is not None:
+                out.append(extracted)
+    return out
+
+
+def extract_part(it, localpart, domain, part):
+    """One address part of an address (None: the part does not exist)."""
+    if part == "all":
+        from ..address import smtp_encode
+        return smtp_encode(localpart, domain)
+    if part == "localpart":
+        return localpart
+    if part == "domain":
+        return domain
+    from .subaddress import extract_subaddress
+    return extract_subaddress(localpart, part, it.ctx.settings.recipient_delimiter)
+
+
+def run_if(it, op):
+    for test, block in op[2]:
+        if test is None or it.test(test):
+            it.run_block(block)
+            return
+
+
+def run_stop(it, op):
+    raise StopScript()
+
+
+def make_effects(it, effects):
+    """Turn compiled side-effect tags into result SideEffect objects."""
+    from ..result import CopyEffect, CreateEffect, FlagsEffect
+    out = []
+    for effect in effects:
+        kind = effect[0]
+        if kind == "copy":
+            out.append(CopyEffect())
+        elif kind == "create":
+            out.append(CreateEffect())
+        elif kind == "flags":
+            from .imap4flags import flags_from_list
+            out.append(FlagsEffect(flags_from_list(it.expand_list(effect[1]))))
+        elif kind == "implicit_flags":
+            out.append(FlagsEffect(list(it.result.internal_flags)))
+    return out
+
+
+def run_keep(it, op):
+    from ..result import KeepAction
+    if it.result.multiscript:
+        action = KeepAction(it.location())
+    else:
+        action = StoreAction(it.location(), None)
+    it.result.add(it, action, make_effects(it, op[2]), keep=True)
+
+
+def run_discard(it, op):
+    it.result.add(it, DiscardAction(it.location()))
+
+
+def run_redirect(it, op):
+    target = it.expand(op[2])
+    try:
+        local, domain = parse_sieve_address(target)
+    except AddressError as exc:
+        it.error("specified redirect address '%s' is invalid: %s"
+                 % (sanitize(target, 128), exc))
+    if it.ctx.settings.max_redirects == 0:
+        it.error("local policy prohibits the use of a redirect action")
+    action = RedirectAction(it.location(), local, domain)
+    it.result.add(it, action, make_effects(it, op[3]),
+                  instance_limit=it.ctx.settings.max_redirects)
+
+
+def test_address(it, op):
+    p = op[2]
+    values = address_values(it, header_source(it, p, False), p["part"])
+    return match(it, p["spec"], values, it.expand_list(p["keys"]))
+
+
+def test_header(it, op):
+    p = op[2]
+    values = header_source(it, p, True)
+    return match(it, p["spec"], values, it.expand_list(p["keys"]))
+
+
+def test_exists(it, op):
+    p = op[2]
+    names = it.expand_list(p["headers"])
+    for name in names:
+        q = dict(p)
+        q["headers"] = [name]
+        if not header_source(it, q, False):
+            return False
+    return True
+
+
+def test_size(it, op):
+    size = it.ctx.message.size()
+    return size > op[3] if op[2] else size < op[3]
+
+
+def test_not(it, op):
+    return not it.test(op[2])
+
+
+def test_allof(it, op):
+    for t in op[2]:
+        if not it.test(t):
+            return False
+    return True
+
+
+def test_anyof(it, op):
+    for t in op[2]:
+        if it.test(t):
+            return True
+    return False
+
+
+HANDLERS.update({"if": run_if, "stop": run_stop, "keep": run_keep,
+                 "discard": run_discard, "redirect": run_redirect})
+TESTS.update({"address": test_address, "header": test_header, "exists": test_exists,
+              "size": test_size, "not": test_not, "allof": test_allof,
+              "anyof": test_anyof, "true": lambda it, op: True,
+              "false": lambda it, op: False})

@@ -1,0 +1,114 @@
+"""envelope (RFC 5228 5.4): test the SMTP envelope: "from", "to" and "auth".
+
+"to" is the original recipient when the MTA gave one (-a), else the recipient.
+The null sender <> is the empty string. "auth" is the authenticated user, not
+an address, and takes no address part.
+"""
+
+from .. import syntax as S
+from ..interpreter import TESTS
+from ..lexer import sanitize
+from ..match import match
+from ..validator import CommandDef
+from .core import extract_part, link_match_tags, match_spec
+
+PARTS = ("from", "to", "auth")
+
+
+class Envelope(CommandDef):
+    name = "envelope"
+    is_test = True
+    positional = 2
+
+    def registered(self, v, reg):
+        link_match_tags(v, reg, address_part=True)
+
+    def validate(self, v, node):
+        arg = node.positional[0]
+        if not v.check_positional(node, arg, "envelope part", 1, S.STRING_LIST):
+            return False
+        parts = v.activate_list(node, arg)
+        if parts is None:
+            return False
+        not_address = None
+        for part, line in zip(parts, arg.string_lines()):
+            if isinstance(part, str):
+                if part.lower() not in PARTS:
+                    v.error(line, "specified envelope part '%s' is not supported by "
+                            "the envelope test" % sanitize(part, 64))
+                    return False
+                if part.lower() == "auth" and not_address is None:
+                    not_address = part.lower()
+        if not_address is not None and "address_part" in node.tags:
+            line = node.line
+            for a in node.args:
+                if a.kind == S.TAG and a.value.lower() == node.tags["address_part"]:
+                    line = a.line
+                    break
+            v.error(line, "address part ':%s' specified while non-address envelope "
+                    "part '%s' is tested with the envelope test"
+                    % (node.tags["address_part"], not_address))
+            return False
+        karg = node.positional[1]
+        if not v.check_positional(node, karg, "key list", 2, S.STRING_LIST):
+            return False
+        keys = v.activate_list(node, karg)
+        if keys is None:
+            return False
+        spec = match_spec(v, node, keys, karg)
+        if spec is None:
+            return False
+        node.data = {"parts": parts, "keys": keys, "spec": spec,
+                     "part": node.tags.get("address_part", "all")}
+        return True
+
+    def compile(self, c, node):
+        return ("envelope", node.line, node.data)
+
+
+def _check(v, arg, required):
+    if required and v.env.no_envelope:
+        v.error(arg.line if arg else 0, "the envelope extension cannot be used in "
+                "this context (needs access to message envelope)")
+        return False
+    return True
+
+
+def load(v, name):
+    v.register_command(Envelope(), name)
+    v.post_validators.append((name, _check))
+    return True
+
+
+def envelope_values(it, parts, addr_part):
+    env = it.ctx.envelope
+    values = []
+    for part in parts:
+        low = part.lower()
+        if low == "from":
+            sender = env.sender
+            if sender is None or sender.localpart is None:
+                values.append("")
+            else:
+                value = extract_part(it, sender.localpart, sender.domain, addr_part)
+                if value is not None:
+                    values.append(value)
+        elif low == "to":
+            rcpt = env.orig_recipient or env.recipient
+            if rcpt is not None and rcpt.localpart is not None:
+                value = extract_part(it, rcpt.localpart, rcpt.domain, addr_part)
+                if value is not None:
+                    values.append(value)
+        elif low == "auth":
+            if env.auth_user:
+                values.append(env.auth_user)
+    return values
+
+
+def test_envelope(it, op):
+    p = op[2]
+    values = envelope_values(it, it.expand_list(p["parts"]), p["part"])
+    return match(it, p["spec"], values, it.expand_list(p["keys"]))
+
+
+TESTS["envelope"] = test_envelope

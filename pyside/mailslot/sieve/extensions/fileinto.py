@@ -1,0 +1,61 @@
+"""fileinto (RFC 5228 4.1): store the message in a named folder.
+
+fileinto [:copy] [:flags <flags>] [:create] <folder: string>. The folder name must
+be valid UTF-8 (checked at compile time for literals, at run time otherwise); the
+mailbox syntax beyond that is the storage's to judge when the action is carried
+out.
+"""
+
+from .. import syntax as S
+from ..interpreter import HANDLERS
+from ..lexer import sanitize
+from ..result import StoreAction
+from ..validator import CommandDef
+from .core import collect_effects, make_effects
+
+
+def valid_utf8(text):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class Fileinto(CommandDef):
+    name = "fileinto"
+    positional = 1
+
+    def validate(self, v, node):
+        arg = node.positional[0]
+        if not v.check_positional(node, arg, "folder", 1, S.STRING):
+            return False
+        value = v.activate(node, arg)
+        if value is None:
+            return False
+        if isinstance(value, str) and not valid_utf8(value):
+            v.error(node.line, "fileinto command: invalid folder name `%s' specified: "
+                    "invalid utf-8" % sanitize(value, 256))
+            return False
+        node.data = value
+        return True
+
+    def compile(self, c, node):
+        return ("fileinto", node.line, node.data, collect_effects(node))
+
+
+def load(v, name):
+    v.register_command(Fileinto(), name)
+    return True
+
+
+def run_fileinto(it, op):
+    folder = it.expand(op[2])
+    if not valid_utf8(folder):
+        it.error("fileinto command: invalid folder name `%s' specified: invalid utf-8"
+                 % sanitize(folder, 256))
+    action = StoreAction(it.location(), folder)
+    it.result.add(it, action, make_effects(it, op[3]))
+
+
+HANDLERS["fileinto"] = run_fileinto

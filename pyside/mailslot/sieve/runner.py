@@ -1,0 +1,331 @@
+"""Running Sieve scripts for one delivery: the sequence, the context, the result.
+
+run(scripts, message, envelope, settings=..., mailbox_exists=..., log=...) is the
+delivery engine's entry point (re-exported by the package, see __init__.py). It
+compiles each script (through the cache), runs them in order the way Pigeonhole
+runs sieve_before / the personal script / sieve_after -- the next script runs
+only while the implicit keep is still in force -- and returns a SieveResult.
+
+execute_sequence() is the shared core; tool.py uses it with printing callbacks.
+
+Errors: nothing a script does raises out of run(). A script that does not
+compile, or fails at run time, ends the sequence; the result then keeps the
+actions of the scripts before it and sets implicit_keep, as Pigeonhole does
+("Execution of script ... failed, but implicit keep was successful"). Errors go
+to the user log (<script>.log or sieve_user_log) and a one-line pointer to the
+admin log callback.
+"""
+
+import os
+import time
+
+from .address import AddressError, parse_path
+from .cpu import CpuTimeExceeded, cpu_guard
+from .diagnostics import Diagnostics
+from .interpreter import CpuLimitError, Interpreter, SieveRunError, StopScript
+from .mail import MessageView
+from .result import FlagsEffect, Result
+from .settings import SieveSettings
+
+OK, FAILURE, TEMP_FAILURE, RESOURCE_LIMIT = "success", "failed", "temporary failure", \
+    "resource limit"
+
+
+class Envelope:
+    """The SMTP envelope: addresses are address.Address or None (<>)."""
+
+    __slots__ = ("sender", "recipient", "orig_recipient", "auth_user")
+
+    def __init__(self, sender=None, recipient=None, orig_recipient=None,
+                 auth_user=None):
+        self.sender = sender
+        self.recipient = recipient
+        self.orig_recipient = orig_recipient
+        self.auth_user = auth_user
+
+    @classmethod
+    def from_host(cls, envelope):
+        """Build from the host's envelope: a mapping or an object with
+        from/to/orig_to/auth (strings; "" or "<>" is the null sender)."""
+        if isinstance(envelope, Envelope):
+            return envelope
+        if envelope is None:
+            return cls()
+
+        def get(*names):
+            for name in names:
+                if isinstance(envelope, dict):
+                    if name in envelope:
+                        return envelope[name]
+                elif hasattr(envelope, name):
+                    return getattr(envelope, name)
+            return None
+
+        def addr(value):
+            if value is None:
+                return None
+            if not isinstance(value, str):
+                return value
+            try:
+                return parse_path(value)
+            except AddressError:
+                return None
+
+        return cls(addr(get("from", "from_", "sender")),
+                   addr(get("to", "recipient", "rcpt_to")),
+                   addr(get("orig_to", "orig_recipient")),
+                   get("auth", "auth_user"))
+
+
+class SieveResult:
+    """What the engine carries out. See the package docstring."""
+
+    def __init__(self):
+        self.status = OK
+        self.actions = []            # list of dicts, see result.Result.to_dict
+        self.implicit_keep = True
+        self.implicit_keep_mailbox = "INBOX"
+        self.implicit_keep_flags = []
+        self.errors = []             # formatted error lines
+        self.warnings = []
+        self.header_fields = None    # edited header (editheader), else None
+        self.scripts_run = []
+
+    def to_dict(self):
+        return {"status": self.status, "actions": self.actions,
+                "implicit_keep": self.implicit_keep,
+                "implicit_keep_mailbox": self.implicit_keep_mailbox,
+                "implicit_keep_flags": self.implicit_keep_flags,
+                "errors": self.errors, "warnings": self.warnings}
+
+
+class RunContext:
+    """Everything a run shares across its scripts."""
+
+    def __init__(self, message, envelope, settings, diag, mailbox_exists=None,
+                 duplicate=None, user=None, log=None, now=None):
+        self.message = message if isinstance(message, MessageView) \
+            else MessageView(message)
+        self.envelope = Envelope.from_host(envelope)
+        self.settings = settings
+        self.diag = diag
+        self.result = Result(settings.default_mailbox, settings.max_actions,
+                             settings.max_redirects)
+        self.glob_cache = {}
+        self.regex_cache = {}
+        self.cpu_deadline = None
+        self.mailbox_exists = mailbox_exists
+        self.duplicate = duplicate
+        self.user = user
+        self.log = log
+        self.now = time.time() if now is None else now
+        self.global_vars = {}
+        self.included = set()
+        self.include_depth = 0
+        self.imap4flags_implicit = False
+        self.notifications = []
+        self.edits = None
+
+    def namespace_get(self, it, namespace, name):
+        if namespace == "global":
+            return self.global_vars.get(name, "")
+        if namespace == "env":
+            from .extensions.environment import environment_item
+            value = environment_item(it, name)
+            return "" if value is None else value
+        return ""
+
+    def namespace_set(self, it, namespace, name, value):
+        if namespace == "global":
+            limit = self.settings.max_variable_size
+            if len(value) > limit:
+                from .interpreter import _truncate_utf8
+                value = _truncate_utf8(value, limit)
+            self.global_vars[name] = value
+
+
+def run_program(ctx, program):
+    """Run one compiled script in ctx; return a status (OK, FAILURE, ...)."""
+    if "imap4flags" in program.extensions and not ctx.imap4flags_implicit:
+        ctx.imap4flags_implicit = True
+        ctx.result.implicit_effects.append(FlagsEffect(None))
+    interp = Interpreter(ctx, program)
+    try:
+        interp.run()
+    except StopScript:
+        pass
+    except CpuLimitError as exc:
+        ctx.diag.error(exc.location, exc.message)
+        return RESOURCE_LIMIT
+    except CpuTimeExceeded:
+        ctx.diag.error(interp.location(), "execution exceeded CPU time limit")
+        return RESOURCE_LIMIT
+    except SieveRunError as exc:
+        ctx.diag.error(exc.location, exc.message)
+        return TEMP_FAILURE if exc.temporary else FAILURE
+    except RecursionError:
+        ctx.diag.error(interp.location(), "execution exceeded nesting limit")
+        return RESOURCE_LIMIT
+    return OK
+
+
+def execute_sequence(ctx, loaders, on_script=None):
+    """Run scripts in sequence (Pigeonhole's multiscript).
+
+    loaders: list of (name, load) where load() returns a Program or None (compile
+    failed; errors already reported). on_script(name, status) is called after
+    each script ran (tool.py prints there). Returns (status, list of names run).
+    """
+    status = OK
+    ran = []
+    result = ctx.result
+    with cpu_guard(ctx.settings.max_cpu_time) as guard:
+        ctx.cpu_deadline = guard.deadline
+        for name, load in loaders:
+            try:
+                program = load()
+            except CpuTimeExceeded:
+                ctx.diag.error(name, "execution exceeded CPU time limit")
+                status = RESOURCE_LIMIT
+                break
+            if program is None:
+                status = FAILURE
+                break
+            try:
+                status = run_program(ctx, program)
+            except CpuTimeExceeded:
+                ctx.diag.error(name, "execution exceeded CPU time limit")
+                status = RESOURCE_LIMIT
+            ran.append(name)
+            if on_script is not None:
+                on_script(name, status)
+            if status != OK:
+                break
+            keep = result.implicit_keep(result.exec_seq) or any(
+                a.keep for a in result.actions if a.exec_seq == result.exec_seq)
+            result.last_seq = result.exec_seq
+            result.exec_seq += 1
+            if not keep:
+                break
+    return status, ran
+
+
+def _drop_failed_script_actions(result):
+    """After a failure, the failing script's actions are not carried out."""
+    result.actions = [a for a in result.actions if a.exec_seq < result.exec_seq]
+
+
+def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=None,
+        duplicate=None, user=None, user_log=None, global_scripts=None, cache=True):
+    """Run the delivery's scripts; see the package docstring for the contract.
+
+    scripts: ordered paths (sieve_before..., the personal script, sieve_after...).
+    global_scripts: the subset of scripts that are administrator scripts (their
+    errors go to the admin log, and sieve_global_extensions apply to them);
+    by default every script but the last one given by the user is treated as
+    personal only when it is in the user's home (the caller should say).
+    """
+    from .script import ScriptNotFoundError, ScriptReadError, load_program, \
+        make_env, script_name
+    sset = SieveSettings.from_mapping(settings)
+    for problem in sset.problems:
+        if log is not None:
+            log("warning", "sieve: " + problem)
+    global_scripts = set(global_scripts or ())
+    diag = Diagnostics()
+    ctx = RunContext(message, envelope, sset, diag, mailbox_exists, duplicate,
+                     user, log)
+    from .extensions import subaddress
+    subaddress.set_delimiter(sset.recipient_delimiter)
+    failed_script = [None]
+
+    def loader(path):
+        def load():
+            is_global = path in global_scripts
+            env = make_env(sset, global_script=is_global)
+            before = len(diag.lines)
+            try:
+                program = load_program(path, env, diag, sset, cache=cache)
+            except ScriptNotFoundError:
+                return _EMPTY
+            except ScriptReadError as exc:
+                diag.error(script_name(path), "failed to open script: %s" % exc.strerror)
+                program = None
+            if program is None:
+                failed_script[0] = (path, "compile", diag.lines[before:])
+            return program
+        return load
+
+    def on_script(name, status):
+        if status != OK:
+            failed_script[0] = (paths_by_name.get(name, name), "run", None)
+
+    paths_by_name = {script_name(p): p for p in scripts}
+    loaders = [(script_name(p), loader(p)) for p in scripts]
+    status, ran = execute_sequence(ctx, loaders, on_script)
+    res = SieveResult()
+    res.status = status
+    res.scripts_run = ran
+    result = ctx.result
+    if status != OK:
+        _drop_failed_script_actions(result)
+    data = result.to_dict()
+    res.actions = data["actions"]
+    res.implicit_keep = data["implicit_keep"] if status == OK else True
+    res.implicit_keep_mailbox = result.default_mailbox
+    res.implicit_keep_flags = data.get("implicit_keep_flags", []) if status == OK else []
+    res.errors = diag.error_lines()
+    res.warnings = [line for line in diag.lines if ": warning: " in line]
+    if ctx.message.edited:
+        res.header_fields = list(ctx.message.fields())
+    _report(failed_script[0], diag, status, global_scripts, user_log, log)
+    return res
+
+
+class _EmptyProgram:
+    name = ""
+    ops = []
+    extensions = []
+    includes = {}
+    deps = []
+
+
+_EMPTY = _EmptyProgram()
+
+
+def user_log_path(script_path, user_log=None):
+    """Where a personal script's errors go: sieve_user_log or <script>.log."""
+    if user_log:
+        return user_log
+    base = script_path[:-len(".sieve")] if script_path.endswith(".sieve") else script_path
+    return base + ".log"
+
+
+def _report(failed, diag, status, global_scripts, user_log, log):
+    if not diag.lines or failed is None:
+        return
+    from .diagnostics import write_user_log
+    path, phase, _ = failed
+    if path in global_scripts or log is None and user_log is None:
+        if log is not None:
+            for line in diag.lines:
+                log("error", "sieve: " + line)
+        return
+    logfile = user_log_path(path, user_log)
+    write_user_log(logfile, diag.lines,
+                   (lambda msg: log("error", msg)) if log else None)
+    if log is None:
+        return
+    if phase == "compile":
+        log("error", "sieve: failed to compile script `%s' (view user logfile `%s' "
+            "for more information)" % (path, logfile))
+    else:
+        log("error", "sieve: Execution of script %s failed, but implicit keep was "
+            "successful (user logfile %s may reveal additional details)"
+            % (path, logfile))
+    if status == RESOURCE_LIMIT:
+        log("error", "sieve: resource limit exceeded running %s" % path)
+
+
+__all__ = ["run", "SieveResult", "Envelope", "execute_sequence", "RunContext",
+           "run_program", "os"]

@@ -1,0 +1,138 @@
+"""Compiling Sieve scripts: source text or file to a validated Program.
+
+compile_text(text, name, env, diag) parses and validates; compile_file(path, ...)
+reads the file first (enforcing sieve_max_script_size) and names the script after
+the file, without ".sieve", as Pigeonhole does ("vacation.sieve" is "vacation"
+in messages). load_program() is compile_file() behind the compile cache.
+
+Errors: problems in the script go to diag and the result is None; a script that
+cannot be read raises ScriptNotFoundError / ScriptReadError (the caller decides:
+a missing personal script is no error, a missing include is).
+
+Security: scripts are read with O_NOFOLLOW off (an active script is commonly a
+symlink, see ~/.dovecot.sieve) but only regular files are accepted, and no more
+than max_script_size + 1 bytes are read.
+"""
+
+import os
+
+from ..errors import SieveError
+from .diagnostics import Diagnostics
+from .parser import parse
+from .validator import ValidationEnv, Validator
+
+
+class ScriptNotFoundError(SieveError):
+    """The script file does not exist."""
+
+    def __init__(self, errno, strerror, path):
+        super().__init__(f"{path}: {strerror}")
+        self.errno, self.strerror, self.filename = errno, strerror, path
+
+
+class ScriptReadError(ScriptNotFoundError.__base__):
+    """The script file exists but cannot be read (permissions, not a file)."""
+
+    def __init__(self, errno, strerror, path):
+        super().__init__(f"{path}: {strerror}")
+        self.errno, self.strerror, self.filename = errno, strerror, path
+
+
+def script_name(path):
+    base = os.path.basename(path)
+    if base.endswith(".sieve"):
+        base = base[:-len(".sieve")]
+    return base
+
+
+def decode_script(data):
+    """Script bytes to text. Invalid UTF-8 is kept (surrogateescape) for messages."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def compile_text(text, name, env, diag):
+    """Parse and validate text; return a Program or None (errors in diag)."""
+    tree = parse(text, diag, name)
+    if tree is None:
+        diag.error(name, "parse failed")
+        return None
+    program = Validator(name, diag, env).run(tree)
+    if program is None:
+        diag.error(name, "validation failed")
+        return None
+    return program
+
+
+def read_script(path, max_size):
+    """Read a script file; return (bytes, stat). Raises ScriptNotFoundError etc."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError as exc:
+        raise ScriptNotFoundError(exc.errno, exc.strerror, path) from None
+    except OSError as exc:
+        raise ScriptReadError(exc.errno, exc.strerror, path) from None
+    try:
+        st = os.fstat(fd)
+        import stat as _stat
+        if not _stat.S_ISREG(st.st_mode):
+            raise ScriptReadError(21, "not a regular file", path)
+        chunks = []
+        total = 0
+        limit = max_size + 1 if max_size else None
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if limit is not None and total >= limit:
+                break
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
+
+
+def compile_file(path, env, diag, max_size=0, name=None):
+    """Compile the script at path; return (Program or None, stat)."""
+    name = name or script_name(path)
+    data, st = read_script(path, max_size)
+    if max_size and len(data) > max_size:
+        diag.error(name, "sieve script is too large (max %d bytes)" % max_size)
+        diag.error(name, "parse failed")
+        return None, st
+    program = compile_text(decode_script(data), name, env, diag)
+    if program is not None:
+        program.deps = [(os.path.realpath(path), st.st_mtime_ns, st.st_size, st.st_ino)] \
+            + list(program.deps)
+    return program, st
+
+
+def make_env(settings, enabled=None, global_script=False, include=None,
+             no_envelope=False):
+    """The ValidationEnv for settings (a SieveSettings)."""
+    from .extensions import enabled_extensions
+    if enabled is None:
+        enabled, _ = enabled_extensions(settings.extensions)
+        if global_script and settings.global_extensions:
+            extra, _ = enabled_extensions(settings.global_extensions, base=frozenset())
+            enabled = enabled | extra
+    if include is None:
+        from .extensions.include import Resolver
+        include = Resolver(settings.sieve_dir, settings.global_dir)
+    return ValidationEnv(enabled, settings.validation_settings(), include,
+                         global_script, no_envelope)
+
+
+def load_program(path, env, diag, settings, name=None, cache=True):
+    """compile_file() through the compile cache (cache.py)."""
+    if cache:
+        from .cache import load_cached
+        program = load_cached(path, env, diag, settings, name)
+        if program is not False:
+            return program
+    program, _ = compile_file(path, env, diag, settings.max_script_size, name)
+    return program
+
+
+__all__ = ["compile_text", "compile_file", "load_program", "script_name",
+           "Diagnostics", "ScriptNotFoundError", "ScriptReadError", "make_env"]
