@@ -187,3 +187,55 @@ def test_hard_linked_copy_and_flags_are_read_by_dovecot(dovecot_factory):
     assert set(flags["copies"].split()) == {"\\Seen", "\\Flagged"}
     assert "\\Seen" not in flags["INBOX"]
     assert_clean_log(env)
+
+
+# Files only Dovecot's own index code writes; mailslot keeps no index.
+INDEX_FILES = re.compile(r"(^|/)dovecot\.(index|list\.index|mailbox\.log)[^/]*$")
+
+
+def _shape(root):
+    """Relative paths below root, minus index files and message files; markers generic."""
+    out = set()
+    for dirpath, dirs, files in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        if rel == "index" or rel.startswith("index/"):
+            continue                    # INDEX= holds only Dovecot's index files
+        for name in dirs:
+            if not (rel == "." and name == "index"):
+                out.add(os.path.normpath(os.path.join(rel, name)) + "/")
+        if os.path.basename(dirpath) in ("new", "cur", "tmp"):
+            continue
+        for name in files:
+            path = os.path.normpath(os.path.join(rel, name))
+            if not INDEX_FILES.search(path):
+                out.add(re.sub(r"dovecot-uidvalidity\.[0-9a-f]{8}$", "dovecot-uidvalidity.X", path))
+    return out
+
+
+@pytest.mark.parametrize("layout", sorted(LOCATIONS))
+def test_folders_and_subscriptions_are_laid_out_as_dovecot_does(dovecot_factory, layout):
+    location, _ = LOCATIONS[layout]
+    names = ["box/sub", "Tést/ü&x", "a", "INBOX"]
+    ours = dovecot_factory(mail_location=location, separator="/")
+    theirs = dovecot_factory(mail_location=location, separator="/")
+    plan = [{"op": "save", "name": ["INBOX"], "body": message(0)}]
+    for name in names:
+        if name != "INBOX":
+            plan.append({"op": "create", "name": name.split("/")})
+        plan.append({"op": "subscribe", "name": name.split("/")})
+    save_plan(ours, plan)
+    theirs.lda(message(0).encode())
+    for name in names:
+        if name != "INBOX":
+            theirs.doveadm("mailbox", "create", name)
+        theirs.doveadm("mailbox", "subscribe", name)
+    assert _shape(ours.home) == _shape(theirs.home)
+    subs = [os.path.join(dirpath, "subscriptions") for dirpath, _, files in os.walk(ours.home)
+            if "subscriptions" in files]
+    assert len(subs) == 1
+    with open(subs[0], "rb") as f:
+        mine = f.read()
+    with open(subs[0].replace(ours.home, theirs.home), "rb") as f:
+        assert mine == f.read()
+    assert_clean_log(ours)
+    assert_clean_log(theirs)

@@ -1,5 +1,6 @@
 """What every mail storage format must do, run once per format and layout (conftest.py)."""
 
+import errno
 import os
 import shutil
 
@@ -122,9 +123,11 @@ def test_failed_write_leaves_nothing(fmt, home, storage, exc):
     assert storage.save(("INBOX",), BytesSource(message(3))).uid == 2
 
 
-def test_failed_write_oserror_becomes_storage_error(fmt, home, storage):
-    with pytest.raises(StorageError, match="ENOSPC"):
-        storage.save(("INBOX",), FailingSource(message(), 10, OSError(28, "No space left on device")))
+@pytest.mark.parametrize("code,named", [(errno.ENOSPC, "ENOSPC"), (errno.EDQUOT, "EDQUOT"),
+                                        (errno.EIO, "EIO")])
+def test_failed_write_oserror_becomes_storage_error(fmt, home, storage, code, named):
+    with pytest.raises(StorageError, match=named):
+        storage.save(("INBOX",), FailingSource(message(), 10, OSError(code, os.strerror(code))))
     assert fmt.message_files(home) == []
 
 

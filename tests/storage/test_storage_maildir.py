@@ -119,6 +119,29 @@ def test_maildirplusplus_layout(home):
     assert st.save(("box", "sub"), BytesSource(message())).mailbox == "box.sub"
 
 
+def test_inbox_marked_as_dovecot_marks_it(home):
+    # Dovecot's LDA marks an INBOX it had to create with maildirfolder, and
+    # leaves an existing one alone.
+    make(home).save(("INBOX",), BytesSource(message()))
+    assert (home / "Maildir" / "maildirfolder").exists()
+    (home / "existing").mkdir()
+    make(home, "").save(("INBOX",), BytesSource(message()))
+    other = open_storage("maildir:~/existing", user="t", home=str(home), hostname=HOST)
+    other.save(("INBOX",), BytesSource(message()))
+    assert not (home / "existing" / "maildirfolder").exists()
+    fs = open_storage("maildir:~/fs:LAYOUT=fs", user="t", home=str(home), hostname=HOST)
+    fs.save(("INBOX",), BytesSource(message()))
+    assert not (home / "fs" / "maildirfolder").exists()
+
+
+def test_display_separator(home):
+    st = make(home)
+    st.create_mailbox(("box", "sub"))
+    assert st.save(("box", "sub"), BytesSource(message())).mailbox == "box.sub"
+    st.display_separator = "/"
+    assert st.save(("box", "sub"), BytesSource(message())).mailbox == "box/sub"
+
+
 def test_utf8_option_stores_names_unencoded(home):
     st = make(home, ":UTF-8")
     st.create_mailbox(("Tést", "ü&x"))

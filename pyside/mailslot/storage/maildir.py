@@ -218,6 +218,9 @@ class MaildirStorage(Storage):
         self.fsync = mail_fsync != "never"
         self.fs_layout = location.layout == "fs"
         self.default_separator = "/" if self.fs_layout else "."
+        # The engine may set its namespace separator here so that
+        # SaveResult.mailbox reads as the user writes it ("box/sub").
+        self.display_separator = None
         # The Maildir spec's escapes: '/' and ':' cannot appear in a file name
         # part (Dovecot refuses such hostnames; for any other it is identical).
         self.name_host = hostname.replace("/", "\\057").replace(":", "\\072")
@@ -267,14 +270,18 @@ class MaildirStorage(Storage):
         return self.location.control or self.location.root
 
     def display_name(self, name):
-        return self.default_separator.join(name)
+        """The name for the log: components joined with display_separator."""
+        return (self.display_separator or self.default_separator).join(name)
 
     # --- directories ----------------------------------------------------------------
 
     def _open_base(self, path, *, create):
-        """Open a configured root (symlinks in it are the administrator's choice)."""
+        """Open a configured root (symlinks in it are the administrator's choice).
+
+        Returns (fd, created).
+        """
         try:
-            return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), False
         except FileNotFoundError:
             if not create:
                 raise
@@ -282,12 +289,15 @@ class MaildirStorage(Storage):
             # Why 0700: a new mail root must not be readable by others; its
             # mode then governs everything created below it.
             os.makedirs(path, mode=0o700, exist_ok=True)
-            return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), True
         except OSError as err:
             raise storage_error("creating", path, err) from None
 
-    def _open_child(self, parent_fd, entry, path, *, create, perm):
-        """Open parent_fd/entry as a directory without following a symlink."""
+    def _open_child(self, parent_fd, entry, path, *, create, perm, created=None):
+        """Open parent_fd/entry as a directory without following a symlink.
+
+        created, a list, gets True appended when the directory was made here.
+        """
         try:
             return os.open(entry, _DIR_FLAGS, dir_fd=parent_fd)
         except FileNotFoundError:
@@ -297,6 +307,7 @@ class MaildirStorage(Storage):
             raise StorageError(f"{path}: not a directory (or a symlink), refused") from None
         except OSError as err:
             raise storage_error("opening", path, err) from None
+        created_out = created
         try:
             os.mkdir(entry, perm.dir_mode, dir_fd=parent_fd)
             created = True
@@ -311,6 +322,8 @@ class MaildirStorage(Storage):
         except OSError as err:
             raise storage_error("opening", path, err) from None
         if created:
+            if created_out is not None:
+                created_out.append(True)
             try:
                 perm.apply(fd, perm.dir_mode)
                 if self.fsync:
@@ -322,10 +335,14 @@ class MaildirStorage(Storage):
                 raise storage_error("creating", path, err) from None
         return fd
 
-    def _walk(self, base, parts, fds, *, create, create_base):
-        """Open base/parts... one level at a time; return (fd, path, perm of base)."""
+    def _walk(self, base, parts, fds, *, create, create_base, created=None):
+        """Open base/parts... one level at a time; return (fd, path, perm of base).
+
+        created, a list, gets True appended when the last directory was made here.
+        """
         try:
-            fd = fds.add(self._open_base(base, create=create_base))
+            fd, made = self._open_base(base, create=create_base)
+            fds.add(fd)
         except FileNotFoundError:
             raise MailboxNotFoundError(f"{base}: mail root does not exist") from None
         except OSError as err:
@@ -334,15 +351,19 @@ class MaildirStorage(Storage):
         path = base
         for entry in parts:
             path = f"{path}/{entry}"
-            fd = fds.add(self._open_child(fd, entry, path, create=create, perm=perm))
+            made = []
+            fd = fds.add(self._open_child(fd, entry, path, create=create, perm=perm,
+                                          created=made))
+        if made and created is not None:
+            created.append(True)
         return fd, path, perm
 
-    def _open_mailbox(self, name, fds, *, create):
+    def _open_mailbox(self, name, fds, *, create, created=None):
         """Open a mailbox directory; MailboxNotFoundError unless create."""
         base, parts = self._mail_place(name)
         try:
             return self._walk(base, parts, fds, create=create,
-                              create_base=create or name == (INBOX,))
+                              create_base=create or name == (INBOX,), created=created)
         except FileNotFoundError:
             raise MailboxNotFoundError(
                 f"mailbox {self.display_name(name)} does not exist") from None
@@ -386,12 +407,15 @@ class MaildirStorage(Storage):
     def create_mailbox(self, name):
         name = check_components(name)
         with _Fds() as fds:
-            fd, path, perm = self._open_mailbox(name, fds, create=True)
+            made = []
+            fd, path, perm = self._open_mailbox(name, fds, create=True, created=made)
             perm = _Perm(os.fstat(fd), self.umask)
             self._open_subdirs(fd, path, perm, fds, create=True)
-            if not self.fs_layout and name != (INBOX,):
+            if not self.fs_layout and (name != (INBOX,) or made):
+                # Dovecot's maildir_mailbox_create() marks every Maildir++ mailbox
+                # it creates, the INBOX too when it had to create its directory.
                 self._touch_maildirfolder(fd, path, perm)
-            self._create_uidlist_if_missing(name, perm, fds)
+            self._create_uidlist_if_missing(name, perm, fds, (fd, path))
 
     def _touch_maildirfolder(self, fd, path, perm):
         try:
@@ -404,15 +428,20 @@ class MaildirStorage(Storage):
         finally:
             os.close(f)
 
-    def _open_control(self, name, fds, perm):
-        """The directory of the mailbox's dovecot-uidlist (created in CONTROL=)."""
+    def _open_control(self, name, fds, perm, mailbox=None):
+        """The directory of the mailbox's dovecot-uidlist (created in CONTROL=).
+
+        mailbox: the (fd, path) of the mailbox directory, reused without CONTROL=.
+        """
+        if self.location.control is None and mailbox is not None:
+            return mailbox
         base, parts = self._control_place(name)
         fd, path, _ = self._walk(base, parts, fds, create=True, create_base=True)
         return fd, path
 
-    def _create_uidlist_if_missing(self, name, perm, fds):
+    def _create_uidlist_if_missing(self, name, perm, fds, mailbox):
         """A new mailbox gets its uidlist at once, as Dovecot creates it."""
-        ctl_fd, ctl_path = self._open_control(name, fds, perm)
+        ctl_fd, ctl_path = self._open_control(name, fds, perm, mailbox)
         try:
             lock = acquire_dotlock(ctl_fd, index.UIDLIST_NAME, hostname=self.hostname,
                                    stale_timeout=index.UIDLIST_LOCK_STALE_TIMEOUT,
@@ -436,7 +465,7 @@ class MaildirStorage(Storage):
 
     def _next_uid_validity(self, fds):
         root = self._control_root()
-        root_fd = fds.add(self._open_base(root, create=True))
+        root_fd = fds.add(self._open_base(root, create=True)[0])
         perm = _Perm(os.fstat(root_fd), self.umask)
         return index.next_uid_validity(root_fd, mode=perm.file_mode)
 
@@ -447,7 +476,7 @@ class MaildirStorage(Storage):
         fname = self.location.subscriptions_name
         path = f"{root}/{fname}"
         with _Fds() as fds:
-            root_fd = fds.add(self._open_base(root, create=True))
+            root_fd = fds.add(self._open_base(root, create=True)[0])
             perm = _Perm(os.fstat(root_fd), self.umask)
             try:
                 lock = acquire_dotlock(root_fd, fname, hostname=self.hostname,
@@ -500,10 +529,15 @@ class MaildirStorage(Storage):
         name = check_components(name)
         letters = flag_letters(flags)
         with _Fds() as fds:
-            mbox_fd, mbox_path, _ = self._open_mailbox(name, fds, create=name == (INBOX,))
+            made = []
+            mbox_fd, mbox_path, _ = self._open_mailbox(name, fds, create=name == (INBOX,),
+                                                       created=made)
             if not self._is_mailbox_dir(mbox_fd, name):
                 raise MailboxNotFoundError(f"mailbox {self.display_name(name)} does not exist")
             perm = _Perm(os.fstat(mbox_fd), self.umask)
+            if made and not self.fs_layout:
+                # The INBOX was just created: as Dovecot's LDA autocreate does.
+                self._touch_maildirfolder(mbox_fd, mbox_path, perm)
             # Dovecot re-creates missing tmp/new/cur of an existing mailbox.
             sub = self._open_subdirs(mbox_fd, mbox_path, perm, fds, create=True)
             base, size, vsize = self._write_tmp(source, sub["tmp"], mbox_path, perm)
@@ -513,7 +547,7 @@ class MaildirStorage(Storage):
                 final += ":2," + letters
                 dest = "cur"
             uid, uid_error, path = self._commit(name, fds, sub, base, final, dest,
-                                                mbox_path, perm)
+                                                (mbox_fd, mbox_path), perm)
         return SaveResult(self.display_name(name), uid, path, size, vsize, uid_error)
 
     # --- the steps of a save --------------------------------------------------------
@@ -589,8 +623,9 @@ class MaildirStorage(Storage):
             raise
         return base, size, vsize
 
-    def _commit(self, name, fds, sub, base, final, dest, mbox_path, perm):
+    def _commit(self, name, fds, sub, base, final, dest, mailbox, perm):
         """Move tmp/base to dest/final and assign a UID; return (uid, uid_error, path)."""
+        mbox_path = mailbox[1]
         dest_fd = sub[dest]
         path = f"{mbox_path}/{dest}/{final}"
         lock = state = None
@@ -599,7 +634,7 @@ class MaildirStorage(Storage):
         ctl_fd = None
         try:
             try:
-                ctl_fd, ctl_path = self._open_control(name, fds, perm)
+                ctl_fd, ctl_path = self._open_control(name, fds, perm, mailbox)
                 lock = acquire_dotlock(ctl_fd, index.UIDLIST_NAME, hostname=self.hostname,
                                        stale_timeout=index.UIDLIST_LOCK_STALE_TIMEOUT,
                                        timeout=0, mode=perm.file_mode)
