@@ -279,7 +279,7 @@ def parse_sieve_address(text):
         local, domain = _parse_addr_spec(p)
     if p.i < p.n:
         if p.cur() == ",":
-            raise AddressError("not a single addres (found ',')")
+            raise AddressError("not a single address (found ',')")
         raise AddressError("address ends in invalid characters")
     if not domain:
         raise AddressError("missing domain")

@@ -149,7 +149,7 @@ def _maildir_exists(location):
 
     def exists(name):
         if name.upper() == "INBOX":
-            return os.path.isdir(path)
+            return True   # Dovecot creates INBOX on demand: it always exists
         return os.path.isdir(os.path.join(path, "." + name.replace("/", ".")))
     return exists
 
@@ -219,6 +219,8 @@ def sieve_test_main(argv):
         err.write("sieve-test: Fatal: %s\n" % exc)
         return 1
     script_path, mail_path = args
+    if location is None:
+        location = conf.get("mail_location")
     settings = SieveSettings.from_mapping(conf)
     if mailbox:
         settings.default_mailbox = mailbox
