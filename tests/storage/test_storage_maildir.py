@@ -102,6 +102,29 @@ def test_copy_is_a_hard_link(home):
     assert second.path.endswith(":2,S") and "/.copy/cur/" in second.path
 
 
+def test_input_file_with_known_sizes_is_hard_linked(home, tmp_path):
+    # dovecot-lda -p: the message file itself is linked into the Maildir.
+    data = message(3)
+    src = tmp_path / "incoming"
+    src.write_bytes(data)
+    source = BytesSource(b"never written", stored_path=str(src))
+    source.sizes = (len(data), len(data) + data.count(b"\n"))
+    r = make(home).save(("INBOX",), source)
+    assert os.stat(r.path).st_ino == src.stat().st_ino
+    assert (r.size, r.vsize) == source.sizes
+
+
+def test_input_file_with_wrong_size_is_copied_not_linked(home, tmp_path):
+    src = tmp_path / "incoming"
+    src.write_bytes(b"changed since\n")
+    data = message(3)
+    source = BytesSource(data, stored_path=str(src))
+    source.sizes = (len(data), len(data) + data.count(b"\n"))
+    r = make(home).save(("INBOX",), source)
+    assert os.stat(r.path).st_ino != src.stat().st_ino
+    assert open(r.path, "rb").read() == data
+
+
 # --- layouts ----------------------------------------------------------------------------
 
 def test_maildirplusplus_layout(home):

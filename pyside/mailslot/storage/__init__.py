@@ -15,6 +15,8 @@ A message source is any object with
     source.stored_path                     a file this delivery already saved with
                                            the same bytes, or None (hard-linked
                                            instead of written again when possible)
+    source.sizes (optional)                (size, vsize) of stored_path, needed when
+                                           its name has no ,S=/,W= (the -p file)
 
 Errors: ConfigError (bad mail_location, unsupported format or fsync mode),
 MailboxNameError, MailboxNotFoundError, StorageError (every OSError, with the path

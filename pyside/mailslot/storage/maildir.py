@@ -573,7 +573,8 @@ class MaildirStorage(Storage):
             return None
         # The source knows its sizes (a -p file has no ,S=,W= in its name).
         sizes = getattr(source, "sizes", None) or sizes_from_name(stored.rpartition("/")[2])
-        if sizes is None:
+        if not (isinstance(sizes, tuple) and len(sizes) == 2
+                and all(isinstance(v, int) and v >= 0 for v in sizes)):
             return None
         try:
             st = os.stat(stored, follow_symlinks=False)
