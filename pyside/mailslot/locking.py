@@ -300,7 +300,9 @@ def acquire_dotlock(dir_fd, name, *, hostname, stale_timeout, timeout=0,
     lock_name = name + DOTLOCK_SUFFIX
     state = _LockState(dir_fd, name, lock_name, hostname, stale_timeout, sleep_on_override)
     now = int(time.time())
-    deadline = now + timeout
+    # The stale rules count whole seconds of the wall clock, as Dovecot's; the
+    # wait is measured on the monotonic clock so that it lasts what was asked.
+    deadline = time.monotonic() + timeout
     wait = LOCK_WAIT_MIN_SECS
     prev_last_change = None
     create = _create_excl if use_excl else _create_link
@@ -309,15 +311,15 @@ def acquire_dotlock(dir_fd, name, *, hostname, stale_timeout, timeout=0,
             fd = create(state, mode, write_pid)
             if fd is not None:
                 break
-        now = int(time.time())
-        if now >= deadline:
+        if time.monotonic() >= deadline:
             return None
         if prev_last_change != state.last_change:
             wait = LOCK_WAIT_MIN_SECS
             prev_last_change = state.last_change
         else:
             wait = min(wait * 1.5, LOCK_WAIT_MAX_SECS)
-        time.sleep(wait + os.urandom(1)[0] / 255 * LOCK_WAIT_MIN_SECS)
+        pause = wait + os.urandom(1)[0] / 255 * LOCK_WAIT_MIN_SECS
+        time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
         now = int(time.time())
     try:
         st = os.fstat(fd)

@@ -142,19 +142,16 @@ def test_maildirplusplus_layout(home):
     assert st.save(("box", "sub"), BytesSource(message())).mailbox == "box.sub"
 
 
-def test_inbox_marked_as_dovecot_marks_it(home):
-    # Dovecot's LDA marks an INBOX it had to create with maildirfolder, and
-    # leaves an existing one alone.
-    make(home).save(("INBOX",), BytesSource(message()))
-    assert (home / "Maildir" / "maildirfolder").exists()
-    (home / "existing").mkdir()
-    make(home, "").save(("INBOX",), BytesSource(message()))
-    other = open_storage("maildir:~/existing", user="t", home=str(home), hostname=HOST)
-    other.save(("INBOX",), BytesSource(message()))
-    assert not (home / "existing" / "maildirfolder").exists()
-    fs = open_storage("maildir:~/fs:LAYOUT=fs", user="t", home=str(home), hostname=HOST)
-    fs.save(("INBOX",), BytesSource(message()))
-    assert not (home / "fs" / "maildirfolder").exists()
+def test_inbox_root_is_never_marked_as_a_folder(home):
+    # Dovecot's LDA leaves maildirfolder in an INBOX it creates; Maildir++ quota
+    # readers would then look for maildirsize in the parent. mailslot does not.
+    st = make(home)
+    st.save(("INBOX",), BytesSource(message()))
+    st.create_mailbox(("INBOX",))
+    assert not (home / "Maildir" / "maildirfolder").exists()
+    inbox = make(home, ":INBOX=~/inbox")
+    inbox.save(("INBOX",), BytesSource(message()))
+    assert not (home / "inbox" / "maildirfolder").exists()
 
 
 def test_display_separator(home):

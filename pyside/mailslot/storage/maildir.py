@@ -16,7 +16,10 @@ written: there is never a partial file in new/ or cur/.
 
 Layouts: Maildir++ (INBOX is the root; folder a/b is the directory ".a.b" with
 tmp/ new/ cur/ and an empty maildirfolder file) and LAYOUT=fs (folder a/b is
-a/b/, parents are plain directories). Components are stored in modified UTF-7
+a/b/, parents are plain directories). Dovecot's LDA also leaves a maildirfolder
+in an INBOX directory it had to create; mailslot does not, because Maildir++
+quota readers (maildirsize, Courier's deliverquota) take that file to mean "a
+subfolder: the quota file is in the parent". Components are stored in modified UTF-7
 (or UTF-8 with the UTF-8 option). CONTROL= moves dovecot-uidlist,
 dovecot-uidvalidity and subscriptions into a separate tree exactly as Dovecot
 lays it out (".INBOX" or "INBOX" for the inbox there).
@@ -276,12 +279,9 @@ class MaildirStorage(Storage):
     # --- directories ----------------------------------------------------------------
 
     def _open_base(self, path, *, create):
-        """Open a configured root (symlinks in it are the administrator's choice).
-
-        Returns (fd, created).
-        """
+        """Open a configured root (symlinks in it are the administrator's choice)."""
         try:
-            return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), False
+            return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             if not create:
                 raise
@@ -289,15 +289,12 @@ class MaildirStorage(Storage):
             # Why 0700: a new mail root must not be readable by others; its
             # mode then governs everything created below it.
             os.makedirs(path, mode=0o700, exist_ok=True)
-            return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), True
+            return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as err:
             raise storage_error("creating", path, err) from None
 
-    def _open_child(self, parent_fd, entry, path, *, create, perm, created=None):
-        """Open parent_fd/entry as a directory without following a symlink.
-
-        created, a list, gets True appended when the directory was made here.
-        """
+    def _open_child(self, parent_fd, entry, path, *, create, perm):
+        """Open parent_fd/entry as a directory without following a symlink."""
         try:
             return os.open(entry, _DIR_FLAGS, dir_fd=parent_fd)
         except FileNotFoundError:
@@ -307,7 +304,6 @@ class MaildirStorage(Storage):
             raise StorageError(f"{path}: not a directory (or a symlink), refused") from None
         except OSError as err:
             raise storage_error("opening", path, err) from None
-        created_out = created
         try:
             os.mkdir(entry, perm.dir_mode, dir_fd=parent_fd)
             created = True
@@ -322,8 +318,6 @@ class MaildirStorage(Storage):
         except OSError as err:
             raise storage_error("opening", path, err) from None
         if created:
-            if created_out is not None:
-                created_out.append(True)
             try:
                 perm.apply(fd, perm.dir_mode)
                 if self.fsync:
@@ -335,14 +329,10 @@ class MaildirStorage(Storage):
                 raise storage_error("creating", path, err) from None
         return fd
 
-    def _walk(self, base, parts, fds, *, create, create_base, created=None):
-        """Open base/parts... one level at a time; return (fd, path, perm of base).
-
-        created, a list, gets True appended when the last directory was made here.
-        """
+    def _walk(self, base, parts, fds, *, create, create_base):
+        """Open base/parts... one level at a time; return (fd, path, perm of base)."""
         try:
-            fd, made = self._open_base(base, create=create_base)
-            fds.add(fd)
+            fd = fds.add(self._open_base(base, create=create_base))
         except FileNotFoundError:
             raise MailboxNotFoundError(f"{base}: mail root does not exist") from None
         except OSError as err:
@@ -351,19 +341,15 @@ class MaildirStorage(Storage):
         path = base
         for entry in parts:
             path = f"{path}/{entry}"
-            made = []
-            fd = fds.add(self._open_child(fd, entry, path, create=create, perm=perm,
-                                          created=made))
-        if made and created is not None:
-            created.append(True)
+            fd = fds.add(self._open_child(fd, entry, path, create=create, perm=perm))
         return fd, path, perm
 
-    def _open_mailbox(self, name, fds, *, create, created=None):
+    def _open_mailbox(self, name, fds, *, create):
         """Open a mailbox directory; MailboxNotFoundError unless create."""
         base, parts = self._mail_place(name)
         try:
             return self._walk(base, parts, fds, create=create,
-                              create_base=create or name == (INBOX,), created=created)
+                              create_base=create or name == (INBOX,))
         except FileNotFoundError:
             raise MailboxNotFoundError(
                 f"mailbox {self.display_name(name)} does not exist") from None
@@ -407,13 +393,10 @@ class MaildirStorage(Storage):
     def create_mailbox(self, name):
         name = check_components(name)
         with _Fds() as fds:
-            made = []
-            fd, path, perm = self._open_mailbox(name, fds, create=True, created=made)
+            fd, path, perm = self._open_mailbox(name, fds, create=True)
             perm = _Perm(os.fstat(fd), self.umask)
             self._open_subdirs(fd, path, perm, fds, create=True)
-            if not self.fs_layout and (name != (INBOX,) or made):
-                # Dovecot's maildir_mailbox_create() marks every Maildir++ mailbox
-                # it creates, the INBOX too when it had to create its directory.
+            if not self.fs_layout and name != (INBOX,):
                 self._touch_maildirfolder(fd, path, perm)
             self._create_uidlist_if_missing(name, perm, fds, (fd, path))
 
@@ -465,7 +448,7 @@ class MaildirStorage(Storage):
 
     def _next_uid_validity(self, fds):
         root = self._control_root()
-        root_fd = fds.add(self._open_base(root, create=True)[0])
+        root_fd = fds.add(self._open_base(root, create=True))
         perm = _Perm(os.fstat(root_fd), self.umask)
         return index.next_uid_validity(root_fd, mode=perm.file_mode)
 
@@ -476,7 +459,7 @@ class MaildirStorage(Storage):
         fname = self.location.subscriptions_name
         path = f"{root}/{fname}"
         with _Fds() as fds:
-            root_fd = fds.add(self._open_base(root, create=True)[0])
+            root_fd = fds.add(self._open_base(root, create=True))
             perm = _Perm(os.fstat(root_fd), self.umask)
             try:
                 lock = acquire_dotlock(root_fd, fname, hostname=self.hostname,
@@ -529,15 +512,10 @@ class MaildirStorage(Storage):
         name = check_components(name)
         letters = flag_letters(flags)
         with _Fds() as fds:
-            made = []
-            mbox_fd, mbox_path, _ = self._open_mailbox(name, fds, create=name == (INBOX,),
-                                                       created=made)
+            mbox_fd, mbox_path, _ = self._open_mailbox(name, fds, create=name == (INBOX,))
             if not self._is_mailbox_dir(mbox_fd, name):
                 raise MailboxNotFoundError(f"mailbox {self.display_name(name)} does not exist")
             perm = _Perm(os.fstat(mbox_fd), self.umask)
-            if made and not self.fs_layout:
-                # The INBOX was just created: as Dovecot's LDA autocreate does.
-                self._touch_maildirfolder(mbox_fd, mbox_path, perm)
             # Dovecot re-creates missing tmp/new/cur of an existing mailbox.
             sub = self._open_subdirs(mbox_fd, mbox_path, perm, fds, create=True)
             base, size, vsize = self._write_tmp(source, sub["tmp"], mbox_path, perm)
