@@ -86,6 +86,21 @@ def test_modes_follow_the_mailbox_directory_not_the_umask(home, root_mode, file_
     assert os.stat(home / "Maildir" / "new").st_mode & 0o777 == root_mode
 
 
+def test_setgid_shared_root_keeps_its_group_bit(home):
+    root = home / "Maildir"
+    root.mkdir()
+    os.chmod(root, 0o2770)
+    old = os.umask(0o077)
+    try:
+        st = make(home)
+        st.create_mailbox(("shared",))
+        r = st.save(("shared",), BytesSource(message()))
+    finally:
+        os.umask(old)
+    assert os.stat(root / ".shared").st_mode & 0o7777 == 0o2770
+    assert os.stat(r.path).st_mode & 0o777 == 0o660
+
+
 def test_new_mail_root_is_private(home):
     r = make(home).save(("INBOX",), BytesSource(message()))
     assert os.stat(home / "Maildir").st_mode & 0o777 == 0o700

@@ -56,12 +56,9 @@ NAME_MAX = 255
 SUBSCRIPTIONS_LOCK_TIMEOUT = 120
 SUBSCRIPTIONS_STALE_TIMEOUT = 30
 SUBSCRIPTIONS_V2_HEADER = "V\t2\n\n"
-# Dovecot's limit for one subscriptions line (mailbox_name_max_length + 1).
-SUBSCRIPTIONS_LINE_MAX = 4096 + 1
 # IMAP system flags -> Maildir info letters (maildir-filename-flags.c).
 FLAG_LETTERS = {"\\answered": "R", "\\seen": "S", "\\deleted": "T",
                 "\\draft": "D", "\\flagged": "F"}
-COPY_CHUNK = 1 << 16
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _last_stamp = (0, 0)
@@ -182,7 +179,9 @@ class _Perm:
     def apply(self, fd, mode):
         """Give a freshly created fd its exact mode and group despite the umask."""
         if mode & self.umask:
-            os.fchmod(fd, mode)
+            # Keep a setgid bit the kernel gave a new directory in a setgid
+            # parent: shared mailboxes depend on it.
+            os.fchmod(fd, mode | (os.fstat(fd).st_mode & 0o2000))
         if self.gid != -1:
             try:
                 os.fchown(fd, -1, self.gid)
@@ -227,7 +226,6 @@ class MaildirStorage(Storage):
         # The Maildir spec's escapes: '/' and ':' cannot appear in a file name
         # part (Dovecot refuses such hostnames; for any other it is identical).
         self.name_host = hostname.replace("/", "\\057").replace(":", "\\072")
-        self.pid = str(os.getpid())
         self.umask = _current_umask()
 
     # --- names and paths ------------------------------------------------------------
@@ -534,7 +532,7 @@ class MaildirStorage(Storage):
         """Create a unique tmp file; return (base name, fd)."""
         while True:
             sec, usec = _unique_stamp()
-            base = f"{sec}.M{usec}P{self.pid}.{self.name_host}"
+            base = f"{sec}.M{usec}P{os.getpid()}.{self.name_host}"
             try:
                 fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                              | os.O_CLOEXEC, perm.file_mode, dir_fd=tmp_fd)
@@ -561,7 +559,7 @@ class MaildirStorage(Storage):
         if (st.st_mode & 0o170000) != 0o100000 or st.st_size != sizes[0]:
             return None
         sec, usec = _unique_stamp()
-        base = f"{sec}.M{usec}P{self.pid}.{self.name_host}"
+        base = f"{sec}.M{usec}P{os.getpid()}.{self.name_host}"
         try:
             os.link(stored, base, dst_dir_fd=tmp_fd, follow_symlinks=False)
         except OSError:
