@@ -136,3 +136,14 @@ def test_rlimit_nproc_trick_never_leaves_a_half_drop(relay):
     else:
         assert proc.returncode == 75, proc.stderr
         assert proc.stdout == b""
+
+
+def test_rlimit_nofile_trick_fails_closed(relay):
+    # Too few fds to walk to the policy file: the relay must refuse, not skip a check.
+    def few_fds():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4, 4))
+
+    proc = relay.run(["-d", ALICE], preexec=few_fds)
+    assert proc.returncode == 75, proc.stderr
+    assert proc.stdout == b""
+    assert b"mailslot-relay: policy-unsafe:" in proc.stderr

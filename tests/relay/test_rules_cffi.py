@@ -67,6 +67,12 @@ def test_policy_cases(rules, case):
         assert err.startswith(expect + ":"), err
 
 
+def test_shipped_example_policy_parses(rules):
+    rc, pol, err = parse_policy(rules, (HELPER_C / "relay.policy.example").read_text())
+    assert rc == 0, err
+    assert pol.resolver == 2 and pol.caller_config == 0 and pol.no_new_privs == 0
+
+
 def test_policy_values_are_parsed(rules):
     ffi = rules[0]
     rc, pol, err = parse_policy(rules, GOOD + "pass_env = A, B_2\nno_new_privs = yes\n")
