@@ -426,3 +426,13 @@ def test_lock_is_released_after_each_save(home):
     st.save(("INBOX",), BytesSource(message()))
     st.create_mailbox(("a",))
     assert not [n for n, _, fs in os.walk(home) for f in fs if f.endswith(".lock")]
+
+
+def test_deleted_uidlist_is_rebuilt_from_the_files(home):
+    st = make(home)
+    first = st.save(("INBOX",), BytesSource(message(1)))
+    os.unlink(home / "Maildir" / "dovecot-uidlist")
+    r = st.save(("INBOX",), BytesSource(message(2)))
+    assert r.uid == 2           # the file already there is numbered first, as Dovecot would
+    names = [line.split(" :")[1].strip() for line in lines(home / "Maildir" / "dovecot-uidlist")[1:]]
+    assert names == [os.path.basename(first.path), os.path.basename(r.path)]

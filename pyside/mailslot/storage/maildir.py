@@ -626,6 +626,9 @@ class MaildirStorage(Storage):
                         existing = self._existing_basenames(sub)
             except (OSError, StorageError) as err:
                 uid_error = f"dovecot-uidlist not usable: {getattr(err, 'strerror', None) or err}"
+                if state is not None:
+                    state.close()
+                    state = None        # no UID this time; the lock is released below
             try:
                 os.rename(base, final, src_dir_fd=sub["tmp"], dst_dir_fd=dest_fd)
             except OSError as err:
