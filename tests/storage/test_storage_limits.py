@@ -99,3 +99,45 @@ def test_full_filesystem_is_named_and_leaves_nothing(tmp_path, fmt_name):
     assert "ENOSPC" in out["error"] and "No space left on device" in out["error"]
     assert len(out["files"]) == 1, out["files"]
     assert os.path.basename(os.path.dirname(out["files"][0])) == "new"
+
+
+EACCES_CHILD = r"""
+import os, sys
+sys.path.insert(0, PYSIDE)
+from mailslot.errors import StorageError
+from mailslot.storage import open_storage
+
+class Source:
+    stored_path = None
+    def write_to(self, fd):
+        os.write(fd, b"x\n")
+        return 2, 3
+
+try:
+    open_storage("maildir:~/Maildir", user="t", home=sys.argv[1], hostname="h").save(
+        ("INBOX",), Source())
+    print("saved")
+except StorageError as exc:
+    print(exc)
+""".replace("PYSIDE", repr(PYSIDE))
+
+
+def test_permission_denied_is_named():
+    """A Maildir the delivering uid may not write: EACCES named, nothing left."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the save as an unprivileged uid")
+    import pathlib
+    import tempfile
+    base = pathlib.Path(tempfile.mkdtemp(prefix="mailslot-eacces-"))   # pytest's are 0700
+    try:
+        os.chmod(base, 0o755)
+        for sub in ("Maildir", "Maildir/tmp", "Maildir/new", "Maildir/cur"):
+            (base / sub).mkdir(mode=0o755)
+        proc = subprocess.run(["setpriv", "--reuid=64123", "--regid=64123", "--clear-groups",
+                               "/usr/bin/python3", "-I", "-c", EACCES_CHILD, str(base)],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert "Permission denied (EACCES)" in proc.stdout and "/Maildir/tmp/" in proc.stdout
+        assert sorted(os.listdir(base / "Maildir" / "tmp")) == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
