@@ -171,7 +171,9 @@ class _Decoder:
 def program_to_data(program):
     return {"name": program.name, "ops": program.ops,
             "extensions": list(program.extensions),
-            "includes": {k: program_to_data(p) for k, p in program.includes.items()},
+            "includes": {k: (p if p is None or isinstance(p, str)
+                             else program_to_data(p))
+                         for k, p in program.includes.items()},
             "deps": [list(d) for d in program.deps]}
 
 
@@ -192,9 +194,13 @@ def program_from_data(data):
     for op in ops:
         if not isinstance(op, tuple) or not op or not isinstance(op[0], str):
             raise CorruptCacheError("bad op")
-    return Program(name, ops, exts,
-                   {k: program_from_data(v) for k, v in includes.items()},
-                   [tuple(d) for d in deps])
+    inc = {}
+    for k, v in includes.items():
+        if v is None or v == "main":
+            inc[k] = v
+        else:
+            inc[k] = program_from_data(v)
+    return Program(name, ops, exts, inc, [tuple(d) for d in deps])
 
 
 def settings_key(env, settings):
@@ -285,6 +291,12 @@ def load_cached(path, env, diag, settings, name=None):
             for dep in program.deps:
                 if not isinstance(dep, tuple) or len(dep) != 4:
                     raise CorruptCacheError("deps")
+                if dep[2] == -1:
+                    # A missing :optional include: fresh while it stays missing.
+                    if os.path.lexists(dep[0]):
+                        fresh = False
+                        break
+                    continue
                 try:
                     if _dep_key(dep[0]) != dep:
                         fresh = False

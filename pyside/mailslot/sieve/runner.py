@@ -149,6 +149,8 @@ def run_program(ctx, program):
     if "imap4flags" in program.extensions and not ctx.imap4flags_implicit:
         ctx.imap4flags_implicit = True
         ctx.result.implicit_effects.append(FlagsEffect(None))
+    ctx.root_program = program
+    ctx.include_stack = []
     interp = Interpreter(ctx, program)
     try:
         interp.run()

@@ -50,15 +50,18 @@ def decode_script(data):
     return data.decode("utf-8", "surrogateescape")
 
 
-def compile_text(text, name, env, diag):
+def compile_text(text, name, env, diag, path=None):
     """Parse and validate text; return a Program or None (errors in diag)."""
     tree = parse(text, diag, name)
     if tree is None:
         diag.error(name, "parse failed")
         return None
-    program = Validator(name, diag, env).run(tree)
+    validator = Validator(name, diag, env)
+    validator.script_path = os.path.realpath(path) if path else None
+    program = validator.run(tree)
     if program is None:
-        diag.error(name, "validation failed")
+        diag.error(name, "code generation failed" if validator.generation_failed
+                   else "validation failed")
         return None
     return program
 
@@ -100,7 +103,7 @@ def compile_file(path, env, diag, max_size=0, name=None):
         diag.error(name, "sieve script is too large (max %d bytes)" % max_size)
         diag.error(name, "parse failed")
         return None, st
-    program = compile_text(decode_script(data), name, env, diag)
+    program = compile_text(decode_script(data), name, env, diag, path)
     if program is not None:
         program.deps = [(os.path.realpath(path), st.st_mtime_ns, st.st_size, st.st_ino)] \
             + list(program.deps)

@@ -145,6 +145,8 @@ class Validator:
         self.string_layers = []  # functions applied to constant strings
         self.post_validators = []  # (ext, fn) run at the end of the require section
         self._block_stack = []
+        self.globals = set()      # variables declared `global` (include)
+        self.script_path = None
         core = self._load_module("core")
         core.load_core(self)
 
@@ -552,14 +554,27 @@ class Validator:
             result = (not fatal) and self.validate_command(node, const) and result
         return result and not fatal
 
-    def run(self, tree):
+    def run(self, tree, validate_only_errors=False):
+        """Validate and compile tree; None on errors (generation_failed tells which)."""
+        self.generation_failed = False
         ok = self.validate_block(tree, True)
         if not ok or self.diag.errors:
             return None
         compiler = Compiler(self)
         ops = compiler.block(tree)
+        if compiler.failed or self.diag.errors:
+            self.generation_failed = True
+            return None
         exts = sorted(self.loaded)
-        return Program(self.name, ops, exts, self.includes, self.deps)
+        includes, deps = {}, []
+        ictx = getattr(self, "include_ctx", None)
+        if ictx is not None and not getattr(self, "shared_globals", False):
+            includes = {k: p for k, p in ictx.programs.items() if p is not False}
+            deps = list(ictx.deps)
+            for program in includes.values():
+                if isinstance(program, Program):
+                    exts = sorted(set(exts) | set(program.extensions))
+        return Program(self.name, ops, exts, includes, deps)
 
 
 class _LineArg:
@@ -574,6 +589,7 @@ class Compiler:
 
     def __init__(self, validator):
         self.v = validator
+        self.failed = False
 
     def block(self, nodes):
         ops = []

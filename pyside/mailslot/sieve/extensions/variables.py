@@ -80,6 +80,8 @@ def _reference(v, elements, line):
                         % (name, MAX_MATCH_VALUES))
                 return None
             return ("m", name)
+        if name.lower() in v.globals:
+            return ("n", "global", name.lower())
         if not declare(v, name, line):
             return None
         return ("v", name.lower())
@@ -103,6 +105,8 @@ def variable_target(v, node, arg):
         if isinstance(name, int):
             v.error(arg.line, "cannot assign to match variable")
             return None
+        if name.lower() in v.globals:
+            return ("n", "global", name.lower())
         if not declare(v, name, arg.line):
             return None
         return ("v", name.lower())
