@@ -69,8 +69,10 @@ def deliver(opts):
         scan_link_source(opts.message_path, message)
 
     from .storage import open_storage
+    # Maildir names carry the system's host name (gethostname), as Dovecot's do;
+    # the hostname setting is for the mail mailslot sends.
     storage = open_storage(settings["mail_location"], user=user.name, home=user.home,
-                           hostname=values["hostname"],
+                           hostname=os.uname().nodename,
                            mail_fsync=settings["mail_fsync"])
     target = opts.mailbox
     result = save_with_fallback(storage, message, target, settings, opts, log)
@@ -117,14 +119,20 @@ def resolve_settings_and_user(opts):
 
 
 def find_user(name, settings):
-    """Return the User for -d name, or the running user when name is None."""
+    """Return the User for -d name, or the running user when name is None.
+
+    user+detail@domain loses its detail (recipient_delimiter), then the name is
+    normalised as Dovecot's auth process does (auth_username_format ...) before
+    the userdbs are asked.
+    """
     from . import userdb
     if name is None:
         return userdb.current_user()
-    lookup_name = strip_detail(name, settings["recipient_delimiter"])
-    user = userdb.lookup(lookup_name, settings["userdb"])
+    lookup_name = userdb.normalize_username(
+        strip_detail(name, settings["recipient_delimiter"]), settings)
+    user = userdb.lookup(lookup_name, settings["userdb"], settings=settings)
     if user is None:
-        raise UserUnknownError(f"User doesn't exist: {name}")
+        raise UserUnknownError(f"User doesn't exist: {userdb.printable(name)}")
     return user
 
 
@@ -262,10 +270,9 @@ def lookup_main(opts):
     from .config import load_settings, apply_overrides
     settings = load_settings(opts.config_path)
     apply_overrides(settings, opts.overrides, source="-o")
-    from . import userdb
-    user = userdb.lookup(strip_detail(opts.lookup, settings["recipient_delimiter"]),
-                         settings["userdb"])
-    if user is None:
+    try:
+        user = find_user(opts.lookup, settings)
+    except UserUnknownError:
         sys.stdout.write("NOTFOUND\n")
         from .errors import EX_NOUSER
         return EX_NOUSER
