@@ -121,20 +121,17 @@ def _scalar(value):
 def user_command(args):
     """Print the userdb's answer for one user, like doveadm user."""
     from .config import load_settings
-    from .deliver import strip_detail
-    from . import userdb
+    from .deliver import find_user
     path, _, rest = _take_config_option(args)
     if len(rest) != 1:
         print(USAGE, file=sys.stderr)
         return EX_USAGE
     settings = load_settings(path)
-    user = userdb.lookup(strip_detail(rest[0], settings["recipient_delimiter"]),
-                         settings["userdb"])
-    if user is None:
-        from .errors import UserUnknownError
-        raise UserUnknownError(f"User doesn't exist: {rest[0]}")
+    user = find_user(rest[0], settings)
     print(f"field\tvalue\nuser\t{user.name}\nuid\t{user.uid}\ngid\t{user.gid}\n"
-          f"home\t{user.home}")
+          f"home\t{user.home}\nsource\t{user.source}")
+    for warning in user.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for key, value in sorted(user.fields.items()):
         print(f"{key}\t{value}")
     return 0

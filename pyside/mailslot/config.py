@@ -60,6 +60,20 @@ SCHEMA = {
     "last_valid_gid": ("int", 0),
     "mail_privileged_group": ("str", ""),
     "userdb": ("userdb", None),
+    # How Dovecot's auth process normalises a name before any userdb sees it
+    # (src/auth/auth-settings.c); userdb.normalize_username applies them.
+    "auth_default_realm": ("str", ""),
+    "auth_username_chars": ("str", "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                   "01234567890.-_@"),
+    "auth_username_translation": ("str", ""),
+    "auth_username_format": ("str", "%Lu"),
+    # The dovecot userdb's socket: dovecot-lda's "auth-userdb" under Dovecot's
+    # default base_dir.
+    "auth_socket_path": ("str", "/var/run/dovecot/auth-userdb"),
+    # mailslot's own: the most one userdb block may take to answer (connect and
+    # query), so a hung database defers mail (75) instead of holding it. Below the
+    # relay's 30 s for its lookup child (helper_c, LOOKUP_TIMEOUT_MS).
+    "userdb_timeout": ("time", 10),
     "sendmail_path": ("str", "/usr/sbin/sendmail"),
     "submission_host": ("str", ""),
     "quota_full_tempfail": ("bool", False),

@@ -11,6 +11,15 @@ keys: driver, args, default_fields, override_fields (both "key=value ..." with
 %variables, applied before and after the driver's answer, as in Dovecot), name.
 Drivers are a small registry (DRIVERS, register_driver); a driver returns a dict of
 string fields ("uid", "gid", "home", "user", "mail", ...) or None for "unknown".
+The drivers that need more than the standard library live in their own modules and
+are imported only when a block names them (LAZY_DRIVERS), so the plain passwd-file
+path stays lean: static (userdb_static), sql (userdb_sql: SQLite, PostgreSQL) and
+dovecot (userdb_dovecot: Dovecot's auth-master socket). Drivers registered with
+settings=True also receive the settings dict (timeouts, auth_socket_path).
+
+normalize_username() turns a recipient into the name the userdbs are asked for,
+as Dovecot's auth process does (auth_default_realm, auth_username_translation,
+auth_username_chars, auth_username_format); a name it refuses is an unknown user.
 
 Drivers here:
   passwd       the system users through NSS (pwd.getpwnam). args: "blocking=..."
@@ -65,6 +74,11 @@ DEFAULT_USERNAME_FORMAT = "%u"
 # Fields that become User attributes rather than entries of User.fields.
 _IDENTITY_FIELDS = ("user", "uid", "gid", "home")
 
+# Drivers in their own modules, imported when a block first names them.
+LAZY_DRIVERS = {
+    "static": "mailslot.userdb_static",
+}
+
 
 class User:
     """One recipient: name, uid, gid, home ("" when none) and extra userdb fields.
@@ -74,10 +88,11 @@ class User:
     should carry (malformed passwd-file entries met on the way).
     """
 
-    def __init__(self, name, uid, gid, home, fields=None, warnings=None):
+    def __init__(self, name, uid, gid, home, fields=None, warnings=None, source=""):
         self.name, self.uid, self.gid, self.home = name, uid, gid, home
         self.fields = dict(fields or {})
         self.warnings = list(warnings or [])
+        self.source = source    # "userdb <name or driver>": who answered
 
     def __repr__(self):
         return (f"User(name={self.name!r}, uid={self.uid}, gid={self.gid}, "
@@ -85,49 +100,126 @@ class User:
 
 
 DRIVERS = {}
+# Names of the drivers that take the settings as a fifth argument.
+_WANTS_SETTINGS = set()
 
 
-def register_driver(name, function):
-    """Make function(name, args, values, warnings) -> dict | None the driver name."""
+def register_driver(name, function, *, settings=False):
+    """Make function the driver name.
+
+    function(name, args, values, warnings) -> dict | None; with settings=True it is
+    called as function(name, args, values, warnings, settings).
+    """
     DRIVERS[name] = function
+    if settings:
+        _WANTS_SETTINGS.add(name)
+    else:
+        _WANTS_SETTINGS.discard(name)
 
 
-def lookup(name, userdbs, *, values=None, warnings=None):
+def lookup(name, userdbs, *, values=None, warnings=None, settings=None):
     """Return the User for name from the first userdb that knows it, else None.
 
     values adds %variables (hostname, ...) to those built from name; warnings, if a
-    list, receives the warning strings (they are also on the returned User).
+    list, receives the warning strings (they are also on the returned User);
+    settings (the engine's settings dict) gives drivers their timeouts and socket
+    paths (missing names take their SCHEMA defaults).
     Raises errors.UserdbError when a userdb cannot answer.
     """
     collected = []
     try:
-        return _lookup_all(name, userdbs, values, collected)
+        return _lookup_all(name, userdbs, values, collected, settings or {})
     finally:
         if warnings is not None:
             warnings.extend(collected)
 
 
-def _lookup_all(name, userdbs, values, collected):
+def _lookup_all(name, userdbs, values, collected, settings):
     base = user_values(name, None)
     if values:
         base.update(values)
     for number, block in enumerate(userdbs, 1):
         driver = _check_block(block, number)
         where = f"userdb {block.get('name') or driver}"
-        defaults = _template_fields(block.get("default_fields", ""), base,
-                                    f"{where} default_fields")
+        defaults = template_fields(block.get("default_fields", ""), base,
+                                   f"{where} default_fields")
         driver_values = dict(base)
         if defaults.get("home"):
             driver_values["home"] = defaults["home"]
-        answer = DRIVERS[driver](name, block.get("args", ""), driver_values, collected)
+        arguments = (name, block.get("args", ""), driver_values, collected)
+        if driver in _WANTS_SETTINGS:
+            arguments += (settings,)
+        answer = DRIVERS[driver](*arguments)
         if answer is None:
             continue
         fields = dict(defaults)
         fields.update(answer)
-        fields.update(_template_fields(block.get("override_fields", ""), base,
-                                       f"{where} override_fields"))
+        fields.update(template_fields(block.get("override_fields", ""), base,
+                                      f"{where} override_fields"))
         return _make_user(name, fields, where, collected)
     return None
+
+
+def setting(settings, name):
+    """settings[name], or its default from config.SCHEMA when the dict lacks it."""
+    if name in settings:
+        return settings[name]
+    from .config import SCHEMA
+    return SCHEMA[name][1]
+
+
+# How much of a refused name an error message shows (Dovecot's str_sanitize(.., 128)).
+SHOWN_NAME_MAX = 128
+
+
+def normalize_username(name, settings=None):
+    """Return the name the userdbs are asked for, made as Dovecot's auth process does.
+
+    In Dovecot's order (auth-request-fields.c, auth_request_fix_username):
+    auth_default_realm is appended to a name without '@'; each byte is translated
+    by auth_username_translation (pairs "from to"), then must be one of
+    auth_username_chars (empty: any byte); then auth_username_format (default
+    "%Lu": lower case) is expanded with the name as %u. settings may lack any of
+    these names (their SCHEMA defaults apply).
+
+    Raises errors.UserUnknownError for a name Dovecot refuses (a disallowed byte, a
+    NUL, an empty result): Dovecot answers such a lookup NOTFOUND, so dovecot-lda
+    says "User doesn't exist". Raises errors.ConfigError when auth_username_format
+    does not expand.
+    """
+    settings = settings or {}
+    realm = setting(settings, "auth_default_realm")
+    if realm and "@" not in name:
+        name = f"{name}@{realm}"
+    raw = name.encode("utf-8", "surrogateescape")
+    pairs = setting(settings, "auth_username_translation").encode("utf-8", "surrogateescape")
+    if len(pairs) >= 2:
+        pairs = pairs[:len(pairs) // 2 * 2]
+        raw = raw.translate(bytes.maketrans(pairs[0::2], pairs[1::2]))
+    allowed = setting(settings, "auth_username_chars").encode("utf-8", "surrogateescape")
+    for byte in raw:
+        # NUL is refused whatever the setting: no C string (nor Dovecot) can carry it.
+        if byte == 0 or (allowed and byte not in allowed):
+            raise errors.UserUnknownError(
+                f"User doesn't exist: {printable(name)} (Username character disallowed "
+                f"by auth_username_chars: 0x{byte:02x})")
+    name = raw.decode("utf-8", "surrogateescape")
+    template = setting(settings, "auth_username_format")
+    if template:
+        try:
+            name = expand(template, user_values(name, None))
+        except ValueError as exc:
+            raise errors.ConfigError(str(exc), key="auth_username_format") from None
+    if not name:
+        raise errors.UserUnknownError("User doesn't exist: (Empty username)")
+    return name
+
+
+def printable(text):
+    """text cut to SHOWN_NAME_MAX with control characters shown as \\xNN, for logs."""
+    out = "".join(c if " " <= c != "\x7f" else f"\\x{ord(c):02x}"
+                  for c in text[:SHOWN_NAME_MAX])
+    return out + "..." if len(text) > SHOWN_NAME_MAX else out
 
 
 def _check_block(block, number):
@@ -139,18 +231,25 @@ def _check_block(block, number):
             f"userdb #{number}: unsupported setting(s) {', '.join(unknown)} "
             f"(known: {', '.join(sorted(BLOCK_KEYS))})")
     driver = block.get("driver")
+    if driver not in DRIVERS and driver in LAZY_DRIVERS:
+        # Imported on first use: the module registers itself.
+        __import__(LAZY_DRIVERS[driver])
     if driver not in DRIVERS:
         raise errors.UserdbError(
             f"userdb #{number}: unknown driver {driver!r} "
-            f"(known: {', '.join(sorted(DRIVERS))})")
+            f"(known: {', '.join(sorted(set(DRIVERS) | set(LAZY_DRIVERS)))})")
     for key in ("args", "default_fields", "override_fields"):
         if not isinstance(block.get(key, ""), str):
             raise errors.UserdbError(f"userdb #{number}: {key} must be a string")
     return driver
 
 
-def _template_fields(template, values, where):
-    """Parse "key=value key2=value2" (split on spaces), expanding each value."""
+def template_fields(template, values, where):
+    """Parse "key=value key2=value2" (split on spaces), expanding each value.
+
+    A key without '=' gets "". Raises errors.UserdbError naming where when a value
+    does not expand.
+    """
     fields = {}
     for item in template.split(" "):
         if not item:
@@ -180,7 +279,7 @@ def _make_user(name, fields, where, collected):
     if home and not home.startswith("/"):
         raise errors.UserdbError(
             f"{where}: user {name}: relative home directory paths are not supported: {home}")
-    return User(name, uid, gid, home, fields, collected)
+    return User(name, uid, gid, home, fields, collected, source=where)
 
 
 def _parse_id(text, what):

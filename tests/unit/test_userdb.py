@@ -188,7 +188,7 @@ def test_first_userdb_that_knows_the_user_wins():
     ({"driver": "passwd-file", "args": "username_format=%n"}, ["missing path"]),
     ({"driver": "passwd-file", "args": "relative/users"}, ["absolute"]),
     ({"driver": "passwd-file", "args": "/etc/%q/users"}, ["%q"]),
-    ({"driver": "sql", "args": "/etc/dovecot-sql.conf"}, ["unknown driver", "'sql'"]),
+    ({"driver": "ldap", "args": "/etc/dovecot-ldap.conf"}, ["unknown driver", "'ldap'"]),
     ({"args": "/x"}, ["unknown driver"]),
     ({"driver": "passwd", "skip": "never"}, ["skip"]),
     ({"driver": "passwd", "default_fields": "home=%q"}, ["default_fields", "%q"]),
