@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.support import IS_ROOT, REPO, ensure_user, remove_user, world_tempdir
+from tests.support import IS_ROOT, REPO, ensure_user, world_tempdir
 
 
 @pytest.fixture(scope="session")
@@ -26,13 +26,18 @@ def installed():
 
 @pytest.fixture(scope="session")
 def mail_users():
-    """Two ordinary system users, mslt-eng1 and mslt-eng2, with homes in a temp dir."""
+    """Two ordinary system users, mslt-eng1 and mslt-eng2, with homes in a temp dir.
+
+    The users are kept after the session (created once, reused): test runs that
+    overlap on one machine must not delete each other's users mid-run.
+    """
     if not IS_ROOT:
         pytest.skip("needs root to create test users (CI runs as root)")
     base = world_tempdir("mailslot-homes-")
-    users = [ensure_user(name, os.path.join(base, name))
-             for name in ("mslt-eng1", "mslt-eng2")]
+    users = []
+    for name in ("mslt-eng1", "mslt-eng2"):
+        ensure_user(name, os.path.join(base, name))
+        subprocess.run(["usermod", "--home", os.path.join(base, name), name], check=True)
+        users.append(ensure_user(name, os.path.join(base, name)))
     yield users
-    for entry in users:
-        remove_user(entry.pw_name)
     shutil.rmtree(base, ignore_errors=True)
