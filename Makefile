@@ -19,6 +19,9 @@ DEB_BUILD := python3-venv python3-dev libcap-dev gcc make python3-yaml python3-c
 DEB_TEST  := dovecot-core dovecot-imapd dovecot-sieve dovecot-lmtpd valgrind clang \
              libclang-rt-14-dev util-linux procps
 DEB_BENCH := hyperfine
+# Packaging (issue 7): building the .deb and the RPM, and the packaging and Postfix
+# tests. Postfix is preseeded to "No configuration": no system instance is set up.
+DEB_PKG   := debhelper dh-python dpkg-dev fakeroot rpm postfix
 
 .PHONY: all build deps-build deps-test demo test install bench clean
 
@@ -43,7 +46,8 @@ deps-build:
 	$(call apt_install,$(DEB_BUILD))
 
 deps-test: deps-build
-	$(call apt_install,$(DEB_TEST))
+	@[ "$$(id -u)" != 0 ] || echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+	$(call apt_install,$(DEB_TEST) $(DEB_PKG))
 
 $(VENV)/.stamp: pyproject.toml | deps-build
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +84,18 @@ install: build
 	install -m 0755 pyside/entry/mailslot $(DESTDIR)$(LIBDIR)/mailslot
 	ln -sf ../lib/mailslot/mailslot $(DESTDIR)$(PREFIX)/bin/mailslot
 	@if [ -f helper_c/Makefile ]; then $(MAKE) -s -C helper_c install DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) LIBDIR=$(LIBDIR); fi
+
+# Debian and RPM packages into dist/, built from `make install` (packaging/).
+.PHONY: deb rpm
+deb: deps-build
+	@[ "$$(id -u)" != 0 ] || echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+	$(call apt_install,$(DEB_PKG))
+	packaging/build-deb.sh dist
+
+rpm: deps-build
+	@[ "$$(id -u)" != 0 ] || echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+	$(call apt_install,$(DEB_PKG))
+	packaging/build-rpm.sh dist
 
 clean:
 	rm -rf $(VENV) demo/out build dist *.egg-info pyside/*.egg-info
