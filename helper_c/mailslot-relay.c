@@ -269,14 +269,16 @@ static void drop_privileges(uid_t uid, gid_t gid, const gid_t *groups, size_t n)
             ms_refuse(EX_TEMPFAIL, "drop-verify: capabilities remain after the drop");
 }
 
-/* Step 5c: an unprivileged child (the policy's lookup user) runs the engine's lookup
- * entry for userdbs only the engine can read, and answers one bounded line. */
+/* Step 5c: an unprivileged child (the policy's lookup user) runs the engine in lookup
+ * mode (lookup_entry --lookup USER) for userdbs only the engine can read; it answers
+ * one bounded line, or exits 67 for an unknown user. */
 static void resolve_lookup(const struct ms_policy *pol, const char *interpreter,
                            const char *lookup_entry, const char *user, struct ms_target *t)
 {
     static char answer[MS_LOOKUP_ANSWER_MAX + 1];
     char err[512], *const child_argv[] = {(char *) interpreter, "-I", "-S",
-                                          (char *) lookup_entry, (char *) user, NULL};
+                                          (char *) lookup_entry, "--lookup", (char *) user,
+                                          NULL};
     char env_path[] = "PATH=/usr/local/bin:/usr/bin:/bin", env_flag[] = "MAILSLOT_RELAY_LOOKUP=1";
     char *child_env[] = {env_path, env_flag, NULL};
     struct passwd *pw;

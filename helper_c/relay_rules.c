@@ -1009,7 +1009,7 @@ int ms_passwd_file_find(const char *buf, size_t len, const char *user,
 int ms_lookup_answer_parse(const char *buf, size_t len, struct ms_target *t, char *err,
                            size_t errlen)
 {
-    const char *p = buf, *end = buf + len, *sp;
+    const char *p = buf, *end = buf + len, *tab;
     unsigned long uid, gid;
     size_t hl;
 
@@ -1019,25 +1019,27 @@ int ms_lookup_answer_parse(const char *buf, size_t len, struct ms_target *t, cha
         return -1;
     }
     end--;                                        /* drop the newline */
-    if ((size_t) (end - p) < 4 || memcmp(p, "uid=", 4) != 0)
+    /* "OK\tuid=N\tgid=N\thome=PATH": the engine's --lookup answer, fields in order. */
+    if ((size_t) (end - p) < 7 || memcmp(p, "OK\tuid=", 7) != 0)
         goto bad;
-    p += 4;
-    sp = memchr(p, ' ', (size_t) (end - p));
-    if (sp == NULL || parse_id(p, (size_t) (sp - p), &uid) < 0)
+    p += 7;
+    tab = memchr(p, '\t', (size_t) (end - p));
+    if (tab == NULL || parse_id(p, (size_t) (tab - p), &uid) < 0)
         goto bad;
-    p = sp + 1;
+    p = tab + 1;
     if ((size_t) (end - p) < 4 || memcmp(p, "gid=", 4) != 0)
         goto bad;
     p += 4;
-    sp = memchr(p, ' ', (size_t) (end - p));
-    if (sp == NULL || parse_id(p, (size_t) (sp - p), &gid) < 0)
+    tab = memchr(p, '\t', (size_t) (end - p));
+    if (tab == NULL || parse_id(p, (size_t) (tab - p), &gid) < 0)
         goto bad;
-    p = sp + 1;
+    p = tab + 1;
     if ((size_t) (end - p) < 5 || memcmp(p, "home=", 5) != 0)
         goto bad;
     p += 5;
     hl = (size_t) (end - p);
-    if (copy_bounded(t->home, sizeof(t->home), p, hl) < 0 || !home_is_valid(t->home))
+    if (memchr(p, '\t', hl) != NULL
+        || copy_bounded(t->home, sizeof(t->home), p, hl) < 0 || !home_is_valid(t->home))
         goto bad;
     t->uid = uid;
     t->gid = gid;
@@ -1045,7 +1047,7 @@ int ms_lookup_answer_parse(const char *buf, size_t len, struct ms_target *t, cha
     t->n_groups = 1;
     return 0;
 bad:
-    set_err(err, errlen, "lookup-answer: expected \"uid=N gid=N home=/path\"");
+    set_err(err, errlen, "lookup-answer: expected \"OK<tab>uid=N<tab>gid=N<tab>home=/path\"");
     return -1;
 }
 

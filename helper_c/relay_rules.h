@@ -38,7 +38,7 @@
 #define MS_MAX_TARGET_GROUPS 64        /* supplementary groups of a target */
 #define MS_PASSWD_LINE_MAX 8192        /* one Dovecot passwd-file line */
 #define MS_PASSWD_MAX_BYTES (64L * 1024 * 1024)  /* a passwd-file we agree to scan */
-#define MS_LOOKUP_ANSWER_MAX 4200      /* "uid=N gid=N home=<path>\n" */
+#define MS_LOOKUP_ANSWER_MAX 4200      /* "OK\tuid=N\tgid=N\thome=<path>\n" */
 #define MS_ID_MAX 4294967294UL         /* (uid_t)-1 means "unchanged" to set*id(2) */
 
 /* Where targets are resolved from. */
@@ -136,7 +136,8 @@ int ms_env_build(char *const caller_env[], const struct ms_policy *pol, int keep
 int ms_passwd_file_find(const char *buf, size_t len, const char *user,
                         struct ms_target *target, char *err, size_t errlen);
 
-/* Targets: parse the lookup child's one-line answer "uid=N gid=N home=/path\n".
+/* Targets: parse the lookup child's one-line answer (mailslot-lda --lookup USER):
+ * "OK\tuid=N\tgid=N\thome=/path\n".
  * Returns 0 (target's uid, gid, home filled) or -1 (err set). */
 int ms_lookup_answer_parse(const char *buf, size_t len, struct ms_target *target,
                            char *err, size_t errlen);

@@ -1,6 +1,6 @@
 /*
  * fuzz_passwd.c -- libFuzzer target for the relay's target parsers: the Dovecot
- * passwd-file scanner and the lookup child's one-line answer.
+ * passwd-file scanner and the lookup child's one-line answer (OK\tuid=N\tgid=N\thome=P).
  *
  * The first byte picks the parser. Promise checked: whatever is accepted has an
  * absolute home and exactly one group, its gid (range checks come after, in C).

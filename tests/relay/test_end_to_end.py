@@ -11,7 +11,7 @@ import stat
 
 import pytest
 
-from tests.relay.relaytest import ALICE, BOB, MTA, OUTSIDER, assert_refused
+from tests.relay.relaytest import ALICE, BOB, LOOKUP, MTA, OUTSIDER, assert_refused
 from tests.support import run_as
 
 MSG = (b"From: Sender <s@example.org>\nTo: rcpt@example.org\nSubject: via relay\n"
@@ -76,3 +76,16 @@ def test_engine_refuses_a_forged_promise_without_the_relay(chain):
     assert proc.returncode == 75, proc.stderr
     assert b"relay promise" in proc.stderr, proc.stderr
     assert maildir_new(chain, ALICE) == []
+
+
+def test_lookup_resolver_with_the_engines_lookup_mode(chain):
+    # The relay forks a child as the lookup user running `mailslot-lda --lookup USER`
+    # (default settings: the passwd userdb), validates its answer, then delivers.
+    chain.write_policy(entry=chain.engine_path, caller_config="yes", resolver="lookup",
+                       lookup_user=LOOKUP, lookup_entry=chain.engine_path)
+    proc = chain.run(["-d", BOB, "-c", str(chain.conf)], input=MSG)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    files = maildir_new(chain, BOB)
+    assert len(files) == 1 and os.stat(files[0]).st_uid == chain.uid(BOB)
+    unknown = chain.run(["-d", "mslt-nobody-here", "-c", str(chain.conf)], input=MSG)
+    assert_refused(unknown, 67, "unknown-user")

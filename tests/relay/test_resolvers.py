@@ -72,15 +72,18 @@ if os.getresuid() != ({uid}, {uid}, {uid}) or os.getgroups() != [{gid}]:
     sys.exit(70)
 if os.environ.get("MAILSLOT_RELAY_LOOKUP") != "1" or "LD_PRELOAD" in os.environ:
     sys.exit(70)
-user = sys.argv[1]
+if sys.argv[1] != "--lookup":
+    sys.exit(64)
+user = sys.argv[2]
 answers = {{
-    "lk-ok": "uid=60008 gid=60009 home={home}/lk-ok\\n",
-    "lk-root": "uid=0 gid=60009 home=/root\\n",
-    "lk-range": "uid=50 gid=60009 home=/x\\n",
-    "lk-garbage": "uid=60008; rm -rf /\\n",
-    "lk-two-lines": "uid=60008 gid=60009 home=/x\\nuid=0 gid=0 home=/\\n",
+    "lk-ok": "OK\\tuid=60008\\tgid=60009\\thome={home}/lk-ok\\n",
+    "lk-root": "OK\\tuid=0\\tgid=60009\\thome=/root\\n",
+    "lk-range": "OK\\tuid=50\\tgid=60009\\thome=/x\\n",
+    "lk-garbage": "OK\\tuid=60008; rm -rf /\\n",
+    "lk-two-lines": "OK\\tuid=60008\\tgid=60009\\thome=/x\\nOK\\tuid=0\\tgid=0\\thome=/\\n",
 }}
 if user == "lk-unknown":
+    sys.stdout.write("NOTFOUND\\n")
     sys.exit(67)
 if user == "lk-crash":
     sys.exit(1)

@@ -280,14 +280,17 @@ def test_passwd_file_duplicate_and_nul(rules):
 
 
 @pytest.mark.parametrize("answer, ok", [
-    ("uid=1001 gid=1002 home=/home/u x\n", True),
-    ("uid=1001 gid=1002 home=/home/u", False),
-    ("uid=1001 gid=1002 home=relative\n", False),
-    ("uid=-1 gid=1002 home=/h\n", False),
-    ("uid=1001  gid=1002 home=/h\n", False),
-    ("gid=1002 uid=1001 home=/h\n", False),
-    ("uid=1001 gid=1002 home=/h\nuid=0 gid=0 home=/\n", False),
-    ("uid=4294967295 gid=1 home=/h\n", False),
+    ("OK\tuid=1001\tgid=1002\thome=/home/u x\n", True),
+    ("OK\tuid=1001\tgid=1002\thome=/home/u", False),
+    ("OK\tuid=1001\tgid=1002\thome=relative\n", False),
+    ("OK\tuid=-1\tgid=1002\thome=/h\n", False),
+    ("OK\tuid=1001\t\tgid=1002\thome=/h\n", False),
+    ("OK\tgid=1002\tuid=1001\thome=/h\n", False),
+    ("OK\tuid=1001\tgid=1002\thome=/h\tx=1\n", False),
+    ("OK uid=1001 gid=1002 home=/h\n", False),
+    ("NOTFOUND\n", False),
+    ("OK\tuid=1001\tgid=1002\thome=/h\nOK\tuid=0\tgid=0\thome=/\n", False),
+    ("OK\tuid=4294967295\tgid=1\thome=/h\n", False),
 ])
 def test_lookup_answer_parse(rules, answer, ok):
     ffi, lib, _ = rules

@@ -22,7 +22,7 @@ SAN_ENV = {
     "UBSAN_OPTIONS": f"halt_on_error=1:exitcode={FINDING}:print_stacktrace=1",
     "LSAN_OPTIONS": f"exitcode={FINDING}",
 }
-LOOKUP_SCRIPT = 'import sys\nsys.stdout.write("uid=60008 gid=60009 home=/nonexistent\\n")\n'
+LOOKUP_SCRIPT = 'import sys\nsys.stdout.write("OK\\tuid=60008\\tgid=60009\\thome=/nonexistent\\n")\n'
 
 # name, policy overrides, argv, extra caller env, in caller group, expected exit code
 SCENARIOS = [
