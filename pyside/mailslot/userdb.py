@@ -77,6 +77,7 @@ _IDENTITY_FIELDS = ("user", "uid", "gid", "home")
 # Drivers in their own modules, imported when a block first names them.
 LAZY_DRIVERS = {
     "static": "mailslot.userdb_static",
+    "sql": "mailslot.userdb_sql",
 }
 
 
