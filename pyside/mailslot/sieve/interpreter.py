@@ -96,10 +96,11 @@ class Interpreter:
         return f"{self.name}: line {line}" if line else self.name
 
     def error(self, message, line=None):
-        raise SieveRunError(self.location(line), message)
+        """A run-time error; like Pigeonhole's, it names no location."""
+        raise SieveRunError(self.location(line) if line else "", message)
 
     def warning(self, message, line=None):
-        self.ctx.diag.warning(self.location(line), message)
+        self.ctx.diag.warning(self.location(line) if line else "", message)
 
     # -- strings ----------------------------------------------------------------------
 
@@ -141,8 +142,7 @@ class Interpreter:
     def check_cpu(self):
         ctx = self.ctx
         if ctx.cpu_deadline is not None and time.process_time() > ctx.cpu_deadline:
-            raise CpuLimitError(self.location(),
-                                "execution exceeded CPU time limit")
+            raise CpuLimitError("", "execution exceeded CPU time limit")
 
     def run_block(self, ops):
         handlers = HANDLERS

@@ -153,11 +153,15 @@ class StoreAction(Action):
     def check_duplicate(self, result, other):
         return 1 if self.equals(other, result) else 0
 
+    header_fields = None   # the edited header (editheader) when the action ran
+
     def print_lines(self, result):
         return [" * store message in folder: %s" % sanitize(self.target(result), 128)], False
 
     def to_dict(self, result):
         d = {"type": "keep" if self.keep else "store", "mailbox": self.target(result)}
+        if self.header_fields is not None:
+            d["header_fields"] = [list(f) for f in self.header_fields]
         return d
 
 
@@ -165,12 +169,16 @@ class KeepAction(Action):
     """keep in a script sequence (Pigeonhole's multiscript keep: no store def)."""
 
     kind = "keep"
+    header_fields = None
 
     def print_lines(self, result):
         return [" * keep"], False
 
     def to_dict(self, result):
-        return {"type": "keep", "mailbox": result.default_mailbox}
+        d = {"type": "keep", "mailbox": result.default_mailbox}
+        if self.header_fields is not None:
+            d["header_fields"] = [list(f) for f in self.header_fields]
+        return d
 
 
 class RedirectAction(Action):

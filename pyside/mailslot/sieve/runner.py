@@ -124,7 +124,9 @@ class RunContext:
         self.include_depth = 0
         self.imap4flags_implicit = False
         self.notifications = []
-        self.edits = None
+        self.enabled_extensions = None   # None: every known extension counts
+        self.root_program = None
+        self.include_stack = []
 
     def namespace_get(self, it, namespace, name):
         if namespace == "global":
@@ -160,13 +162,13 @@ def run_program(ctx, program):
         ctx.diag.error(exc.location, exc.message)
         return RESOURCE_LIMIT
     except CpuTimeExceeded:
-        ctx.diag.error(interp.location(), "execution exceeded CPU time limit")
+        ctx.diag.error("", "execution exceeded CPU time limit")
         return RESOURCE_LIMIT
     except SieveRunError as exc:
         ctx.diag.error(exc.location, exc.message)
         return TEMP_FAILURE if exc.temporary else FAILURE
     except RecursionError:
-        ctx.diag.error(interp.location(), "execution exceeded nesting limit")
+        ctx.diag.error("", "execution exceeded nesting limit")
         return RESOURCE_LIMIT
     return OK
 

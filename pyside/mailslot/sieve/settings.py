@@ -93,6 +93,8 @@ class SieveSettings:
         self.virustest_status_type = None
         self.virustest_max_header = None
         self.virustest_max_value = None
+        self.spamtest_text_values = {}
+        self.virustest_text_values = {}
         self.editheader_max_header_size = 2048
         self.editheader_protected = ()
         self.editheader_forbid_add = ()
@@ -180,6 +182,13 @@ class SieveSettings:
                 setattr(s, attr, tuple(i.lower() for i in items))
         if s.global_dir and s.global_dir.startswith("file:"):
             s.global_dir = s.global_dir[5:].split(";", 1)[0]
+        for prefix, top in (("spamtest", 10), ("virustest", 5)):
+            values = {}
+            for n in range(top + 1):
+                value = get("sieve_%s_text_value%d" % (prefix, n))
+                if value:
+                    values[n] = str(value)
+            setattr(s, prefix + "_text_values", values)
         env = {}
         for key in list(m.keys()) if hasattr(m, "keys") else ():
             if isinstance(key, str) and key.startswith("sieve_environment_"):

@@ -257,6 +257,8 @@ def sieve_test_main(argv):
                      user=os.environ.get("USER"))
     multi = bool(scripts_before)
     ctx.result.multiscript = multi
+    ctx.enabled_extensions = enabled if enabled is not None else \
+        enabled_extensions(settings.extensions)[0]
     if trace_file:
         ctx.trace = _Trace(trace_file)
     compile_failed = []

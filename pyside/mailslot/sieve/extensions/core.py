@@ -527,13 +527,11 @@ def header_source(it, p, decoded):
     view = it.ctx.message
     values = []
     get = view.decoded_values if decoded else view.header_values
-    if "index" in p:
-        from .index import apply_index
-        for name in names:
-            values.extend(apply_index(it, p, get(name)))
-        return values
     for name in names:
         values.extend(get(name))
+    if "index" in p:
+        from .index import apply_index
+        return apply_index(p, values)
     return values
 
 
@@ -600,6 +598,8 @@ def run_keep(it, op):
         action = KeepAction(it.location())
     else:
         action = StoreAction(it.location(), None)
+    if it.ctx.message.edited:
+        action.header_fields = list(it.ctx.message.fields())
     it.result.add(it, action, make_effects(it, op[2]), keep=True)
 
 

@@ -55,6 +55,8 @@ def run_fileinto(it, op):
         it.error("fileinto command: invalid folder name `%s' specified: invalid utf-8"
                  % sanitize(folder, 256))
     action = StoreAction(it.location(), folder)
+    if it.ctx.message.edited:
+        action.header_fields = list(it.ctx.message.fields())
     it.result.add(it, action, make_effects(it, op[3]))
 
 

@@ -304,7 +304,7 @@ def run_include(it, op):
     ctx.included.add(key)
     stack = ctx.include_stack
     if not once and key in stack:
-        raise SieveRunError(it.location(), "include: circular include of script '%s'"
+        raise SieveRunError("", "include: circular include of script '%s'"
                             % key.split(":", 1)[1])
     stack.append(key)
     try:

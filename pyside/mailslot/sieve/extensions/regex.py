@@ -284,7 +284,7 @@ def match_regex(it, cmp, values, keys):
             try:
                 rx = compile_key(key, icase)
             except RegexSyntaxError as exc:
-                it.ctx.diag.error(it.location(),
+                it.ctx.diag.error("",
                                   "invalid regular expression '%s' for regex match: %s"
                                   % (sanitize(key, 128), exc))
                 rx = False

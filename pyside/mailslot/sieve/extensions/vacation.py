@@ -206,7 +206,7 @@ def run_vacation(it, op):
         try:
             from_address = parse_sieve_address(from_)
         except AddressError as exc:
-            ctx.diag.error(it.location(), "specified :from address '%s' is invalid for "
+            ctx.diag.error("", "specified :from address '%s' is invalid for "
                            "vacation action: %s" % (sanitize(from_, 128), exc))
     addresses = []
     if p["addresses"] is not None:
@@ -214,7 +214,7 @@ def run_vacation(it, op):
             try:
                 addresses.append(parse_sieve_address(raw))
             except AddressError as exc:
-                ctx.diag.error(it.location(), "specified :addresses item '%s' is "
+                ctx.diag.error("", "specified :addresses item '%s' is "
                                "invalid: %s for vacation action (ignored)"
                                % (sanitize(raw, 128), exc))
     action = VacationAction(it.location(), reason, handle, seconds, subject, from_,

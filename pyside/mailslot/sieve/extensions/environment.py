@@ -1,0 +1,87 @@
+"""environment (RFC 5183): the environment test.
+
+Items: "domain", "host" (the hostname setting or the system's), "location"
+("MDA" for the delivery, none in sieve-test), "phase" ("during"), "name"
+("mailslot Sieve"), "version" and any sieve_environment_<name> setting. An
+unknown item has no value and matches nothing.
+"""
+
+from .. import syntax as S
+from ..interpreter import TESTS
+from ..match import match
+from ..validator import CommandDef
+from .core import link_match_tags, match_spec
+
+
+class Environment(CommandDef):
+    name = "environment"
+    is_test = True
+    positional = 2
+
+    def registered(self, v, reg):
+        link_match_tags(v, reg)
+
+    def validate(self, v, node):
+        arg = node.positional[0]
+        if not v.check_positional(node, arg, "name", 1, S.STRING):
+            return False
+        name = v.activate(node, arg)
+        if name is None:
+            return False
+        karg = node.positional[1]
+        if not v.check_positional(node, karg, "key list", 2, S.STRING_LIST):
+            return False
+        keys = v.activate_list(node, karg)
+        if keys is None:
+            return False
+        spec = match_spec(v, node, keys, karg)
+        if spec is None:
+            return False
+        node.data = (name, keys, spec)
+        return True
+
+    def compile(self, c, node):
+        return ("environment", node.line) + node.data
+
+
+def load(v, name):
+    v.register_command(Environment(), name)
+    return True
+
+
+def environment_item(it, name):
+    ctx = it.ctx
+    s = ctx.settings
+    low = name.lower()
+    if name in s.environment:
+        return s.environment[name]
+    if low == "host":
+        if s.hostname:
+            return s.hostname
+        import socket
+        return socket.getfqdn()
+    if low == "domain":
+        host = s.hostname
+        if not host:
+            import socket
+            host = socket.getfqdn()
+        return host.split(".", 1)[1] if "." in host else host
+    if low == "location":
+        return getattr(ctx, "env_location", "MDA")
+    if low == "phase":
+        return getattr(ctx, "env_phase", "during")
+    if low == "name":
+        return "mailslot Sieve"
+    if low == "version":
+        from ... import __version__
+        return __version__
+    return None
+
+
+def test_environment(it, op):
+    value = environment_item(it, it.expand(op[2]))
+    values = [] if value is None else [value]
+    return match(it, op[4], values, it.expand_list(op[3]))
+
+
+TESTS["environment"] = test_environment
