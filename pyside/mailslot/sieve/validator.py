@@ -557,12 +557,14 @@ class Validator:
     def run(self, tree, validate_only_errors=False):
         """Validate and compile tree; None on errors (generation_failed tells which)."""
         self.generation_failed = False
+        # Like Pigeonhole, success is the validation's verdict: a few errors
+        # (an unknown variable namespace) are reported without failing it.
         ok = self.validate_block(tree, True)
-        if not ok or self.diag.errors:
+        if not ok:
             return None
         compiler = Compiler(self)
         ops = compiler.block(tree)
-        if compiler.failed or self.diag.errors:
+        if compiler.failed:
             self.generation_failed = True
             return None
         exts = sorted(self.loaded)

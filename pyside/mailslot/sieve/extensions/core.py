@@ -211,19 +211,20 @@ class Elsif(If):
 
     def validate(self, v, node):
         prev = v.current_block_prev(node)
-        if prev is None or prev.name.lower() not in ("if", "elsif") or \
-                not isinstance(prev.data, dict):
+        if prev is None or prev.definition is None or \
+                prev.definition.name not in ("if", "elsif"):
             v.error(node.line, "the %s command must follow an if or elseif command"
                     % node.name)
             return False
         const = -1
-        p = prev.data
+        prev_data = prev.data if isinstance(prev.data, dict) else None
+        p = prev_data
         while p is not None:
             if p["const"] > 0:
                 const = 0
                 break
             p = p["previous"]
-        node.data = IfData(const=const, previous=prev.data)
+        node.data = IfData(const=const, previous=prev_data)
         return True
 
 

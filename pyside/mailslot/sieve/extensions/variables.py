@@ -60,6 +60,13 @@ def compile_template(v, text, line):
             parts.append(text[start:sub_start])
         ref = _reference(v, elements, line)
         if ref is None:
+            if elements and not isinstance(elements[0], int) and len(elements) > 1 \
+                    and str(elements[0]).lower() not in v.namespaces:
+                # Pigeonhole reports an unknown namespace but compiles on, with
+                # the reference dropped.
+                i = end + 1
+                start = i
+                continue
             return None
         parts.append(ref)
         i = end + 1
