@@ -1,15 +1,29 @@
-"""make demo: deliver the sample messages through mailslot-lda and show where they landed.
+"""make demo: deliver the sample messages through the whole pipeline and show the result.
 
-Installs the engine as a package would (`make install DESTDIR=demo/out/root`), writes
-a configuration for a demo mailbox under demo/out/, and pipes each message in
-demo/messages/ into the installed /usr/lib/mailslot/mailslot-lda the way Postfix's
-pipe transport does (`-f ${sender} -a ${recipient} -m ${extension}`). The engine never
-runs as root: run by root, the demo delivers as the unprivileged user "nobody".
-Then it reads the Maildir and its dovecot-uidlist back and prints a summary.
+Run as root (a fresh Debian machine), it shows what mailslot is for: delivery to
+virtual users with their own uids, without setuid-root Python.
+
+  nobody:nogroup (as Postfix's pipe user)
+    -> demo/out/root/usr/lib/mailslot/mailslot-relay   root:nogroup 4750, a real setuid
+       binary built with its policy at demo/out/etc/relay.policy
+       -> python3 -I -S mailslot-lda, as uid 5001 (bob) or 5002 (alice), the ids a
+          Dovecot-format passwd-file (demo/out/etc/users) gives them
+          -> demo/out/vmail/<user>/Maildir, files owned by that uid
+
+The engine is installed as a package would install it (`make install
+DESTDIR=demo/out/root`). Each message in demo/messages/ is handed over with the
+arguments Postfix's pipe transport uses (`-f ${sender} -a ${recipient}
+-d ${user} -m ${extension}`). Then the Maildirs and their dovecot-uidlist files are
+read back and summarised.
+
+Run as an ordinary user, there is no relay (it needs root to install): the engine is
+run directly as that user, into demo/out/vmail/<you>/Maildir.
 """
 
+import grp
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 
@@ -17,129 +31,192 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 OUT = os.path.join(HERE, "out")
 ROOT = os.path.join(OUT, "root")
-ENGINE = os.path.join(ROOT, "usr/lib/mailslot/mailslot-lda")
-ADMIN = os.path.join(ROOT, "usr/lib/mailslot/mailslot")
-MAILDIR = os.path.join(OUT, "Maildir")
-CONFIG = os.path.join(OUT, "mailslot.yaml")
+LIB = os.path.join(ROOT, "usr/lib/mailslot")
+ENGINE = os.path.join(LIB, "mailslot-lda")
+ADMIN = os.path.join(LIB, "mailslot")
+RELAY = os.path.join(LIB, "mailslot-relay")
+ETC = os.path.join(OUT, "etc")
+CONFIG = os.path.join(ETC, "mailslot.yaml")
+POLICY = os.path.join(ETC, "relay.policy")
+USERS = os.path.join(ETC, "users")
+VMAIL = os.path.join(OUT, "vmail")
+CALLER_GROUP = "nogroup"        # the group the relay lets in (Postfix's would be secmail)
+
+# Virtual users: name -> (uid, gid). They exist only in the passwd-file.
+VIRTUAL_USERS = {"bob": (5001, 5001), "alice": (5002, 5002)}
 
 # message file -> (envelope sender, envelope recipient)
 ENVELOPES = {
     "01-plain.eml": ("alice@example.org", "bob@example.org"),
     "02-attachment.eml": ("carol@example.net", "bob@example.org"),
-    "03-8bit.eml": ("juergen@example.de", "bob@example.org"),
+    "03-8bit.eml": ("juergen@example.de", "alice@example.org"),
     "04-detail.eml": ("announce-bounces@lists.example.com", "bob+lists@example.org"),
 }
 
 CONFIG_TEXT = """\
 # mailslot demo configuration (made by demo/run_demo.py)
-mail_location: maildir:{maildir}
-hostname: demo.example.org
-log_path: {out}/mailslot.log
-mail_fsync: optimized
+mail_location: maildir:~/Maildir
+log_path: ~/mailslot.log
 recipient_delimiter: "+"
 lda_mailbox_autocreate: yes
 lda_mailbox_autosubscribe: yes
-first_valid_uid: 1
+first_valid_uid: {first_uid}
+userdb:
+  - driver: passwd-file
+    args: {users}
+"""
+
+POLICY_TEXT = """\
+# mailslot-relay policy for make demo (made by demo/run_demo.py)
+caller_groups = {caller_group}
+target_uids = 5000-5999
+target_gids = 5000-5999
+interpreter = /usr/bin/python3
+entry = {engine}
+resolver = passwd-file
+passwd_file = {users}
+no_new_privs = no
+caller_config = yes
+caller_mail_path = no
 """
 
 
 def main():
-    prepare()
-    runner = delivery_user()
-    print(f"Delivering {len(ENVELOPES)} sample messages as {runner.pw_name} "
-          f"(uid {runner.pw_uid}) into {MAILDIR}\n")
+    as_root = os.geteuid() == 0
+    prepare(as_root)
+    caller = pwd.getpwnam("nobody") if as_root else pwd.getpwuid(os.getuid())
+    if as_root:
+        import stat
+        st = os.stat(RELAY)
+        print(f"{stat.filemode(st.st_mode)} {pwd.getpwuid(st.st_uid).pw_name}:"
+              f"{grp.getgrgid(st.st_gid).gr_name} {RELAY}")
+        print(f"Delivering as {caller.pw_name}:{CALLER_GROUP} through the setuid "
+              f"mailslot-relay to virtual users {', '.join(VIRTUAL_USERS)}\n")
+    else:
+        print(f"Not root: no relay; delivering as {caller.pw_name} directly\n")
     for name, (sender, recipient) in sorted(ENVELOPES.items()):
-        extension = recipient.partition("@")[0].partition("+")[2]
-        argv = [ENGINE, "-c", CONFIG, "-f", sender, "-a", recipient, "-m", extension]
+        local = recipient.partition("@")[0]
+        user, _, extension = local.partition("+")
+        if as_root:
+            argv = [RELAY, "-c", CONFIG, "-f", sender, "-a", recipient, "-d", user,
+                    "-m", extension]
+        else:
+            argv = [ENGINE, "-c", CONFIG, "-f", sender, "-a", recipient, "-m", extension]
         with open(os.path.join(HERE, "messages", name), "rb") as f:
-            proc = run_as(runner, argv, stdin=f)
+            proc = run_as(caller, argv, stdin=f, as_root=as_root)
         status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
-        print(f"  {name:<20} -f {sender:<36} -a {recipient:<24} -> {status}")
+        print(f"  {name:<18} -f {sender:<35} -a {recipient:<22} -> {status}")
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr.decode("utf-8", "replace"))
             return 1
     print()
     summarise()
-    log = os.path.join(OUT, "mailslot.log")
-    if os.path.exists(log):
-        print(f"\nDelivery log ({log}):")
-        with open(log, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                print("  " + line.rstrip("\n"))
     return 0
 
 
-def prepare():
-    """Install the engine, write the config, make the mailbox's parent ours."""
-    subprocess.run(["rm", "-rf", OUT], check=True)
-    os.makedirs(OUT)
+def prepare(as_root):
+    """Install the engine (and relay), write configuration, make the users' homes."""
+    if os.path.isdir(OUT):
+        shutil.rmtree(OUT)
+    for path in (OUT, ETC, VMAIL):
+        os.makedirs(path)
+        os.chmod(path, 0o755)
     subprocess.run(["make", "-s", "install", f"DESTDIR={ROOT}", "PREFIX=/usr"],
                    cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-    with open(CONFIG, "w") as f:
-        f.write(CONFIG_TEXT.format(maildir=MAILDIR, out=OUT))
-    os.chmod(CONFIG, 0o644)
-    runner = delivery_user()
-    if os.geteuid() == 0:
-        # As an administrator would: check the settings and refresh their cache.
-        subprocess.run([ADMIN, "config", "-c", CONFIG, "-n"], check=True,
-                       stdout=subprocess.DEVNULL)
-        os.chown(OUT, runner.pw_uid, runner.pw_gid)
-        probe = run_as(runner, ["test", "-x", ENGINE])
-        if probe.returncode != 0:
-            sys.exit(f"demo: user {runner.pw_name} cannot reach {ENGINE}; "
-                     "clone the repository where every user may read it (not /root)")
+    users = VIRTUAL_USERS if as_root else {
+        pwd.getpwuid(os.getuid()).pw_name: (os.getuid(), os.getgid())}
+    lines = []
+    for name, (uid, gid) in users.items():
+        home = os.path.join(VMAIL, name)
+        os.makedirs(home, mode=0o700)
+        if as_root:
+            os.chown(home, uid, gid)
+        lines.append(f"{name}:{{PLAIN}}demo:{uid}:{gid}::{home}::\n")
+    write(USERS, "".join(lines))
+    first_uid = min(uid for uid, _ in users.values())
+    write(CONFIG, CONFIG_TEXT.format(users=USERS, first_uid=first_uid))
+    if not as_root:
+        return
+    # The relay reads its policy from a path fixed at build time: build a copy whose
+    # policy is demo/out/etc/relay.policy, and install it as a package would, setuid
+    # root and executable only by the caller group.
+    subprocess.run(["make", "-s", "-C", os.path.join(REPO, "helper_c"),
+                    f"OUT={os.path.join(OUT, 'build')}", f"POLICY_PATH={POLICY}", "all"],
+                   check=True, stdout=subprocess.DEVNULL)
+    shutil.copy(os.path.join(OUT, "build", "mailslot-relay"), RELAY)
+    os.chown(RELAY, 0, grp.getgrnam(CALLER_GROUP).gr_gid)
+    os.chmod(RELAY, 0o4750)
+    write(POLICY, POLICY_TEXT.format(caller_group=CALLER_GROUP, engine=ENGINE,
+                                     users=USERS))
+    # As an administrator would: check the settings and refresh their cache.
+    subprocess.run([ADMIN, "config", "-c", CONFIG, "-n"], check=True,
+                   stdout=subprocess.DEVNULL)
 
 
-def delivery_user():
-    if os.geteuid() == 0:
-        return pwd.getpwnam("nobody")
-    return pwd.getpwuid(os.getuid())
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)
 
 
-def run_as(entry, argv, stdin=None):
+def run_as(entry, argv, stdin, as_root):
     env = {"PATH": "/usr/bin:/bin", "USER": entry.pw_name, "LOGNAME": entry.pw_name,
-           "HOME": OUT}
-    if os.geteuid() == 0:
-        argv = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
+           "HOME": os.path.join(VMAIL, entry.pw_name)}
+    if as_root:
+        gid = grp.getgrnam(CALLER_GROUP).gr_gid
+        argv = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={gid}",
                 "--clear-groups", "--"] + argv
     return subprocess.run(argv, stdin=stdin, env=env, capture_output=True)
 
 
 def summarise():
-    """Print mailbox, UID, size and subject of every delivered message."""
-    rows = []
-    # INBOX (new/ at the root) first, then the folders.
-    for folder in sorted(os.listdir(MAILDIR), key=lambda f: (f != "new", f)):
-        path = os.path.join(MAILDIR, folder)
-        if folder == "new" or (folder.startswith(".") and os.path.isdir(path)):
-            box = "INBOX" if folder == "new" else folder[1:].replace(".", "/")
-            base = MAILDIR if folder == "new" else path
+    """Print, per user: mailbox, UID, size, owner and subject of each message."""
+    for user in sorted(os.listdir(VMAIL)):
+        maildir = os.path.join(VMAIL, user, "Maildir")
+        if not os.path.isdir(maildir):
+            continue
+        print(f"{user}: {maildir}")
+        print(f"  {'mailbox':<8} {'uid':>3} {'size':>5} {'owner':>5}  subject")
+        for box, base in mailboxes(maildir):
             uids = read_uidlist(base)
             for sub in ("new", "cur"):
                 for name in sorted(os.listdir(os.path.join(base, sub))):
+                    path = os.path.join(base, sub, name)
                     key = name.split(":")[0]
-                    subject = read_subject(os.path.join(base, sub, name))
                     size = key.partition(",S=")[2].partition(",")[0]
-                    rows.append((box, uids.get(key, "-"), size, subject, f"{sub}/{name}"))
-    print(f"{'mailbox':<8} {'uid':>3} {'size':>5}  {'subject':<34} file")
-    for box, uid, size, subject, name in rows:
-        print(f"{box:<8} {uid:>3} {size:>5}  {subject[:34]:<34} {name}")
-    subs = os.path.join(MAILDIR, "subscriptions")
-    if os.path.exists(subs):
-        names = [l for l in open(subs).read().splitlines()[1:] if l.strip()]
-        print(f"\nsubscribed: {', '.join(names)}")
+                    print(f"  {box:<8} {uids.get(key, '-'):>3} {size:>5} "
+                          f"{os.stat(path).st_uid:>5}  {read_subject(path)}")
+        subs = os.path.join(maildir, "subscriptions")
+        if os.path.exists(subs):
+            names = [l for l in open(subs).read().splitlines()[1:] if l.strip()]
+            print(f"  subscribed: {', '.join(names)}")
+        log = os.path.join(VMAIL, user, "mailslot.log")
+        if os.path.exists(log):
+            print("  log:")
+            with open(log, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    print("    " + line.rstrip("\n"))
+        print()
+
+
+def mailboxes(maildir):
+    """Yield (name, directory): INBOX first, then the Maildir++ folders."""
+    yield "INBOX", maildir
+    for entry in sorted(os.listdir(maildir)):
+        path = os.path.join(maildir, entry)
+        if entry.startswith(".") and entry not in (".", "..") and os.path.isdir(path):
+            yield entry[1:].replace(".", "/"), path
 
 
 def read_uidlist(base):
     uids = {}
     path = os.path.join(base, "dovecot-uidlist")
-    if not os.path.exists(path):
-        return uids
-    with open(path) as f:
-        next(f, None)
-        for line in f:
-            uid, _, rest = line.rstrip("\n").partition(" ")
-            uids[rest.rpartition(":")[2]] = uid
+    if os.path.exists(path):
+        with open(path) as f:
+            next(f, None)
+            for line in f:
+                uid, _, rest = line.rstrip("\n").partition(" ")
+                uids[rest.rpartition(":")[2]] = uid
     return uids
 
 
