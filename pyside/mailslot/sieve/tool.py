@@ -263,11 +263,13 @@ def sieve_test_main(argv):
         ctx.trace = _Trace(trace_file)
     compile_failed = []
 
-    def loader(path, is_main):
+    def loader(path, is_main, name_by_path):
         def load():
             env = make_env(settings, enabled=enabled)
+            name = path if name_by_path else None
             try:
-                program = load_program(path, env, diag, settings, cache=not force)
+                program = load_program(path, env, diag, settings, name=name,
+                                       cache=not force)
             except ScriptNotFoundError:
                 diag.error(script_name(path), "script not found")
                 program = None
@@ -277,6 +279,7 @@ def sieve_test_main(argv):
                 program = None
             if program is None:
                 compile_failed.append(path)
+                raise _CompileFailed(path)
             return program
 
         def load_with_header():
@@ -293,12 +296,25 @@ def sieve_test_main(argv):
             text_out.append("\n".join(ctx.result.print_lines()) + "\n")
         per_script.append((name, status))
 
-    loaders = [(script_name(p), loader(p, False)) for p in scripts_before]
-    loaders.append((script_name(script_path), loader(script_path, True)))
-    status, ran = execute_sequence(ctx, loaders, on_script)
-    if compile_failed and not ran and not as_json:
-        # Pigeonhole's tool stops before running anything.
-        err.write("sieve-test: Fatal: failed to compile sieve script\n")
+    # With -C Pigeonhole names a -s script by its path, else by its file name.
+    loaders = [(p if force else script_name(p), loader(p, False, force))
+               for p in scripts_before]
+    loaders.append((script_name(script_path), loader(script_path, True, False)))
+    try:
+        status, ran = execute_sequence(ctx, loaders, on_script)
+    except _CompileFailed as exc:
+        # Like Pigeonhole's tool: a script that does not compile is fatal.
+        if as_json:
+            import json
+            sys.stdout.write(json.dumps({"status": "compile error", "scripts": [],
+                                         "actions": [], "implicit_keep": None,
+                                         "errors": diag.error_lines(),
+                                         "warnings": []}, indent=2) + "\n")
+        else:
+            sys.stdout.write("".join(text_out))
+            err.write("sieve-test: Fatal: failed to compile sieve script '%s'\n"
+                      % exc.args[0])
+        sys.stdout.flush()
         return 1
     if execute and status == OK and not as_json:
         text_out.append("".join(line + "\n" for line in _execute_lines(ctx)))
@@ -350,6 +366,10 @@ def _execute_lines(ctx):
     if result.to_dict()["implicit_keep"]:
         out.append("info: stored mail into mailbox '%s'." % result.default_mailbox)
     return out
+
+
+class _CompileFailed(Exception):
+    """A script given to sieve-test does not compile (fatal, as in Pigeonhole)."""
 
 
 class _Trace:
