@@ -78,6 +78,7 @@ _IDENTITY_FIELDS = ("user", "uid", "gid", "home")
 LAZY_DRIVERS = {
     "static": "mailslot.userdb_static",
     "sql": "mailslot.userdb_sql",
+    "dovecot": "mailslot.userdb_dovecot",
 }
 
 

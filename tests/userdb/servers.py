@@ -127,10 +127,14 @@ class PgServer:
 
 
 class SilentServer:
-    """A unix socket that accepts and then says nothing (or only `greeting`)."""
+    """A unix socket that accepts, sends `greeting`, then says nothing more.
 
-    def __init__(self, path, greeting=b""):
-        self.path, self.greeting = path, greeting
+    With close=True it closes each connection after the greeting (and after
+    reading what the client sent). received holds what each client sent.
+    """
+
+    def __init__(self, path, greeting=b"", close=False):
+        self.path, self.greeting, self.close_after = path, greeting, close
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(path)
         os.chmod(path, 0o777)
@@ -148,13 +152,24 @@ class SilentServer:
             except OSError:
                 return
             self.clients.append(client)
-            if self.greeting:
-                client.sendall(self.greeting)
             client.settimeout(0.5)
+            data = b""
             try:
-                self.received.append(client.recv(65536))
+                while b"USER\t" not in data or not data.endswith(b"\n"):
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
             except OSError:
                 pass
+            self.received.append(data)
+            if self.greeting:
+                try:
+                    client.sendall(self.greeting)
+                except OSError:
+                    pass
+            if self.close_after:
+                client.close()
 
     def close(self):
         self.stopped = True
