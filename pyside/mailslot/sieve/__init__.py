@@ -44,7 +44,21 @@ run() returns a SieveResult:
 
 Nothing in run() raises for a bad script or message: errors end in implicit
 keep, as in Pigeonhole. Only the tools (sieve-test, sievec: tool.py) print.
+
+Which scripts run, from the settings (sieve, sieve_before*, sieve_after*,
+sieve_default, sieve_discard, sieve_user_log) and the user's home:
+
+    plan = sieve.delivery_scripts(settings, home)
+    res = sieve.run(plan["scripts"], message, envelope, settings=settings,
+                    global_scripts=plan["global_scripts"],
+                    user_log=plan["user_log"], discard_script=plan["discard"], ...)
 """
+
+
+def delivery_scripts(settings, home):
+    """The scripts a delivery runs, as Pigeonhole picks them (see runner.py)."""
+    from .runner import delivery_scripts as _plan
+    return _plan(settings, home)
 
 
 def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=None,

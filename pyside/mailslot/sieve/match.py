@@ -122,56 +122,59 @@ def compile_glob(key):
 def glob_match(tokens, value):
     """Match value against glob tokens; return the wildcard spans or None.
 
-    Each span is (start, end) in value, one per wildcard in order. Stars are tried
-    shortest first; failed (star, position) states are remembered so that no
-    pattern takes more than O(len(tokens) * len(value)) star expansions.
+    Each span is (start, end) in value, one per wildcard in order. Stars take as
+    little as they can, left to right. With '?' in the pattern a table of which
+    token suffixes can match which value suffixes is built first (O(tokens x
+    value)), so no pattern needs backtracking.
     """
-    n = len(value)
-    ntok = len(tokens)
     if _QMARK not in tokens:
         return _glob_simple(tokens, value)
-    failed = set()
+    n = len(value)
+    ntok = len(tokens)
+    # rows[ti][vi]: tokens[ti:] can match value[vi:].
+    rows = [None] * (ntok + 1)
+    last = bytearray(n + 1)
+    last[n] = 1
+    rows[ntok] = last
+    for ti in range(ntok - 1, -1, -1):
+        nxt = rows[ti + 1]
+        row = bytearray(n + 1)
+        tok = tokens[ti]
+        if tok is _STAR:
+            acc = 0
+            for vi in range(n, -1, -1):
+                acc = acc or nxt[vi]
+                row[vi] = acc
+        elif tok is _QMARK:
+            row[:n] = nxt[1:]
+        else:
+            size = len(tok)
+            find = value.find
+            pos = find(tok)
+            while pos >= 0:
+                if pos + size <= n and nxt[pos + size]:
+                    row[pos] = 1
+                pos = find(tok, pos + 1)
+        rows[ti] = row
+    if not rows[0][0]:
+        return None
     spans = []
-    stack = []   # choice points: [token index, value index, length, len(spans)]
-    ti = vi = 0
-    while True:
-        if ti == ntok:
-            if vi == n:
-                return spans
+    vi = 0
+    for ti in range(ntok):
+        tok = tokens[ti]
+        if tok is _STAR:
+            nxt = rows[ti + 1]
+            end = vi
+            while not nxt[end]:
+                end += 1
+            spans.append((vi, end))
+            vi = end
+        elif tok is _QMARK:
+            spans.append((vi, vi + 1))
+            vi += 1
         else:
-            tok = tokens[ti]
-            if tok is _STAR:
-                if (ti, vi) not in failed:
-                    stack.append([ti, vi, 0, len(spans)])
-                    spans.append((vi, vi))
-                    ti += 1
-                    continue
-            elif tok is _QMARK:
-                if vi < n:
-                    spans.append((vi, vi + 1))
-                    ti += 1
-                    vi += 1
-                    continue
-            elif value.startswith(tok, vi):
-                ti += 1
-                vi += len(tok)
-                continue
-        # Backtrack to the latest star that can grow.
-        while stack:
-            point = stack[-1]
-            sti, svi, length, nspans = point
-            length += 1
-            if svi + length > n:
-                failed.add((sti, svi))
-                stack.pop()
-                continue
-            point[2] = length
-            del spans[nspans:]
-            spans.append((svi, svi + length))
-            ti, vi = sti + 1, svi + length
-            break
-        else:
-            return None
+            vi += len(tok)
+    return spans
 
 
 def _glob_simple(tokens, value):

@@ -413,7 +413,12 @@ class Result:
                     else:
                         d[e["type"]] = True
             actions.append(d)
-        keep = self.implicit_keep(self.last_seq) and not any(
+        if getattr(self, "discard_run", False):
+            # After sieve_discard only an explicit keep delivers.
+            keep = False
+        else:
+            keep = self.implicit_keep(self.last_seq)
+        keep = keep and not any(
             isinstance(a, KeepAction) or
             isinstance(a, StoreAction) and a.equals(StoreAction(None, None), self)
             for a in self.actions)

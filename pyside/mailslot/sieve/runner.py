@@ -220,7 +220,8 @@ def _drop_failed_script_actions(result):
 
 
 def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=None,
-        duplicate=None, user=None, user_log=None, global_scripts=None, cache=True):
+        duplicate=None, user=None, user_log=None, global_scripts=None, cache=True,
+        discard_script=None, home=None):
     """Run the delivery's scripts; see the package docstring for the contract.
 
     scripts: ordered paths (sieve_before..., the personal script, sieve_after...).
@@ -231,7 +232,7 @@ def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=N
     """
     from .script import ScriptNotFoundError, ScriptReadError, load_program, \
         make_env, script_name
-    sset = SieveSettings.from_mapping(settings)
+    sset = SieveSettings.from_mapping(settings, home)
     for problem in sset.problems:
         if log is not None:
             log("warning", "sieve: " + problem)
@@ -266,7 +267,17 @@ def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=N
 
     paths_by_name = {script_name(p): p for p in scripts}
     loaders = [(script_name(p), loader(p)) for p in scripts]
+    ctx.result.multiscript = True   # Dovecot's LDA runs even one script this way
     status, ran = execute_sequence(ctx, loaders, on_script)
+    if status == OK and discard_script and _will_discard(ctx.result):
+        # sieve_discard: a last chance for a message nothing delivered.
+        ctx.result.multiscript = False
+        paths_by_name[script_name(discard_script)] = discard_script
+        global_scripts.add(discard_script)
+        status, more = execute_sequence(
+            ctx, [(script_name(discard_script), loader(discard_script))], on_script)
+        ran += more
+        ctx.result.discard_run = True
     res = SieveResult()
     res.status = status
     res.scripts_run = ran
@@ -286,6 +297,114 @@ def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=N
     return res
 
 
+def _expand_home(path, home):
+    if path.startswith("~/") and home:
+        return os.path.join(home, path[2:])
+    if path == "~" and home:
+        return home
+    return path
+
+
+def parse_location(value, home):
+    """A Pigeonhole script location -> (storage dir or None, script path or None).
+
+    "file:~/sieve;active=~/.dovecot.sieve" (a directory of scripts and the
+    active one) or a plain path to one script ("~/.dovecot.sieve").
+    """
+    if not value:
+        return None, None
+    text = value
+    if text.startswith("file:"):
+        text = text[5:]
+    main, *options = text.split(";")
+    opts = {}
+    for opt in options:
+        key, _, val = opt.partition("=")
+        opts[key.strip()] = val.strip()
+    main = _expand_home(main.strip(), home) if main.strip() else None
+    active = _expand_home(opts["active"], home) if opts.get("active") else None
+    if active is not None:
+        return main, active
+    if main is not None and os.path.isdir(main):
+        return main, None
+    return (os.path.dirname(main) if main else None), main
+
+
+def _expand_sequence(value, home):
+    """sieve_before/after: a script, or a directory of *.sieve in byte order."""
+    if not value:
+        return []
+    _, path = parse_location(value, home)
+    directory, _ = parse_location(value, home)
+    target = path or directory
+    if target is None:
+        return []
+    if os.path.isdir(target):
+        try:
+            names = sorted((n for n in os.listdir(target) if n.endswith(".sieve")),
+                           key=lambda n: n.encode("utf-8", "surrogateescape"))
+        except OSError:
+            return []
+        return [os.path.join(target, n) for n in names
+                if os.path.isfile(os.path.join(target, n))]
+    return [target]
+
+
+def delivery_scripts(settings, home):
+    """The scripts a delivery runs, as Pigeonhole picks them.
+
+    Returns a dict: scripts (ordered paths), global_scripts (the
+    administrator's: sieve_before*, sieve_after*, sieve_default), personal (the
+    user's active script or None), discard (sieve_discard or None), sieve_dir
+    (for :personal includes) and user_log (where the user's errors go).
+    """
+    get = settings.get if settings is not None else (lambda key, default=None: None)
+    before = []
+    for key in ("sieve_before", "sieve_before2", "sieve_before3"):
+        before += _expand_sequence(get(key) or "", home)
+    after = []
+    for key in ("sieve_after", "sieve_after2", "sieve_after3"):
+        after += _expand_sequence(get(key) or "", home)
+    storage, active = parse_location(
+        get("sieve") if get("sieve") is not None else
+        "file:~/sieve;active=~/.dovecot.sieve", home)
+    personal = None
+    if active is not None and os.path.isfile(active):
+        # why: the active script is usually a symlink into the storage
+        # directory; Pigeonhole follows it, and so do we (os.path.isfile does).
+        personal = active
+    default = get("sieve_default") or ""
+    global_scripts = set(before) | set(after)
+    if personal is None and default:
+        _, dpath = parse_location(default, home)
+        if dpath and os.path.isfile(dpath):
+            personal = dpath
+            global_scripts.add(dpath)
+    discard = None
+    if get("sieve_discard"):
+        _, discard = parse_location(get("sieve_discard"), home)
+    scripts = before + ([personal] if personal else []) + after
+    user_log = get("sieve_user_log") or None
+    if user_log:
+        user_log = _expand_home(user_log, home)
+        if not user_log.startswith("/") and home:
+            user_log = os.path.join(home, user_log)
+    elif personal and personal not in global_scripts:
+        user_log = user_log_path(personal)
+    return {"scripts": scripts, "global_scripts": global_scripts,
+            "personal": personal, "discard": discard, "sieve_dir": storage,
+            "user_log": user_log}
+
+
+def _will_discard(result):
+    from .result import DiscardAction, KeepAction, RedirectAction, StoreAction
+    if result.to_dict()["implicit_keep"]:
+        return False
+    del DiscardAction
+    return not any(isinstance(a, (KeepAction, RedirectAction, StoreAction))
+                   for a in result.actions)
+
+
 class _EmptyProgram:
     name = ""
     ops = []
@@ -298,11 +417,11 @@ _EMPTY = _EmptyProgram()
 
 
 def user_log_path(script_path, user_log=None):
-    """Where a personal script's errors go: sieve_user_log or <script>.log."""
+    """Where a personal script's errors go: sieve_user_log, or the script's path
+    with ".log" added (Pigeonhole: ~/.dovecot.sieve -> ~/.dovecot.sieve.log)."""
     if user_log:
         return user_log
-    base = script_path[:-len(".sieve")] if script_path.endswith(".sieve") else script_path
-    return base + ".log"
+    return script_path + ".log"
 
 
 def _report(failed, diag, status, global_scripts, user_log, log):

@@ -108,7 +108,7 @@ class SieveSettings:
         self.problems = []
 
     @classmethod
-    def from_mapping(cls, m):
+    def from_mapping(cls, m, home=None):
         s = cls()
         if m is None:
             return s
@@ -180,6 +180,9 @@ class SieveSettings:
             if value:
                 items = value.split() if isinstance(value, str) else list(value)
                 setattr(s, attr, tuple(i.lower() for i in items))
+        if s.sieve_dir is None and get("sieve"):
+            from .runner import parse_location
+            s.sieve_dir = parse_location(get("sieve"), home)[0]
         if s.global_dir and s.global_dir.startswith("file:"):
             s.global_dir = s.global_dir[5:].split(";", 1)[0]
         for prefix, top in (("spamtest", 10), ("virustest", 5)):
