@@ -1,0 +1,405 @@
+"""A private Postfix instance for end-to-end tests, and the mailslot install it uses.
+
+Postfix comes from Debian's packages (`postfix`, installed by `make deps-test`
+preseeded to "No configuration"); the system's /etc/postfix is never read or
+written. Each session gets, under one temp dir:
+
+  pf-etc/      config_directory: main.cf and master.cf written here
+  pf-spool/    queue_directory;  pf-data/ data_directory;  pf-data/maillog
+  root/        `make install DESTDIR=root PREFIX=/usr` of this tree, with the relay
+               built to read ms-etc/relay.policy and installed 4750 root:<caller group>
+  ms-etc/      mailslot.yaml, relay.policy, users (a Dovecot passwd-file)
+  homes/       the test users' homes
+
+Postfix listens on 127.0.0.1 only, on a free port, and is stopped by the fixture.
+The MTA lines are the shipped examples (packaging/examples/postfix/), with the
+install paths and the test's accounts substituted.
+
+Accounts: a caller group and pipe user for the relay (mslt-pfsec, mslt-pfmta), a
+system user delivered by local(8)'s mailbox_command (mslt-pfsys), and two virtual
+users (v1, v2 @ virt.mailslot.test) with uids that have no passwd entry, resolved
+by the relay and the engine from the passwd-file.
+"""
+import grp
+import os
+import pwd
+import re
+import shutil
+import smtplib
+import socket
+import subprocess
+import time
+
+from tests.support import REPO
+
+DAEMON_DIR = "/usr/lib/postfix/sbin"
+EXAMPLES = os.path.join(REPO, "packaging", "examples", "postfix")
+CALLER_GROUP = "mslt-pfsec"
+PIPE_USER = "mslt-pfmta"
+SYSTEM_USER = "mslt-pfsys"
+SYSTEM_DOMAIN = "sys.mailslot.test"
+VIRTUAL_DOMAIN = "virt.mailslot.test"
+VIRTUAL_USERS = ("v1", "v2")
+FREE_ID_RANGE = range(61000, 62000)     # numeric ids with no passwd/group entry
+START_TIMEOUT = 30                      # seconds for master to accept SMTP
+DELIVERY_TIMEOUT = 30                   # seconds for one message to be delivered
+STOP_TIMEOUT = 20
+
+
+class PostfixError(Exception):
+    """The private Postfix instance could not be set up or did not behave."""
+
+
+def _run(cmd, **kw):
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
+    if proc.returncode != 0:
+        raise PostfixError(f"{' '.join(cmd)}: exit {proc.returncode}: "
+                           f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _free_ids(count):
+    """count numbers in FREE_ID_RANGE that are neither a uid nor a gid here."""
+    found = []
+    for n in FREE_ID_RANGE:
+        try:
+            pwd.getpwuid(n)
+            continue
+        except KeyError:
+            pass
+        try:
+            grp.getgrgid(n)
+            continue
+        except KeyError:
+            pass
+        found.append(n)
+        if len(found) == count:
+            return found
+    raise PostfixError("no free uids in the test range")
+
+
+def _exists(kind, name):
+    try:
+        (grp.getgrnam if kind == "group" else pwd.getpwnam)(name)
+        return True
+    except KeyError:
+        return False
+
+
+def remove_accounts():
+    for user in (PIPE_USER, SYSTEM_USER):
+        subprocess.run(["userdel", "-f", user], capture_output=True)
+    for group in (CALLER_GROUP, SYSTEM_USER):
+        subprocess.run(["groupdel", group], capture_output=True)
+
+
+class VirtualUser:
+    def __init__(self, name, uid, home):
+        self.name, self.uid, self.gid, self.home = name, uid, uid, home
+        self.address = f"{name}@{VIRTUAL_DOMAIN}"
+
+
+class PostfixInstance:
+    """Set up, start, use and stop the private Postfix (see the module docstring)."""
+
+    def __init__(self, base):
+        self.base = base
+        self.pf_etc = os.path.join(base, "pf-etc")
+        self.spool = os.path.join(base, "pf-spool")
+        self.data = os.path.join(base, "pf-data")
+        self.maillog = os.path.join(self.data, "maillog")
+        self.root = os.path.join(base, "root")
+        self.build = os.path.join(base, "build")
+        self.ms_etc = os.path.join(base, "ms-etc")
+        self.settings = os.path.join(self.ms_etc, "mailslot.yaml")
+        self.policy = os.path.join(self.ms_etc, "relay.policy")
+        self.passwd_file = os.path.join(self.ms_etc, "users")
+        self.homes = os.path.join(base, "homes")
+        self.libdir = os.path.join(self.root, "usr/lib/mailslot")
+        self.port = _free_port()
+        self.virtual = []
+        self.system_user = None
+
+    # -- set-up ---------------------------------------------------------------------
+
+    def setup(self):
+        for d in (self.pf_etc, self.spool, self.data, self.ms_etc, self.homes):
+            os.makedirs(d, mode=0o755)
+        # master takes its lock and postlogd writes the maillog here, as postfix.
+        postfix = pwd.getpwnam("postfix")
+        os.chown(self.data, postfix.pw_uid, postfix.pw_gid)
+        self._accounts()
+        self._install_mailslot()
+        self._write_mailslot_settings()
+        self._write_postfix_config()
+
+    def _accounts(self):
+        remove_accounts()
+        _run(["groupadd", "-r", CALLER_GROUP])
+        _run(["useradd", "-r", "-M", "-g", CALLER_GROUP, "-d", "/nonexistent",
+              "-s", "/usr/sbin/nologin", PIPE_USER])
+        # An ordinary login (uid >= 1000) with a home, as local(8) delivers to.
+        home = os.path.join(self.homes, SYSTEM_USER)
+        _run(["useradd", "-U", "-m", "-d", home, "-s", "/usr/sbin/nologin", SYSTEM_USER])
+        os.chmod(home, 0o700)
+        self.system_user = pwd.getpwnam(SYSTEM_USER)
+        for name, uid in zip(VIRTUAL_USERS, _free_ids(len(VIRTUAL_USERS))):
+            home = os.path.join(self.homes, name)
+            os.mkdir(home, 0o700)
+            os.chown(home, uid, uid)
+            self.virtual.append(VirtualUser(name, uid, home))
+
+    def _install_mailslot(self):
+        # The real install recipe; the relay is built into our own OUT so that its
+        # compiled-in policy path points here, and chowned to our caller group.
+        _run(["make", "-s", "install", f"DESTDIR={self.root}", "PREFIX=/usr",
+              f"OUT={self.build}", f"POLICY_PATH={self.policy}",
+              f"RELAY_GROUP={CALLER_GROUP}"], cwd=REPO)
+        relay = os.stat(os.path.join(self.libdir, "mailslot-relay"))
+        if relay.st_mode & 0o7777 != 0o4750 or relay.st_gid != grp.getgrnam(CALLER_GROUP).gr_gid:
+            raise PostfixError("make install did not install the relay 4750 root:caller group")
+
+    def _write_mailslot_settings(self):
+        lines = [f"{v.address}::{v.uid}:{v.gid}::{v.home}::" for v in self.virtual]
+        self._write_root_file(self.passwd_file, "\n".join(lines) + "\n")
+        self._write_root_file(self.settings, (
+            "mail_location: maildir:~/Maildir\n"
+            "log_path: ~/mailslot.log\n"
+            "hostname: mx.mailslot.test\n"
+            "postmaster_address: postmaster@mailslot.test\n"
+            "userdb:\n"
+            "  - driver: passwd-file\n"
+            f"    args: {self.passwd_file}\n"
+            "  - driver: passwd\n"))
+        ids = ",".join(str(v.uid) for v in self.virtual)
+        self._write_root_file(self.policy, (
+            "# mailslot-relay policy of the Postfix end-to-end tests\n"
+            f"caller_groups = {CALLER_GROUP}\n"
+            f"target_uids = {ids}\n"
+            f"target_gids = {ids}\n"
+            "interpreter = /usr/bin/python3\n"
+            f"entry = {os.path.join(self.libdir, 'mailslot-lda')}\n"
+            "resolver = passwd-file\n"
+            f"passwd_file = {self.passwd_file}\n"
+            "caller_config = yes\n"))
+        # The administrator's step after editing settings: check them and write the
+        # settings cache that delivering users cannot write.
+        _run([os.path.join(self.libdir, "mailslot"), "config", "-c", self.settings])
+
+    @staticmethod
+    def _write_root_file(path, text):
+        with open(path, "w") as f:
+            f.write(text)
+        os.chown(path, 0, 0)
+        os.chmod(path, 0o644)
+
+    def example_master_line(self):
+        """The shipped master.cf-virtual entry, pointed at this install and accounts."""
+        text = _read_example("master.cf-virtual")
+        text = text.replace("user=mailslot:secmail", f"user={PIPE_USER}:{CALLER_GROUP}")
+        relay = os.path.join(self.libdir, "mailslot-relay")
+        return text.replace("/usr/lib/mailslot/mailslot-relay", f"{relay} -c {self.settings}")
+
+    def example_mailbox_command(self):
+        """The shipped main.cf-system-users mailbox_command, pointed at this install."""
+        for line in _read_example("main.cf-system-users").splitlines():
+            if line.startswith("mailbox_command ="):
+                lda = os.path.join(self.libdir, "mailslot-lda")
+                return line.replace("/usr/lib/mailslot/mailslot-lda", f"{lda} -c {self.settings}")
+        raise PostfixError("main.cf-system-users has no mailbox_command line")
+
+    def _write_postfix_config(self):
+        vmailbox = os.path.join(self.pf_etc, "vmailbox")
+        with open(vmailbox, "w") as f:
+            f.writelines(f"{v.address} ok\n" for v in self.virtual)
+        main = f"""\
+# Private test instance: loopback only, no outbound mail, nothing from /etc/postfix.
+compatibility_level = 3.6
+queue_directory = {self.spool}
+data_directory = {self.data}
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = mx.mailslot.test
+mydomain = mailslot.test
+myorigin = {SYSTEM_DOMAIN}
+mydestination = {SYSTEM_DOMAIN}, localhost
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+alias_maps =
+alias_database =
+biff = no
+# Nothing leaves this machine: every non-local destination fails at once.
+default_transport = error:outbound mail is disabled in this test
+relay_transport = error:outbound mail is disabled in this test
+smtp_dns_support_level = disabled
+maillog_file = {self.maillog}
+maillog_file_prefixes = {self.base}
+{self.example_mailbox_command()}
+recipient_delimiter = +
+virtual_mailbox_domains = {VIRTUAL_DOMAIN}
+virtual_mailbox_maps = texthash:{vmailbox}
+virtual_transport = mailslot
+mailslot_destination_recipient_limit = 1
+# Retry deferred mail soon once the test has repaired the mailbox.
+minimal_backoff_time = 2s
+maximal_backoff_time = 4s
+queue_run_delay = 2s
+"""
+        master = f"""\
+127.0.0.1:{self.port} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+{self.example_master_line()}"""
+        for name, text in (("main.cf", main), ("master.cf", master)):
+            with open(os.path.join(self.pf_etc, name), "w") as f:
+                f.write(text)
+
+    # -- running --------------------------------------------------------------------
+
+    def postfix(self, *args):
+        return _run(["postfix", "-c", self.pf_etc] + list(args))
+
+    def start(self):
+        self.postfix("start")
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                with smtplib.SMTP("127.0.0.1", self.port, timeout=5) as s:
+                    s.noop()
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise PostfixError(f"Postfix did not accept SMTP on 127.0.0.1:{self.port} "
+                           f"within {START_TIMEOUT} s:\n{self.log()}")
+
+    def master_pid(self):
+        try:
+            with open(os.path.join(self.spool, "pid", "master.pid")) as f:
+                return int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def stop(self):
+        """postfix stop; if master is still there after STOP_TIMEOUT, kill it."""
+        pid = self.master_pid()
+        subprocess.run(["postfix", "-c", self.pf_etc, "stop"], capture_output=True,
+                       timeout=60)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while pid and time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        if pid:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+    def send(self, sender, recipients, message):
+        """Submit one message (bytes, LF or CRLF line ends) over SMTP to the instance."""
+        # smtplib sends bytes as they are: bare LFs would reach Postfix as such, and a
+        # message ending in LF would get an extra CRLF line before the final dot.
+        message = message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as s:
+            s.ehlo("client.mailslot.test")
+            refused = s.sendmail(sender, recipients, message)
+        if refused:
+            raise PostfixError(f"recipients refused: {refused}")
+
+    def log(self):
+        try:
+            with open(self.maillog, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def wait_for_message(self, maildir, marker, timeout=DELIVERY_TIMEOUT):
+        """Paths of the files in maildir/new holding marker (bytes); waits until one
+        appears or timeout runs out (then returns [])."""
+        new = os.path.join(maildir, "new")
+        deadline = time.monotonic() + timeout
+        while True:
+            found = []
+            for name in sorted(os.listdir(new)) if os.path.isdir(new) else []:
+                path = os.path.join(new, name)
+                try:
+                    with open(path, "rb") as f:
+                        if marker in f.read():
+                            found.append(path)
+                except FileNotFoundError:
+                    continue
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
+    def all_messages(self, marker):
+        """Every file under homes/ that holds marker: where a message went."""
+        found = []
+        for top, _, files in os.walk(self.homes):
+            for name in files:
+                path = os.path.join(top, name)
+                try:
+                    with open(path, "rb") as f:
+                        if marker in f.read():
+                            found.append(path)
+                except OSError:
+                    continue
+        return found
+
+    def wait_for_log(self, pattern, timeout=DELIVERY_TIMEOUT):
+        """The first maillog match of the regular expression, or None at timeout."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = regex.search(self.log())
+            if m or time.monotonic() > deadline:
+                return m
+            time.sleep(0.2)
+
+    def deferred(self):
+        """Queue ids currently in the deferred queue (files under pf-spool/deferred)."""
+        found = []
+        for _, _, files in os.walk(os.path.join(self.spool, "deferred")):
+            found.extend(files)
+        return found
+
+    def flush(self):
+        self.postfix("flush")
+
+    def cleanup(self):
+        self.stop()
+        remove_accounts()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _read_example(name):
+    with open(os.path.join(EXAMPLES, name)) as f:
+        return "".join(line for line in f if not line.lstrip().startswith("#"))
