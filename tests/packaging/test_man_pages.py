@@ -81,3 +81,15 @@ def test_settings_page_documents_every_setting(setting):
     # sieve_before2/3 and sieve_after2/3 are written as sieve_before[2|3].
     base = re.sub(r"[23]$", "", setting)
     assert setting in text or base in text, setting
+
+
+def _admin_commands():
+    with open(os.path.join(REPO, "pyside", "mailslot", "admin.py")) as f:
+        source = f.read()
+    usage = re.search(r'^USAGE = """(.*?)"""', source, re.S | re.M).group(1)
+    return sorted(set(re.findall(r"mailslot ([\w-]+)", usage)))
+
+
+@pytest.mark.parametrize("command", _admin_commands())
+def test_admin_page_documents_every_command(command):
+    assert f".B {command.replace('-', chr(92) + '-')}" in _page("mailslot.1"), command
