@@ -248,7 +248,7 @@ def _parse_addr_spec(p):
         if p.domain(out) < 0:
             raise AddressError("invalid or missing domain")
         return local, "".join(out)
-    from .lexer import sanitize
+    from .diagnostics import sanitize
     raise AddressError("invalid or lonely local part '%s' (expecting '@')"
                        % sanitize(local, 80))
 

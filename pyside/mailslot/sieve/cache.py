@@ -10,11 +10,12 @@ inode of the script and of every included script), same compile settings
 or foreign file, a truncated write, a changed include -- is ignored and the
 script recompiled (and the cache rewritten).
 
-The format is this module's own: a tagged, length-prefixed encoding of None,
-booleans, ints, strings, lists, tuples and dicts and nothing else. Decoding
-builds data only; it never imports, calls or evaluates anything named in the
-file (no pickle, no marshal, no eval), and it checks every length against the
-input. A program from the cache is run by the same interpreter, whose dispatch
+The format is a magic line, a CRC-32 and the program as JSON. JSON is decoded
+by CPython's C scanner (_json, without importing json or re on the delivery
+path): it builds data only -- dicts, lists, strings, numbers -- and never
+imports, calls or evaluates anything named in the file (no pickle, no marshal,
+no eval). The decoded program is checked (known extensions, ops are lists
+whose first item is a name) and run by the same interpreter, whose dispatch
 only knows the handlers of the extensions; an unknown op is a corrupt cache.
 
 Errors: loading never raises for a bad cache file (it recompiles); saving
@@ -29,7 +30,7 @@ import zlib
 
 from ..errors import SieveError
 
-MAGIC = b"MSLOT-SIEVE-1\n"
+MAGIC = b"MSLOT-SIEVE-2\n"
 SUFFIX = ".msbin"
 MAX_CACHE_SIZE = 64 << 20      # far beyond any program of a 1 MiB script
 
@@ -40,130 +41,50 @@ class CorruptCacheError(SieveError, ValueError):
 
 # -- the codec ----------------------------------------------------------------------
 
+class _ScanContext:
+    """What _json's C scanner needs to know; plain JSON, nothing callable but the
+    int/float constructors."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = None
+    memo = {}
+
+
+_scanner = []
+
+
 def encode(value):
-    out = []
-    _encode(value, out)
-    return b"".join(out)
-
-
-def _encode(value, out):
-    # Iterative enough for Sieve's bounded nesting (32 blocks x 32 tests).
-    if value is None:
-        out.append(b"N")
-    elif value is True:
-        out.append(b"T")
-    elif value is False:
-        out.append(b"F")
-    elif isinstance(value, int):
-        out.append(b"i%d;" % value)
-    elif isinstance(value, str):
-        data = value.encode("utf-8", "surrogateescape")
-        out.append(b"s%d:" % len(data))
-        out.append(data)
-    elif isinstance(value, (list, tuple)):
-        out.append(b"%s%d;" % (b"l" if isinstance(value, list) else b"t", len(value)))
-        for item in value:
-            _encode(item, out)
-    elif isinstance(value, dict):
-        out.append(b"d%d;" % len(value))
-        for key, item in value.items():
-            _encode(key, out)
-            _encode(item, out)
-    else:
-        raise TypeError("cannot encode %s" % type(value).__name__)
+    """JSON text (ASCII; lone surrogates escaped) for a program's data."""
+    import json
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"),
+                      check_circular=False, allow_nan=False).encode("ascii")
 
 
 def decode(data):
-    """Decode one value from data; the whole input must be consumed."""
-    value, pos = _Decoder(data).run()
-    if pos != len(data):
+    """Decode JSON data with CPython's C scanner; the whole input must be used.
+
+    Only JSON's own types come out (dict, list, str, int, float, bool, None).
+    """
+    if not _scanner:
+        try:
+            import _json
+            _scanner.append(_json.make_scanner(_ScanContext()))
+        except (ImportError, AttributeError):
+            import json
+            _scanner.append(lambda text, idx: json.JSONDecoder().raw_decode(text, idx))
+    try:
+        text = data.decode("ascii")
+        value, end = _scanner[0](text, 0)
+    except (UnicodeDecodeError, StopIteration, ValueError, TypeError, RecursionError,
+            MemoryError) as exc:
+        raise CorruptCacheError("not valid JSON: %s" % type(exc).__name__) from None
+    if end != len(text):
         raise CorruptCacheError("trailing data")
     return value
-
-
-class _Decoder:
-    __slots__ = ("data", "pos", "n")
-
-    MAX_DEPTH = 200
-
-    def __init__(self, data):
-        self.data = data
-        self.pos = 0
-        self.n = len(data)
-
-    def _number(self, end_char):
-        data = self.data
-        end = data.find(end_char, self.pos, self.pos + 24)
-        if end < 0:
-            raise CorruptCacheError("bad number")
-        text = data[self.pos:end]
-        if not text or not (text.isdigit() or (text[:1] == b"-" and text[1:].isdigit())):
-            raise CorruptCacheError("bad number")
-        self.pos = end + 1
-        return int(text)
-
-    def run(self):
-        # An explicit stack: [container, remaining, kind, pending_key].
-        stack = []
-        root = None
-        have_root = False
-        while True:
-            if self.pos >= self.n:
-                raise CorruptCacheError("truncated")
-            tag = self.data[self.pos:self.pos + 1]
-            self.pos += 1
-            if tag == b"N":
-                value = None
-            elif tag == b"T":
-                value = True
-            elif tag == b"F":
-                value = False
-            elif tag == b"i":
-                value = self._number(b";")
-            elif tag == b"s":
-                length = self._number(b":")
-                if length < 0 or self.pos + length > self.n:
-                    raise CorruptCacheError("bad string length")
-                value = self.data[self.pos:self.pos + length].decode(
-                    "utf-8", "surrogateescape")
-                self.pos += length
-            elif tag in (b"l", b"t", b"d"):
-                count = self._number(b";")
-                if count < 0 or count > self.n:
-                    raise CorruptCacheError("bad count")
-                if len(stack) >= self.MAX_DEPTH:
-                    raise CorruptCacheError("too deep")
-                container = {} if tag == b"d" else []
-                if count == 0:
-                    value = tuple(container) if tag == b"t" else container
-                else:
-                    stack.append([container, count * (2 if tag == b"d" else 1),
-                                  tag, None])
-                    continue
-            else:
-                raise CorruptCacheError("bad tag")
-            # Attach value to the innermost open container (closing full ones).
-            while True:
-                if not stack:
-                    return value, self.pos
-                top = stack[-1]
-                container, remaining, kind, key = top
-                if kind == b"d":
-                    if key is None and remaining % 2 == 0:
-                        if not isinstance(value, str):
-                            raise CorruptCacheError("bad key")
-                        top[3] = value
-                    else:
-                        container[key] = value
-                        top[3] = None
-                else:
-                    container.append(value)
-                top[1] = remaining - 1
-                if top[1] > 0:
-                    break
-                stack.pop()
-                value = tuple(container) if kind == b"t" else container
-        return root, have_root  # pragma: no cover
 
 
 # -- programs ----------------------------------------------------------------------
@@ -178,7 +99,7 @@ def program_to_data(program):
 
 
 def program_from_data(data):
-    from .validator import Program
+    from .program import Program
     if not isinstance(data, dict):
         raise CorruptCacheError("not a program")
     name, ops, exts = data.get("name"), data.get("ops"), data.get("extensions")
@@ -192,7 +113,7 @@ def program_from_data(data):
         if ext not in EXTENSIONS:
             raise CorruptCacheError("unknown extension")
     for op in ops:
-        if not isinstance(op, tuple) or not op or not isinstance(op[0], str):
+        if not isinstance(op, (list, tuple)) or not op or not isinstance(op[0], str):
             raise CorruptCacheError("bad op")
     inc = {}
     for k, v in includes.items():
@@ -289,7 +210,8 @@ def load_cached(path, env, diag, settings, name=None):
                 continue
             fresh = True
             for dep in program.deps:
-                if not isinstance(dep, tuple) or len(dep) != 4:
+                if not isinstance(dep, tuple) or len(dep) != 4 or \
+                        not isinstance(dep[0], str):
                     raise CorruptCacheError("deps")
                 if dep[2] == -1:
                     # A missing :optional include: fresh while it stays missing.

@@ -22,6 +22,14 @@ import os
 from .limits import USER_LOG_MAX_SIZE
 
 
+def sanitize(text, limit):
+    """Shorten text for a message like Dovecot's str_sanitize (control chars -> ?)."""
+    out = "".join("?" if (ord(c) < 32 or ord(c) == 127) else c for c in text)
+    if len(out) > limit:
+        out = out[:limit - 3] + "..." if limit > 3 else out[:limit]
+    return out
+
+
 class Diagnostics:
     """Error/warning collector shared by the lexer, parser, validator and runtime."""
 

@@ -109,7 +109,7 @@ class Interpreter:
         if value.__class__ is str:
             return value
         parts = []
-        for part in value:
+        for part in value["$"]:
             if part.__class__ is str:
                 parts.append(part)
                 continue

@@ -14,6 +14,7 @@ Security: the input is an untrusted user script. Every loop advances; strings an
 identifiers are bounded (MAX_STRING_LEN, MAX_IDENTIFIER_LEN); nothing is evaluated.
 """
 
+from .diagnostics import sanitize  # noqa: F401 (used and re-exported)
 from .limits import MAX_IDENTIFIER_LEN, MAX_NUMBER, MAX_STRING_LEN
 
 # Token types. Ints, compared often.
@@ -44,14 +45,6 @@ def sanitize_char(ch):
     if 31 < code < 127:
         return f"'{ch}'"
     return "0x%02x" % (code & 0xFF if code < 0xDC80 or code > 0xDCFF else code - 0xDC00)
-
-
-def sanitize(text, limit):
-    """Shorten text for a message like Dovecot's str_sanitize (control chars -> ?)."""
-    out = "".join("?" if (ord(c) < 32 or ord(c) == 127) else c for c in text)
-    if len(out) > limit:
-        out = out[:limit - 3] + "..." if limit > 3 else out[:limit]
-    return out
 
 
 class Lexer:

@@ -23,9 +23,7 @@ SENDS_RESPONSE = 2
 SYSTEM_FLAGS = ("\\flagged", "\\answered", "\\deleted", "\\seen", "\\draft")
 
 
-def sanitize(text, limit):
-    from .lexer import sanitize as _s
-    return _s(text, limit)
+from .diagnostics import sanitize  # noqa: E402
 
 
 # -- side effects -----------------------------------------------------------------

@@ -18,8 +18,6 @@ import os
 
 from ..errors import SieveError
 from .diagnostics import Diagnostics
-from .parser import parse
-from .validator import ValidationEnv, Validator
 
 
 class ScriptNotFoundError(SieveError):
@@ -52,6 +50,8 @@ def decode_script(data):
 
 def compile_text(text, name, env, diag, path=None):
     """Parse and validate text; return a Program or None (errors in diag)."""
+    from .parser import parse
+    from .validator import Validator
     tree = parse(text, diag, name)
     if tree is None:
         diag.error(name, "parse failed")
@@ -114,13 +114,14 @@ def make_env(settings, enabled=None, global_script=False, include=None,
              no_envelope=False):
     """The ValidationEnv for settings (a SieveSettings)."""
     from .extensions import enabled_extensions
+    from .program import ValidationEnv
     if enabled is None:
         enabled, _ = enabled_extensions(settings.extensions)
         if global_script and settings.global_extensions:
             extra, _ = enabled_extensions(settings.global_extensions, base=frozenset())
             enabled = enabled | extra
     if include is None:
-        from .extensions.include import Resolver
+        from .program import Resolver
         include = Resolver(settings.sieve_dir, settings.global_dir)
     return ValidationEnv(enabled, settings.validation_settings(), include,
                          global_script, no_envelope)

@@ -3,17 +3,18 @@
 Validator(name, diag, env).run(tree) checks every command and test the way
 Pigeonhole's validator does -- the same order, the same messages, the same
 "reported only once" rules, the same constant folding of true/false that leaves
-the blocks of `if false` unchecked -- and returns a Program: nested tuples, lists,
-strings and numbers that the interpreter runs and cache.py can store.
+the blocks of `if false` unchecked -- and returns a Program: nested lists (or
+tuples), dicts, strings and numbers -- JSON data -- that the interpreter runs and
+cache.py can store.
 
 Definitions: a command or test is a CommandDef subclass (in extensions/); its tags
 are TagDef objects. An extension module registers them when a script requires it
 (`load(v, name)`), so a command is unknown until its extension is required, as in
 Pigeonhole.
 
-Compiled strings: a plain str, or a template tuple (parts...) when the variables
+Compiled strings: a plain str, or a template {"$": [parts...]} when the variables
 extension is active and the string contains a substitution; each part is a str
-or ("v", name) / ("m", index) / ("n", namespace, name). interpreter.expand()
+or ["v", name] / ["m", index] / ["n", namespace, name]. interpreter.expand()
 turns a template into a str.
 
 Errors: every problem is reported to diag; run() returns None if there was any
@@ -21,9 +22,10 @@ error. Nothing here raises for bad input.
 """
 
 from . import syntax as S
-from .lexer import sanitize
-from .limits import MAX_MATCH_VALUES, MAX_VARIABLE_NAME_LEN, \
-    MAX_VARIABLE_NAMESPACE_ELEMENTS
+from .defs import (CommandDef, Registration, TagDef,  # noqa: F401 (re-exported)
+                   parse_variable_name, valid_variable_identifier)
+from .diagnostics import sanitize
+from .program import Program, ValidationEnv  # noqa: F401 (re-exported)
 
 CORE_COMMANDS = ("require", "stop", "if", "elsif", "else", "keep", "discard",
                  "redirect")
@@ -31,97 +33,8 @@ CORE_TESTS = ("address", "header", "exists", "size", "not", "anyof", "allof",
               "true", "false")
 
 
-class TagDef:
-    """A tagged argument. validate() consumes the tag (and its parameters)."""
-
-    identifier = ""
-    id_code = 0
-    multiple = False
-    instanced = False   # True: is_instance_of() decides which identifiers match
-
-    def is_instance_of(self, v, node, ident):
-        return None
-
-    def validate(self, v, node, args, i):
-        """Validate the tag at args[i]; return the index after it, or None."""
-        node.tags[self.identifier] = True
-        return i + 1
-
-    def validate_persistent(self, v, node):
-        return True
-
-
-class CommandDef:
-    """A command or test. Subclasses set the class attributes and override hooks."""
-
-    name = ""
-    is_test = False
-    positional = 0        # -1: any number
-    subtests = 0          # 0, 1 or 2 (a list)
-    block_allowed = False
-    block_required = False
-    has_validate_const = False
-    extension = None      # module name providing the runtime handler
-
-    def registered(self, v, reg):
-        pass
-
-    def pre_validate(self, v, node):
-        return True
-
-    def validate(self, v, node):
-        return True
-
-    def validate_const(self, v, node, current, nxt):
-        """Return (continue, new current value). Only when has_validate_const."""
-        return True, nxt
-
-    def compile(self, c, node):
-        raise NotImplementedError(self.name)
-
-    def type_name(self):
-        return "test" if self.is_test else "command"
-
-
-class Registration:
-    __slots__ = ("definition", "ext", "tags", "instanced", "persistent", "unknown")
-
-    def __init__(self, definition=None, ext=None):
-        self.definition = definition
-        self.ext = ext
-        self.tags = []          # (identifier, TagDef)
-        self.instanced = []     # TagDef with instanced=True
-        self.persistent = []
-        self.unknown = False
-
-
-class Program:
-    """A compiled script: what the interpreter runs and the cache stores."""
-
-    __slots__ = ("name", "ops", "extensions", "includes", "deps")
-
-    def __init__(self, name, ops, extensions, includes=None, deps=None):
-        self.name = name
-        self.ops = ops                  # list of op tuples
-        self.extensions = extensions    # sorted list of extension names used
-        self.includes = includes or {}  # include key -> Program
-        self.deps = deps or []          # [(path, mtime_ns, size, ino)] of includes
-
-
 _UNKNOWN = CommandDef()
 _UNKNOWN_TAG = TagDef()
-
-
-class ValidationEnv:
-    """What a compile may use: enabled extensions, settings, include resolution."""
-
-    def __init__(self, enabled, settings=None, include=None, global_script=False,
-                 no_envelope=False):
-        self.enabled = enabled              # set of enabled extension names
-        self.settings = settings or {}
-        self.include = include              # include.Resolver or None
-        self.global_script = global_script
-        self.no_envelope = no_envelope
 
 
 class Validator:
@@ -637,53 +550,3 @@ class Compiler:
 
     def tests(self, nodes):
         return [self.test(t) for t in nodes]
-
-
-def valid_variable_identifier(name):
-    if not name or len(name) >= MAX_VARIABLE_NAME_LEN:
-        return False
-    if not (name[0] == "_" or name[0].isascii() and name[0].isalpha()):
-        return False
-    return all(c == "_" or (c.isascii() and c.isalnum()) for c in name)
-
-
-def parse_variable_name(text, pos):
-    """Parse a variable name at text[pos:]; return (elements, end) or (None, end).
-
-    Elements are str identifiers or int match indexes (RFC 5229 section 3).
-    """
-    elements = []
-    n = len(text)
-    p = pos
-    while p < n:
-        if len(elements) >= MAX_VARIABLE_NAMESPACE_ELEMENTS:
-            return None, p
-        ch = text[p]
-        if ch == "_" or (ch.isascii() and ch.isalpha()):
-            q = p + 1
-            while q < n and (text[q] == "_" or (text[q].isascii() and text[q].isalnum())):
-                if q - p >= MAX_VARIABLE_NAME_LEN:
-                    return None, q
-                q += 1
-            elements.append(text[p:q])
-            p = q
-        elif "0" <= ch <= "9":
-            q = p + 1
-            while q < n and "0" <= text[q] <= "9":
-                q += 1
-            elements.append(int(text[p:q]))
-            p = q
-            if len(elements) == 1:
-                return elements, p
-        else:
-            return None, p
-        if p < n and text[p] == ".":
-            p += 1
-            if p >= n:
-                return None, p
-        else:
-            break
-    return elements, p
-
-
-MATCH_INDEX_MAX = MAX_MATCH_VALUES

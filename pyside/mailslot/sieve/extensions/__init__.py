@@ -12,8 +12,6 @@ has neither; see docs/sieve.md). enabled_extensions() applies a sieve_extensions
 style setting ("+ext -ext", or a plain list that replaces the set).
 """
 
-import importlib
-
 EXTENSIONS = {
     "fileinto": ("fileinto",),
     "reject": ("reject",),
@@ -101,7 +99,7 @@ def load_extension_module(module_name):
     """Import extensions/<module_name>.py once and return it."""
     module = _MODULES.get(module_name)
     if module is None:
-        module = importlib.import_module(f"{__name__}.{module_name}")
+        module = __import__(f"{__name__}.{module_name}", fromlist=[module_name])
         _MODULES[module_name] = module
     return module
 

@@ -11,7 +11,7 @@ match variables (RFC 5173 section 6).
 from .. import syntax as S
 from ..interpreter import TESTS
 from ..match import match
-from ..validator import CommandDef, TagDef
+from ..defs import CommandDef, TagDef
 from .core import link_match_tags, match_spec
 
 OPT_BODY_TRANSFORM = 5

@@ -1,6 +1,6 @@
 """copy (RFC 3894): :copy on fileinto and redirect keeps the implicit keep."""
 
-from ..validator import TagDef
+from ..defs import TagDef
 
 
 class CopyTag(TagDef):

@@ -13,10 +13,10 @@ and Pigeonhole where the RFC leaves a choice (documented in docs/sieve.md).
 from .. import syntax as S
 from ..address import AddressError, header_addresses, parse_sieve_address
 from ..interpreter import HANDLERS, TESTS, StopScript
-from ..lexer import sanitize
+from ..diagnostics import sanitize
 from ..match import COMPARATORS, match
 from ..result import DiscardAction, RedirectAction, StoreAction
-from ..validator import CommandDef, TagDef
+from ..defs import CommandDef, TagDef
 
 OPT_COMPARATOR, OPT_MATCH_TYPE, OPT_ADDRESS_PART = 1, 2, 3
 

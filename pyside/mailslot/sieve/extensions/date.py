@@ -13,9 +13,9 @@ import time
 
 from .. import syntax as S
 from ..interpreter import TESTS
-from ..lexer import sanitize
+from ..diagnostics import sanitize
 from ..match import match
-from ..validator import CommandDef, TagDef
+from ..defs import CommandDef, TagDef
 from .core import add_header_options, link_match_tags, match_spec, verify_header_names
 
 PARTS = ("year", "month", "day", "date", "julian", "hour", "minute", "second",

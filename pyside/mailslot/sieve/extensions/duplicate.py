@@ -9,9 +9,9 @@ succeeds. Without a store nothing is a duplicate (as in sieve-test).
 
 from .. import syntax as S
 from ..interpreter import TESTS
-from ..lexer import sanitize
+from ..diagnostics import sanitize
 from ..result import Action
-from ..validator import CommandDef, TagDef
+from ..defs import CommandDef, TagDef
 from .core import verify_header_names
 
 

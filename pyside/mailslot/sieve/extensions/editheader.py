@@ -10,9 +10,9 @@ Not enabled by default (as in Pigeonhole).
 
 from .. import syntax as S
 from ..interpreter import HANDLERS
-from ..lexer import sanitize
+from ..diagnostics import sanitize
 from ..match import match
-from ..validator import CommandDef, TagDef
+from ..defs import CommandDef, TagDef
 from .core import link_match_tags, match_spec, valid_header_name
 
 MAX_INDEX = 2147483647

@@ -10,10 +10,10 @@ belongs to the delivery's outgoing mail.
 from .. import syntax as S
 from ..address import AddressError, parse_sieve_address
 from ..interpreter import HANDLERS, TESTS, SieveRunError
-from ..lexer import sanitize
+from ..diagnostics import sanitize
 from ..match import match
 from ..result import Action
-from ..validator import CommandDef, TagDef
+from ..defs import CommandDef, TagDef
 from .core import link_match_tags, match_spec
 
 MAX_RECIPIENTS = 8

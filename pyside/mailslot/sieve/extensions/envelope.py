@@ -7,9 +7,9 @@ an address, and takes no address part.
 
 from .. import syntax as S
 from ..interpreter import TESTS
-from ..lexer import sanitize
+from ..diagnostics import sanitize
 from ..match import match
-from ..validator import CommandDef
+from ..defs import CommandDef
 from .core import extract_part, link_match_tags, match_spec
 
 PARTS = ("from", "to", "auth")

@@ -9,7 +9,7 @@ unknown item has no value and matches nothing.
 from .. import syntax as S
 from ..interpreter import TESTS
 from ..match import match
-from ..validator import CommandDef
+from ..defs import CommandDef
 from .core import link_match_tags, match_spec
 
 

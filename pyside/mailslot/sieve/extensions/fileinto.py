@@ -8,9 +8,9 @@ out.
 
 from .. import syntax as S
 from ..interpreter import HANDLERS
-from ..lexer import sanitize
+from ..diagnostics import sanitize
 from ..result import StoreAction
-from ..validator import CommandDef
+from ..defs import CommandDef
 from .core import collect_effects, make_effects
 
 

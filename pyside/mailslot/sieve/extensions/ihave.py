@@ -9,7 +9,7 @@ fails the run with that message.
 
 from .. import syntax as S
 from ..interpreter import HANDLERS, TESTS, SieveRunError
-from ..validator import CommandDef
+from ..defs import CommandDef
 
 
 class IHave(CommandDef):

@@ -10,10 +10,10 @@ fileinto store with the internal flags as they are when the action runs, unless
 
 from .. import syntax as S
 from ..interpreter import HANDLERS, TESTS
-from ..lexer import sanitize
+from ..diagnostics import sanitize
 from ..match import match
 from ..result import FlagsEffect
-from ..validator import CommandDef, TagDef
+from ..defs import CommandDef, TagDef
 from .core import link_match_tags, match_spec
 
 _SYSTEM = ("\\answered", "\\flagged", "\\deleted", "\\seen", "\\draft")

@@ -19,31 +19,13 @@ import os
 
 from .. import syntax as S
 from ..interpreter import HANDLERS, Interpreter, ReturnScript, SieveRunError
-from ..lexer import sanitize
+from ..diagnostics import sanitize
 from ..limits import MAX_SCRIPT_NAME_LEN
-from ..validator import CommandDef, TagDef, valid_variable_identifier
+from ..defs import CommandDef, TagDef
+from ..program import Resolver  # noqa: F401 (re-exported)
+from ..defs import valid_variable_identifier
 
 MISSING = (-1, -1)
-
-
-class Resolver:
-    """Where :personal and :global scripts live."""
-
-    def __init__(self, personal_dir=None, global_dir=None):
-        if personal_dir is None:
-            home = os.environ.get("HOME")
-            personal_dir = os.path.join(home, "sieve") if home else None
-        self.personal_dir = personal_dir
-        self.global_dir = global_dir
-
-    def locate(self, location, name):
-        base = self.personal_dir if location == "personal" else self.global_dir
-        if not base:
-            return None
-        if base.startswith("file:"):
-            base = base[5:].split(";", 1)[0]
-        base = os.path.expanduser(base)
-        return os.path.join(base, name + ".sieve")
 
 
 def valid_script_name(name):
@@ -262,7 +244,7 @@ def compile_include(c, node):
                 % sanitize(data["name"], 80))
         c.failed = True
         return op
-    from ..validator import ValidationEnv
+    from ..program import ValidationEnv
     env = v.env
     sub_env = ValidationEnv(env.enabled, env.settings, env.include,
                             data["location"] == "global", env.no_envelope)

@@ -6,7 +6,7 @@ bottom; n = 0 is an error.
 """
 
 from .. import syntax as S
-from ..validator import TagDef
+from ..defs import TagDef
 
 
 class IndexTag(TagDef):

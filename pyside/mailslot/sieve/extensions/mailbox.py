@@ -7,7 +7,7 @@ false, as Pigeonhole's does without -l).
 
 from .. import syntax as S
 from ..interpreter import TESTS
-from ..validator import CommandDef, TagDef
+from ..defs import CommandDef, TagDef
 
 
 class CreateTag(TagDef):

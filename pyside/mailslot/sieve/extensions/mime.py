@@ -11,9 +11,9 @@ variable to the current part's text. Loops nest at most MAX_LOOP_DEPTH deep.
 
 from .. import syntax as S
 from ..interpreter import HANDLERS, BreakLoop
-from ..lexer import sanitize
+from ..diagnostics import sanitize
 from ..limits import MAX_LOOP_DEPTH
-from ..validator import CommandDef, TagDef
+from ..defs import CommandDef, TagDef
 
 OPTIONS = ("type", "subtype", "contenttype", "param")
 

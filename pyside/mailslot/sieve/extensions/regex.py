@@ -19,9 +19,7 @@ CPU time limit", and the message is kept. This is the only module that imports
 re.
 """
 
-import re
-
-from ..lexer import sanitize
+from ..diagnostics import sanitize
 from ..limits import MAX_MATCH_VALUES
 
 REG_BADPAT = "invalid regular expression"
@@ -51,6 +49,18 @@ _CLASSES = {
 
 class RegexSyntaxError(ValueError):
     pass
+
+
+class _LazyRe:
+    """The re module, imported when a key is first translated or compiled."""
+
+    def __getattr__(self, name):
+        import re as real
+        globals()["re"] = real
+        return getattr(real, name)
+
+
+re = _LazyRe()
 
 
 def _bracket(p, i, icase):

@@ -8,7 +8,7 @@ message and with other responses (vacation); see result.RejectAction.
 from .. import syntax as S
 from ..interpreter import HANDLERS
 from ..result import RejectAction
-from ..validator import CommandDef
+from ..defs import CommandDef
 
 
 class Reject(CommandDef):

@@ -6,7 +6,7 @@ count with each key using the comparator (normally i;ascii-numeric).
 """
 
 from .. import syntax as S
-from ..lexer import sanitize
+from ..diagnostics import sanitize
 from ..match import RELATIONS
 
 _MSG = ("the :%s match-type requires a constant string argument being one of "

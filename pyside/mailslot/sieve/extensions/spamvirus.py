@@ -13,7 +13,7 @@ default.
 from .. import syntax as S
 from ..interpreter import TESTS
 from ..match import match
-from ..validator import CommandDef, TagDef
+from ..defs import CommandDef, TagDef
 from .core import link_match_tags, match_spec
 
 

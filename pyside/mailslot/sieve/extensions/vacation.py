@@ -15,10 +15,10 @@ user's address not in To/Cc/Bcc) and says whom to answer from what; sending
 from .. import syntax as S
 from ..address import AddressError, parse_address_list, parse_sieve_address, smtp_encode
 from ..interpreter import HANDLERS
-from ..lexer import sanitize
+from ..diagnostics import sanitize
 from ..result import SENDS_RESPONSE, Action
 from ..interpreter import SieveRunError
-from ..validator import CommandDef, TagDef
+from ..defs import CommandDef, TagDef
 
 OPT_SECONDS = 11
 

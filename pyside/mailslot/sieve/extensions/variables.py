@@ -14,10 +14,11 @@ precedence first; two of equal precedence are an error.
 
 from .. import syntax as S
 from ..interpreter import HANDLERS, TESTS
-from ..lexer import sanitize
+from ..diagnostics import sanitize
 from ..limits import DEFAULT_MAX_VARIABLE_SCOPE_SIZE, MAX_MATCH_VALUES
 from ..match import match
-from ..validator import CommandDef, TagDef, parse_variable_name
+from ..defs import CommandDef, TagDef
+from ..defs import parse_variable_name
 from .core import link_match_tags, match_spec
 
 PRECEDENCE = {"lower": 40, "upper": 40, "lowerfirst": 30, "upperfirst": 30,
@@ -75,7 +76,7 @@ def compile_template(v, text, line):
         return text
     if start < n:
         parts.append(text[start:])
-    return tuple(parts)
+    return {"$": parts}
 
 
 def _reference(v, elements, line):

@@ -1,0 +1,58 @@
+"""A compiled Sieve program, and what a compile may use.
+
+Resolver says where :personal and :global scripts live (include).
+
+Program is what the validator produces, the interpreter runs and the cache
+stores: the script's name, its ops (lists/tuples of JSON data, see
+validator.py), the extensions it uses, the programs it includes and the files
+it depends on. ValidationEnv carries the enabled extensions and settings into a
+compile. Kept apart from validator.py so that running a cached program does
+not import the compiler.
+"""
+
+import os
+
+
+class Program:
+    """A compiled script: what the interpreter runs and the cache stores."""
+
+    __slots__ = ("name", "ops", "extensions", "includes", "deps")
+
+    def __init__(self, name, ops, extensions, includes=None, deps=None):
+        self.name = name
+        self.ops = ops                  # list of op tuples
+        self.extensions = extensions    # sorted list of extension names used
+        self.includes = includes or {}  # include key -> Program
+        self.deps = deps or []          # [(path, mtime_ns, size, ino)] of includes
+
+
+class ValidationEnv:
+    """What a compile may use: enabled extensions, settings, include resolution."""
+
+    def __init__(self, enabled, settings=None, include=None, global_script=False,
+                 no_envelope=False):
+        self.enabled = enabled              # set of enabled extension names
+        self.settings = settings or {}
+        self.include = include              # include.Resolver or None
+        self.global_script = global_script
+        self.no_envelope = no_envelope
+
+
+class Resolver:
+    """Where :personal and :global scripts live."""
+
+    def __init__(self, personal_dir=None, global_dir=None):
+        if personal_dir is None:
+            home = os.environ.get("HOME")
+            personal_dir = os.path.join(home, "sieve") if home else None
+        self.personal_dir = personal_dir
+        self.global_dir = global_dir
+
+    def locate(self, location, name):
+        base = self.personal_dir if location == "personal" else self.global_dir
+        if not base:
+            return None
+        if base.startswith("file:"):
+            base = base[5:].split(";", 1)[0]
+        base = os.path.expanduser(base)
+        return os.path.join(base, name + ".sieve")
