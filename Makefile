@@ -17,7 +17,7 @@ DESTDIR     ?=
 DEB_BUILD := python3-venv python3-dev libcap-dev gcc make python3-yaml python3-cffi \
              python3-prctl
 DEB_TEST  := dovecot-core dovecot-imapd dovecot-sieve dovecot-lmtpd valgrind clang \
-             libclang-rt-14-dev util-linux procps
+             libclang-rt-14-dev util-linux procps postgresql python3-psycopg2
 DEB_BENCH := hyperfine
 # Packaging (issue 7): building the .deb and the RPM, and the packaging and Postfix
 # tests. Postfix is preseeded to "No configuration": no system instance is set up.
