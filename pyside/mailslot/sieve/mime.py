@@ -80,8 +80,11 @@ def _first(fields, name):
 _TSPECIALS = '()<>@,;:\\"/[]?='
 
 
-def parse_parameters(value):
-    """'token; a=b; c="d"' -> (lower-case token, {name: value}); RFC 2231 lightly."""
+def parse_parameters(value, keep_case=False):
+    """'token; a=b; c="d"' -> (lower-case token, {name: value}); RFC 2231 lightly.
+
+    keep_case keeps the token as written (the mime extension's :type reports it so).
+    """
     if value is None:
         return "", {}
     i = 0
@@ -91,7 +94,9 @@ def parse_parameters(value):
     start = i
     while i < n and value[i] != ";":
         i += 1
-    token = value[start:i].strip().lower()
+    token = value[start:i].strip()
+    if not keep_case:
+        token = token.lower()
     params = {}
     while i < n:
         i += 1  # ';'

@@ -283,7 +283,7 @@ def mime_header_values(it, p, names, decoded):
         if low not in ("content-type", "content-disposition"):
             out.append("")
             continue
-        token, params = parse_parameters(value)
+        token, params = parse_parameters(value, keep_case=True)
         valid = _valid_token(token, low == "content-type")
         if option == "param":
             if not valid:
