@@ -273,12 +273,14 @@ static void drop_privileges(uid_t uid, gid_t gid, const gid_t *groups, size_t n)
  * mode (lookup_entry --lookup USER) for userdbs only the engine can read; it answers
  * one bounded line, or exits 67 for an unknown user. */
 static void resolve_lookup(const struct ms_policy *pol, const char *interpreter,
-                           const char *lookup_entry, const char *user, struct ms_target *t)
+                           const char *lookup_entry, const char *user, const char *config,
+                           struct ms_target *t)
 {
     static char answer[MS_LOOKUP_ANSWER_MAX + 1];
-    char err[512], *const child_argv[] = {(char *) interpreter, "-I", "-S",
-                                          (char *) lookup_entry, "--lookup", (char *) user,
-                                          NULL};
+    /* The child reads the same settings file as the delivery will: the caller's -c
+     * (ms_args_parse admits -c only when the policy has caller_config = yes). */
+    char err[512], *child_argv[] = {(char *) interpreter, "-I", "-S", (char *) lookup_entry,
+                                    "--lookup", (char *) user, NULL, NULL, NULL};
     char env_path[] = "PATH=/usr/local/bin:/usr/bin:/bin", env_flag[] = "MAILSLOT_RELAY_LOOKUP=1";
     char *child_env[] = {env_path, env_flag, NULL};
     struct passwd *pw;
@@ -298,6 +300,10 @@ static void resolve_lookup(const struct ms_policy *pol, const char *interpreter,
     luid = pw->pw_uid;
     lgid = pw->pw_gid;
     endpwent();
+    if (config != NULL) {
+        child_argv[6] = "-c";
+        child_argv[7] = (char *) config;
+    }
     if (pipe2(p, O_CLOEXEC) != 0)
         ms_refuse(EX_TEMPFAIL, "lookup: pipe failed: %s", strerror(errno));
     pid = fork();
@@ -414,7 +420,7 @@ int main(int argc, char **argv)
         resolve_passwd_file(&pol, args.user, &t);
     else {
         check_program("lookup_entry", pol.lookup_entry, lookup_entry);
-        resolve_lookup(&pol, interpreter, lookup_entry, args.user, &t);
+        resolve_lookup(&pol, interpreter, lookup_entry, args.user, args.config, &t);
     }
     if (ms_target_check(&pol, &t, caller_gids, n_caller_gids, err, sizeof(err)) != 0)
         ms_refuse(EX_NOPERM, "%s", err);

@@ -87,6 +87,11 @@ if user == "lk-unknown":
     sys.exit(67)
 if user == "lk-crash":
     sys.exit(1)
+if user == "lk-config":
+    # Answers only when the relay passed on the caller's -c (caller_config = yes).
+    if sys.argv[3:] != ["-c", "/etc/mailslot/caller.yaml"]:
+        sys.exit(70)
+    user = "lk-ok"
 sys.stdout.write(answers[user])
 '''
 
@@ -118,6 +123,17 @@ def test_lookup_child_answer_is_used(lookup_relay):
 ])
 def test_lookup_child_answers_are_validated(lookup_relay, user, code, rule):
     assert_refused(lookup_relay.run(["-d", user]), code, rule)
+
+
+def test_lookup_child_reads_the_callers_config(lookup_relay):
+    lookup_relay.write_policy(resolver="lookup", lookup_user=LOOKUP,
+                              lookup_entry=str(lookup_relay.lookup_entry),
+                              caller_config="yes")
+    rep = report_of(lookup_relay.run(["-c", "/etc/mailslot/caller.yaml", "-d", "lk-config"]))
+    assert rep["resuid"] == [60008] * 3
+    assert "/etc/mailslot/caller.yaml" in rep["argv"]
+    # Without -c the child gets no -c, and this fixture then gives no answer.
+    assert_refused(lookup_relay.run(["-d", "lk-config"]), 75, "lookup")
 
 
 def test_lookup_user_root_is_refused(lookup_relay):
