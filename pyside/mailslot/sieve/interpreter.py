@@ -146,8 +146,11 @@ class Interpreter:
 
     def run_block(self, ops):
         handlers = HANDLERS
+        trace = self.ctx.trace
         for op in ops:
             self.line = op[1]
+            if trace is not None:
+                trace.write("%s: line %d: %s" % (self.name, op[1], op[0]))
             self._ops += 1
             if self._ops >= MAX_OPS_BETWEEN_CHECKS:
                 self._ops = 0
@@ -156,7 +159,11 @@ class Interpreter:
 
     def test(self, op):
         self.line = op[1]
-        return TESTS[op[0]](self, op)
+        result = TESTS[op[0]](self, op)
+        if self.ctx.trace is not None:
+            self.ctx.trace.write("%s: line %d: %s test: %s" % (
+                self.name, op[1], op[0], "true" if result else "false"))
+        return result
 
     def run(self):
         """Run the whole program; ReturnScript just ends it."""

@@ -125,6 +125,7 @@ class RunContext:
         self.imap4flags_implicit = False
         self.notifications = []
         self.enabled_extensions = None   # None: every known extension counts
+        self.trace = None                # an object with write(line) (sieve-test -t)
         self.root_program = None
         self.include_stack = []
 
