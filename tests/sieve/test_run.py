@@ -261,3 +261,19 @@ def test_envelope_as_mapping_or_object(tmp_path, envelope):
                    'if envelope :detail "to" "lists" { fileinto "Lists"; }\n')
     res, _ = run([script], tmp_path, envelope=envelope)
     assert res.actions == [{"type": "store", "mailbox": "Lists"}]
+
+
+def test_an_internal_error_keeps_the_message(tmp_path):
+    """A bug (here: a host message without read_bytes) ends in implicit keep."""
+    class HeaderOnly:
+        def header_fields(self):
+            return [("Subject", "x")]
+
+    script = write(tmp_path / "b.sieve",
+                   'require "body";\nif body :contains "x" { discard; }\n')
+    logs = []
+    res = sieve.run([script], HeaderOnly(), ENVELOPE,
+                    log=lambda level, text: logs.append(text))
+    assert res.status == "failed"
+    assert res.implicit_keep is True and res.actions == []
+    assert any("internal error" in text and "AttributeError" in text for text in logs)

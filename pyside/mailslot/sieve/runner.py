@@ -171,7 +171,22 @@ def run_program(ctx, program):
     except RecursionError:
         ctx.diag.error("", "execution exceeded nesting limit")
         return RESOURCE_LIMIT
+    except Exception as exc:  # a bug here must not lose or bounce the message
+        _internal_error(ctx, interp.location(), exc)
+        return FAILURE
     return OK
+
+
+def _internal_error(ctx, where, exc):
+    """Report an unexpected exception: admin log gets the details, the user a note."""
+    import traceback
+    ctx.diag.error("", "internal error while running the script (details in the "
+                   "system log)")
+    if ctx.log is not None:
+        last = traceback.extract_tb(exc.__traceback__)[-1:] or [None]
+        at = "%s:%s" % (last[0].filename, last[0].lineno) if last[0] else "?"
+        ctx.log("error", "sieve: internal error at %s in %s: %s: %s"
+                % (where, at, type(exc).__name__, exc))
 
 
 def execute_sequence(ctx, loaders, on_script=None):
@@ -192,6 +207,14 @@ def execute_sequence(ctx, loaders, on_script=None):
             except CpuTimeExceeded:
                 ctx.diag.error(name, "execution exceeded CPU time limit")
                 status = RESOURCE_LIMIT
+                break
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:
+                if type(exc).__name__ == "_CompileFailed":
+                    raise
+                _internal_error(ctx, name, exc)
+                status = FAILURE
                 break
             if program is None:
                 status = FAILURE
