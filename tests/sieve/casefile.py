@@ -187,7 +187,7 @@ def run_pigeonhole(case, timeout=60):
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                "env", f"HOME={d}", "USER=nobody", PIGEONHOLE, "-c", str(d / "conf"),
                "-C"] + case.argv() + ["script.sieve", "msg.eml"]
-        p = subprocess.run(cmd, cwd=d, capture_output=True, text=True,
+        p = subprocess.run(cmd, cwd=d, capture_output=True, text=True, errors="replace",
                            timeout=timeout)
         return p.returncode, p.stdout, p.stderr
     finally:

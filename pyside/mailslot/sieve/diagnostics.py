@@ -24,7 +24,10 @@ from .limits import USER_LOG_MAX_SIZE
 
 def sanitize(text, limit):
     """Shorten text for a message like Dovecot's str_sanitize (control chars -> ?)."""
-    out = "".join("?" if (ord(c) < 32 or ord(c) == 127) else c for c in text)
+    # Control characters and bytes that are not UTF-8 (kept as surrogate escapes)
+    # become "?", as Dovecot's str_sanitize does.
+    out = "".join("?" if (ord(c) < 32 or ord(c) == 127 or 0xDC80 <= ord(c) <= 0xDCFF)
+                  else c for c in text)
     if len(out) > limit:
         out = out[:limit - 3] + "..." if limit > 3 else out[:limit]
     return out
