@@ -145,9 +145,10 @@ def error_lines(stderr):
     """The script diagnostics of a sieve-test's stderr (not its Info/Fatal lines)."""
     out = []
     for line in stderr.splitlines():
-        if ": error: " in line or ": warning: " in line:
-            if line.startswith("sieve-test"):
-                continue
+        if line.startswith("sieve-test"):
+            continue
+        if ": error: " in line or ": warning: " in line or \
+                line.startswith("error: ") or line.startswith("warning: "):
             out.append(line)
     return out
 
@@ -171,7 +172,12 @@ def run_mailslot(case, tmp_path):
             os.environ.pop("HOME", None)
         else:
             os.environ["HOME"] = old[3]
-    return rc, out.getvalue(), err.getvalue()
+    # Bytes that are not UTF-8 print raw (surrogate escapes); read them back the way
+    # run_pigeonhole reads Pigeonhole's output.
+    def text(buf):
+        return buf.getvalue().encode("utf-8", "surrogateescape").decode("utf-8",
+                                                                         "replace")
+    return rc, text(out), text(err)
 
 
 def run_pigeonhole(case, timeout=60):

@@ -165,6 +165,7 @@ def sieve_test_main(argv):
         make_env, script_name
     from .settings import SieveSettings
 
+    _raw_bytes_output()
     err = sys.stderr
     try:
         opts, args = _getopt(argv, "r:a:f:m:d:l:s:eCt:T:DP:x:c:u:", ("json",))
@@ -343,6 +344,15 @@ def sieve_test_main(argv):
                       "successful implicit keep\n")
     sys.stdout.flush()
     return 0 if status == OK else 1
+
+
+def _raw_bytes_output():
+    """Print bytes that are not UTF-8 (surrogate escapes) as the bytes they were."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="surrogateescape")
+        except (AttributeError, ValueError):
+            pass
 
 
 def _execute_lines(ctx):

@@ -52,8 +52,9 @@ def load(v, name):
 def run_fileinto(it, op):
     folder = it.expand(op[2])
     if not valid_utf8(folder):
+        # Pigeonhole prints the name as it is here (no sanitizing).
         it.error("fileinto command: invalid folder name `%s' specified: invalid utf-8"
-                 % sanitize(folder, 256))
+                 % folder)
     action = StoreAction(it.location(), folder)
     if it.ctx.message.edited:
         action.header_fields = list(it.ctx.message.fields())
