@@ -277,3 +277,12 @@ def test_an_internal_error_keeps_the_message(tmp_path):
     assert res.status == "failed"
     assert res.implicit_keep is True and res.actions == []
     assert any("internal error" in text and "AttributeError" in text for text in logs)
+
+
+def test_user_log_keeps_at_most_30_errors(tmp_path):
+    script = write(tmp_path / "many.sieve",
+                   "".join("bogus%d;\n" % i for i in range(60)))
+    res, _ = run([script], tmp_path)
+    assert res.status == "failed"
+    log = (tmp_path / "many.sieve.log").read_text()
+    assert log.count(": error: unknown command") == 30

@@ -261,7 +261,9 @@ def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=N
         if log is not None:
             log("warning", "sieve: " + problem)
     global_scripts = set(global_scripts or ())
-    diag = Diagnostics()
+    # Pigeonhole's LDA keeps at most 30 errors of a compile in the user log.
+    from .limits import USER_LOG_MAX_ERRORS
+    diag = Diagnostics(max_errors=USER_LOG_MAX_ERRORS)
     ctx = RunContext(message, envelope, sset, diag, mailbox_exists, duplicate,
                      user, log)
     from .extensions import subaddress
