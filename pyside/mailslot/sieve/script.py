@@ -17,7 +17,7 @@ than max_script_size + 1 bytes are read.
 import os
 
 from ..errors import SieveError
-from .diagnostics import Diagnostics
+from .diagnostics import Diagnostics  # noqa: F401 (re-exported for callers)
 
 
 class ScriptNotFoundError(SieveError):

@@ -158,7 +158,6 @@ def sieve_test_main(argv):
     from .diagnostics import Diagnostics
     from .extensions import enabled_extensions
     from .mail import RawMessage
-    from .result import Result
     from .runner import OK, RunContext, RESOURCE_LIMIT, TEMP_FAILURE, \
         execute_sequence
     from .script import ScriptNotFoundError, ScriptReadError, load_program, \

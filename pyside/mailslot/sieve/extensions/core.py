@@ -147,13 +147,9 @@ class Require(CommandDef):
     positional = 1
 
     def validate(self, v, node):
-        parent_block = None
-        if node.parent is not None:
-            ok = False
-        else:
-            ok = True
+        # Only at top level, and only after other require commands.
+        ok = node.parent is None
         if ok:
-            # Must be at the beginning: only requires before it.
             prev = v.current_block_prev(node)
             if prev is not None and prev.name.lower() != "require":
                 ok = False
@@ -161,7 +157,6 @@ class Require(CommandDef):
             v.error(node.line, "require commands can only be placed at top level at "
                     "the beginning of the file")
             return False
-        del parent_block
         arg = node.positional[0]
         if arg.kind == S.STRING:
             return v.require_by_name(node, arg.line, arg.value)

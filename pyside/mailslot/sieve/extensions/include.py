@@ -188,8 +188,7 @@ class IncludeContext:
 
 
 def compile_include(c, node):
-    from ..diagnostics import Diagnostics  # noqa: F401 (same diag is reused)
-    from ..script import compile_text, decode_script, read_script, script_name
+    from ..script import decode_script, read_script, script_name
     from ..validator import Validator
     v = c.v
     data = node.data

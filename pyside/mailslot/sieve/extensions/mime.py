@@ -11,7 +11,6 @@ variable to the current part's text. Loops nest at most MAX_LOOP_DEPTH deep.
 
 from .. import syntax as S
 from ..interpreter import HANDLERS, BreakLoop
-from ..diagnostics import sanitize
 from ..limits import MAX_LOOP_DEPTH
 from ..defs import CommandDef, TagDef
 
