@@ -15,6 +15,11 @@ Postfix listens on 127.0.0.1 only, on a free port, and is stopped by the fixture
 The MTA lines are the shipped examples (packaging/examples/postfix/), with the
 install paths and the test's accounts substituted.
 
+System users' mail goes to mbox files in a spool directory with the lock group
+(mailspool/, root:mail 2775 like /var/mail; mailslot-dotlock is built for it) once
+the mbox storage exists (MBOX_AVAILABLE); until then into ~/Maildir. Virtual users
+carry userdb_mail=maildir:~/Maildir in the passwd-file.
+
 Accounts: a caller group and pipe user for the relay (mslt-pfsec, mslt-pfmta), a
 system user delivered by local(8)'s mailbox_command (mslt-pfsys), and two virtual
 users (v1, v2 @ virt.mailslot.test) with uids that have no passwd entry, resolved
@@ -40,6 +45,8 @@ SYSTEM_USER = "mslt-pfsys"
 SYSTEM_DOMAIN = "sys.mailslot.test"
 VIRTUAL_DOMAIN = "virt.mailslot.test"
 VIRTUAL_USERS = ("v1", "v2")
+# The mbox storage (pyside/mailslot/storage/mbox.py) arrives with its own issue.
+MBOX_AVAILABLE = os.path.exists(os.path.join(REPO, "pyside", "mailslot", "storage", "mbox.py"))
 FREE_ID_RANGE = range(61000, 62000)     # numeric ids with no passwd/group entry
 START_TIMEOUT = 30                      # seconds for master to accept SMTP
 DELIVERY_TIMEOUT = 30                   # seconds for one message to be delivered
@@ -121,6 +128,7 @@ class PostfixInstance:
         self.policy = os.path.join(self.ms_etc, "relay.policy")
         self.passwd_file = os.path.join(self.ms_etc, "users")
         self.homes = os.path.join(base, "homes")
+        self.mail_spool = os.path.join(base, "mailspool")
         self.libdir = os.path.join(self.root, "usr/lib/mailslot")
         self.port = _free_port()
         self.virtual = []
@@ -134,6 +142,10 @@ class PostfixInstance:
         # master takes its lock and postlogd writes the maillog here, as postfix.
         postfix = pwd.getpwnam("postfix")
         os.chown(self.data, postfix.pw_uid, postfix.pw_gid)
+        # Like Debian's /var/mail: only root and the mail group create files here.
+        os.mkdir(self.mail_spool)
+        os.chown(self.mail_spool, 0, grp.getgrnam("mail").gr_gid)
+        os.chmod(self.mail_spool, 0o2775)
         self._accounts()
         self._install_mailslot()
         self._write_mailslot_settings()
@@ -160,16 +172,20 @@ class PostfixInstance:
         # compiled-in policy path points here, and chowned to our caller group.
         _run(["make", "-s", "install", f"DESTDIR={self.root}", "PREFIX=/usr",
               f"OUT={self.build}", f"POLICY_PATH={self.policy}",
-              f"RELAY_GROUP={CALLER_GROUP}"], cwd=REPO)
+              f"SPOOL_DIR={self.mail_spool}", f"RELAY_GROUP={CALLER_GROUP}"], cwd=REPO)
         relay = os.stat(os.path.join(self.libdir, "mailslot-relay"))
         if relay.st_mode & 0o7777 != 0o4750 or relay.st_gid != grp.getgrnam(CALLER_GROUP).gr_gid:
             raise PostfixError("make install did not install the relay 4750 root:caller group")
 
     def _write_mailslot_settings(self):
-        lines = [f"{v.address}::{v.uid}:{v.gid}::{v.home}::" for v in self.virtual]
+        lines = [f"{v.address}::{v.uid}:{v.gid}::{v.home}::userdb_mail=maildir:~/Maildir"
+                 for v in self.virtual]
         self._write_root_file(self.passwd_file, "\n".join(lines) + "\n")
+        location = (f"mbox:~/mail:INBOX={self.mail_spool}/%u" if MBOX_AVAILABLE
+                    else "maildir:~/Maildir")
         self._write_root_file(self.settings, (
-            "mail_location: maildir:~/Maildir\n"
+            f"mail_location: {location}\n"
+            "mail_privileged_group: mail\n"
             "log_path: ~/mailslot.log\n"
             "hostname: mx.mailslot.test\n"
             "postmaster_address: postmaster@mailslot.test\n"
