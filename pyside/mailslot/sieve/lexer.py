@@ -40,11 +40,12 @@ _QUANTIFIER = {"k": 10, "K": 10, "m": 20, "M": 20, "g": 30, "G": 30}
 
 
 def sanitize_char(ch):
-    """Render one character as Pigeonhole does in messages: 'c' or 0xNN."""
+    """Render one character as Pigeonhole does in messages: 'c', or 0xNN for its
+    first byte (Pigeonhole's lexer reads bytes)."""
     code = ord(ch)
     if 31 < code < 127:
         return f"'{ch}'"
-    return "0x%02x" % (code & 0xFF if code < 0xDC80 or code > 0xDCFF else code - 0xDC00)
+    return "0x%02x" % ch.encode("utf-8", "surrogateescape")[0]
 
 
 class Lexer:

@@ -134,6 +134,7 @@ class _Parser:
                     lx.advance()
                 return result
             node.test_list = True
+            first_test = lx.type == L.IDENTIFIER
             if lx.type == L.IDENTIFIER:
                 test = Node(lx.value, lx.token_line, True, node)
                 node.tests.append(test)
@@ -176,6 +177,10 @@ class _Parser:
                 result = self.recover(L.RBRACKET)
                 if result > 0:
                     lx.advance()
+            if not first_test:
+                # Pigeonhole gives up on the script here.
+                self.error("failed to accept more tests for command '%s'" % node.name)
+                return -1
         return result
 
     def commands(self, parent, block, depth):
