@@ -17,11 +17,11 @@ DESTDIR     ?=
 DEB_BUILD := python3-venv python3-dev libcap-dev gcc make python3-yaml python3-cffi \
              python3-prctl
 DEB_TEST  := dovecot-core dovecot-imapd dovecot-sieve dovecot-lmtpd valgrind clang \
-             libclang-rt-14-dev util-linux procps postgresql python3-psycopg2
+             libclang-rt-14-dev util-linux procps postgresql python3-psycopg2 postfix
 DEB_BENCH := hyperfine
 # Packaging (issue 7): building the .deb and the RPM, and the packaging and Postfix
 # tests. Postfix is preseeded to "No configuration": no system instance is set up.
-DEB_PKG   := debhelper dh-python dpkg-dev fakeroot rpm postfix
+DEB_PKG   := debhelper dh-python dpkg-dev fakeroot rpm
 
 .PHONY: all build deps-build deps-test demo test install bench clean
 
@@ -83,17 +83,19 @@ install: build
 	install -m 0755 pyside/entry/mailslot-lda $(DESTDIR)$(LIBDIR)/mailslot-lda
 	install -m 0755 pyside/entry/mailslot $(DESTDIR)$(LIBDIR)/mailslot
 	ln -sf ../lib/mailslot/mailslot $(DESTDIR)$(PREFIX)/bin/mailslot
+	for page in docs/man/*.[158]; do \
+	  section=$${page##*.}; \
+	  install -D -m 0644 "$$page" "$(DESTDIR)$(PREFIX)/share/man/man$$section/$${page##*/}"; \
+	done
 	@if [ -f helper_c/Makefile ]; then $(MAKE) -s -C helper_c install DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) LIBDIR=$(LIBDIR); fi
 
 # Debian and RPM packages into dist/, built from `make install` (packaging/).
 .PHONY: deb rpm
 deb: deps-build
-	@[ "$$(id -u)" != 0 ] || echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 	$(call apt_install,$(DEB_PKG))
 	packaging/build-deb.sh dist
 
 rpm: deps-build
-	@[ "$$(id -u)" != 0 ] || echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 	$(call apt_install,$(DEB_PKG))
 	packaging/build-rpm.sh dist
 
