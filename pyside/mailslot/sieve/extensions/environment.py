@@ -1,6 +1,6 @@
 """environment (RFC 5183): the environment test.
 
-Items: "domain", "host" (the hostname setting or the system's), "location"
+Items: "domain", "host" (the hostname setting or gethostname()), "location"
 ("MDA" for the delivery, none in sieve-test), "phase" ("during"), "name"
 ("mailslot Sieve"), "version" and any sieve_environment_<name> setting. An
 unknown item has no value and matches nothing.
@@ -56,16 +56,18 @@ def environment_item(it, name):
     if name in s.environment:
         return s.environment[name]
     if low == "host":
-        if s.hostname:
-            return s.hostname
-        import socket
-        return socket.getfqdn()
+        return _hostname(s)
     if low == "domain":
-        host = s.hostname
-        if not host:
-            import socket
-            host = socket.getfqdn()
-        return host.split(".", 1)[1] if "." in host else host
+        # Pigeonhole: the user's domain, else the hostname's domain part (when it
+        # has a dot itself), else the bare hostname.
+        user = ctx.user or ""
+        if "@" in user and not user.endswith("@"):
+            return user.split("@", 1)[1]
+        host = _hostname(s)
+        head, dot, rest = host.partition(".")
+        if dot and "." in rest:
+            return rest
+        return host
     if low == "location":
         return getattr(ctx, "env_location", "MDA")
     if low == "phase":
@@ -76,6 +78,13 @@ def environment_item(it, name):
         from ... import __version__
         return __version__
     return None
+
+
+def _hostname(settings):
+    if settings.hostname:
+        return settings.hostname
+    import socket
+    return socket.gethostname()
 
 
 def test_environment(it, op):
