@@ -11,7 +11,9 @@ scripts         ordered script paths: sieve_before..., the personal script,
                 sieve_after... (a missing file is skipped). Pass
                 global_scripts=set(...) to say which are the administrator's.
 message         an object with .header_fields() -> [(name, unfolded value str)]
-                (RFC 2047 words undecoded) and .read_bytes() -> the raw message.
+                (RFC 2047 words undecoded) and .read_bytes() -> the raw message
+                (read only by body/mime tests and size); an optional .size()
+                -> int spares reading it for the size test.
 envelope        a mapping or object with "from" (sender; "" or "<>" is null),
                 "to" (recipient), "orig_to" (original recipient, optional) and
                 "auth" (authenticated user, optional).
@@ -31,10 +33,18 @@ run() returns a SieveResult:
                       keep      {"mailbox", "flags"?}
                       redirect  {"address", "copy"?}
                       reject / ereject {"reason"}     discard {}
-                      vacation  {"to", "from", "subject", "body", "mime",
-                                 "seconds", "handle", "reply_to"...}
-                      notify    {"method", "from", "importance", "message",
-                                 "options"}
+                      vacation  {"reason", "subject", "from", "addresses", "mime",
+                                 "seconds", "handle", "send", and when send is
+                                 True "to", "reply_from", "reply_subject",
+                                 "envelope_from", "in_reply_to", "references",
+                                 "duplicate_id" (handle, sender), "period";
+                                 when False "skip_reason" (a log line)}
+                      notify    {"method", "importance", "message", "from",
+                                 "options", "recipients" [{"address", "cc"}],
+                                 "headers", "body", "subject"}
+                      duplicate_mark {"key" (hex), "period", "handle", "last"}:
+                                 mark key in the duplicate store if the
+                                 delivery succeeds
                     a store/keep may carry "header_fields" when editheader
                     changed the message before it was filed.
   .implicit_keep    True when the message must also be kept in
@@ -51,7 +61,11 @@ sieve_default, sieve_discard, sieve_user_log) and the user's home:
     plan = sieve.delivery_scripts(settings, home)
     res = sieve.run(plan["scripts"], message, envelope, settings=settings,
                     global_scripts=plan["global_scripts"],
-                    user_log=plan["user_log"], discard_script=plan["discard"], ...)
+                    user_log=plan["user_log"], discard_script=plan["discard"],
+                    home=home, ...)
+
+home lets :personal includes find the user's script directory from the `sieve`
+setting; user= (the login, for the environment's "domain") is optional.
 """
 
 
