@@ -59,6 +59,16 @@ SCHEMA = {
     "first_valid_gid": ("int", 1),
     "last_valid_gid": ("int", 0),
     "mail_privileged_group": ("str", ""),
+    # mbox (Dovecot's names and defaults): lock methods in the order they are
+    # taken, the whole wait for them, when an untouched dotlock is stale.
+    "mbox_write_locks": ("str", "dotlock fcntl"),
+    "mbox_read_locks": ("str", "fcntl"),
+    "mbox_lock_timeout": ("time", 300),
+    "mbox_dotlock_change_timeout": ("time", 120),
+    # mailslot's own (Dovecot quotes nothing and relies on Content-Length): how body
+    # lines that could look like a message boundary are quoted, mboxrd (">From "
+    # lines too, reversibly) or mboxo (only "From " lines).
+    "mbox_variant": (("enum", "mboxrd", "mboxo"), "mboxrd"),
     "userdb": ("userdb", None),
     # How Dovecot's auth process normalises a name before any userdb sees it
     # (src/auth/auth-settings.c); userdb.normalize_username applies them.

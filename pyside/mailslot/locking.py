@@ -88,10 +88,12 @@ def read_lock_pid(dir_fd, lock_name, hostname):
 class _LockState:
     """What one acquire_dotlock() call has seen of the lock so far."""
 
-    def __init__(self, dir_fd, name, lock_name, hostname, stale_timeout, sleep_on_override):
+    def __init__(self, dir_fd, name, lock_name, hostname, stale_timeout, sleep_on_override,
+                 may_override=None):
         self.dir_fd, self.name, self.lock_name = dir_fd, name, lock_name
         self.hostname, self.stale_timeout = hostname, stale_timeout
         self.sleep_on_override = sleep_on_override
+        self.may_override = may_override
         self.lock_info, self.file_info = _ChangeInfo(), _ChangeInfo()
         self.last_change = 0
         self.pid_read = self.have_pid = False
@@ -164,6 +166,11 @@ class _LockState:
                 _, self.last_change = _update_change_info(
                     st, self.file_info, self.last_change, now)
         if now > self.last_change + self.stale_timeout:
+            if self.may_override is not None and not self.may_override():
+                # Dovecot's dotlock callback: the holder still holds the next
+                # lock, so the dotlock is alive however old it looks.
+                self.last_change = now
+                return False
             self._override()
             return True
         return False
@@ -289,16 +296,18 @@ def _create_link(state, mode, write_pid):
 
 def acquire_dotlock(dir_fd, name, *, hostname, stale_timeout, timeout=0,
                     mode=0o600, write_pid=True, keep_open=False, use_excl=True,
-                    sleep_on_override=True):
+                    sleep_on_override=True, may_override=None):
     """Create <name>.lock in dir_fd; return a Dotlock, or None if it stayed busy.
 
     timeout 0 tries once (Dovecot's DOTLOCK_CREATE_FLAG_NONBLOCK) -- a stale lock
     is still broken; otherwise waits up to timeout seconds. mode is the lock
-    file's exact mode (the umask does not apply). OSError for anything else,
-    e.g. FileNotFoundError when the directory is gone.
+    file's exact mode (the umask does not apply). may_override(), when given, is
+    asked before a lock that is stale only by its age is broken. OSError for
+    anything else, e.g. FileNotFoundError when the directory is gone.
     """
     lock_name = name + DOTLOCK_SUFFIX
-    state = _LockState(dir_fd, name, lock_name, hostname, stale_timeout, sleep_on_override)
+    state = _LockState(dir_fd, name, lock_name, hostname, stale_timeout, sleep_on_override,
+                       may_override)
     now = int(time.time())
     # The stale rules count whole seconds of the wall clock, as Dovecot's; the
     # wait is measured on the monotonic clock so that it lasts what was asked.
@@ -338,3 +347,123 @@ def acquire_dotlock(dir_fd, name, *, hostname, stale_timeout, timeout=0,
         os.close(fd)
         fd = None
     return Dotlock(dir_fd, name, lock_name, fd, st)
+
+
+# --- file locks: fcntl, flock, lockf (Dovecot's mbox lock methods) ----------------------
+
+FILE_LOCK_METHODS = ("fcntl", "flock", "lockf")
+# Polling pace when the kernel cannot queue us (outside the main thread no alarm
+# can end a blocking wait).
+FILE_LOCK_POLL_MIN_SECS = 0.005
+FILE_LOCK_POLL_MAX_SECS = 0.1
+# errno values meaning "held by someone else" for a non-blocking try: EAGAIN and
+# EACCES (POSIX allows either for F_SETLK).
+_BUSY_ERRNOS = (11, 13)
+
+
+class _LockWaitOver(Exception):
+    """Raised by the ITIMER_REAL alarm to end a blocking lock wait."""
+
+
+def _alarm_rang(signum, frame):
+    raise _LockWaitOver()
+
+
+def _file_lock_call(fd, method, shared, wait):
+    """One lock attempt; True if taken, False if busy (never False when wait)."""
+    import fcntl
+    op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    if not wait:
+        op |= fcntl.LOCK_NB
+    try:
+        if method == "flock":
+            fcntl.flock(fd, op)
+        else:
+            # fcntl: a POSIX record lock on the whole file. lockf(3) is, on Linux,
+            # the same kind of lock from the current offset on; it is taken from
+            # offset 0 here, so that an O_APPEND fd moving on cannot shrink it.
+            fcntl.lockf(fd, op, 0, 0, 0)
+    except OSError as err:
+        if wait or err.errno not in _BUSY_ERRNOS:
+            raise
+        return False
+    return True
+
+
+def lock_file(fd, method, *, shared=False, timeout=0, tick=None, tick_secs=None):
+    """Take a method lock ("fcntl", "flock", "lockf") on fd; True, or False on timeout.
+
+    timeout 0 tries once. Otherwise waits up to timeout seconds; tick(), when
+    given, is called about every tick_secs while waiting (a dotlock holder
+    refreshes its lock file meanwhile). OSError for anything but "busy".
+    """
+    if method not in FILE_LOCK_METHODS:
+        raise ValueError(f"unknown lock method {method!r}")
+    if _file_lock_call(fd, method, shared, False):
+        return True
+    if timeout <= 0:
+        return False
+    deadline = time.monotonic() + timeout
+    ticking = tick is not None and tick_secs
+    next_tick = time.monotonic() + tick_secs if ticking else None
+    import _signal          # not "signal": its enum import costs the pipe path ~8 ms
+    try:
+        old_handler = _signal.signal(_signal.SIGALRM, _alarm_rang)
+    except ValueError:      # not the main thread: no alarm can reach us
+        return _poll_file_lock(fd, method, shared, deadline, tick, tick_secs, next_tick)
+    old_timer = _signal.setitimer(_signal.ITIMER_REAL, 0)
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                return _file_lock_call(fd, method, shared, False)
+            if next_tick is not None and now >= next_tick:
+                tick()
+                next_tick = time.monotonic() + tick_secs
+                continue
+            wait = deadline - now
+            if next_tick is not None:
+                wait = min(wait, next_tick - now)
+            try:
+                try:
+                    # Why a blocking wait: the kernel hands the lock over the moment
+                    # a reader lets go; polling would let busy readers starve us.
+                    _signal.setitimer(_signal.ITIMER_REAL, max(wait, 0.001))
+                    _file_lock_call(fd, method, shared, True)
+                finally:
+                    _signal.setitimer(_signal.ITIMER_REAL, 0)
+                return True
+            except _LockWaitOver:
+                pass
+            # The alarm may have rung just after the lock was granted: a second
+            # (non-blocking) try tells, since taking a lock we hold succeeds.
+            if _file_lock_call(fd, method, shared, False):
+                return True
+    finally:
+        _signal.signal(_signal.SIGALRM, old_handler)
+        if old_timer[0] > 0:
+            _signal.setitimer(_signal.ITIMER_REAL, old_timer[0], old_timer[1])
+
+
+def _poll_file_lock(fd, method, shared, deadline, tick, tick_secs, next_tick):
+    pause = FILE_LOCK_POLL_MIN_SECS
+    while True:
+        if _file_lock_call(fd, method, shared, False):
+            return True
+        now = time.monotonic()
+        if now >= deadline:
+            return False
+        if next_tick is not None and now >= next_tick:
+            tick()
+            next_tick = time.monotonic() + tick_secs
+        time.sleep(min(pause, deadline - now))
+        pause = min(pause * 2, FILE_LOCK_POLL_MAX_SECS)
+
+
+def unlock_file(fd, method):
+    """Release a lock_file() lock."""
+    import fcntl
+    if method == "flock":
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 0, 0, 0)

@@ -3,7 +3,9 @@
 Every test in tests/storage/ that takes the `fmt` fixture runs once per format in
 FORMATS. An adapter knows only what the Storage interface does not say: how to
 spell a mail_location for the format, where its message files are, how to read a
-saved message back. mbox joins by adding an adapter here.
+saved message back. Where formats differ by design (mbox keeps no UIDs, adds a
+missing final newline, cannot nest mailboxes in a mailbox) the adapter says so and
+the tests ask it (as_stored, expected_uid, mailboxes_hold_children).
 """
 
 import os
@@ -22,8 +24,23 @@ class MaildirAdapter:
                (":LAYOUT=fs:CONTROL=~/control:INDEX=~/index", "fs+control"),
                (":CONTROL=~/control:INBOX=~/inbox", "maildir++ control+inbox"))
 
+    assigns_uids = True
+    mailboxes_hold_children = True
+
     def location(self, suffix=""):
         return "maildir:~/Maildir" + suffix
+
+    def as_stored(self, data):
+        """The bytes a reader gets back for data: Maildir keeps them exactly."""
+        return data
+
+    def expected_uid(self, uid):
+        """The UID a save returns when the format's n-th save there is uid."""
+        return uid
+
+    def place(self, result):
+        """Where the saved message is: its own file."""
+        return result.path
 
     def read(self, result):
         with open(result.path, "rb") as f:
@@ -78,7 +95,132 @@ class MaildirAdapter:
         return {letters[c] for c in info if c in letters}
 
 
-FORMATS = {"maildir": MaildirAdapter()}
+class MboxAdapter:
+    """mbox: messages are spans of one file, read back with Python's mailbox.mbox.
+
+    What the format does not keep, by design (as Dovecot's mbox): a message that
+    lacks a final newline gets one, and IMAP UIDs are left for the IMAP server to
+    assign (uid None). A mailbox name holds mail or subfolders, not both.
+    """
+    name = "mbox"
+    layouts = (("", "fs"), (":INBOX=~/inbox", "inbox-outside-root"),
+               (":INDEX=~/index:UTF-8", "index+utf8"))
+    assigns_uids = False
+    mailboxes_hold_children = False
+    # Header fields the mbox format owns (Dovecot hides them from IMAP clients).
+    METADATA_FIELDS = (b"status:", b"x-status:")
+
+    def location(self, suffix=""):
+        return "mbox:~/mail" + suffix
+
+    def as_stored(self, data):
+        return data + b"\n" if data and not data.endswith(b"\n") else data
+
+    def expected_uid(self, uid):
+        return None
+
+    def place(self, result):
+        """Where the saved message is: a span of an mbox file (path is None)."""
+        assert result.path is None
+        return result.mbox_path, result.offset
+
+    def _raw(self, result):
+        """The stored message at result.offset, From_ line removed, as mailbox.mbox
+        reads it (its index: how many From_ lines come before the offset)."""
+        import mailbox
+        with open(result.mbox_path, "rb") as f:
+            data = f.read()
+        assert data[result.offset:result.offset + 5] == b"From "
+        assert result.offset == 0 or data[result.offset - 1:result.offset] == b"\n"
+        index = data[:result.offset].count(b"\nFrom ") + (1 if result.offset else 0)
+        box = mailbox.mbox(result.mbox_path, create=False)
+        try:
+            return box.get_bytes(box.keys()[index])
+        finally:
+            box.close()
+
+    def read(self, result):
+        """The message as a reader presents it: unquoted (mboxrd), without the
+        Status:/X-Status: fields that carry its flags."""
+        raw = self._raw(result)
+        head, sep, body = raw.partition(b"\n\n")
+        lines = [line for line in head.split(b"\n")
+                 if not line.lower().startswith(self.METADATA_FIELDS)]
+        raw = b"\n".join(lines) + sep + body
+        return unquote_mboxrd(raw)
+
+    def flags_of(self, result):
+        head = self._raw(result).partition(b"\n\n")[0]
+        letters = {"R": "\\Seen", "A": "\\Answered", "F": "\\Flagged", "T": "\\Draft",
+                   "D": "\\Deleted"}
+        flags = set()
+        for line in head.split(b"\n"):
+            if line.lower().startswith(self.METADATA_FIELDS):
+                flags |= {letters[c] for c in line.partition(b":")[2].decode().strip()}
+        return flags
+
+    def mbox_files(self, home):
+        """Every mbox file below home (not Dovecot's .imap, not .subscriptions)."""
+        found = []
+        for root, dirs, files in os.walk(home):
+            dirs[:] = [d for d in dirs if d != ".imap"]
+            for f in files:
+                path = os.path.join(root, f)
+                if f.endswith(".lock") or f == ".subscriptions" or os.path.islink(path):
+                    continue
+                found.append(path)
+        return sorted(found)
+
+    def message_files(self, home):
+        """One entry per message, "<mbox path>#<n>", in every mbox below home."""
+        import mailbox
+        found = []
+        for path in self.mbox_files(home):
+            box = mailbox.mbox(path, create=False)
+            try:
+                found += [f"{path}#{i}" for i in range(len(box.keys()))]
+            finally:
+                box.close()
+        return found
+
+    def partial_files(self, home):
+        """What an unfinished save could leave: a pending journal record, a lock
+        file, an mbox whose last message does not end with its blank line."""
+        left = []
+        for root, dirs, files in os.walk(home):
+            for f in files:
+                path = os.path.join(root, f)
+                if f.endswith(".lock") or (f == "mailslot-journal" and os.path.getsize(path)):
+                    left.append(path)
+        for path in self.mbox_files(home):
+            with open(path, "rb") as fh:
+                data = fh.read()
+            if data and not (data.startswith(b"From ") and data.endswith(b"\n\n")):
+                left.append(path)
+        return sorted(left)
+
+    def symlink_points(self, storage, name):
+        """The folder directories a save into name walks through (all hold mail)."""
+        points, path = [], storage.location.root
+        for part in name[:-1]:
+            path = os.path.join(path, part)
+            points.append((path, "mail"))
+        return points
+
+    def uidlist_path(self, storage, name):
+        return None             # no dovecot-uidlist: Dovecot's index holds the UIDs
+
+
+def unquote_mboxrd(data):
+    """Undo mboxrd quoting: one '>' less on every line matching ^>+From ."""
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        if line.startswith(b">") and line.lstrip(b">").startswith(b"From "):
+            lines[i] = line[1:]
+    return b"\n".join(lines)
+
+
+FORMATS = {"maildir": MaildirAdapter(), "mbox": MboxAdapter()}
 LAYOUT_PARAMS = [pytest.param((fmt, suffix), id=f"{name}-{lid}")
                  for name, fmt in FORMATS.items() for suffix, lid in fmt.layouts]
 

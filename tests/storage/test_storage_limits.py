@@ -4,7 +4,9 @@ Each runs a save in a child process: EFBIG under setrlimit(RLIMIT_FSIZE) with
 SIGXFSZ ignored (what Postfix's mailbox_size_limit does through ulimit -f); ENOSPC
 on a 64 KiB tmpfs mounted in a private mount namespace (unshare -m, needs root).
 The child reports the StorageError and what is left in the mailbox, since a tmpfs
-vanishes with its namespace.
+vanishes with its namespace: the Maildir's message files, and for every format a
+snapshot (path -> size) of the home before and after the failed save, which must
+be equal (an mbox truncated back, nothing left in tmp/).
 """
 
 import json
@@ -40,8 +42,13 @@ class Source:
             written += os.write(fd, chunk[:self.size - written])
         return written, written + written // 4096
 
+def snapshot():
+    return {os.path.relpath(os.path.join(r, f), home): os.path.getsize(os.path.join(r, f))
+            for r, ds, fs in os.walk(home) for f in fs}
+
 storage = open_storage(location, user="t", home=home, hostname="h")
 storage.save(("INBOX",), Source(100))          # fits: must survive the failure below
+before = snapshot()
 if limit:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
@@ -53,7 +60,7 @@ except StorageError as exc:
 files = sorted(os.path.relpath(os.path.join(r, f), home)
                for r, ds, fs in os.walk(home) for f in fs
                if os.path.basename(r) in ("tmp", "new", "cur"))
-print(json.dumps({"error": error, "files": files}))
+print(json.dumps({"error": error, "files": files, "before": before, "after": snapshot()}))
 """.replace("PYSIDE", repr(PYSIDE))
 
 
@@ -75,8 +82,10 @@ def test_file_size_limit_is_explained(tmp_path, fmt_name):
     assert out["error"] is not None
     assert "RLIMIT_FSIZE" in out["error"] and f"{limit} bytes" in out["error"]
     assert "EFBIG" in out["error"] and "mailbox_size_limit" in out["error"]
-    assert len(out["files"]) == 1, out["files"]
-    assert os.path.basename(os.path.dirname(out["files"][0])) == "new"
+    assert out["after"] == out["before"]
+    if fmt_name == "maildir":
+        assert len(out["files"]) == 1, out["files"]
+        assert os.path.basename(os.path.dirname(out["files"][0])) == "new"
 
 
 def _unshare_prefix(mountpoint):
@@ -97,8 +106,10 @@ def test_full_filesystem_is_named_and_leaves_nothing(tmp_path, fmt_name):
     out = run_child(_unshare_prefix(str(home)), str(home), fmt.location(), 0, 1024 * 1024)
     assert out["error"] is not None
     assert "ENOSPC" in out["error"] and "No space left on device" in out["error"]
-    assert len(out["files"]) == 1, out["files"]
-    assert os.path.basename(os.path.dirname(out["files"][0])) == "new"
+    assert out["after"] == out["before"]
+    if fmt_name == "maildir":
+        assert len(out["files"]) == 1, out["files"]
+        assert os.path.basename(os.path.dirname(out["files"][0])) == "new"
 
 
 EACCES_CHILD = r"""

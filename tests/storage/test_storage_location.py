@@ -28,7 +28,7 @@ VALID = [
 ]
 
 INVALID = [
-    "", "   ", "~/Maildir", "maildir", "maildir:", "mbox:~/mail:INBOX=/var/mail/bob",
+    "", "   ", "~/Maildir", "maildir", "maildir:", "mbox:~/mail:LAYOUT=maildir++",
     "sdbox:~/dbox", "bogus:~/x", "maildir:Maildir", "maildir:~bob/Maildir",
     "maildir:INBOX=/x", "maildir:~/M:LAYOUT=index", "maildir:~/M:LAYOUT=imapdir",
     "maildir:~/M:DIRNAME=mail", "maildir:~/M:FULLDIRNAME=x", "maildir:~/M:MAILBOXDIR=x",
@@ -52,9 +52,11 @@ def test_invalid(value):
     assert info.value.key == "mail_location"
 
 
-def test_mbox_is_named_as_not_yet_supported():
-    with pytest.raises(ConfigError, match="mbox"):
-        parse_mail_location("mbox:~/mail", home=HOME)
+def test_mbox_gets_dovecots_defaults():
+    # More mbox cases: tests/mbox/test_mbox_location.py.
+    loc = parse_mail_location("mbox:~/mail", home=HOME)
+    assert (loc.format, loc.root, loc.inbox, loc.layout, loc.subscriptions_name) == (
+        "mbox", "/home/bob/mail", "/home/bob/mail/inbox", "fs", ".subscriptions")
 
 
 @pytest.mark.parametrize("home", [None, "", "relative"])

@@ -5,9 +5,11 @@
     result = storage.save(("INBOX",), source)   # -> SaveResult (uid, path, sizes)
 
 open_storage() parses Dovecot's mail_location (see location.py) and returns the
-Storage for its format: Maildir now (maildir.py), mbox in a later issue. A mailbox
-is named by a tuple of Unicode components, ("INBOX",) for the inbox; turn a user's
-"INBOX/box/sub" into one with mailbox_name.split_mailbox_name().
+Storage for its format: Maildir (maildir.py) or mbox (mbox.py; it reads its mbox_*
+settings and mail_privileged_group from the settings dict when one is given, else
+uses the defaults of config.SCHEMA). A mailbox is named by a tuple of Unicode
+components, ("INBOX",) for the inbox; turn a user's "INBOX/box/sub" into one with
+mailbox_name.split_mailbox_name().
 
 A message source is any object with
     source.write_to(fd) -> (size, vsize)   write the whole message (LF line ends)
@@ -17,6 +19,12 @@ A message source is any object with
                                            instead of written again when possible)
     source.sizes (optional)                (size, vsize) of stored_path, needed when
                                            its name has no ,S=/,W= (the -p file)
+    source.envelope_sender (optional)      for mbox's From_ line ("" = MAILER-DAEMON);
+                                           else from_line_sender, else Return-Path
+
+An mbox message has no file of its own: its SaveResult has path None (so nobody
+takes the whole mbox for the message) and mbox_path/offset instead; the mbox
+storage keeps its spooled copy of a source for further saves of the same source.
 
 Errors: ConfigError (bad mail_location, unsupported format or fsync mode),
 MailboxNameError, MailboxNotFoundError, StorageError (every OSError, with the path
@@ -37,17 +45,24 @@ FSYNC_MODES = ("optimized", "always", "never")
 class SaveResult:
     """What one save did, for the log and for hard-linking further copies."""
 
-    __slots__ = ("mailbox", "uid", "path", "size", "vsize", "uid_error")
+    __slots__ = ("mailbox", "uid", "path", "size", "vsize", "uid_error", "mbox_path",
+                 "offset", "warnings")
 
-    def __init__(self, mailbox, uid, path, size, vsize, uid_error=None):
+    def __init__(self, mailbox, uid, path, size, vsize, uid_error=None, *, mbox_path=None,
+                 offset=None, warnings=()):
         self.mailbox = mailbox      # name for the log, e.g. "INBOX" or "box.sub"
         self.uid = uid              # IMAP UID in dovecot-uidlist; None if not assigned
-        self.path = path            # final path of the message file
+        self.path = path            # final path of the message file (None for mbox)
         self.size, self.vsize = size, vsize
         self.uid_error = uid_error  # why uid is None (lock busy, ...), else None
+        self.mbox_path = mbox_path  # mbox: the mbox file the message was appended to
+        self.offset = offset        # mbox: where its From_ line begins in that file
+        self.warnings = warnings    # things the log should say (an mbox repaired, ...)
 
     def __repr__(self):
-        return (f"SaveResult(mailbox={self.mailbox!r}, uid={self.uid!r}, path={self.path!r}, "
+        where = (f"path={self.path!r}" if self.mbox_path is None else
+                 f"mbox_path={self.mbox_path!r}, offset={self.offset}")
+        return (f"SaveResult(mailbox={self.mailbox!r}, uid={self.uid!r}, {where}, "
                 f"size={self.size}, vsize={self.vsize})")
 
 
@@ -73,8 +88,14 @@ class Storage:
         raise NotImplementedError
 
 
-def open_storage(mail_location, *, user, home, hostname, mail_fsync="optimized"):
-    """Return the Storage for a mail_location whose %variables are already expanded."""
+def open_storage(mail_location, *, user, home, hostname, mail_fsync="optimized",
+                 settings=None, dotlock_helper=None):
+    """Return the Storage for a mail_location whose %variables are already expanded.
+
+    settings: the engine's settings dict (mbox reads mbox_* and
+    mail_privileged_group from it). dotlock_helper: the mailslot-dotlock binary
+    (default: beside the installed engine).
+    """
     from .location import parse_mail_location
 
     if mail_fsync not in FSYNC_MODES:
@@ -86,4 +107,8 @@ def open_storage(mail_location, *, user, home, hostname, mail_fsync="optimized")
     if location.format == "maildir":
         from .maildir import MaildirStorage
         return MaildirStorage(location, user=user, hostname=hostname, mail_fsync=mail_fsync)
+    if location.format == "mbox":
+        from .mbox import MboxStorage
+        return MboxStorage(location, user=user, hostname=hostname, mail_fsync=mail_fsync,
+                           settings=settings, dotlock_helper=dotlock_helper)
     raise ConfigError(f"the {location.format} format is not supported", key="mail_location")

@@ -17,6 +17,12 @@ NO-NOSELECT, NO-FS-VALIDATION (mailslot keeps validating), BROKENCHAR, ALT,
 ALTNOCHECK. Refused, because mail would land elsewhere than Dovecot looks: DIRNAME,
 FULLDIRNAME, MAILBOXDIR, LAYOUT=index/imapdir, "~otheruser", relative paths.
 
+mbox (Dovecot's mbox storage, src/lib-storage/index/mbox/mbox-storage.c):
+    mbox:~/mail:INBOX=/var/mail/%u
+the root is a directory of mbox files (LAYOUT=fs, the only layout for mbox); INBOX
+defaults to <root>/inbox and the subscriptions file to <root>/.subscriptions, as
+Dovecot's mbox_storage_get_list_settings() sets them.
+
 Errors: ConfigError (the engine answers 75: a typo must never bounce mail).
 
 Security: the paths come from the administrator's configuration or the userdb;
@@ -29,9 +35,12 @@ from ..errors import ConfigError
 # Formats Dovecot knows that mailslot does not (yet) write.
 KNOWN_FORMATS = ("maildir", "mbox", "sdbox", "dbox", "mdbox", "imapc", "pop3c",
                  "shared", "virtual", "raw", "cydir", "obox")
-SUPPORTED_FORMATS = ("maildir",)
+SUPPORTED_FORMATS = ("maildir", "mbox")
 LAYOUTS = ("maildir++", "fs")
 DEFAULT_SUBSCRIPTIONS_NAME = "subscriptions"
+# Dovecot's MBOX_SUBSCRIPTION_FILE_NAME and the default mbox INBOX below the root.
+MBOX_SUBSCRIPTIONS_NAME = ".subscriptions"
+MBOX_DEFAULT_INBOX_NAME = "inbox"
 IGNORED_KEYS = ("INDEXPVT", "INDEXCACHE", "VOLATILEDIR", "LISTINDEX", "ITERINDEX",
                 "NO-NOSELECT", "NO-FS-VALIDATION", "BROKENCHAR", "ALT", "ALTNOCHECK")
 REFUSED_KEYS = ("DIRNAME", "FULLDIRNAME", "MAILBOXDIR")
@@ -100,11 +109,9 @@ def parse_mail_location(value, *, home):
         raise ConfigError(f"mail_location needs a format, as in maildir:{value}",
                           key="mail_location")
     if fmt not in SUPPORTED_FORMATS:
-        if fmt == "mbox":
-            raise ConfigError("mbox is not supported yet (only maildir)", key="mail_location")
         if fmt in KNOWN_FORMATS:
-            raise ConfigError(f"the {fmt} format is not supported by mailslot (only maildir)",
-                              key="mail_location")
+            raise ConfigError(f"the {fmt} format is not supported by mailslot "
+                              f"(only maildir and mbox)", key="mail_location")
         raise ConfigError(f"unknown mail storage format {fmt!r}", key="mail_location")
     fields = _split_fields(rest)
     if not fields or fields[0] == "":
@@ -112,6 +119,9 @@ def parse_mail_location(value, *, home):
     if fields[0].startswith("INBOX="):
         raise ConfigError(f"mail root directory not given in: {value}", key="mail_location")
     loc = MailLocation(fmt, _fix_path(fields[0], home, "mail root", value), source=value)
+    if fmt == "mbox":
+        loc.layout = "fs"
+        loc.subscriptions_name = MBOX_SUBSCRIPTIONS_NAME
     for field in fields[1:]:
         if field == "UTF-8":
             loc.utf8 = True
@@ -130,6 +140,9 @@ def parse_mail_location(value, *, home):
             if layout not in LAYOUTS:
                 raise ConfigError(f"LAYOUT={val} is not supported (maildir++ or fs) in: {value}",
                                   key="mail_location")
+            if fmt == "mbox" and layout != "fs":
+                raise ConfigError(f"LAYOUT={val} is not supported for mbox (only fs) in: {value}",
+                                  key="mail_location")
             loc.layout = layout
         elif key == "SUBSCRIPTIONS":
             if val in ("", ".", "..") or "/" in val or "\0" in val:
@@ -143,4 +156,6 @@ def parse_mail_location(value, *, home):
                               key="mail_location")
         else:
             raise ConfigError(f"unknown setting {key!r} in: {value}", key="mail_location")
+    if fmt == "mbox" and loc.inbox is None:
+        loc.inbox = loc.root + "/" + MBOX_DEFAULT_INBOX_NAME
     return loc

@@ -1,0 +1,251 @@
+"""The bytes of one mbox message: From_ line, filtered headers, quoted lines.
+
+    encoder = MboxEncoder(variant="mboxrd", extra_headers=flag_headers(flags))
+    out = from_line(sender, time.time())
+    for chunk in message_chunks:
+        out += encoder.feed(chunk)
+    out += encoder.finish()         # the message's last line ends with "\\n"
+    out += b"\\n"                    # the blank line that ends every message
+
+What is written (RFC 4155, Dovecot's mbox-save.c and mbox-from.c):
+  - "From <sender>  <Www Mmm dd hh:mm:ss yyyy>" in local time, as Dovecot's
+    mbox_from_create() writes it; "MAILER-DAEMON" for the null sender;
+  - the message's header fields, except those an mbox reader takes as its own
+    metadata (Dovecot's mbox_save_drop_headers: Content-Length, Status, X-Delivery-ID,
+    X-IMAP, X-IMAPbase, X-Keywords, X-Status, X-UID) -- a sender must not be able to
+    set a message's flags, its IMAP UID or its length. Status/X-Status with the
+    flags this save asks for are added at the end of the header block;
+  - every line that could be taken for a message boundary quoted with ">":
+    mboxrd (default) quotes /^>*From / so that readers can undo it exactly;
+    mboxo quotes /^From / only (a ">From " line then reads back as "From ");
+  - a missing final newline is added (Dovecot does the same).
+So no line inside a message can start with "From ": the only boundaries in the
+file are the ones the writer made. Memory stays bounded by the chunk size.
+
+Errors: none; the encoder works on any bytes (NUL, bare CR, 8-bit, endless lines).
+
+Security: header fields and the sender come from the sender of the mail. The From_
+line's sender has control characters and white space replaced, and is bounded, so
+that it can neither end the line nor shift the date readers parse after it.
+"""
+
+import time
+
+VARIANTS = ("mboxrd", "mboxo")
+# Dovecot's mbox_save_drop_headers (src/lib-storage/index/mbox/mbox-storage.c),
+# lower-cased: fields a sender could use to forge mbox metadata.
+DROPPED_HEADERS = frozenset((b"content-length", b"status", b"x-delivery-id", b"x-imap",
+                             b"x-imapbase", b"x-keywords", b"x-status", b"x-uid"))
+# A header line whose name is not complete within this many bytes cannot be one of
+# DROPPED_HEADERS (the longest is 13 characters, white space before ':' allowed).
+HEADER_NAME_DECIDE = 64
+# RFC 5321 4.5.3.1.3: a reverse-path is at most 256 octets; leave room for UTF-8.
+SENDER_MAX = 512
+NULL_SENDER = "MAILER-DAEMON"
+# IMAP system flags -> Dovecot's Status: and X-Status: letters (mbox-sync-parse.c).
+STATUS_LETTERS = (("\\seen", "R"),)
+XSTATUS_LETTERS = (("\\answered", "A"), ("\\flagged", "F"), ("\\draft", "T"),
+                   ("\\deleted", "D"))
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")   # tm_wday 0 = Monday
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+           "Nov", "Dec")
+_FROM = b"From "
+_NL = 10
+_GT = 62
+
+
+def clean_sender(sender):
+    """The envelope sender as the From_ line carries it (one safe word)."""
+    if not sender:
+        return NULL_SENDER
+    if sender.startswith("<") and sender.endswith(">"):
+        sender = sender[1:-1] or NULL_SENDER
+    text = "".join("_" if (ord(c) <= 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF)
+                   else c for c in sender)
+    raw = text.encode("utf-8")
+    if len(raw) > SENDER_MAX:
+        raw = raw[:SENDER_MAX].decode("utf-8", "ignore").encode("utf-8")
+    return raw.decode("utf-8")
+
+
+def from_line(sender, when=None):
+    """The From_ line (with its newline) for sender at time when (default now)."""
+    tm = time.localtime(when)
+    stamp = (f"{_WEEKDAYS[tm.tm_wday]} {_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:02d} "
+             f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d} {tm.tm_year:04d}")
+    return f"From {clean_sender(sender)}  {stamp}\n".encode("utf-8")
+
+
+def flag_headers(flags):
+    """Status:/X-Status: lines for IMAP system flags (b"" when there are none)."""
+    lowered = {f.lower() for f in flags}
+    status = "".join(letter for flag, letter in STATUS_LETTERS if flag in lowered)
+    xstatus = "".join(letter for flag, letter in XSTATUS_LETTERS if flag in lowered)
+    out = ""
+    if status:
+        out += f"Status: {status}\n"
+    if xstatus:
+        out += f"X-Status: {xstatus}\n"
+    return out.encode("ascii")
+
+
+def is_from_candidate(data, rd):
+    """True if data, at a line start, could still grow into a line to quote."""
+    if rd:
+        data = data.lstrip(b">")
+    return len(data) < len(_FROM) and _FROM.startswith(data)
+
+
+def quote_lines(block, rd):
+    """Quote the lines of block (which starts at a line start) that need it."""
+    i = block.find(_FROM)
+    if i < 0:
+        return block
+    out = []
+    start = 0
+    while i >= 0:
+        j = i
+        if rd:
+            while j > 0 and block[j - 1] == _GT:
+                j -= 1
+        if j == 0 or block[j - 1] == _NL:
+            out.append(block[start:j])
+            out.append(b">")
+            start = j
+        i = block.find(_FROM, i + len(_FROM))
+    out.append(block[start:])
+    return b"".join(out)
+
+
+def _dropped(line):
+    """True if the header line starts one of DROPPED_HEADERS."""
+    colon = line.find(b":", 0, HEADER_NAME_DECIDE)
+    if colon <= 0:
+        return False
+    return line[:colon].rstrip(b" \t").lower() in DROPPED_HEADERS
+
+
+class MboxEncoder:
+    """Turns a message (LF line ends) into its mbox form, chunk by chunk."""
+
+    def __init__(self, variant="mboxrd", extra_headers=b""):
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown mbox variant {variant!r}")
+        self.rd = variant == "mboxrd"
+        self.extra = extra_headers
+        self.in_headers = True
+        self.dropping = False       # the current header field is being left out
+        self.carry = b""            # undecided bytes at a line start
+        self.mid_line = False       # inside a line whose start is already written
+        self.last = b""             # the last byte written, for the final newline
+
+    def feed(self, data):
+        """Encode the next piece of the message; return the bytes to write."""
+        buf = self.carry + data if self.carry else data
+        self.carry = b""
+        out = []
+        if self.in_headers:
+            buf = self._headers(buf, out)
+        if buf and not self.in_headers:
+            self._body(buf, out)
+        return self._joined(out)
+
+    def finish(self):
+        """Flush what is left; the result ends the message with a newline."""
+        out = []
+        if self.carry:
+            # At the end of the message an undecided "Fro" is just text.
+            if self.in_headers:
+                self._header_line(self.carry, out)
+            else:
+                out.append(self.carry)
+            self.carry = b""
+        data = self._joined(out)
+        if self.last not in (b"", b"\n"):
+            data += b"\n"
+            self.last = b"\n"
+        if self.in_headers and self.extra:
+            # A message without a body: the flag fields still end its header.
+            data += self.extra
+            self.last = b"\n"
+        return data
+
+    def _joined(self, out):
+        data = b"".join(out)
+        if data:
+            self.last = data[-1:]
+        return data
+
+    def _headers(self, buf, out):
+        """Filter complete header lines; return what follows the header block."""
+        pos = 0
+        n = len(buf)
+        while pos < n:
+            nl = buf.find(b"\n", pos)
+            if self.mid_line:
+                # The rest of a long header line whose start was already judged.
+                end = n if nl < 0 else nl + 1
+                if not self.dropping:
+                    out.append(buf[pos:end])
+                pos = end
+                if nl >= 0:
+                    self.mid_line = False
+                continue
+            if nl < 0:
+                rest = buf[pos:]
+                if len(rest) < HEADER_NAME_DECIDE and b":" not in rest:
+                    self.carry = rest       # not yet known what this line is
+                    return b""
+                self._header_line(rest, out)
+                self.mid_line = True
+                return b""
+            line = buf[pos:nl + 1]
+            pos = nl + 1
+            if line == b"\n":
+                # The end of the header block: our flag fields go just before it.
+                out.append(self.extra)
+                out.append(line)
+                self.in_headers = False
+                return buf[pos:]
+            self._header_line(line, out)
+        return b""
+
+    def _header_line(self, line, out):
+        if line[0] in (0x20, 0x09):         # a continuation of the field above
+            if not self.dropping:
+                out.append(line)
+            return
+        self.dropping = _dropped(line)
+        if not self.dropping:
+            out.append(quote_lines(line, self.rd))
+
+    def _body(self, buf, out):
+        pos = 0
+        if self.mid_line:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                out.append(buf)
+                return
+            out.append(buf[:nl + 1])
+            pos = nl + 1
+            self.mid_line = False
+        last_nl = buf.rfind(b"\n", pos)
+        if last_nl >= 0:
+            out.append(quote_lines(buf[pos:last_nl + 1], self.rd))
+            pos = last_nl + 1
+        if pos == len(buf):
+            return
+        rest = buf[pos:]                    # an unfinished line, from its start
+        if self.rd:
+            # Any '>' of a run at the line start may carry the quoting '>', so the
+            # run is written now and only the undecided "From" prefix is kept.
+            run = len(rest) - len(rest.lstrip(b">"))
+            if is_from_candidate(rest[run:], False):
+                out.append(rest[:run])
+                self.carry = rest[run:]
+                return
+        elif is_from_candidate(rest, False):
+            self.carry = rest
+            return
+        out.append(quote_lines(rest, self.rd))
+        self.mid_line = True

@@ -1,0 +1,208 @@
+"""The append journal of one mbox: an interrupted append is rolled back next time.
+
+    journal = MboxJournal(dir_fd, dir_path, fsync=True)   # opened under the mbox lock
+    notes = journal.recover(mbox_fd)      # roll back what a killed delivery left
+    journal.begin(mbox_fd, length, from_offset, total, prefix)  # durable first
+    ... append total bytes, fdatasync the mbox ...
+    journal.end()                          # the append is whole: forget it
+
+While an append is in flight the journal holds one record: the mbox's inode, its
+length before the append, where our From_ line starts, how many bytes the append
+writes in all and the first of them (up to PREFIX_MAX). The record is fdatasync()ed
+before the first byte reaches the mbox, so after SIGKILL, a crash or a power loss
+the next delivery to the mbox -- holding the same write lock -- finds it and decides:
+  - the mbox is another file now, or shorter than the recorded length, or its
+    bytes at the recorded place are not ours: the mbox was rewritten since (an
+    IMAP server expunged): the record is stale and is dropped, nothing is touched;
+  - the append is all there: it is kept. It may never have been confirmed to the
+    MTA (then the MTA delivers again: a duplicate, never a loss), and a clear that
+    a power loss undid must not take back mail that was confirmed;
+  - the append is cut short and is the tail of the mbox: the mbox is truncated
+    back to the recorded length and fsync()ed -- only whole messages remain;
+  - it is cut short and another writer appended after it (a line starting with
+    "From " inside our recorded span: our own bytes never contain one, see
+    mbox_format). Cutting it out would mean rewriting that writer's mail, so it
+    is left in place and reported.
+A record that is not complete (the crash hit the journal write itself) means the
+mbox was not touched yet: it is dropped. The clear after a successful append
+needs no fsync, by the second rule.
+
+The journal lives in the mailbox's Dovecot index directory (".imap", a name Dovecot
+never lists as a mailbox), not beside the mbox: /var/mail is not writable by the
+user, and any other file beside an mbox would show up as a mailbox in Dovecot.
+
+Errors: OSError, for the caller to turn into a StorageError with the path.
+
+Security: the journal is opened with O_NOFOLLOW below a directory walked without
+following symlinks; its content is only trusted after checking it against the
+mbox itself, so a forged record can at worst roll back bytes that are ours.
+"""
+
+import os
+
+JOURNAL_NAME = "mailslot-journal"
+JOURNAL_MAGIC = b"mailslot-mbox-journal 1\n"
+# How many of our first bytes are recorded: the From_ line and the start of the
+# headers, enough that another message at the same offset cannot look like ours.
+PREFIX_MAX = 512
+# The largest record: magic, one line of numbers, the prefix.
+RECORD_MAX = len(JOURNAL_MAGIC) + 128 + PREFIX_MAX
+SCAN_CHUNK = 256 * 1024
+_BOUNDARY = b"\nFrom "
+
+
+class JournalRecord:
+    __slots__ = ("ino", "length", "from_offset", "total", "prefix")
+
+    def __init__(self, ino, length, from_offset, total, prefix):
+        self.ino, self.length, self.from_offset = ino, length, from_offset
+        self.total, self.prefix = total, prefix
+
+    @property
+    def end(self):
+        """Where the append ends when it is whole."""
+        return self.length + self.total
+
+    def encode(self):
+        head = (f"{self.ino} {self.length} {self.from_offset} {self.total} "
+                f"{len(self.prefix)}\n")
+        return JOURNAL_MAGIC + head.encode("ascii") + self.prefix
+
+
+def parse_record(data):
+    """The JournalRecord in data, or None if it is empty or incomplete."""
+    if not data.startswith(JOURNAL_MAGIC):
+        return None
+    rest = data[len(JOURNAL_MAGIC):]
+    line, nl, prefix = rest.partition(b"\n")
+    fields = line.split(b" ")
+    if not nl or len(fields) != 5 or not all(f.isdigit() for f in fields):
+        return None
+    ino, length, from_offset, total, count = (int(f) for f in fields)
+    if (count != len(prefix) or count > PREFIX_MAX or from_offset < length
+            or from_offset + count > length + total):
+        return None
+    return JournalRecord(ino, length, from_offset, total, prefix)
+
+
+class MboxJournal:
+    """The journal file of one mbox, open for reading and writing."""
+
+    def __init__(self, dir_fd, dir_path, *, fsync, mode=0o600):
+        self.path = f"{dir_path}/{JOURNAL_NAME}"
+        self.fsync = fsync
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            self.fd = os.open(JOURNAL_NAME, flags | os.O_CREAT | os.O_EXCL, mode,
+                              dir_fd=dir_fd)
+            created = True
+        except FileExistsError:
+            self.fd = os.open(JOURNAL_NAME, flags, dir_fd=dir_fd)
+            created = False
+        try:
+            st = os.fstat(self.fd)
+            if (st.st_mode & 0o170000) != 0o100000 or st.st_nlink != 1:
+                raise OSError(40, "not a regular file with one link", self.path)
+            if created:
+                if (st.st_mode & 0o777) != mode:
+                    os.fchmod(self.fd, mode)
+                if fsync:
+                    # Why: the journal's name must be on disk before any append
+                    # relies on it, or a crash could lose the record with it.
+                    os.fsync(dir_fd)
+        except BaseException:
+            self.close()
+            raise
+        self.active = False
+
+    def close(self):
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+    def read(self):
+        data = os.pread(self.fd, RECORD_MAX + 1, 0)
+        return data, parse_record(data)
+
+    def recover(self, mbox_fd):
+        """Settle a record an earlier delivery left; return notes for the log."""
+        data, record = self.read()
+        if not data:
+            return []
+        notes = []
+        if record is None:
+            notes.append(f"{self.path}: incomplete journal record dropped "
+                         "(the mbox had not been touched yet)")
+        else:
+            notes.extend(self._settle(record, mbox_fd))
+        self.clear()
+        return notes
+
+    def _settle(self, record, mbox_fd):
+        st = os.fstat(mbox_fd)
+        size = st.st_size
+        if st.st_ino != record.ino or size < record.length:
+            return [f"{self.path}: stale journal record dropped (the mbox was replaced "
+                    "or rewritten since)"]
+        if size == record.length:
+            return []           # nothing of the append reached the file
+        have = os.pread(mbox_fd, len(record.prefix), record.from_offset) \
+            if size > record.from_offset else b""
+        if have != record.prefix[:len(have)]:
+            return [f"{self.path}: journal record does not match the mbox at offset "
+                    f"{record.from_offset} (rewritten since?): left as it is"]
+        # A boundary inside our span can only be another writer's message.
+        scan_end = min(size, record.end + len(_BOUNDARY) - 1)
+        foreign = _find_boundary(mbox_fd, record.from_offset, scan_end)
+        if foreign is not None and foreign < record.end:
+            return [f"an interrupted delivery left {foreign - record.length} bytes at "
+                    f"offset {record.length}, and mail was appended after them by another "
+                    "program: left in place"]
+        if size >= record.end:
+            return []           # whole: kept (see the module docstring)
+        # Why truncate and fsync: the interrupted append must vanish for good
+        # before this delivery appends after the last whole message.
+        os.ftruncate(mbox_fd, record.length)
+        if self.fsync:
+            os.fsync(mbox_fd)
+        return [f"rolled back an interrupted delivery: {size - record.length} bytes at "
+                f"offset {record.length}"]
+
+    def begin(self, mbox_fd, length, from_offset, total, prefix):
+        """Record an append of total bytes at length; durable before returning."""
+        ino = os.fstat(mbox_fd).st_ino
+        record = JournalRecord(ino, length, from_offset, total, prefix[:PREFIX_MAX]).encode()
+        os.ftruncate(self.fd, 0)
+        view = memoryview(record)
+        offset = 0
+        while offset < len(record):
+            offset += os.pwrite(self.fd, view[offset:], offset)
+        if self.fsync:
+            # Why: the record must be on disk before the first appended byte can be.
+            os.fdatasync(self.fd)
+        self.active = True
+
+    def end(self):
+        """The append is whole and durable: forget it (no fsync needed, see above)."""
+        self.clear()
+
+    def clear(self):
+        os.ftruncate(self.fd, 0)
+        self.active = False
+
+
+def _find_boundary(fd, start, end):
+    """Offset of the first line after start beginning with "From ", or None."""
+    pos = start
+    tail = b""
+    while pos < end:
+        chunk = os.pread(fd, min(SCAN_CHUNK, end - pos), pos)
+        if not chunk:
+            break
+        data = tail + chunk
+        i = data.find(_BOUNDARY)
+        if i >= 0:
+            return pos - len(tail) + i + 1
+        tail = data[-(len(_BOUNDARY) - 1):]
+        pos += len(chunk)
+    return None
