@@ -286,3 +286,11 @@ def test_user_log_keeps_at_most_30_errors(tmp_path):
     assert res.status == "failed"
     log = (tmp_path / "many.sieve.log").read_text()
     assert log.count(": error: unknown command") == 30
+
+
+def test_default_mailbox_is_lda_m(tmp_path):
+    script = write(tmp_path / "k.sieve", "keep;\n")
+    res, _ = run([script], tmp_path, default_mailbox="Archive")
+    assert res.actions == [{"type": "keep", "mailbox": "Archive"}]
+    res, _ = run([str(tmp_path / "none.sieve")], tmp_path, default_mailbox="Archive")
+    assert res.implicit_keep and res.implicit_keep_mailbox == "Archive"

@@ -65,7 +65,8 @@ sieve_default, sieve_discard, sieve_user_log) and the user's home:
                     home=home, ...)
 
 home lets :personal includes find the user's script directory from the `sieve`
-setting; user= (the login, for the environment's "domain") is optional.
+setting; user= (the login, for the environment's "domain") is optional;
+default_mailbox= is dovecot-lda's -m (where keep files; default INBOX).
 """
 
 

@@ -245,7 +245,7 @@ def _drop_failed_script_actions(result):
 
 def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=None,
         duplicate=None, user=None, user_log=None, global_scripts=None, cache=True,
-        discard_script=None, home=None):
+        discard_script=None, home=None, default_mailbox=None):
     """Run the delivery's scripts; see the package docstring for the contract.
 
     scripts: ordered paths (sieve_before..., the personal script, sieve_after...).
@@ -257,6 +257,9 @@ def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=N
     from .script import ScriptNotFoundError, ScriptReadError, load_program, \
         make_env, script_name
     sset = SieveSettings.from_mapping(settings, home)
+    if default_mailbox:
+        # dovecot-lda -m: keep and implicit keep file here.
+        sset.default_mailbox = default_mailbox
     for problem in sset.problems:
         if log is not None:
             log("warning", "sieve: " + problem)
