@@ -74,11 +74,55 @@ def deliver(opts):
     storage = open_storage(settings["mail_location"], user=user.name, home=user.home,
                            hostname=os.uname().nodename,
                            mail_fsync=settings["mail_fsync"])
-    target = opts.mailbox
-    result = save_with_fallback(storage, message, target, settings, opts, log)
-    log.delivered(_log_values(message, envelope, result),
-                  f"saved mail to {result.mailbox}")
+    from . import sieve
+    if sieve.has_scripts(settings, user.home):
+        saved = file_by_sieve(storage, message, envelope, settings, opts, log, user)
+    else:
+        saved = [save_with_fallback(storage, message, opts.mailbox, settings, opts, log)]
+    for result in saved:
+        log.delivered(_log_values(message, envelope, result),
+                      f"saved mail to {result.mailbox}")
+    if not saved:
+        log.delivered(_log_values(message, envelope, None), "discarded by sieve")
     return 0
+
+
+def file_by_sieve(storage, message, envelope, settings, opts, log, user):
+    """Run the user's Sieve scripts and carry out the result; return the saves."""
+    from . import sieve
+    from .actions import perform
+    from .errors import RejectedError
+
+    def exists(name):
+        try:
+            return storage.mailbox_exists(mailbox_components(name, settings))
+        except MailboxNameError:
+            return False
+
+    def admin_log(level, text):
+        {"error": log.error, "warning": log.warning}.get(level, log.info)(text)
+
+    plan = sieve.delivery_scripts(settings, user.home)
+    try:
+        result = sieve.run(plan["scripts"], message, envelope, settings=settings,
+                           mailbox_exists=exists, log=admin_log,
+                           global_scripts=plan["global_scripts"],
+                           user_log=plan["user_log"], discard_script=plan["discard"],
+                           home=user.home, default_mailbox=opts.mailbox or "INBOX",
+                           user=user.name)
+    except Exception as exc:  # a bug in Sieve must not lose or defer the message
+        log.error(f"sieve: internal error {type(exc).__name__}: {exc}; "
+                  "falling back to implicit keep")
+        return [save_with_fallback(storage, message, opts.mailbox, settings, opts, log)]
+    try:
+        return perform(result, storage, message, settings=settings, opts=opts, log=log,
+                       save_to=save_to, components=mailbox_components)
+    except RejectedError as exc:
+        log.info(f"sieve: rejected: {exc}")
+        if not opts.stderr_reject:
+            log.warning("sieve: the rejection is returned through the MTA (exit 77): "
+                        "sending it as mail is not implemented yet")
+        raise
 
 
 def refuse_root():
@@ -223,9 +267,14 @@ def mailbox_components(text, settings):
     return split_mailbox_name(text, prefix=prefix, separator=separator)
 
 
-def save_to(storage, message, name, settings, opts):
-    """Save into mailbox name, creating (and subscribing) it when allowed."""
-    autocreate = settings["lda_mailbox_autocreate"] and not opts.no_create
+def save_to(storage, message, name, settings, opts, *, flags=(), force_create=False):
+    """Save into mailbox name, creating (and subscribing) it when allowed.
+
+    force_create is Sieve's fileinto :create, which creates the mailbox whatever
+    lda_mailbox_autocreate and -n say.
+    """
+    autocreate = force_create or (settings["lda_mailbox_autocreate"]
+                                  and not opts.no_create)
     if name != INBOX and not storage.mailbox_exists(name):
         if not autocreate:
             raise MailboxNotFoundError(f"Mailbox doesn't exist: {'/'.join(name)}")
@@ -234,8 +283,8 @@ def save_to(storage, message, name, settings, opts):
             storage.subscribe(name)
     elif name == INBOX and not storage.mailbox_exists(name):
         storage.create_mailbox(name)   # INBOX always exists for the user
-    result = storage.save(name, message)
-    if message.stored_path is None:
+    result = storage.save(name, message, flags=flags)
+    if getattr(message, "stored_path", "") is None:
         message.stored_path = result.path
     return result
 
@@ -246,6 +295,10 @@ def _header_line(name, value):
 
 
 def _log_values(message, envelope, result):
+    if result is None:
+        return {"msgid": message.get("Message-ID", ""),
+                "subject": message.get("Subject", ""), "from": message.get("From", ""),
+                "from_envelope": envelope["from"], "to_envelope": envelope["to"]}
     return {
         "msgid": message.get("Message-ID", ""),
         "subject": message.get("Subject", ""),

@@ -149,6 +149,42 @@ class Message:
         return whole
 
 
+class EditedMessage:
+    """A copy of a message with its header replaced (Sieve editheader).
+
+    Built from Message.with_header_fields(); it writes the new header, then the
+    original body, and has no saved copy to hard-link.
+    """
+
+    def __init__(self, header, body):
+        self._header, self._body = header, body
+        self.stored_path = None
+        self.sizes = None
+
+    def write_to(self, out_fd):
+        _write_all(out_fd, self._header)
+        _write_all(out_fd, self._body)
+        size = len(self._header) + len(self._body)
+        self.sizes = (size, size + self._header.count(b"\n") + self._body.count(b"\n"))
+        return self.sizes
+
+
+def with_header_fields(message, fields):
+    """Return an EditedMessage: message's body under the header fields given.
+
+    fields are (name, value) pairs as Sieve's editheader left them; values are
+    unfolded text and are written one line each.
+    """
+    whole = message.read_bytes()
+    end = whole.find(b"\n\n")
+    body = whole[end + 1:] if end >= 0 else b"\n"
+    lines = []
+    for name, value in fields:
+        clean = value.replace("\r", " ").replace("\n", " ")
+        lines.append(f"{name}: {clean}\n".encode("utf-8", "surrogateescape"))
+    return EditedMessage(b"".join(lines), body)
+
+
 def read_message(fd):
     """Read the header block of the message on fd; return a Message.
 

@@ -254,3 +254,22 @@ def test_environment_cleared_unless_k(env):
     lines = [l for l in open(env.log).read().splitlines() if "saved mail" in l]
     assert lines[0].endswith("env= saved mail to INBOX"), lines
     assert lines[1].endswith("env=kept saved mail to INBOX"), lines
+
+
+# Modules the plain pipe path must never import (DESIGN.md: start-up is the speed).
+HEAVY_MODULES = ("yaml", "re", "email", "json", "logging", "argparse", "socket",
+                 "subprocess", "tempfile", "shutil", "datetime", "mailslot.sieve.runner",
+                 "prctl", "sqlite3", "psycopg2")
+
+
+def test_plain_path_imports_nothing_heavy(env):
+    # A settings cache exists (as `mailslot config` leaves it), so no YAML either.
+    subprocess.run([os.path.join(os.path.dirname(env.engine), "mailslot"), "config",
+                    "-c", env.conf], check=True, capture_output=True)
+    proc = run_as(env.user, ["/usr/bin/python3", "-X", "importtime", "-I", "-S",
+                             env.engine, "-c", env.conf], input=MSG)
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.split("|")[-1].strip() for line in
+                proc.stderr.decode().splitlines() if line.startswith("import time:")}
+    assert "mailslot.storage.maildir" in imported            # the probe works
+    assert not imported & set(HEAVY_MODULES), imported & set(HEAVY_MODULES)

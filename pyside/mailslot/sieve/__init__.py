@@ -70,6 +70,40 @@ default_mailbox= is dovecot-lda's -m (where keep files; default INBOX).
 """
 
 
+# Settings that name administrator scripts: any of them set means Sieve runs.
+ADMIN_SCRIPT_SETTINGS = ("sieve_before", "sieve_before2", "sieve_before3", "sieve_after",
+                         "sieve_after2", "sieve_after3", "sieve_default")
+
+
+def has_scripts(settings, home):
+    """Whether a delivery has any script to run: a cheap check, no imports.
+
+    The delivery engine asks this before importing the interpreter, so a user
+    without a script pays nothing for Sieve. It follows the same rules as
+    delivery_scripts(): the `sieve` location's active script (or the location
+    itself when it is a file), and any administrator script setting.
+    """
+    import os
+    if any(settings.get(key) for key in ADMIN_SCRIPT_SETTINGS):
+        return True
+    location = settings.get("sieve") or ""
+    if location.startswith("file:"):
+        location = location[5:]
+    main, _, options = location.partition(";")
+    path = main.strip()
+    for option in options.split(";"):
+        key, _, value = option.partition("=")
+        if key.strip() == "active" and value.strip():
+            path = value.strip()
+    if not path:
+        return False
+    if path == "~" or path.startswith("~/"):
+        if not home:
+            return False
+        path = home + path[1:]
+    return os.path.isfile(path)
+
+
 def delivery_scripts(settings, home):
     """The scripts a delivery runs, as Pigeonhole picks them (see runner.py)."""
     from .runner import delivery_scripts as _plan

@@ -1,0 +1,159 @@
+"""Sieve in the delivery: the installed engine files, flags, discards and rejects.
+
+Each case is a personal script (~/.dovecot.sieve) and a message, delivered by the
+installed mailslot-lda as an ordinary user; the test looks at where the message
+landed, its flags, the exit code and the log.
+"""
+
+import os
+import shutil
+
+import pytest
+
+from tests.support import needs_root, run_as, world_tempdir
+
+pytestmark = needs_root
+
+MSG = (b"From: Alice <alice@example.org>\nTo: bob@example.org\n"
+       b"Subject: [list] hello\nList-Id: Team <team.example.org>\n"
+       b"Message-ID: <s1@example.org>\n\nHello.\n")
+
+
+@pytest.fixture
+def box(installed, mail_users):
+    user = mail_users[1]
+    for entry in os.listdir(user.pw_dir):
+        path = os.path.join(user.pw_dir, entry)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) \
+            else os.unlink(path)
+    confdir = world_tempdir("mailslot-sieve-conf-")
+    conf = os.path.join(confdir, "mailslot.yaml")
+    with open(conf, "w") as f:
+        f.write(f"mail_location: maildir:~/Maildir\nlog_path: {user.pw_dir}/log\n"
+                "first_valid_uid: 100\n")
+    os.chmod(conf, 0o644)
+
+    class Box:
+        maildir = os.path.join(user.pw_dir, "Maildir")
+
+        def script(self, text):
+            path = os.path.join(user.pw_dir, ".dovecot.sieve")
+            with open(path, "w") as f:
+                f.write(text)
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+        def deliver(self, *args, input=MSG):
+            return run_as(user, [os.path.join(installed, "mailslot-lda"), "-c", conf]
+                          + list(args), input=input)
+
+        def files(self, folder="", sub="new"):
+            path = os.path.join(self.maildir, folder, sub)
+            return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+        def log(self):
+            with open(os.path.join(user.pw_dir, "log")) as f:
+                return f.read()
+    yield Box()
+    shutil.rmtree(confdir, ignore_errors=True)
+
+
+def test_fileinto_by_list_id(box):
+    box.script('require "fileinto";\n'
+               'if header :contains "List-Id" "team.example.org" { fileinto "Lists"; }\n')
+    proc = box.deliver()
+    assert proc.returncode == 0, proc.stderr
+    assert len(box.files(".Lists")) == 1 and box.files() == []
+    assert "saved mail to Lists" in box.log()
+
+
+def test_flags_put_the_message_in_cur(box):
+    box.script('require ["imap4flags"];\naddflag "\\\\Seen";\naddflag "\\\\Flagged";\n')
+    assert box.deliver().returncode == 0
+    cur = box.files(sub="cur")
+    assert len(cur) == 1 and cur[0].endswith(":2,FS"), cur
+    assert box.files() == []
+
+
+def test_discard_files_nothing(box):
+    box.script("discard;\n")
+    proc = box.deliver()
+    assert proc.returncode == 0, proc.stderr
+    assert box.files() == [] and box.files(sub="cur") == []
+    assert "discarded by sieve" in box.log()
+
+
+def test_reject_with_e_exits_77_with_the_reason(box):
+    box.script('require "reject";\nreject "No lists here.";\n')
+    proc = box.deliver("-e")
+    assert proc.returncode == 77
+    assert b"No lists here." in proc.stderr
+    assert box.files() == []
+
+
+def test_runtime_failure_keeps_the_message(box):
+    # A fileinto of a name that cannot exist fails at run time; the message is kept.
+    box.script('require ["fileinto", "mailbox", "encoded-character"];\n'
+               'fileinto :create "a${unicode:1}b";\n')
+    proc = box.deliver()
+    assert proc.returncode == 0, proc.stderr
+    assert len(box.files()) == 1, box.log() + str(os.listdir(box.maildir))
+
+
+def test_script_that_does_not_compile_keeps_the_message(box):
+    box.script("if header :nonsense { keep; \n")
+    proc = box.deliver()
+    assert proc.returncode == 0, proc.stderr
+    assert len(box.files()) == 1
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/../../x", "..", "${hex:00}x",
+                                  "${unicode:7f}", "a.${hex:0a}b"])
+def test_hostile_fileinto_lands_in_inbox(box, name):
+    box.script('require ["fileinto", "encoded-character"];\n'
+               f'fileinto "{name}";\n')
+    proc = box.deliver()
+    assert proc.returncode == 0, proc.stderr
+    assert len(box.files()) == 1
+    home = os.path.dirname(box.maildir)
+    assert set(os.listdir(home)) <= {"Maildir", "log", ".dovecot.sieve",
+                                     ".dovecot.msbin", ".dovecot.sieve.log"}
+
+
+def test_redirect_is_not_lost_while_sending_is_missing(box):
+    box.script('redirect "carol@example.net";\n')
+    proc = box.deliver()
+    assert proc.returncode == 0, proc.stderr
+    assert len(box.files()) == 1
+    assert "redirect to <carol@example.net> not carried out" in box.log()
+
+
+def test_editheader_changes_the_stored_copy(box):
+    box.script('require ["editheader", "fileinto"];\n'
+               'addheader "X-Filed" "by sieve";\nfileinto "Tagged";\n')
+    # editheader is off by default, as in Pigeonhole.
+    assert box.deliver("-o", "sieve_extensions=+editheader").returncode == 0
+    name = box.files(".Tagged")[0]
+    data = open(os.path.join(box.maildir, ".Tagged", "new", name), "rb").read()
+    assert data.startswith(b"X-Filed: by sieve\n")
+    assert data.endswith(b"\n\nHello.\n")
+
+
+def test_fileinto_create_even_with_n(box):
+    box.script('require ["fileinto", "mailbox"];\nfileinto :create "Made";\n')
+    assert box.deliver("-n").returncode == 0
+    assert len(box.files(".Made")) == 1
+
+
+def test_fileinto_missing_without_create_and_n_goes_to_inbox(box):
+    box.script('require "fileinto";\nfileinto "Missing";\n')
+    assert box.deliver("-n").returncode == 0
+    assert len(box.files()) == 1 and not os.path.exists(os.path.join(box.maildir,
+                                                                     ".Missing"))
+
+
+def test_body_test_reads_the_whole_message(box):
+    box.script('require ["body", "fileinto"];\n'
+               'if body :contains "Hello" { fileinto "Greetings"; }\n')
+    assert box.deliver().returncode == 0
+    name = box.files(".Greetings")[0]
+    assert open(os.path.join(box.maildir, ".Greetings", "new", name), "rb").read() == MSG
