@@ -45,18 +45,24 @@ CALLER_GROUP = "nogroup"        # the group the relay lets in (Postfix's would b
 # Virtual users: name -> (uid, gid). They exist only in the passwd-file.
 VIRTUAL_USERS = {"bob": (5001, 5001), "alice": (5002, 5002)}
 
-# message file -> (envelope sender, envelope recipient)
+# message file -> (envelope sender, envelope recipient, expected exit code)
 ENVELOPES = {
-    "01-plain.eml": ("alice@example.org", "bob@example.org"),
-    "02-attachment.eml": ("carol@example.net", "bob@example.org"),
-    "03-8bit.eml": ("juergen@example.de", "alice@example.org"),
-    "04-detail.eml": ("announce-bounces@lists.example.com", "bob+lists@example.org"),
+    "01-plain.eml": ("alice@example.org", "bob@example.org", 0),
+    "02-attachment.eml": ("carol@example.net", "bob@example.org", 0),
+    "03-8bit.eml": ("juergen@example.de", "alice@example.org", 0),
+    "04-detail.eml": ("announce-bounces@lists.example.com", "bob+lists@example.org", 0),
+    "05-invoice.eml": ("orders@shop.example.com", "bob+Shopping@example.org", 0),
+    "06-offer.eml": ("offers@spam.example", "bob@example.org", 77),
 }
+SIEVE_USERS = ("bob",)          # users given demo/<user>.sieve as ~/.dovecot.sieve
 
 CONFIG_TEXT = """\
 # mailslot demo configuration (made by demo/run_demo.py)
 mail_location: maildir:~/Maildir
 log_path: ~/mailslot.log
+namespace:
+  inbox:
+    separator: "/"
 recipient_delimiter: "+"
 lda_mailbox_autocreate: yes
 lda_mailbox_autosubscribe: yes
@@ -94,20 +100,18 @@ def main():
               f"mailslot-relay to virtual users {', '.join(VIRTUAL_USERS)}\n")
     else:
         print(f"Not root: no relay; delivering as {caller.pw_name} directly\n")
-    for name, (sender, recipient) in sorted(ENVELOPES.items()):
-        local = recipient.partition("@")[0]
-        user, _, extension = local.partition("+")
-        if as_root:
-            argv = [RELAY, "-c", CONFIG, "-f", sender, "-a", recipient, "-d", user,
-                    "-m", extension]
-        else:
-            argv = [ENGINE, "-c", CONFIG, "-f", sender, "-a", recipient, "-m", extension]
+    for name, (sender, recipient, expected) in sorted(ENVELOPES.items()):
+        user = recipient.partition("@")[0].partition("+")[0]
+        # As Postfix's pipe: -f ${sender} -a ${original_recipient} -r ${recipient}.
+        args = ["-c", CONFIG, "-f", sender, "-a", recipient, "-r", recipient]
+        argv = [RELAY] + args + ["-d", user] if as_root else [ENGINE] + args
         with open(os.path.join(HERE, "messages", name), "rb") as f:
             proc = run_as(caller, argv, stdin=f, as_root=as_root)
-        status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
-        print(f"  {name:<18} -f {sender:<35} -a {recipient:<22} -> {status}")
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr.decode("utf-8", "replace"))
+        reason = proc.stderr.decode("utf-8", "replace").strip()
+        status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}: {reason}"
+        print(f"  {name:<18} {sender:<35} -> {recipient:<26} {status}")
+        if proc.returncode != expected:
+            sys.stderr.write(f"demo: expected exit {expected}\n{reason}\n")
             return 1
     print()
     summarise()
@@ -132,6 +136,12 @@ def prepare(as_root):
         if as_root:
             os.chown(home, uid, gid)
         lines.append(f"{name}:{{PLAIN}}demo:{uid}:{gid}::{home}::\n")
+        script = os.path.join(HERE, f"{name}.sieve")
+        if name in SIEVE_USERS or (not as_root and os.path.exists(script)):
+            target = os.path.join(home, ".dovecot.sieve")
+            shutil.copy(os.path.join(HERE, "bob.sieve"), target)
+            if as_root:
+                os.chown(target, uid, gid)
     write(USERS, "".join(lines))
     first_uid = min(uid for uid, _ in users.values())
     write(CONFIG, CONFIG_TEXT.format(users=USERS, first_uid=first_uid))
@@ -176,7 +186,7 @@ def summarise():
         if not os.path.isdir(maildir):
             continue
         print(f"{user}: {maildir}")
-        print(f"  {'mailbox':<8} {'uid':>3} {'size':>5} {'owner':>5}  subject")
+        print(f"  {'mailbox':<16} {'uid':>3} {'size':>5} {'owner':>5} {'flags':<5} subject")
         for box, base in mailboxes(maildir):
             uids = read_uidlist(base)
             for sub in ("new", "cur"):
@@ -184,12 +194,14 @@ def summarise():
                     path = os.path.join(base, sub, name)
                     key = name.split(":")[0]
                     size = key.partition(",S=")[2].partition(",")[0]
-                    print(f"  {box:<8} {uids.get(key, '-'):>3} {size:>5} "
-                          f"{os.stat(path).st_uid:>5}  {read_subject(path)}")
+                    flags = name.partition(":2,")[2]
+                    print(f"  {box:<16} {uids.get(key, '-'):>3} {size:>5} "
+                          f"{os.stat(path).st_uid:>5} {flags:<5} {read_subject(path)}")
         subs = os.path.join(maildir, "subscriptions")
         if os.path.exists(subs):
             names = [l for l in open(subs).read().splitlines()[1:] if l.strip()]
-            print(f"  subscribed: {', '.join(names)}")
+            # subscriptions v2 separates hierarchy levels with a tab.
+            print(f"  subscribed: {', '.join(n.replace(chr(9), '/') for n in names)}")
         log = os.path.join(VMAIL, user, "mailslot.log")
         if os.path.exists(log):
             print("  log:")

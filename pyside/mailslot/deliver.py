@@ -74,14 +74,18 @@ def deliver(opts):
     storage = open_storage(settings["mail_location"], user=user.name, home=user.home,
                            hostname=os.uname().nodename,
                            mail_fsync=settings["mail_fsync"])
+    namespace = settings["namespace"]["inbox"]
+    # Logged mailbox names read as the user's client shows them.
+    storage.display_separator = namespace.get("separator") or storage.default_separator
     from . import sieve
     if sieve.has_scripts(settings, user.home):
         saved = file_by_sieve(storage, message, envelope, settings, opts, log, user)
     else:
         saved = [save_with_fallback(storage, message, opts.mailbox, settings, opts, log)]
+    prefix = namespace.get("prefix", "")
     for result in saved:
-        log.delivered(_log_values(message, envelope, result),
-                      f"saved mail to {result.mailbox}")
+        shown = result.mailbox if result.mailbox == "INBOX" else prefix + result.mailbox
+        log.delivered(_log_values(message, envelope, result), f"saved mail to {shown}")
     if not saved:
         log.delivered(_log_values(message, envelope, None), "discarded by sieve")
     return 0

@@ -33,15 +33,21 @@ def test_demo_delivers_through_the_relay_to_each_users_uid():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "-rwsr-x--- root:nogroup" in out
-    assert out.count("-> ok") == 4
+    assert out.count(" ok\n") == 5
+    assert "exit 77: mailslot-lda: This address does not accept offers." in out
     vmail = os.path.join(REPO, "demo", "out", "vmail")
     owners = {}
     for user in ("bob", "alice"):
         for dirpath, _, files in os.walk(os.path.join(vmail, user, "Maildir")):
-            if os.path.basename(dirpath) == "new":
+            if os.path.basename(dirpath) in ("new", "cur"):
                 for name in files:
                     owners.setdefault(user, set()).add(
                         os.stat(os.path.join(dirpath, name)).st_uid)
     assert owners == {"bob": {5001}, "alice": {5002}}
-    assert os.path.isdir(os.path.join(vmail, "bob", "Maildir", ".lists", "new"))
-    assert "saved mail to lists" in out
+    bob = os.path.join(vmail, "bob", "Maildir")
+    # Sieve: List-Id filing, the +detail folder, the flag; the offer was refused.
+    assert len(os.listdir(os.path.join(bob, ".Lists.announce", "new"))) == 1
+    shopping = os.listdir(os.path.join(bob, ".shopping", "cur"))
+    assert len(shopping) == 1 and shopping[0].endswith(":2,F")
+    assert len(os.listdir(os.path.join(bob, "new"))) == 2
+    assert "saved mail to Lists/announce" in out

@@ -1,0 +1,27 @@
+# bob's Sieve script for make demo: list mail filed by List-Id, +detail folders,
+# a flag on invoices, and one sender refused.
+require ["fileinto", "envelope", "subaddress", "variables", "imap4flags", "mailbox",
+         "reject"];
+
+# Mailing lists: into Lists/<name>, from List-Id: Name <name.lists.example.com>.
+if header :matches "List-Id" "*<*.*>*" {
+    fileinto :create "Lists/${2}";
+    stop;
+}
+
+# This sender is refused: the MTA returns the reason to it.
+if address :is "from" "offers@spam.example" {
+    reject "This address does not accept offers.";
+    stop;
+}
+
+# Invoices are flagged, wherever they are filed.
+if header :contains "Subject" "invoice" {
+    addflag "\\Flagged";
+}
+
+# bob+detail@example.org: into the folder named after the detail, in lower case.
+if envelope :matches :detail "to" "*" {
+    set :lower "folder" "${1}";
+    fileinto :create "${folder}";
+}
