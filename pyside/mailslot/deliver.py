@@ -82,13 +82,23 @@ def deliver(opts):
         saved = file_by_sieve(storage, message, envelope, settings, opts, log, user)
     else:
         saved = [save_with_fallback(storage, message, opts.mailbox, settings, opts, log)]
-    prefix = namespace.get("prefix", "")
-    for result in saved:
-        shown = result.mailbox if result.mailbox == "INBOX" else prefix + result.mailbox
-        log.delivered(_log_values(message, envelope, result), f"saved mail to {shown}")
-    if not saved:
-        log.delivered(_log_values(message, envelope, None), "discarded by sieve")
+    log_saved(log, saved, message, envelope, namespace.get("prefix", ""))
     return 0
+
+
+def log_saved(log, saved, message, envelope, prefix):
+    """Log each saved copy. The message is saved: a log that fails now is reported
+    on stderr but does not fail the delivery, or the MTA would deliver it twice."""
+    from .errors import LogError
+    try:
+        for result in saved:
+            shown = result.mailbox if result.mailbox == "INBOX" else prefix + result.mailbox
+            log.delivered(_log_values(message, envelope, result), f"saved mail to {shown}")
+        if not saved:
+            log.delivered(_log_values(message, envelope, None), "discarded by sieve")
+    except LogError as exc:
+        from .cli import report
+        report(f"message delivered, but logging it failed: {exc}")
 
 
 def file_by_sieve(storage, message, envelope, settings, opts, log, user):

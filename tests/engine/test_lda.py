@@ -273,3 +273,11 @@ def test_plain_path_imports_nothing_heavy(env):
                 proc.stderr.decode().splitlines() if line.startswith("import time:")}
     assert "mailslot.storage.maildir" in imported            # the probe works
     assert not imported & set(HEAVY_MODULES), imported & set(HEAVY_MODULES)
+
+
+def test_log_failing_after_the_save_does_not_fail_the_delivery(env):
+    # /dev/full opens fine and fails every write: the failure comes after the save.
+    proc = env.lda("-o", "log_path=/dev/full")
+    assert proc.returncode == 0, proc.stderr
+    assert b"message delivered, but logging it failed" in proc.stderr
+    assert len(files_in(os.path.join(env.maildir, "new"))) == 1
