@@ -146,14 +146,16 @@ class MboxJournal:
                     "or rewritten since)"]
         if size == record.length:
             return []           # nothing of the append reached the file
-        have = os.pread(mbox_fd, len(record.prefix), record.from_offset) \
-            if size > record.from_offset else b""
-        if have != record.prefix[:len(have)]:
-            return [f"{self.path}: journal record does not match the mbox at offset "
-                    f"{record.from_offset} (rewritten since?): left as it is"]
-        # A boundary inside our span can only be another writer's message.
+        # A boundary inside our span can only be another writer's message: our
+        # bytes are only those before it (and before the newline it may have added).
         scan_end = min(size, record.end + len(_BOUNDARY) - 1)
         foreign = _find_boundary(mbox_fd, record.from_offset, scan_end)
+        ours_end = size if foreign is None else foreign - 1
+        count = max(0, min(len(record.prefix), ours_end - record.from_offset))
+        have = os.pread(mbox_fd, count, record.from_offset) if count else b""
+        if have != record.prefix[:count]:
+            return [f"{self.path}: journal record does not match the mbox at offset "
+                    f"{record.from_offset} (rewritten since?): left as it is"]
         if foreign is not None and foreign < record.end:
             return [f"an interrupted delivery left {foreign - record.length} bytes at "
                     f"offset {record.length}, and mail was appended after them by another "

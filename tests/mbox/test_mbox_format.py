@@ -1,0 +1,131 @@
+"""The bytes of an mbox message (mailslot.storage.mbox_format), case by case.
+
+Every case is encoded whole and in every chunking from 1 byte up, which must give
+the same bytes: the encoder is a stream and its boundaries must not show.
+"""
+
+import mailbox
+import os
+import random
+import time
+
+import pytest
+
+from mailslot.storage.mbox_format import (MboxEncoder, clean_sender, flag_headers,
+                                          from_line, quote_lines)
+from tests.mbox.mboxtest import FROM_LINE, check_structure, unquote_mboxrd
+
+# (message, mboxrd form, mboxo form) -- the forms without From_ line and separator.
+CASES = {
+    "plain": (b"Subject: a\n\nbody\n", b"Subject: a\n\nbody\n", b"Subject: a\n\nbody\n"),
+    "From in body": (b"S: a\n\nFrom me\n", b"S: a\n\n>From me\n", b"S: a\n\n>From me\n"),
+    "quoted From": (b"S: a\n\n>From x\n>>From y\n", b"S: a\n\n>>From x\n>>>From y\n",
+                    b"S: a\n\n>From x\n>>From y\n"),
+    "From not at line start": (b"S: a\n\nsay From x\n x>From\n", b"S: a\n\nsay From x\n x>From\n",
+                               b"S: a\n\nsay From x\n x>From\n"),
+    "From without space": (b"S: a\n\nFrom\nFromage\n", b"S: a\n\nFrom\nFromage\n",
+                           b"S: a\n\nFrom\nFromage\n"),
+    "last line From": (b"S: a\n\nFrom x", b"S: a\n\n>From x\n", b"S: a\n\n>From x\n"),
+    "last line Fro": (b"S: a\n\nFro", b"S: a\n\nFro\n", b"S: a\n\nFro\n"),
+    "From_ line in headers": (b"From x\nS: a\n\n", b">From x\nS: a\n\n", b">From x\nS: a\n\n"),
+    "no final newline": (b"S: a\n\nend", b"S: a\n\nend\n", b"S: a\n\nend\n"),
+    "empty": (b"", b"", b""),
+    "headers only": (b"S: a\n", b"S: a\n", b"S: a\n"),
+    "blank lines": (b"S: a\n\n\n\nFrom\n\n", b"S: a\n\n\n\nFrom\n\n", b"S: a\n\n\n\nFrom\n\n"),
+    # Dovecot's mbox_save_drop_headers, with continuations, in any case.
+    "forged mbox metadata": (
+        b"Subject: x\nStatus: RO\nX-Status: D\nX-UID: 5\nx-imapbase: 1 2\n  cont\n"
+        b"X-Keywords: $Junk\nContent-Length: 0\nX-IMAP: 1\nX-Delivery-ID: z\n"
+        b"X-Other: kept\nStatus : spaced\n\nStatus: in the body\n",
+        b"Subject: x\nX-Other: kept\n\nStatus: in the body\n",
+        b"Subject: x\nX-Other: kept\n\nStatus: in the body\n"),
+    "8bit and NUL": (b"S: a\n\n" + bytes(range(256)) + b"\n",) * 3,
+}
+
+
+def encode(data, variant, chunk, extra=b""):
+    encoder = MboxEncoder(variant, extra)
+    out = b"".join(encoder.feed(data[i:i + chunk]) for i in range(0, len(data), chunk))
+    return out + encoder.finish()
+
+
+def expected(case, variant):
+    message, rd, o = CASES[case]
+    if case == "8bit and NUL":
+        return quote_lines(message, variant == "mboxrd")
+    return rd if variant == "mboxrd" else o
+
+
+@pytest.mark.parametrize("variant", ["mboxrd", "mboxo"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_case_in_every_chunking(case, variant):
+    message = CASES[case][0]
+    want = expected(case, variant)
+    for chunk in list(range(1, 12)) + [64, 4096, len(message) + 1]:
+        assert encode(message, variant, chunk) == want, (case, variant, chunk)
+
+
+@pytest.mark.parametrize("variant", ["mboxrd", "mboxo"])
+def test_no_line_inside_can_start_a_message(variant):
+    rng = random.Random(4)
+    pieces = [b"From ", b">", b"\n", b"x", b"F", b"rom", b" ", b"\n\n", b"Status: R\n"]
+    for _ in range(2000):
+        body = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        out = encode(b"Subject: t\n\n" + body, variant, rng.randint(1, 9))
+        assert not (b"\n" + out).count(b"\nFrom "), out
+        if variant == "mboxrd":
+            # mboxrd is reversible: unquoting gives the message back exactly.
+            want = b"Subject: t\n\n" + body
+            assert unquote_mboxrd(out) == (want if want.endswith(b"\n") else want + b"\n")
+
+
+def test_long_lines_and_quote_runs_across_chunks():
+    run = b">" * 300_000
+    message = b"S: a\n\n" + run + b"From x\n" + b"y" * 600_000 + b"\nFrom z\n"
+    for chunk in (1000, 65536, 256 * 1024):
+        out = encode(message, "mboxrd", chunk)
+        assert out == b"S: a\n\n>" + run + b"From x\n" + b"y" * 600_000 + b"\n>From z\n"
+
+
+def test_flag_headers_go_at_the_end_of_the_header_block():
+    extra = flag_headers(("\\Seen", "\\Answered", "\\Flagged", "\\Draft", "\\Deleted"))
+    assert extra == b"Status: R\nX-Status: AFTD\n"
+    assert flag_headers(("\\Recent", "$Label")) == b""
+    assert encode(b"S: a\n\nbody\n", "mboxrd", 3, extra) == b"S: a\n" + extra + b"\nbody\n"
+    # A message without a body still gets them, after its last header line.
+    assert encode(b"S: a", "mboxrd", 2, extra) == b"S: a\n" + extra
+    # A forged Status: does not survive next to ours.
+    assert encode(b"Status: O\nS: a\n\n", "mboxrd", 5, extra) == b"S: a\n" + extra + b"\n"
+
+
+@pytest.mark.parametrize("sender,word", [
+    ("", "MAILER-DAEMON"), ("<>", "MAILER-DAEMON"), ("a@example.org", "a@example.org"),
+    ("<a@example.org>", "a@example.org"), ("a b@x", "a_b@x"), ("a\nFrom x@y", "a_From_x@y"),
+    ("tab\there", "tab_here"), ("ü@exämple.org", "ü@exämple.org"), ("x" * 1000, "x" * 512),
+])
+def test_from_line_is_one_safe_line_with_dovecots_date(sender, word):
+    assert clean_sender(sender) == word
+    when = time.mktime((2026, 3, 5, 7, 8, 9, 0, 0, -1))
+    line = from_line(sender, when)
+    assert line == f"From {word}  Thu Mar 05 07:08:09 2026\n".encode()
+    assert FROM_LINE.match(line[:-1])
+
+
+def test_python_mailbox_reads_every_case_back(tmp_path):
+    path = tmp_path / "mbox"
+    messages = [CASES[case][0] for case in sorted(CASES)]
+    with open(path, "wb") as f:
+        for message in messages:
+            f.write(from_line("a@example.org") + encode(message, "mboxrd", 7) + b"\n")
+    data = path.read_bytes()
+    assert check_structure(data) == len(messages)
+    box = mailbox.mbox(str(path), create=False)
+    got = [unquote_mboxrd(box.get_bytes(k)) for k in box.keys()]
+    box.close()
+    want = []
+    for message in messages:
+        kept = encode(message, "mboxrd", 100_000)   # headers Dovecot drops stay dropped
+        want.append(unquote_mboxrd(kept))
+    assert got == want
+    assert got[sorted(CASES).index("From in body")] == CASES["From in body"][0]
+    os.unlink(path)
