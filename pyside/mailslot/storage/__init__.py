@@ -70,6 +70,10 @@ class Storage:
     """The interface every mail storage format implements."""
 
     default_separator = "."         # '.' for Maildir++, '/' for LAYOUT=fs
+    # True when the storage keeps its own copy of a source it saved (mbox spools
+    # it), so that saving the same source again works even once the input is
+    # consumed and no stored_path exists.
+    keeps_source_copy = False
 
     def mailbox_exists(self, name):
         """True if the mailbox (a tuple of components) can receive mail."""

@@ -248,6 +248,7 @@ class MboxStorage(Storage):
     """mbox files below one mail root, INBOX where INBOX= says."""
 
     default_separator = "/"
+    keeps_source_copy = True
 
     def __init__(self, location, *, user, hostname, mail_fsync, settings=None,
                  dotlock_helper=None):
