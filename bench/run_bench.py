@@ -2,14 +2,22 @@
 
     make bench                      # or: .venv/bin/python bench/run_bench.py [--runs N]
 
-Installs mailslot as a package would (make install into a temp DESTDIR), then
-delivers the same 2 KB message into a Maildir with each LDA, alternating one run of
-each so that both see the same machine load, as the same unprivileged user (created
-as "mslt-bench" when run as root), both with mail_fsync=optimized, both without -d
+Installs mailslot as a package would (make install into a temp DESTDIR), then for
+each case delivers the same message with each LDA, interleaving the runs so that
+both see the same machine load, as the same unprivileged user (created as
+"mslt-bench" when run as root), both with mail_fsync=optimized, both without -d
 (no userdb lookup). Reports the median wall time of each and the ratio
 mailslot / dovecot (target: <= 1.0), as a Markdown table for docs/benchmarks.md.
 
-Timed from here (fork + exec + wait): the same overhead for both sides.
+Cases:
+  maildir-2k     a 2 KB message into Maildir. Also timed: the "python floor", the
+                 least a Python LDA can do (start python3 -I -S, write, fsync,
+                 rename, fsync the directory), to show what the engine itself costs.
+  sieve-200      the same, with a 200-rule personal Sieve script that ends in the
+                 implicit keep, on both sides (Pigeonhole's sieve plugin for
+                 dovecot-lda); both compile it once and run from their caches.
+
+Timed from here (fork + exec + wait): the same overhead for every side.
 """
 
 import os
@@ -25,6 +33,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOVECOT_LDA = "/usr/lib/dovecot/dovecot-lda"
 BENCH_USER = "mslt-bench"
 DEFAULT_RUNS = 200
+CASES = ("maildir-2k", "sieve-200")
+
+# The floor: start python3 -I -S, write the message to tmp/, fsync, rename into
+# new/, fsync the directory. No settings, no user, no index, no log.
+FLOOR_SCRIPT = """
+import os, sys, time
+d = sys.argv[1]
+for sub in ("tmp", "new", "cur"):
+    os.makedirs(d + "/" + sub, exist_ok=True)
+data = sys.stdin.buffer.read()
+name = "%d.M%dP%d.floor" % (time.time(), time.time_ns() // 1000 % 1000000, os.getpid())
+fd = os.open(d + "/tmp/" + name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+os.write(fd, data); os.fsync(fd); os.close(fd)
+os.rename(d + "/tmp/" + name, d + "/new/" + name + ",S=%d" % len(data))
+dfd = os.open(d + "/new", os.O_RDONLY); os.fsync(dfd); os.close(dfd)
+"""
 
 
 def make_message(size=2048):
@@ -36,24 +60,66 @@ def make_message(size=2048):
     return (head + body)[:size - 1] + b"\n"
 
 
+def make_sieve_script(rules=200):
+    """A realistic filter list that does not match the benchmark message."""
+    lines = ['require ["fileinto", "envelope", "imap4flags"];']
+    for i in range(rules):
+        kind = i % 4
+        if kind == 0:
+            lines.append(f'if header :contains "subject" "keyword-{i}" '
+                         f'{{ fileinto "Folder{i}"; stop; }}')
+        elif kind == 1:
+            lines.append(f'if address :is "from" "sender-{i}@example.com" '
+                         f'{{ fileinto "Folder{i}"; stop; }}')
+        elif kind == 2:
+            lines.append(f'if header :matches "list-id" "*list-{i}.example.net*" '
+                         f'{{ fileinto "Lists{i}"; stop; }}')
+        else:
+            lines.append(f'if envelope :is "from" "bounce-{i}@example.org" '
+                         f'{{ addflag "\\\\Flagged"; }}')
+    return "\n".join(lines) + "\n"
+
+
 def setup(base):
-    """Install mailslot and write both configurations under base."""
+    """Install mailslot and write every case's configuration under base."""
     dest = os.path.join(base, "inst")
     subprocess.run(["make", "-s", "install", f"DESTDIR={dest}", "PREFIX=/usr"],
                    cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-    for side in ("mailslot", "dovecot"):
-        os.makedirs(os.path.join(base, side, "home"))
-    with open(os.path.join(base, "mailslot", "mailslot.yaml"), "w") as f:
-        f.write(f"mail_location: maildir:{base}/mailslot/home/Maildir\n"
-                f"log_path: {base}/mailslot/mailslot.log\nmail_fsync: optimized\n"
-                "first_valid_uid: 1\n")
-    with open(os.path.join(base, "dovecot", "dovecot.conf"), "w") as f:
-        f.write(f"base_dir = {base}/dovecot/run\nstate_dir = {base}/dovecot/state\n"
-                f"log_path = {base}/dovecot/dovecot.log\nssl = no\nprotocols =\n"
-                f"mail_location = maildir:{base}/dovecot/home/Maildir\n"
-                "mail_fsync = optimized\nfirst_valid_uid = 1\n")
-    for side in ("mailslot", "dovecot"):      # not inst/: the relay keeps its 4750
-        subprocess.run(["chmod", "-R", "a+rX", os.path.join(base, side)], check=True)
+    for case in CASES:
+        root = os.path.join(base, case)
+        for side in ("mailslot", "dovecot"):
+            os.makedirs(os.path.join(root, side, "home"))
+        sieve_ms = sieve_dc = ""
+        if case == "sieve-200":
+            script = make_sieve_script()
+            for side in ("mailslot", "dovecot"):
+                with open(os.path.join(root, side, "home", "rules.sieve"), "w") as f:
+                    f.write(script)
+            sieve_ms = f"sieve: {root}/mailslot/home/rules.sieve\n"
+            sieve_dc = ("protocol lda {\n  mail_plugins = sieve\n}\n"
+                        f"plugin {{\n  sieve = {root}/dovecot/home/rules.sieve\n}}\n")
+        else:
+            sieve_ms = f"sieve: {root}/mailslot/home/none.sieve\n"
+        with open(os.path.join(root, "mailslot", "mailslot.yaml"), "w") as f:
+            f.write(f"mail_location: maildir:{root}/mailslot/home/Maildir\n"
+                    f"log_path: {root}/mailslot/mailslot.log\nmail_fsync: optimized\n"
+                    "first_valid_uid: 1\n" + sieve_ms)
+        with open(os.path.join(root, "dovecot", "dovecot.conf"), "w") as f:
+            f.write(f"base_dir = {root}/dovecot/run\nstate_dir = {root}/dovecot/state\n"
+                    f"log_path = {root}/dovecot/dovecot.log\nssl = no\nprotocols =\n"
+                    f"mail_location = maildir:{root}/dovecot/home/Maildir\n"
+                    "mail_fsync = optimized\nfirst_valid_uid = 1\n" + sieve_dc)
+        for side in ("mailslot", "dovecot"):   # not inst/: the relay keeps its 4750
+            subprocess.run(["chmod", "-R", "a+rX", os.path.join(root, side)], check=True)
+
+
+def argvs(base, case):
+    root = os.path.join(base, case)
+    mailslot = [os.path.join(base, "inst/usr/lib/mailslot/mailslot-lda"), "-c",
+                os.path.join(root, "mailslot", "mailslot.yaml"), "-f", "a@example.org"]
+    dovecot = [DOVECOT_LDA, "-c", os.path.join(root, "dovecot", "dovecot.conf"),
+               "-f", "a@example.org"]
+    return mailslot, dovecot
 
 
 def time_one(argv, message, env):
@@ -69,54 +135,33 @@ def time_one(argv, message, env):
     return elapsed
 
 
-# The floor: the least a Python LDA can do -- start python3 -I -S, write the message
-# to tmp/, fsync, rename into new/, fsync the directory. No settings, no user, no
-# index, no log. What mailslot costs above this is the engine's own work.
-FLOOR_SCRIPT = """
-import os, sys, time
-d = sys.argv[1]
-for sub in ("tmp", "new", "cur"):
-    os.makedirs(d + "/" + sub, exist_ok=True)
-data = sys.stdin.buffer.read()
-name = "%d.M%dP%d.floor" % (time.time(), time.time_ns() // 1000 % 1000000, os.getpid())
-fd = os.open(d + "/tmp/" + name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-os.write(fd, data); os.fsync(fd); os.close(fd)
-os.rename(d + "/tmp/" + name, d + "/new/" + name + ",S=%d" % len(data))
-dfd = os.open(d + "/new", os.O_RDONLY); os.fsync(dfd); os.close(dfd)
-"""
-
-
-def argvs(base):
-    mailslot = [os.path.join(base, "inst/usr/lib/mailslot/mailslot-lda"), "-c",
-                os.path.join(base, "mailslot", "mailslot.yaml"), "-f", "a@example.org"]
-    dovecot = [DOVECOT_LDA, "-c", os.path.join(base, "dovecot", "dovecot.conf"),
-               "-f", "a@example.org"]
-    return mailslot, dovecot
-
-
 def bench(base, runs):
-    mailslot, dovecot = argvs(base)
     user = pwd.getpwuid(os.getuid())
     env = {"PATH": "/usr/bin:/bin", "USER": user.pw_name, "LOGNAME": user.pw_name,
            "HOME": base}
     message = make_message()
-    for _ in range(5):        # warm the page cache for both
-        time_one(mailslot, message, env)
-        time_one(dovecot, message, env)
-    floor = ["/usr/bin/python3", "-I", "-S", "-c", FLOOR_SCRIPT,
-             os.path.join(base, "mailslot", "floor")]
-    times = {"mailslot": [], "dovecot": [], "floor": []}
-    for _ in range(runs):       # interleaved: all three see the same machine load
-        times["mailslot"].append(time_one(mailslot, message, env))
-        times["dovecot"].append(time_one(dovecot, message, env))
-        times["floor"].append(time_one(floor, message, env))
-    ms, dc, fl = (statistics.median(times[k]) * 1000
-                  for k in ("mailslot", "dovecot", "floor"))
     print("| case | mailslot-lda (ms) | dovecot-lda (ms) | ratio | python floor (ms) "
           "| floor ratio |")
     print("|---|---|---|---|---|---|")
-    print(f"| Maildir, 2 KB, median of {runs} | {ms:.2f} | {dc:.2f} | **{ms / dc:.2f}** "
-          f"| {fl:.2f} | {fl / dc:.2f} |")
+    for case in CASES:
+        mailslot, dovecot = argvs(base, case)
+        sides = {"mailslot": mailslot, "dovecot": dovecot}
+        if case == "maildir-2k":
+            sides["floor"] = ["/usr/bin/python3", "-I", "-S", "-c", FLOOR_SCRIPT,
+                              os.path.join(base, case, "mailslot", "floor")]
+        for _ in range(5):          # warm caches; Sieve compiles its cache here
+            for argv in sides.values():
+                time_one(argv, message, env)
+        times = {name: [] for name in sides}
+        for _ in range(runs):       # interleaved: every side sees the same load
+            for name, argv in sides.items():
+                times[name].append(time_one(argv, message, env))
+        ms, dc = (statistics.median(times[k]) * 1000 for k in ("mailslot", "dovecot"))
+        floor = (f"{statistics.median(times['floor']) * 1000:.2f} | "
+                 f"{statistics.median(times['floor']) * 1000 / dc:.2f}"
+                 if "floor" in times else "- | -")
+        print(f"| {case}, median of {runs} | {ms:.2f} | {dc:.2f} | **{ms / dc:.2f}** "
+              f"| {floor} |", flush=True)
     return 0
 
 
@@ -142,9 +187,10 @@ def main():
                             "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
                             BENCH_USER], check=True)
             entry = pwd.getpwnam(BENCH_USER)
-        for side in ("mailslot", "dovecot"):
-            subprocess.run(["chown", "-R", f"{entry.pw_uid}:{entry.pw_gid}",
-                            os.path.join(base, side)], check=True)
+        for case in CASES:
+            for side in ("mailslot", "dovecot"):
+                subprocess.run(["chown", "-R", f"{entry.pw_uid}:{entry.pw_gid}",
+                                os.path.join(base, case, side)], check=True)
         argv = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
                 "--clear-groups", "--", sys.executable, os.path.abspath(__file__),
                 "--runs", str(runs), "--base", base]
