@@ -24,8 +24,15 @@ validation as -m (deliver.mailbox_components), so none writes outside the mail r
 from .errors import MailboxNameError, RejectedError, StorageError
 
 
-def perform(result, storage, message, *, settings, opts, log, save_to, components):
-    """Carry out result; return the SaveResults of the copies saved ([] if none)."""
+def perform(result, storage, message, *, settings, opts, log, save_to, keep,
+            components):
+    """Carry out result; return the SaveResults of the copies saved ([] if none).
+
+    The delivery passes its own steps in, so filing follows one set of rules:
+    save_to (save into mailbox components, creating when allowed), keep (save into
+    a mailbox name with the fallback to INBOX) and components (a name in the user's
+    namespace -> validated storage components).
+    """
     saved = []
     keep_anyway = result.status != "success"
     rejection = None
@@ -56,15 +63,14 @@ def perform(result, storage, message, *, settings, opts, log, save_to, component
             # discard and duplicate_mark need nothing here.
     if result.status != "success":
         # A failed script: only the implicit keep, into the default mailbox.
-        kept = _keep(opts.mailbox, (), storage, message, settings, opts, log,
-                     save_to, components)
+        kept = keep(storage, message, opts.mailbox, settings, opts, log)
         log.info("Execution of script failed, but implicit keep was successful "
                  f"(saved mail to {kept.mailbox})")
         saved.append(kept)
     elif result.implicit_keep or keep_anyway:
-        saved.append(_keep(result.implicit_keep_mailbox or opts.mailbox,
-                           tuple(result.implicit_keep_flags or ()), storage, message,
-                           settings, opts, log, save_to, components))
+        saved.append(keep(storage, message, result.implicit_keep_mailbox or opts.mailbox,
+                          settings, opts, log,
+                          flags=tuple(result.implicit_keep_flags or ())))
     elif rejection is not None and not saved:
         raise RejectedError(rejection or "message rejected")
     return saved
@@ -85,24 +91,3 @@ def _store(action, storage, message, settings, opts, log, save_to, components):
     except (MailboxNameError, StorageError) as exc:
         log.error(f"sieve: failed to store into mailbox {name_text!r}: {exc}")
         return None
-
-
-def _keep(mailbox_text, flags, storage, message, settings, opts, log, save_to,
-          components):
-    """The implicit keep: into mailbox_text (or INBOX), falling back to INBOX."""
-    from .deliver import INBOX
-    name = INBOX
-    if mailbox_text:
-        try:
-            name = components(mailbox_text, settings)
-        except MailboxNameError as exc:
-            log.error(f"Invalid mailbox name {mailbox_text!r}: {exc}; saving to INBOX")
-    if name != INBOX:
-        try:
-            return save_to(storage, message, name, settings, opts, flags=flags)
-        except StorageError as exc:
-            if message.consumed and message.stored_path is None:
-                raise
-            log.error(f"Failed to save mail to mailbox {mailbox_text}: {exc}; "
-                      "saving to INBOX instead")
-    return save_to(storage, message, INBOX, settings, opts, flags=flags)

@@ -130,7 +130,8 @@ def file_by_sieve(storage, message, envelope, settings, opts, log, user):
         return [save_with_fallback(storage, message, opts.mailbox, settings, opts, log)]
     try:
         return perform(result, storage, message, settings=settings, opts=opts, log=log,
-                       save_to=save_to, components=mailbox_components)
+                       save_to=save_to, keep=save_with_fallback,
+                       components=mailbox_components)
     except RejectedError as exc:
         log.info(f"sieve: rejected: {exc}")
         if not opts.stderr_reject:
@@ -250,8 +251,9 @@ def build_envelope(opts, user, message):
     return {"from": sender, "to": final, "orig_to": original}
 
 
-def save_with_fallback(storage, message, target, settings, opts, log):
-    """Save into target (a -m name), falling back to INBOX as dovecot-lda does."""
+def save_with_fallback(storage, message, target, settings, opts, log, *, flags=()):
+    """Save into target (a -m name or Sieve's keep), falling back to INBOX as
+    dovecot-lda does."""
     if target is not None:
         try:
             name = mailbox_components(target, settings)
@@ -260,13 +262,13 @@ def save_with_fallback(storage, message, target, settings, opts, log):
             name = INBOX
         if name != INBOX:
             try:
-                return save_to(storage, message, name, settings, opts)
+                return save_to(storage, message, name, settings, opts, flags=flags)
             except StorageError as exc:
                 if message.consumed and message.stored_path is None:
                     raise   # the input is gone and nothing was saved: defer (75)
                 log.error(f"Failed to save mail to mailbox {target}: {exc}; "
                           "saving to INBOX instead")
-    return save_to(storage, message, INBOX, settings, opts)
+    return save_to(storage, message, INBOX, settings, opts, flags=flags)
 
 
 def mailbox_components(text, settings):
