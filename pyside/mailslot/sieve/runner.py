@@ -112,6 +112,7 @@ class RunContext:
         self.result = Result(settings.default_mailbox, settings.max_actions,
                              settings.max_redirects)
         self.glob_cache = {}
+        self.address_cache = {}      # (address part, header value) -> [str]
         self.regex_cache = {}
         self.cpu_deadline = None
         self.mailbox_exists = mailbox_exists
@@ -269,8 +270,6 @@ def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=N
     diag = Diagnostics(max_errors=USER_LOG_MAX_ERRORS)
     ctx = RunContext(message, envelope, sset, diag, mailbox_exists, duplicate,
                      user, log)
-    from .extensions import subaddress
-    subaddress.set_delimiter(sset.recipient_delimiter)
     failed_script = [None]
 
     def loader(path):

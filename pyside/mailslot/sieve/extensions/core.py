@@ -531,18 +531,37 @@ def header_source(it, p, decoded):
     return values
 
 
+# Distinct (address part, header value) pairs remembered per run: a filter list
+# tests the same From header once per rule, and parsing it is most of the test.
+MAX_ADDRESS_CACHE = 1024
+
+
 def address_values(it, values, part):
     """Apply an address part to header values (see address.header_addresses)."""
+    cache = it.ctx.address_cache
     out = []
     for value in values:
-        for item in header_addresses(value):
-            if isinstance(item, str):
-                if item == "" or part == "all":
-                    out.append(item)
-                continue
-            extracted = extract_part(it, item.localpart, item.domain, part)
-            if extracted is not None:
-                out.append(extracted)
+        key = (part, value)
+        found = cache.get(key)
+        if found is None:
+            found = _value_addresses(it, value, part)
+            if len(cache) < MAX_ADDRESS_CACHE:
+                cache[key] = found
+        out.extend(found)
+    return out
+
+
+def _value_addresses(it, value, part):
+    """The address part of each address in one header value (a new list)."""
+    out = []
+    for item in header_addresses(value):
+        if isinstance(item, str):
+            if item == "" or part == "all":
+                out.append(item)
+            continue
+        extracted = extract_part(it, item.localpart, item.domain, part)
+        if extracted is not None:
+            out.append(extracted)
     return out
 
 
@@ -555,8 +574,9 @@ def extract_part(it, localpart, domain, part):
         return localpart
     if part == "domain":
         return domain
-    from .subaddress import extract_subaddress
-    return extract_subaddress(localpart, part, it.ctx.settings.recipient_delimiter)
+    from .subaddress import DEFAULT_DELIMITER, extract_subaddress
+    return extract_subaddress(localpart, part,
+                              it.ctx.settings.recipient_delimiter or DEFAULT_DELIMITER)
 
 
 def run_if(it, op):
