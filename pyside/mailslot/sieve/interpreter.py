@@ -82,12 +82,13 @@ class Interpreter:
         self.loop_parts = []          # foreverypart stack: (name, part)
         self.max_variable_size = ctx.settings.max_variable_size
         self._ops = 0
+        # Only the run-time halves: running never needs the compiler's modules.
         from .extensions import EXTENSIONS, load_extension_module
-        load_extension_module("core")
+        load_extension_module("core_runtime")
         for ext in program.extensions:
             info = EXTENSIONS.get(ext)
             if info is not None:
-                load_extension_module(info[0])
+                load_extension_module(info[-1])
 
     # -- locations and errors --------------------------------------------------------
 

@@ -4,7 +4,11 @@ EXTENSIONS maps a capability name (what `require` names) to the module in this
 package that implements it. A module has load(validator, name) -> bool, which
 registers its commands, tests and tags in the validator, and registers its run
 time handlers in interpreter.HANDLERS / TESTS when it is imported. Modules are
-imported only when a script needs them.
+imported only when a script needs them. An entry may name a second module, the
+extension's run-time half (`<name>_runtime`, which registers the handlers and
+does not import the compiler): the interpreter imports only that one (runtime_module()),
+so a delivery from the compile cache loads no compiler code; the defining
+module imports its run-time half too.
 
 DEFAULT_ENABLED is Pigeonhole's default set (sieve_extensions unset) plus ereject
 and comparator-i;unicode-casemap, which mailslot adds (Debian's Pigeonhole 0.5.19
@@ -13,10 +17,10 @@ style setting ("+ext -ext", or a plain list that replaces the set).
 """
 
 EXTENSIONS = {
-    "fileinto": ("fileinto",),
+    "fileinto": ("fileinto", "fileinto_runtime"),
     "reject": ("reject",),
     "ereject": ("reject",),
-    "envelope": ("envelope",),
+    "envelope": ("envelope", "envelope_runtime"),
     "encoded-character": ("encoded",),
     "comparator-i;octet": ("comparators",),
     "comparator-i;ascii-casemap": ("comparators",),
@@ -27,7 +31,7 @@ EXTENSIONS = {
     "subaddress": ("subaddress",),
     "relational": ("relational",),
     "regex": ("regex",),
-    "imap4flags": ("imap4flags",),
+    "imap4flags": ("imap4flags", "imap4flags_runtime"),
     "copy": ("copy",),
     "include": ("include",),
     "body": ("body",),
@@ -106,3 +110,8 @@ def load_extension_module(module_name):
 
 def module_for(ext_name):
     return EXTENSIONS[ext_name][0]
+
+
+def runtime_module(ext_name):
+    """The module whose import registers ext_name's run-time handlers."""
+    return EXTENSIONS[ext_name][-1]

@@ -6,11 +6,10 @@ an address, and takes no address part.
 """
 
 from .. import syntax as S
-from ..interpreter import TESTS
 from ..diagnostics import sanitize
-from ..match import match
 from ..defs import CommandDef
-from .core import extract_part, link_match_tags, match_spec
+from .core import link_match_tags, match_spec
+from . import envelope_runtime  # noqa: F401 (the run-time half: registers the test)
 
 PARTS = ("from", "to", "auth")
 
@@ -78,37 +77,3 @@ def load(v, name):
     v.register_command(Envelope(), name)
     v.post_validators.append((name, _check))
     return True
-
-
-def envelope_values(it, parts, addr_part):
-    env = it.ctx.envelope
-    values = []
-    for part in parts:
-        low = part.lower()
-        if low == "from":
-            sender = env.sender
-            if sender is None or sender.localpart is None:
-                values.append("")
-            else:
-                value = extract_part(it, sender.localpart, sender.domain, addr_part)
-                if value is not None:
-                    values.append(value)
-        elif low == "to":
-            rcpt = env.orig_recipient or env.recipient
-            if rcpt is not None and rcpt.localpart is not None:
-                value = extract_part(it, rcpt.localpart, rcpt.domain, addr_part)
-                if value is not None:
-                    values.append(value)
-        elif low == "auth":
-            if env.auth_user:
-                values.append(env.auth_user)
-    return values
-
-
-def test_envelope(it, op):
-    p = op[2]
-    values = envelope_values(it, it.expand_list(p["parts"]), p["part"])
-    return match(it, p["spec"], values, it.expand_list(p["keys"]))
-
-
-TESTS["envelope"] = test_envelope

@@ -7,19 +7,10 @@ out.
 """
 
 from .. import syntax as S
-from ..interpreter import HANDLERS
 from ..diagnostics import sanitize
-from ..result import StoreAction
 from ..defs import CommandDef
-from .core import collect_effects, make_effects
-
-
-def valid_utf8(text):
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+from .core import collect_effects
+from .fileinto_runtime import valid_utf8  # the run-time half (registers the handler)
 
 
 class Fileinto(CommandDef):
@@ -47,18 +38,3 @@ class Fileinto(CommandDef):
 def load(v, name):
     v.register_command(Fileinto(), name)
     return True
-
-
-def run_fileinto(it, op):
-    folder = it.expand(op[2])
-    if not valid_utf8(folder):
-        # Pigeonhole prints the name as it is here (no sanitizing).
-        it.error("fileinto command: invalid folder name `%s' specified: invalid utf-8"
-                 % folder)
-    action = StoreAction(it.location(), folder)
-    if it.ctx.message.edited:
-        action.header_fields = list(it.ctx.message.fields())
-    it.result.add(it, action, make_effects(it, op[3]))
-
-
-HANDLERS["fileinto"] = run_fileinto

@@ -1,0 +1,64 @@
+"""What a delivery imports to run a script from a fresh compile cache.
+
+The Sieve overhead of a delivery is mostly Python importing modules, so the run
+path must stay lean: with the cache fresh, no compiler module (lexer, parser,
+validator, syntax, defs, the extensions' definition halves) is imported, only the
+run-time halves of the extensions the script requires, and no `re` or `json`.
+Each check runs in a fresh `python3 -I -S`, as the installed engine does.
+"""
+
+import os
+import subprocess
+import sys
+
+from tests.support import REPO
+
+SCRIPT = """require ["fileinto", "envelope", "imap4flags"];
+if header :contains "subject" "keyword" { fileinto "Folder"; stop; }
+if address :is "from" "sender@example.com" { fileinto "Folder"; stop; }
+if header :matches "list-id" "*list.example.net*" { fileinto "Lists"; stop; }
+if envelope :is "from" "bounce@example.org" { addflag "\\\\Flagged"; }
+"""
+
+RUNNER = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from mailslot import sieve
+from mailslot.sieve.mail import RawMessage
+msg = RawMessage(b"From: Alice <alice@example.org>\nSubject: hi\n\nbody\n")
+res = sieve.run([sys.argv[2]], msg, {"from": "a@example.org", "to": "b@example.org"})
+assert res.status == "success" and res.implicit_keep, res.to_dict()
+print(" ".join(sorted(sys.modules)))
+"""
+
+COMPILER = ("mailslot.sieve.lexer", "mailslot.sieve.parser", "mailslot.sieve.validator",
+            "mailslot.sieve.syntax", "mailslot.sieve.defs",
+            "mailslot.sieve.extensions.core", "mailslot.sieve.extensions.fileinto",
+            "mailslot.sieve.extensions.envelope",
+            "mailslot.sieve.extensions.imap4flags")
+
+
+def run_modules(script):
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", RUNNER, os.path.join(REPO, "pyside"), script],
+        check=True, capture_output=True, text=True).stdout
+    return set(out.split())
+
+
+def test_cached_run_imports_no_compiler(tmp_path):
+    script = tmp_path / "rules.sieve"
+    script.write_text(SCRIPT)
+    first = run_modules(str(script))           # compiles and writes the cache
+    assert "mailslot.sieve.validator" in first
+    assert (tmp_path / "rules.msbin").exists()
+    modules = run_modules(str(script))         # runs from the cache
+    assert not modules & set(COMPILER), sorted(modules & set(COMPILER))
+    for needed in ("mailslot.sieve.extensions.core_runtime",
+                   "mailslot.sieve.extensions.fileinto_runtime",
+                   "mailslot.sieve.extensions.envelope_runtime",
+                   "mailslot.sieve.extensions.imap4flags_runtime"):
+        assert needed in modules
+    # Extensions the script does not require are not imported; nor are re, json.
+    assert "mailslot.sieve.extensions.regex" not in modules
+    assert "mailslot.sieve.extensions.subaddress" not in modules
+    assert "re" not in modules and "json" not in modules
