@@ -134,11 +134,12 @@ def test_sigterm_while_holding_the_helpers_lock_unlocks_through_it(spool_user):
     fcntl.lockf(holder, fcntl.LOCK_EX)
     try:
         proc = home.spawn(plan(home, spool, helper) | {"tag": "term"})
+        # It has the helper lock, finds fcntl busy, has it unlocked, pauses, again:
+        # catch it holding the helper's lock.
         until = time.monotonic() + 30
         while not os.path.exists(inbox + ".lock"):
             assert time.monotonic() < until, "the helper never locked"
-            time.sleep(0.01)
-        time.sleep(0.2)
+            time.sleep(0.0005)
         os.kill(proc.pid, signal.SIGTERM)
         proc.communicate(timeout=60)
     finally:

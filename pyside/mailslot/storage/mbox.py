@@ -7,7 +7,10 @@ One save, in this order (Dovecot's mbox-save.c and mbox-lock.c, 2.3):
      by the delivering user with one link, or refused (the classic spool attacks:
      a symlink or hard link planted in /var/mail, a FIFO, someone else's file);
   3. the locks of mbox_write_locks are taken in their order ("dotlock fcntl" by
-     default; also flock, lockf, dotlock_try) within mbox_lock_timeout. A dotlock
+     default; also flock, lockf, dotlock_try) within mbox_lock_timeout, waiting
+     only for the first: when a later one is busy all are let go and the round
+     starts again (Debian's Dovecot locks "fcntl dotlock": holding one lock while
+     waiting for the other would deadlock with it). A dotlock
      is stale when its pid is dead on this host, or when it has been untouched
      for mbox_dotlock_change_timeout and its holder does not hold the next lock
      either. When the dotlock cannot be created because the directory belongs to
@@ -78,6 +81,10 @@ HELPER_NAME = "mailslot-dotlock"
 HELPER_ERROR_MAX = 2048
 # How often the mbox is reopened when it was replaced while we waited for locks.
 REOPEN_ATTEMPTS = 3
+# The pause (doubling, with jitter) after a later lock of the list was busy and all
+# were let go, so that a program locking in the other order gets through.
+LOCK_BACKOFF_MIN_SECS = 0.01
+LOCK_BACKOFF_MAX_SECS = 0.5
 UID_NOTE = "mbox: the IMAP server numbers new mail when it next reads the mailbox"
 SETTING_NAMES = ("mbox_write_locks", "mbox_read_locks", "mbox_lock_timeout",
                  "mbox_dotlock_change_timeout", "mbox_variant", "mail_privileged_group",
@@ -853,20 +860,45 @@ class _MboxLocks:
         self.guard = None
 
     def acquire(self, guard):
-        """Take every lock within mbox_lock_timeout; reopen a replaced mbox."""
+        """Take every lock within mbox_lock_timeout; reopen a replaced mbox.
+
+        Only the first lock is waited for. The others are tried; if one is busy,
+        everything is released and the round starts again after a pause. Why:
+        another program may take the same locks in the other order -- Debian's
+        Dovecot defaults to "fcntl dotlock", upstream's and ours is "dotlock
+        fcntl" -- and one that holds its first lock while waiting for its second
+        would deadlock with us if we did the same.
+        """
         self.guard = guard
         deadline = time.monotonic() + self.storage.lock_timeout
-        for _ in range(REOPEN_ATTEMPTS):
-            for method in self.storage.write_locks:
+        pause = LOCK_BACKOFF_MIN_SECS
+        reopened = 0
+        while True:
+            held = True
+            for i, method in enumerate(self.storage.write_locks):
+                wait = i == 0
                 if method.startswith("dotlock"):
-                    self._dotlock(method, deadline)
+                    held = self._dotlock(method, deadline, wait)
                 else:
-                    self._fd_lock(method, deadline)
-            if self._still_same_file():
-                return
+                    held = self._fd_lock(method, deadline, wait)
+                if not held:
+                    break
+            if held:
+                if self._still_same_file():
+                    return
+                self.release()
+                reopened += 1
+                if reopened >= REOPEN_ATTEMPTS:
+                    raise StorageError(f"{self.path}: the mbox keeps being replaced while "
+                                       "we lock it")
+                self._reopen()
+                continue
             self.release()
-            self._reopen()
-        raise StorageError(f"{self.path}: the mbox keeps being replaced while we lock it")
+            remaining = self._remaining(deadline)
+            if remaining <= 0:
+                raise self._timeout()
+            time.sleep(min(remaining, pause + os.urandom(1)[0] / 255 * pause))
+            pause = min(pause * 2, LOCK_BACKOFF_MAX_SECS)
 
     def _remaining(self, deadline):
         return max(0.0, deadline - time.monotonic())
@@ -896,7 +928,8 @@ class _MboxLocks:
         unlock_file(self.mbox_fd, method)
         return True
 
-    def _dotlock(self, method, deadline):
+    def _dotlock(self, method, deadline, wait):
+        """Take the dotlock (waiting only if wait); True if held or not needed."""
         import errno
         storage = self.storage
         self.dotlock_tried = True
@@ -904,24 +937,27 @@ class _MboxLocks:
             st = os.fstat(self.mbox_fd)
             lock = acquire_dotlock(self.dir_fd, self.fname, hostname=storage.hostname,
                                    stale_timeout=storage.change_timeout,
-                                   timeout=self._remaining(deadline),
+                                   timeout=self._remaining(deadline) if wait else 0,
                                    mode=(st.st_mode & 0o666) | 0o600,
                                    may_override=self._may_override)
         except OSError as err:
             if err.errno in (errno.EACCES, errno.EPERM):
                 if method == "dotlock_try":
-                    return          # Dovecot: dotlock_try gives up quietly
+                    return True     # Dovecot: dotlock_try gives up quietly
                 storage._check_helper(self.path, err, "create a dotlock")
-                self._helper_lock(deadline)
-                return
+                return self._helper_lock(deadline, wait)
             if method == "dotlock_try" and err.errno in (errno.ENOSPC, errno.EDQUOT):
-                return
+                return True
             raise storage_error("dotlocking", self.path, err) from None
         if lock is None:
-            raise self._timeout()
+            if wait:
+                raise self._timeout()
+            return False
         self.dotlock = lock
+        return True
 
-    def _helper_lock(self, deadline):
+    def _helper_lock(self, deadline, wait):
+        """Dotlock through mailslot-dotlock (one run tries for about 20 s)."""
         storage = self.storage
         while True:
             try:
@@ -933,25 +969,30 @@ class _MboxLocks:
             if code == 0:
                 self.helper_locked = True
                 self.last_touch = time.monotonic()
-                return
-            # The helper tries for about 20 s per run; keep asking until our own
-            # mbox_lock_timeout is over.
+                return True
             if code == 75 and "lock-timeout" in message:
+                if not wait:
+                    return False
                 if self._remaining(deadline) > 0:
-                    continue
+                    continue        # keep asking until our own mbox_lock_timeout
                 raise self._timeout()
             raise StorageError(f"{self.path}: {storage.dotlock_helper} refused to lock it: "
                                f"{message}")
 
-    def _fd_lock(self, method, deadline):
+    def _fd_lock(self, method, deadline, wait):
+        """Take an fcntl/flock/lockf lock (waiting only if wait); True if held."""
         try:
-            ok = lock_file(self.mbox_fd, method, timeout=self._remaining(deadline),
+            ok = lock_file(self.mbox_fd, method,
+                           timeout=self._remaining(deadline) if wait else 0,
                            tick=self.touch_if_due, tick_secs=DOTLOCK_TOUCH_SECS)
         except OSError as err:
             raise storage_error(f"{method} locking", self.path, err) from None
         if not ok:
-            raise self._timeout()
+            if wait:
+                raise self._timeout()
+            return False
         self.fd_locks.append(method)
+        return True
 
     def touch_if_due(self):
         """Refresh our dotlock's mtime every DOTLOCK_TOUCH_SECS (long waits, writes)."""
