@@ -73,7 +73,7 @@ def deliver(opts):
     # the hostname setting is for the mail mailslot sends.
     storage = open_storage(settings["mail_location"], user=user.name, home=user.home,
                            hostname=os.uname().nodename,
-                           mail_fsync=settings["mail_fsync"])
+                           mail_fsync=settings["mail_fsync"], settings=settings)
     namespace = settings["namespace"]["inbox"]
     # Logged mailbox names read as the user's client shows them.
     storage.display_separator = namespace.get("separator") or storage.default_separator
