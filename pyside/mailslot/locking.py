@@ -467,3 +467,31 @@ def unlock_file(fd, method):
         fcntl.flock(fd, fcntl.LOCK_UN)
     else:
         fcntl.lockf(fd, fcntl.LOCK_UN, 0, 0, 0)
+
+
+# struct flock as Linux lays it out on 64-bit platforms (short l_type, short
+# l_whence, off_t l_start, off_t l_len, pid_t l_pid, native alignment).
+_FLOCK_LAYOUT = "@hhqqi"
+
+
+def file_lock_blocker(fd, method):
+    """Who keeps an exclusive method lock on fd from us right now.
+
+    Returns None when nothing does, "shared" when only shared (read) locks do,
+    "exclusive" for a write lock, or "unknown" (flock locks cannot be asked).
+    Asked with F_GETLK, which names one conflicting lock: if it is a read lock,
+    every conflicting lock is one (a write lock excludes all others).
+    """
+    if method == "flock":
+        return "unknown"
+    import fcntl
+    import struct
+    probe = struct.pack(_FLOCK_LAYOUT, fcntl.F_WRLCK, 0, 0, 0, 0)
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, probe)
+    except OSError:
+        return "unknown"
+    kind = struct.unpack(_FLOCK_LAYOUT, answer)[0]
+    if kind == fcntl.F_UNLCK:
+        return None
+    return "shared" if kind == fcntl.F_RDLCK else "exclusive"

@@ -63,21 +63,18 @@ def plant_dotlock(inbox, content, age=0):
 
 def test_dotlock_content_is_dovecots(mbox_home):
     inbox = first_delivery(mbox_home)
-    holder = hold(inbox, "fcntl", 30)
-    try:
-        proc = mbox_home.spawn(mbox_home.plan(count=1, tag="x"))
-        until = time.monotonic() + 20
-        content = None
-        while not content:          # it comes and goes: fcntl is busy, it backs off
-            assert time.monotonic() < until
-            try:
-                content = open(inbox + ".lock").read()
-            except FileNotFoundError:
-                time.sleep(0.001)
-        assert content == f"{proc.pid}:{socket.gethostname()}"
-    finally:
-        holder.kill()
-    proc.communicate(timeout=30)
+    # A big message keeps the locks held long enough to look at them.
+    proc = mbox_home.spawn(mbox_home.plan(count=1, tag="x", size=16 * 1024 * 1024))
+    until = time.monotonic() + 60
+    content = None
+    while not content:
+        assert time.monotonic() < until and proc.poll() is None
+        try:
+            content = open(inbox + ".lock").read()
+        except FileNotFoundError:
+            time.sleep(0.0002)
+    assert content == f"{proc.pid}:{socket.gethostname()}"
+    proc.communicate(timeout=60)
     assert proc.returncode == 0 and not os.path.exists(inbox + ".lock")
 
 

@@ -7,10 +7,10 @@ One save, in this order (Dovecot's mbox-save.c and mbox-lock.c, 2.3):
      by the delivering user with one link, or refused (the classic spool attacks:
      a symlink or hard link planted in /var/mail, a FIFO, someone else's file);
   3. the locks of mbox_write_locks are taken in their order ("dotlock fcntl" by
-     default; also flock, lockf, dotlock_try) within mbox_lock_timeout, waiting
-     only for the first: when a later one is busy all are let go and the round
-     starts again (Debian's Dovecot locks "fcntl dotlock": holding one lock while
-     waiting for the other would deadlock with it). A dotlock
+     default; also flock, lockf, dotlock_try) within mbox_lock_timeout. A later
+     lock is waited for only while readers hold it; held by a writer (who may be
+     waiting for our first lock: Debian's Dovecot locks "fcntl dotlock") all are
+     let go and the round starts again, so neither order deadlocks. A dotlock
      is stale when its pid is dead on this host, or when it has been untouched
      for mbox_dotlock_change_timeout and its holder does not hold the next lock
      either. When the dotlock cannot be created because the directory belongs to
@@ -57,8 +57,8 @@ import time
 
 from ..errors import ConfigError, MailboxNameError, MailboxNotFoundError, StorageError
 from ..mailbox_name import INBOX, check_components, encode_mutf7
-from ..locking import (DOTLOCK_SUFFIX, FILE_LOCK_METHODS, acquire_dotlock, lock_file,
-                       read_lock_pid, unlock_file)
+from ..locking import (DOTLOCK_SUFFIX, FILE_LOCK_METHODS, acquire_dotlock,
+                       file_lock_blocker, lock_file, read_lock_pid, unlock_file)
 from . import SaveResult, Storage
 from .maildir import NAME_MAX, _Fds, _Perm, _current_umask, storage_error
 from .mbox_format import VARIANTS, MboxEncoder, flag_headers, from_line
@@ -85,6 +85,8 @@ REOPEN_ATTEMPTS = 3
 # were let go, so that a program locking in the other order gets through.
 LOCK_BACKOFF_MIN_SECS = 0.01
 LOCK_BACKOFF_MAX_SECS = 0.5
+# How long one wait for readers lasts before the holders are looked at again.
+READER_WAIT_SECS = 0.2
 UID_NOTE = "mbox: the IMAP server numbers new mail when it next reads the mailbox"
 SETTING_NAMES = ("mbox_write_locks", "mbox_read_locks", "mbox_lock_timeout",
                  "mbox_dotlock_change_timeout", "mbox_variant", "mail_privileged_group",
@@ -189,6 +191,25 @@ class _SignalGuard:
         """From now on a signal is only recorded (clean-up runs to its end)."""
         self.armed = False
 
+    def run_held(self, call, *args):
+        """call(*args) with signals only recorded; then act on one that came.
+
+        For steps whose outcome must be known even if a signal comes meanwhile
+        (the helper taking a lock): the caller records the outcome and then calls
+        checkpoint().
+        """
+        armed, self.armed = self.armed, False
+        try:
+            return call(*args)
+        finally:
+            self.armed = armed
+
+    def checkpoint(self):
+        """Raise _Interrupted now if a signal came while it was held."""
+        if self.armed and self.pending is not None:
+            self.armed = False
+            raise _Interrupted(self.pending)
+
     def __exit__(self, exc_type, exc, tb):
         import _signal
         self.armed = False
@@ -280,6 +301,7 @@ class MboxStorage(Storage):
         self.display_separator = None
         self.umask = _current_umask()
         self._spools = []
+        self._guard = None          # the _SignalGuard of the save running now
 
     # --- names and paths ------------------------------------------------------------
 
@@ -504,6 +526,8 @@ class MboxStorage(Storage):
         # The spool directory is the mail group's: the helper creates the file.
         self._check_helper(path, denied, "create the INBOX")
         code, message = self._run_helper("create", path)
+        if self._guard is not None:
+            self._guard.checkpoint()
         if code != 0:
             raise StorageError(f"{self.dotlock_helper} create {path} failed: {message}")
         if self.fsync:
@@ -527,7 +551,11 @@ class MboxStorage(Storage):
         sender = self._sender_of(source)
         spool = self._spool(source)
         with _SignalGuard() as guard:
-            path, offset, notes = self._save(name, spool, sender, extra, guard)
+            self._guard = guard
+            try:
+                path, offset, notes = self._save(name, spool, sender, extra, guard)
+            finally:
+                self._guard = None
         return SaveResult(self.display_name(name), None, None, spool.size, spool.vsize,
                           UID_NOTE, mbox_path=path, offset=offset, warnings=tuple(notes))
 
@@ -755,12 +783,19 @@ class MboxStorage(Storage):
                                f"and {self.dotlock_helper} is not root-owned set-group-id "
                                f"{self.privileged_group} (reinstall it)")
 
-    def _run_helper(self, command, path, guard=None):
+    def _run_helper(self, command, path):
         """Run mailslot-dotlock command path; return (exit code, its diagnostic).
 
-        Interrupted by a guarded signal, it still waits for the helper to finish
-        (bounded by the helper's own attempts) so that its outcome is known.
+        During a save it runs with signals held (see _SignalGuard.run_held): the
+        helper is bounded by its own attempts, and whether it took a lock must be
+        known before a signal may unwind the save.
         """
+        guard = self._guard
+        if guard is not None:
+            return guard.run_held(self._spawn_helper, command, path)
+        return self._spawn_helper(command, path)
+
+    def _spawn_helper(self, command, path):
         r, w = os.pipe()
         try:
             pid = os.posix_spawn(self.dotlock_helper, [self.dotlock_helper, command, path],
@@ -774,43 +809,19 @@ class MboxStorage(Storage):
             raise storage_error("running", self.dotlock_helper, err) from None
         os.close(w)
         chunks = []
-        interrupted = None
         try:
             while True:
-                try:
-                    data = os.read(r, 4096)
-                except _Interrupted as exc:
-                    interrupted = exc
-                    if guard is not None:
-                        guard.hold()
-                    continue
+                data = os.read(r, 4096)
                 if not data:
                     break
                 if sum(len(c) for c in chunks) < HELPER_ERROR_MAX:
                     chunks.append(data)
-            while True:
-                try:
-                    _, status = os.waitpid(pid, 0)
-                    break
-                except _Interrupted as exc:
-                    interrupted = exc
-                    if guard is not None:
-                        guard.hold()
         finally:
             os.close(r)
+            _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         message = b"".join(chunks)[:HELPER_ERROR_MAX].decode("utf-8", "replace").strip()
-        if interrupted is not None:
-            raise _HelperInterrupted(code, interrupted.signum)
         return code, message or f"exit status {code}"
-
-
-class _HelperInterrupted(_Interrupted):
-    """A signal came while the helper ran; code is how the helper ended."""
-
-    def __init__(self, code, signum):
-        super().__init__(signum)
-        self.code = code
 
 
 class _Writer:
@@ -862,12 +873,14 @@ class _MboxLocks:
     def acquire(self, guard):
         """Take every lock within mbox_lock_timeout; reopen a replaced mbox.
 
-        Only the first lock is waited for. The others are tried; if one is busy,
-        everything is released and the round starts again after a pause. Why:
-        another program may take the same locks in the other order -- Debian's
-        Dovecot defaults to "fcntl dotlock", upstream's and ours is "dotlock
-        fcntl" -- and one that holds its first lock while waiting for its second
-        would deadlock with us if we did the same.
+        The first lock is waited for (nothing else is held then). A later one is
+        waited for only while readers alone hold it (fcntl read locks: a reader
+        never waits for a dotlock); if a writer holds it, or it is a busy dotlock
+        or flock, everything is released and the round starts again after a
+        pause. Why: another program may take the same locks in the other order --
+        Debian's Dovecot defaults to "fcntl dotlock", upstream's and ours is
+        "dotlock fcntl" -- holding its first lock while it waits for its second,
+        and if we did the same both would wait for ever.
         """
         self.guard = guard
         deadline = time.monotonic() + self.storage.lock_timeout
@@ -960,16 +973,13 @@ class _MboxLocks:
         """Dotlock through mailslot-dotlock (one run tries for about 20 s)."""
         storage = self.storage
         while True:
-            try:
-                code, message = storage._run_helper("lock", self.path, self.guard)
-            except _HelperInterrupted as exc:
-                if exc.code == 0:
-                    self.helper_locked = True       # released by release()
-                raise
+            code, message = storage._run_helper("lock", self.path)
             if code == 0:
-                self.helper_locked = True
+                self.helper_locked = True           # released by release()
                 self.last_touch = time.monotonic()
+                self.guard.checkpoint()
                 return True
+            self.guard.checkpoint()
             if code == 75 and "lock-timeout" in message:
                 if not wait:
                     return False
@@ -980,19 +990,40 @@ class _MboxLocks:
                                f"{message}")
 
     def _fd_lock(self, method, deadline, wait):
-        """Take an fcntl/flock/lockf lock (waiting only if wait); True if held."""
+        """Take an fcntl/flock/lockf lock (see acquire() for the waiting); True if
+        held, False if it is for a writer who may be waiting for us."""
         try:
-            ok = lock_file(self.mbox_fd, method,
-                           timeout=self._remaining(deadline) if wait else 0,
-                           tick=self.touch_if_due, tick_secs=DOTLOCK_TOUCH_SECS)
+            if wait:
+                ok = lock_file(self.mbox_fd, method, timeout=self._remaining(deadline),
+                               tick=self.touch_if_due, tick_secs=DOTLOCK_TOUCH_SECS)
+                if not ok:
+                    raise self._timeout()
+            else:
+                ok = self._fd_lock_after_others(method, deadline)
+                if not ok:
+                    return False
         except OSError as err:
             raise storage_error(f"{method} locking", self.path, err) from None
-        if not ok:
-            if wait:
-                raise self._timeout()
-            return False
         self.fd_locks.append(method)
         return True
+
+    def _fd_lock_after_others(self, method, deadline):
+        while True:
+            if lock_file(self.mbox_fd, method, timeout=0):
+                return True
+            blocker = file_lock_blocker(self.mbox_fd, method)
+            if blocker is None:
+                continue            # let go meanwhile: try again at once
+            if blocker != "shared":
+                return False
+            remaining = self._remaining(deadline)
+            if remaining <= 0:
+                raise self._timeout()
+            # Readers only: wait for them, in slices, so that a writer that slips
+            # in meanwhile (and may wait for our dotlock) is noticed.
+            if lock_file(self.mbox_fd, method, timeout=min(READER_WAIT_SECS, remaining),
+                         tick=self.touch_if_due, tick_secs=DOTLOCK_TOUCH_SECS):
+                return True
 
     def touch_if_due(self):
         """Refresh our dotlock's mtime every DOTLOCK_TOUCH_SECS (long waits, writes)."""
@@ -1007,7 +1038,8 @@ class _MboxLocks:
             except OSError:
                 pass
         elif self.helper_locked:
-            code, message = self.storage._run_helper("touch", self.path, self.guard)
+            code, message = self.storage._run_helper("touch", self.path)
+            self.guard.checkpoint()
             if code != 0:
                 raise StorageError(f"{self.path}: our dotlock could not be refreshed: "
                                    f"{message}")
