@@ -16,6 +16,9 @@ Cases:
   sieve-200      the same, with a 200-rule personal Sieve script that ends in the
                  implicit keep, on both sides (Pigeonhole's sieve plugin for
                  dovecot-lda); both compile it once and run from their caches.
+  mbox-2k        a 2 KB message appended to an mbox INBOX (mail_location
+  mbox-10m       mbox:<root>, INBOX <root>/inbox on both sides), and a 10 MB one
+                 (a tenth of the runs); each side's mbox grows run after run.
 
 Timed from here (fork + exec + wait): the same overhead for every side.
 """
@@ -33,7 +36,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOVECOT_LDA = "/usr/lib/dovecot/dovecot-lda"
 BENCH_USER = "mslt-bench"
 DEFAULT_RUNS = 200
-CASES = ("maildir-2k", "sieve-200")
+CASES = ("maildir-2k", "sieve-200", "mbox-2k", "mbox-10m")
+# Message size and share of the runs per case (default: 2 KB, all of them).
+CASE_SIZES = {"mbox-10m": 10 * 1024 * 1024}
+CASE_RUN_DIVISOR = {"mbox-10m": 10}
 
 # The floor: start python3 -I -S, write the message to tmp/, fsync, rename into
 # new/, fsync the directory. No settings, no user, no index, no log.
@@ -100,14 +106,17 @@ def setup(base):
                         f"plugin {{\n  sieve = {root}/dovecot/home/rules.sieve\n}}\n")
         else:
             sieve_ms = f"sieve: {root}/mailslot/home/none.sieve\n"
+        location = {side: (f"mbox:{root}/{side}/home/mail" if case.startswith("mbox")
+                           else f"maildir:{root}/{side}/home/Maildir")
+                    for side in ("mailslot", "dovecot")}
         with open(os.path.join(root, "mailslot", "mailslot.yaml"), "w") as f:
-            f.write(f"mail_location: maildir:{root}/mailslot/home/Maildir\n"
+            f.write(f"mail_location: {location['mailslot']}\n"
                     f"log_path: {root}/mailslot/mailslot.log\nmail_fsync: optimized\n"
                     "first_valid_uid: 1\n" + sieve_ms)
         with open(os.path.join(root, "dovecot", "dovecot.conf"), "w") as f:
             f.write(f"base_dir = {root}/dovecot/run\nstate_dir = {root}/dovecot/state\n"
                     f"log_path = {root}/dovecot/dovecot.log\nssl = no\nprotocols =\n"
-                    f"mail_location = maildir:{root}/dovecot/home/Maildir\n"
+                    f"mail_location = {location['dovecot']}\n"
                     "mail_fsync = optimized\nfirst_valid_uid = 1\n" + sieve_dc)
         for side in ("mailslot", "dovecot"):   # not inst/: the relay keeps its 4750
             subprocess.run(["chmod", "-R", "a+rX", os.path.join(root, side)], check=True)
@@ -139,11 +148,12 @@ def bench(base, runs):
     user = pwd.getpwuid(os.getuid())
     env = {"PATH": "/usr/bin:/bin", "USER": user.pw_name, "LOGNAME": user.pw_name,
            "HOME": base}
-    message = make_message()
     print("| case | mailslot-lda (ms) | dovecot-lda (ms) | ratio | python floor (ms) "
           "| floor ratio |")
     print("|---|---|---|---|---|---|")
     for case in CASES:
+        message = make_message(CASE_SIZES.get(case, 2048))
+        case_runs = max(5, runs // CASE_RUN_DIVISOR.get(case, 1))
         mailslot, dovecot = argvs(base, case)
         sides = {"mailslot": mailslot, "dovecot": dovecot}
         if case == "maildir-2k":
@@ -153,14 +163,14 @@ def bench(base, runs):
             for argv in sides.values():
                 time_one(argv, message, env)
         times = {name: [] for name in sides}
-        for _ in range(runs):       # interleaved: every side sees the same load
+        for _ in range(case_runs):  # interleaved: every side sees the same load
             for name, argv in sides.items():
                 times[name].append(time_one(argv, message, env))
         ms, dc = (statistics.median(times[k]) * 1000 for k in ("mailslot", "dovecot"))
         floor = (f"{statistics.median(times['floor']) * 1000:.2f} | "
                  f"{statistics.median(times['floor']) * 1000 / dc:.2f}"
                  if "floor" in times else "- | -")
-        print(f"| {case}, median of {runs} | {ms:.2f} | {dc:.2f} | **{ms / dc:.2f}** "
+        print(f"| {case}, median of {case_runs} | {ms:.2f} | {dc:.2f} | **{ms / dc:.2f}** "
               f"| {floor} |", flush=True)
     return 0
 

@@ -149,11 +149,13 @@ def parse_results(out):
     return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
 
 
-def journal_size(path):
+def journal_active(path):
+    """True while the journal at path holds a record (an append in flight)."""
     try:
-        return os.path.getsize(path)
+        with open(path, "rb") as f:
+            return f.read(1) not in (b"", b"\0")
     except FileNotFoundError:
-        return 0
+        return False
 
 
 def python_child(code, *args):

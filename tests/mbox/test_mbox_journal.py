@@ -14,7 +14,7 @@ import pytest
 from mailslot.storage import open_storage
 from mailslot.storage.mbox_format import MboxEncoder, from_line
 from mailslot.storage.mbox_journal import MboxJournal
-from tests.mbox.mboxtest import check_structure, read_messages, verify_mbox
+from tests.mbox.mboxtest import check_structure, journal_active, read_messages, verify_mbox
 from tests.storage.sources import BytesSource, message
 
 SENDER = "x@example.org"
@@ -29,7 +29,7 @@ def append_bytes(msg):
     return from_line(SENDER) + encoder.feed(msg) + encoder.finish() + b"\n"
 
 
-def interrupt(home, data, written, record_prefix=None, torn=False):
+def interrupt(home, data, written, record_prefix=None, torn=False, streamed=False):
     """Leave the INBOX as a delivery killed after writing `written` bytes of data."""
     inbox = os.path.join(home, "mail", "inbox")
     jdir = os.path.join(home, "mail", ".imap", "INBOX")
@@ -38,7 +38,7 @@ def interrupt(home, data, written, record_prefix=None, torn=False):
     try:
         length = os.fstat(mbox_fd).st_size
         journal = MboxJournal(dir_fd, jdir, fsync=False)
-        journal.begin(mbox_fd, length, length, len(data),
+        journal.begin(mbox_fd, length, length, None if streamed else len(data),
                       record_prefix if record_prefix is not None else data[:512])
         if torn:
             os.ftruncate(journal.fd, 30)
@@ -73,6 +73,27 @@ def test_partial_append_is_rolled_back(home, written):
     assert result.offset == length
     assert subjects(inbox) == [b"Subject: test 1", b"Subject: test 3"]
     assert check_structure(open(inbox, "rb").read()) == 2
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_streamed_append_without_total_is_rolled_back(home, whole):
+    """A large message is streamed and its journal records no total; such a record
+    outliving the append means the save was never confirmed (the writer makes its
+    clear durable first), so even a whole append is taken back."""
+    data = append_bytes(message(2, body="z" * 5000 + "\n"))
+    inbox, length = interrupt(home, data, len(data) if whole else 3000, streamed=True)
+    result = make(home).save(("INBOX",), BytesSource(message(3)))
+    assert any("rolled back" in w for w in result.warnings)
+    assert subjects(inbox) == [b"Subject: test 1", b"Subject: test 3"]
+
+
+def test_large_message_is_streamed_and_the_journal_is_clear(home):
+    big = message(4, body="big line\n" * 200_000)          # > IN_MEMORY_MAX
+    result = make(home).save(("INBOX",), BytesSource(big))
+    inbox = result.mbox_path
+    assert read_messages(inbox)[-1][1] == big
+    journal = os.path.join(home, "mail", ".imap", "INBOX", "mailslot-journal")
+    assert not journal_active(journal)
 
 
 def test_whole_append_never_confirmed_is_kept(home):
@@ -115,7 +136,7 @@ def test_records_that_do_not_fit_touch_nothing(home, case, note):
     after = open(inbox, "rb").read()
     assert after.startswith(before)
     journal = os.path.join(home, "mail", ".imap", "INBOX", "mailslot-journal")
-    assert os.path.getsize(journal) == 0
+    assert not journal_active(journal)
 
 
 def test_replaced_mbox_makes_the_record_stale(home):
@@ -147,6 +168,6 @@ def test_file_size_limit_mid_append_truncates_back(mbox_home):
     line = out.decode()
     assert "RLIMIT_FSIZE" in line and f"{limit} bytes" in line and "mail/inbox" in line
     assert open(inbox, "rb").read() == before
-    assert os.path.getsize(mbox_home.path("mail", ".imap", "INBOX", "mailslot-journal")) == 0
+    assert not journal_active(mbox_home.path("mail", ".imap", "INBOX", "mailslot-journal"))
     assert not os.path.exists(inbox + ".lock")
     assert len(verify_mbox(inbox)) == 5

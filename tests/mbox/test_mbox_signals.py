@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.mbox.mboxtest import journal_size, verify_mbox
+from tests.mbox.mboxtest import journal_active, verify_mbox
 from tests.mbox.test_mbox_kill import BIG, encoded_length, stop
 
 TERMINATING = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
@@ -32,7 +32,7 @@ def prepared(mbox_home):
 def assert_clean(inbox, journal, before):
     assert open(inbox, "rb").read() == before
     assert not os.path.exists(inbox + ".lock")
-    assert journal_size(journal) == 0
+    assert not journal_active(journal)
     # The fcntl lock is free: a non-blocking write lock succeeds.
     fd = os.open(inbox, os.O_RDWR)
     try:
@@ -92,7 +92,7 @@ def test_signal_in_the_middle_of_the_append(mbox_home, signum):
     if signum == signal.SIGPIPE:
         assert proc.returncode == 0, err
         assert f"big{attempt}-0" in verify_mbox(inbox)
-        assert not os.path.exists(inbox + ".lock") and journal_size(journal) == 0
+        assert not os.path.exists(inbox + ".lock") and not journal_active(journal)
         return
     assert proc.returncode == -signum, err
     assert_clean(inbox, journal, before)

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from tests.mbox.mboxtest import MboxHome, journal_size, verify_mbox
+from tests.mbox.mboxtest import MboxHome, journal_active, verify_mbox
 from tests.support import REPO, needs_root, run_as, world_tempdir
 
 pytestmark = needs_root
@@ -91,7 +91,7 @@ def test_inbox_is_created_and_locked_through_the_helper(spool_user):
     assert sorted(verify_mbox(inbox)) == ["m-0", "m-1", "m-2"]
     # Nothing else in the spool: no lock, no helper temp file, no journal.
     assert os.listdir(spool) == [os.path.basename(inbox)]
-    assert os.path.getsize(home.path("mail", ".imap", "INBOX", "mailslot-journal")) == 0
+    assert not journal_active(home.path("mail", ".imap", "INBOX", "mailslot-journal"))
 
 
 def test_without_mail_privileged_group_the_setting_is_named(spool_user):
@@ -147,7 +147,7 @@ def test_sigterm_while_holding_the_helpers_lock_unlocks_through_it(spool_user):
     assert proc.returncode == -signal.SIGTERM
     assert os.listdir(spool) == [os.path.basename(inbox)]
     assert open(inbox, "rb").read() == before
-    assert journal_size(home.path("mail", ".imap", "INBOX", "mailslot-journal")) == 0
+    assert not journal_active(home.path("mail", ".imap", "INBOX", "mailslot-journal"))
 
 
 def test_another_users_spool_file_is_refused(spool_user, mail_users):

@@ -190,8 +190,12 @@ class MboxAdapter:
         for root, dirs, files in os.walk(home):
             for f in files:
                 path = os.path.join(root, f)
-                if f.endswith(".lock") or (f == "mailslot-journal" and os.path.getsize(path)):
+                if f.endswith(".lock"):
                     left.append(path)
+                elif f == "mailslot-journal":
+                    with open(path, "rb") as fh:        # a record, not NUL bytes
+                        if fh.read(1) not in (b"", b"\0"):
+                            left.append(path)
         for path in self.mbox_files(home):
             with open(path, "rb") as fh:
                 data = fh.read()

@@ -76,6 +76,9 @@ DOTLOCK_TOUCH_SECS = 10
 SPOOL_MODE = 0o600
 INBOX_MODE = 0o600
 COPY_CHUNK = 256 * 1024
+# Messages up to this size are encoded into memory before the append (see
+# MboxStorage._append); larger ones are streamed.
+IN_MEMORY_MAX = 1024 * 1024
 HELPER_NAME = "mailslot-dotlock"
 # The most of the helper's stderr kept for an error message.
 HELPER_ERROR_MAX = 2048
@@ -658,7 +661,14 @@ class MboxStorage(Storage):
         return fd
 
     def _append(self, locks, path, journal, spool, sender, extra, guard):
-        """Append the message; return the offset of its From_ line."""
+        """Append the message; return the offset of its From_ line.
+
+        The message is encoded once. Up to IN_MEMORY_MAX it is encoded into memory
+        first, so that the journal records the append's total length and a whole
+        append survives any crash (mbox_journal). A larger one is streamed: the
+        journal records no total, and its clear is made durable before the save
+        counts as done -- one more fdatasync instead of a second encoding pass.
+        """
         fd = locks.mbox_fd
         try:
             st = os.fstat(fd)
@@ -667,25 +677,38 @@ class MboxStorage(Storage):
         except OSError as err:
             raise storage_error("reading", path, err) from None
         head = from_line(sender)
-        total, prefix = self._measure(spool, extra, head)
-        total += len(fix)
+        pieces = self._encoded(spool, extra)
+        if spool.size <= IN_MEMORY_MAX:
+            taken = list(pieces)
+            total = len(fix) + len(head) + sum(len(p) for p in taken)
+        else:
+            taken, got, total = [], len(head), None
+            for piece in pieces:            # just enough for the journal's prefix
+                taken.append(piece)
+                got += len(piece)
+                if got >= PREFIX_MAX:
+                    break
+        prefix = (head + b"".join(taken[:PREFIX_MAX]))[:PREFIX_MAX]
         from_offset = length + len(fix)
-        written = 0
         try:
             if journal is not None:
                 journal.begin(fd, length, from_offset, total, prefix)
-            encoder = MboxEncoder(self.variant, extra)
             writer = _Writer(fd, locks)
             writer.write(fix + head)
-            for chunk in spool.chunks():
-                writer.write(encoder.feed(chunk))
-            writer.write(encoder.finish() + b"\n")
+            for piece in taken:
+                writer.write(piece)
+            for piece in pieces:
+                writer.write(piece)
             written = writer.flush()
-            if written != total:
+            if total is not None and written != total:
                 raise StorageError(f"{path}: wrote {written} bytes of {total} (internal error)")
             if self.fsync:
                 # Why: the MTA hears "delivered" only once the mail is on disk.
                 os.fdatasync(fd)
+            if journal is not None and total is None:
+                # Why durable: a record without a total would take this message
+                # back after a crash, and it is about to be confirmed.
+                journal.end(durable=True)
         except BaseException as exc:
             guard.hold()
             self._roll_back(fd, length, journal)
@@ -694,7 +717,7 @@ class MboxStorage(Storage):
             raise
         # Committed: from here on a signal no longer takes the message back.
         guard.hold()
-        if journal is not None:
+        if journal is not None and total is not None:
             try:
                 journal.end()
             except OSError:
@@ -707,6 +730,15 @@ class MboxStorage(Storage):
             pass
         return from_offset
 
+    def _encoded(self, spool, extra):
+        """The message's mbox form, piece by piece, ending with the blank line."""
+        encoder = MboxEncoder(self.variant, extra)
+        for chunk in spool.chunks():
+            out = encoder.feed(chunk)
+            if out:
+                yield out
+        yield encoder.finish() + b"\n"
+
     def _separator_fix(self, fd, length, path):
         """What must precede our From_ line: the mbox must end with a blank line."""
         if length == 0:
@@ -718,22 +750,6 @@ class MboxStorage(Storage):
         if tail == b"\n\n":
             return b""
         return b"\n" if tail.endswith(b"\n") else b"\n\n"
-
-    def _measure(self, spool, extra, head):
-        """Length of what the append writes after the fix, and its first bytes."""
-        encoder = MboxEncoder(self.variant, extra)
-        total = len(head) + 1
-        prefix = bytearray(head)
-        for chunk in spool.chunks():
-            out = encoder.feed(chunk)
-            total += len(out)
-            if len(prefix) < PREFIX_MAX:
-                prefix += out[:PREFIX_MAX - len(prefix)]
-        out = encoder.finish()
-        total += len(out)
-        if len(prefix) < PREFIX_MAX:
-            prefix += (out + b"\n")[:PREFIX_MAX - len(prefix)]
-        return total, bytes(prefix)
 
     def _roll_back(self, fd, length, journal):
         """Truncate back to length and make it durable; the journal follows."""

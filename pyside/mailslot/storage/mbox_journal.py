@@ -8,15 +8,18 @@
 
 While an append is in flight the journal holds one record: the mbox's inode, its
 length before the append, where our From_ line starts, how many bytes the append
-writes in all and the first of them (up to PREFIX_MAX). The record is fdatasync()ed
-before the first byte reaches the mbox, so after SIGKILL, a crash or a power loss
-the next delivery to the mbox -- holding the same write lock -- finds it and decides:
+writes in all ("-" when the writer streams a large message and does not know yet)
+and the first of them (up to PREFIX_MAX). The record is fdatasync()ed before the
+first byte reaches the mbox, so after SIGKILL, a crash or a power loss the next
+delivery to the mbox -- holding the same write lock -- finds it and decides:
   - the mbox is another file now, or shorter than the recorded length, or its
     bytes at the recorded place are not ours: the mbox was rewritten since (an
     IMAP server expunged): the record is stale and is dropped, nothing is touched;
   - the append is all there: it is kept. It may never have been confirmed to the
     MTA (then the MTA delivers again: a duplicate, never a loss), and a clear that
-    a power loss undid must not take back mail that was confirmed;
+    a power loss undid must not take back mail that was confirmed. With the total
+    unknown, whatever is there is taken back: such a writer makes its clear
+    durable (end(durable=True)) before it confirms anything;
   - the append is cut short and is the tail of the mbox: the mbox is truncated
     back to the recorded length and fsync()ed -- only whole messages remain;
   - it is cut short and another writer appended after it (a line starting with
@@ -25,7 +28,7 @@ the next delivery to the mbox -- holding the same write lock -- finds it and dec
     is left in place and reported.
 A record that is not complete (the crash hit the journal write itself) means the
 mbox was not touched yet: it is dropped. The clear after a successful append
-needs no fsync, by the second rule.
+needs no fsync when the total was recorded, by the second rule.
 
 The journal lives in the mailbox's Dovecot index directory (".imap", a name Dovecot
 never lists as a mailbox), not beside the mbox: /var/mail is not writable by the
@@ -45,8 +48,11 @@ JOURNAL_MAGIC = b"mailslot-mbox-journal 1\n"
 # How many of our first bytes are recorded: the From_ line and the start of the
 # headers, enough that another message at the same offset cannot look like ours.
 PREFIX_MAX = 512
-# The largest record: magic, one line of numbers, the prefix.
-RECORD_MAX = len(JOURNAL_MAGIC) + 128 + PREFIX_MAX
+# The journal file is one record of RECORD_SIZE bytes (magic, a line of numbers, the
+# prefix, NUL padding), always overwritten in place: once the file has that size,
+# an fdatasync() of a new record flushes one data block and no metadata. Idle, it
+# starts with NUL bytes (the magic wiped).
+RECORD_SIZE = 1024
 SCAN_CHUNK = 256 * 1024
 _BOUNDARY = b"\nFrom "
 
@@ -60,27 +66,38 @@ class JournalRecord:
 
     @property
     def end(self):
-        """Where the append ends when it is whole."""
-        return self.length + self.total
+        """Where the append ends when it is whole (None: not recorded)."""
+        return None if self.total is None else self.length + self.total
 
     def encode(self):
-        head = (f"{self.ino} {self.length} {self.from_offset} {self.total} "
+        total = "-" if self.total is None else self.total
+        head = (f"{self.ino} {self.length} {self.from_offset} {total} "
                 f"{len(self.prefix)}\n")
         return JOURNAL_MAGIC + head.encode("ascii") + self.prefix
 
 
+def is_idle(data):
+    """True for a journal holding no record (new, or wiped after an append)."""
+    return data == b"" or data[:1] == b"\0"
+
+
 def parse_record(data):
-    """The JournalRecord in data, or None if it is empty or incomplete."""
+    """The JournalRecord in data, or None if there is none or it is incomplete."""
     if not data.startswith(JOURNAL_MAGIC):
         return None
-    rest = data[len(JOURNAL_MAGIC):]
-    line, nl, prefix = rest.partition(b"\n")
+    rest = data[len(JOURNAL_MAGIC):RECORD_SIZE]
+    line, nl, rest = rest.partition(b"\n")
     fields = line.split(b" ")
-    if not nl or len(fields) != 5 or not all(f.isdigit() for f in fields):
+    if not nl or len(fields) != 5:
         return None
-    ino, length, from_offset, total, count = (int(f) for f in fields)
+    known = fields[3] != b"-"
+    if not all(f.isdigit() for i, f in enumerate(fields) if known or i != 3):
+        return None
+    ino, length, from_offset, count = (int(fields[i]) for i in (0, 1, 2, 4))
+    total = int(fields[3]) if known else None
+    prefix = rest[:count]
     if (count != len(prefix) or count > PREFIX_MAX or from_offset < length
-            or from_offset + count > length + total):
+            or (known and from_offset + count > length + total)):
         return None
     return JournalRecord(ino, length, from_offset, total, prefix)
 
@@ -121,13 +138,13 @@ class MboxJournal:
             os.close(fd)
 
     def read(self):
-        data = os.pread(self.fd, RECORD_MAX + 1, 0)
+        data = os.pread(self.fd, RECORD_SIZE, 0)
         return data, parse_record(data)
 
     def recover(self, mbox_fd):
         """Settle a record an earlier delivery left; return notes for the log."""
         data, record = self.read()
-        if not data:
+        if is_idle(data):
             return []
         notes = []
         if record is None:
@@ -148,7 +165,8 @@ class MboxJournal:
             return []           # nothing of the append reached the file
         # A boundary inside our span can only be another writer's message: our
         # bytes are only those before it (and before the newline it may have added).
-        scan_end = min(size, record.end + len(_BOUNDARY) - 1)
+        end = record.end if record.end is not None else size
+        scan_end = min(size, end + len(_BOUNDARY) - 1)
         foreign = _find_boundary(mbox_fd, record.from_offset, scan_end)
         ours_end = size if foreign is None else foreign - 1
         count = max(0, min(len(record.prefix), ours_end - record.from_offset))
@@ -156,11 +174,11 @@ class MboxJournal:
         if have != record.prefix[:count]:
             return [f"{self.path}: journal record does not match the mbox at offset "
                     f"{record.from_offset} (rewritten since?): left as it is"]
-        if foreign is not None and foreign < record.end:
+        if foreign is not None and (record.end is None or foreign < record.end):
             return [f"an interrupted delivery left {foreign - record.length} bytes at "
                     f"offset {record.length}, and mail was appended after them by another "
                     "program: left in place"]
-        if size >= record.end:
+        if record.end is not None and size >= record.end:
             return []           # whole: kept (see the module docstring)
         # Why truncate and fsync: the interrupted append must vanish for good
         # before this delivery appends after the last whole message.
@@ -171,10 +189,11 @@ class MboxJournal:
                 f"offset {record.length}"]
 
     def begin(self, mbox_fd, length, from_offset, total, prefix):
-        """Record an append of total bytes at length; durable before returning."""
+        """Record an append of total bytes (None: not known) at length; durable
+        before returning."""
         ino = os.fstat(mbox_fd).st_ino
         record = JournalRecord(ino, length, from_offset, total, prefix[:PREFIX_MAX]).encode()
-        os.ftruncate(self.fd, 0)
+        record = record.ljust(RECORD_SIZE, b"\0")
         view = memoryview(record)
         offset = 0
         while offset < len(record):
@@ -184,12 +203,16 @@ class MboxJournal:
             os.fdatasync(self.fd)
         self.active = True
 
-    def end(self):
-        """The append is whole and durable: forget it (no fsync needed, see above)."""
+    def end(self, durable=False):
+        """The append is whole and durable: forget it. durable: make the clear
+        durable too (needed when the total was not recorded, see above)."""
         self.clear()
+        if durable and self.fsync:
+            os.fdatasync(self.fd)
 
     def clear(self):
-        os.ftruncate(self.fd, 0)
+        """Wipe the record in place (its magic), leaving the file's size alone."""
+        os.pwrite(self.fd, b"\0" * len(JOURNAL_MAGIC), 0)
         self.active = False
 
 
