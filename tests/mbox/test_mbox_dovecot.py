@@ -48,7 +48,8 @@ MESSAGES = [
     (["INBOX"], b"Subject: seen and flagged\n\nbody\n", ["\\Seen", "\\Flagged"]),
     (["INBOX"], b"Subject: forged\nStatus: RO\nX-Status: DF\nX-UID: 999\n"
                 b"X-Keywords: $Junk\nContent-Length: 3\n\nFrom attacker\nmore\n", []),
-    (["box", "sub"], b"Subject: in a folder\n\n8bit \xe9\xff and a NUL \x00 byte\n", ["\\Answered"]),
+    (["box", "sub"], b"Subject: in a folder\n\n8bit \xe9\xff and a NUL \x00 byte\n",
+     ["\\Answered"]),
     (["INBOX"], b"Subject: empty body\n\n", ["\\Deleted", "\\Draft"]),
 ]
 

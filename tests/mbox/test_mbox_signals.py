@@ -1,12 +1,13 @@
 """SIGTERM, SIGINT, SIGHUP and SIGPIPE in mid-delivery: nothing half-written, no lock left.
 
-Two moments: while the deliverer waits for the fcntl lock (the test holds it; the
-deliverer keeps taking the dotlock, finding fcntl busy, letting go and pausing), and
--- made certain rather than hoped for -- in the middle of the append (the deliverer
-is stopped once the mbox has begun to grow, signalled, then continued). A terminating signal must roll the mbox back, remove
-the dotlock, release the fcntl lock and then end the process the way the signal
-ends it. SIGPIPE is ignored by Python (a closed pipe is an EPIPE error instead), so
-it cannot stop a delivery: the delivery completes.
+Two moments: while the deliverer waits for the fcntl lock (the test holds it as a
+writer; the deliverer keeps taking the dotlock, finding fcntl held by a writer,
+letting go and pausing), and -- made certain rather than hoped for -- in the middle
+of the append (the deliverer is stopped once the mbox has begun to grow, signalled,
+then continued). A terminating signal must roll the mbox back, remove the dotlock,
+release the fcntl lock and then end the process the way the signal ends it.
+SIGPIPE is ignored by Python (a closed pipe is an EPIPE error instead), so it
+cannot stop a delivery: the delivery completes.
 """
 
 import fcntl
