@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from tests.mbox.mboxtest import MboxHome, journal_active, verify_mbox
+from tests.mbox.mboxtest import MboxHome, check_structure, journal_active, verify_mbox
 from tests.support import REPO, needs_root, run_as, world_tempdir
 
 pytestmark = needs_root
@@ -189,51 +189,83 @@ def test_planted_symlink_in_the_spool_is_not_followed(spool_user, tmp_path):
         shutil.rmtree(victim, ignore_errors=True)
 
 
-def _engine_passes_settings():
-    """True once deliver.py hands its settings to open_storage and the envelope
-    sender to the message (see the skip)."""
-    import re
+def _deliver_py():
     with open(os.path.join(REPO, "pyside", "mailslot", "deliver.py")) as f:
-        text = f.read()
-    call = re.search(r"open_storage\(([^)]*)\)", text)
-    return bool(call and "settings=" in call.group(1)) and "envelope_sender" in text
+        return f.read()
+
+
+def _engine_passes_settings():
+    """True once deliver.py hands its settings to open_storage."""
+    text = _deliver_py()
+    start = text.find("open_storage(settings")
+    depth, end = 0, start
+    for end in range(start, len(text) if start >= 0 else start):
+        depth += {"(": 1, ")": -1}.get(text[end], 0)
+        if depth == 0 and text[end] == ")":
+            break
+    return start >= 0 and "settings=settings" in text[start:end]
 
 
 ENGINE_PASSES_SETTINGS = _engine_passes_settings()
+ENGINE_PASSES_SENDER = "envelope_sender" in _deliver_py()
+
+
+@pytest.fixture
+def installed_with_test_helper(spool_user, installed):
+    """A copy of the installed engine whose mailslot-dotlock is the test build."""
+    home, spool, helper, inbox = spool_user
+    lib = world_tempdir("mailslot-lib-")
+    engine_dir = os.path.join(lib, "mailslot")
+    shutil.copytree(installed, engine_dir, symlinks=True)
+    target = os.path.join(engine_dir, "mailslot-dotlock")
+    shutil.copy(helper, target)
+    os.chown(target, 0, grp.getgrnam("mail").gr_gid)
+    os.chmod(target, 0o2755)
+    conf = os.path.join(lib, "mailslot.yaml")
+    with open(conf, "w") as f:
+        f.write(f"mail_location: mbox:{home.home}/mail:INBOX={spool}/%u\n"
+                f"mail_privileged_group: mail\nlog_path: {home.home}/mailslot.log\n"
+                "first_valid_uid: 100\n")
+    os.chmod(conf, 0o644)
+    yield os.path.join(engine_dir, "mailslot-lda"), conf
+    shutil.rmtree(lib, ignore_errors=True)
+
+
+ENGINE_MSG = b"Subject: via the engine\n\nFrom here on.\n"
 
 
 @pytest.mark.skipif(not ENGINE_PASSES_SETTINGS,
                     reason="the engine does not pass its settings to open_storage yet "
                            "(deliver.py: open_storage(..., settings=settings)), so "
-                           "mail_privileged_group cannot reach the mbox storage, nor "
-                           "the envelope sender for the From_ line "
-                           "(message.envelope_sender = envelope['from'])")
-def test_installed_engine_delivers_into_the_spool(spool_user, installed, mail_users):
+                           "mail_privileged_group cannot reach the mbox storage")
+def test_installed_engine_delivers_into_the_spool(spool_user, installed_with_test_helper,
+                                                  mail_users):
     """mailslot-lda as the user, mbox INBOX in the spool, the helper beside it."""
     home, spool, helper, inbox = spool_user
-    lib = world_tempdir("mailslot-lib-")
-    try:
-        shutil.copytree(installed, os.path.join(lib, "mailslot"), symlinks=True,
-                        dirs_exist_ok=True)
-        engine_dir = os.path.join(lib, "mailslot")
-        shutil.copy(helper, os.path.join(engine_dir, "mailslot-dotlock"))
-        os.chown(os.path.join(engine_dir, "mailslot-dotlock"), 0, grp.getgrnam("mail").gr_gid)
-        os.chmod(os.path.join(engine_dir, "mailslot-dotlock"), 0o2755)
-        conf = os.path.join(lib, "mailslot.yaml")
-        with open(conf, "w") as f:
-            f.write(f"mail_location: mbox:{home.home}/mail:INBOX={spool}/%u\n"
-                    f"mail_privileged_group: mail\nlog_path: {home.home}/mailslot.log\n"
-                    "first_valid_uid: 100\n")
-        os.chmod(conf, 0o644)
-        user = mail_users[0]
-        proc = run_as(user, [os.path.join(engine_dir, "mailslot-lda"), "-c", conf,
-                             "-f", "alice@example.org"],
-                      input=b"Subject: via the engine\n\nFrom here on.\n")
+    engine, conf = installed_with_test_helper
+    for _ in range(2):
+        proc = run_as(mail_users[0], [engine, "-c", conf, "-f", "alice@example.org"],
+                      input=ENGINE_MSG)
+        assert proc.returncode == 0, proc.stderr
+    with open(inbox, "rb") as f:
+        data = f.read()
+    assert check_structure(data) == 2
+    assert data.endswith(b"Subject: via the engine\n\n>From here on.\n\n")
+    assert os.listdir(spool) == [os.path.basename(inbox)]
+    assert os.stat(inbox).st_uid == mail_users[0].pw_uid
+
+
+@pytest.mark.skipif(not (ENGINE_PASSES_SETTINGS and ENGINE_PASSES_SENDER),
+                    reason="the engine does not hand the envelope sender to the storage "
+                           "yet (deliver.py: message.envelope_sender = envelope['from']), "
+                           "so the From_ line names the user, as Dovecot's does without one")
+def test_installed_engine_writes_the_envelope_sender(spool_user, installed_with_test_helper,
+                                                     mail_users):
+    home, spool, helper, inbox = spool_user
+    engine, conf = installed_with_test_helper
+    for sender, word in (("alice@example.org", b"alice@example.org"), ("", b"MAILER-DAEMON")):
+        proc = run_as(mail_users[0], [engine, "-c", conf, "-f", sender], input=ENGINE_MSG)
         assert proc.returncode == 0, proc.stderr
         with open(inbox, "rb") as f:
-            data = f.read()
-        assert data.startswith(b"From alice@example.org  ")
-        assert data.endswith(b"Subject: via the engine\n\n>From here on.\n\n")
-        assert os.listdir(spool) == [os.path.basename(inbox)]
-    finally:
-        shutil.rmtree(lib, ignore_errors=True)
+            last = f.read().rsplit(b"\n\nFrom ", 1)[-1]
+        assert last.startswith(word + b"  ") or last.startswith(b"From " + word + b"  ")
