@@ -61,6 +61,7 @@ def deliver(opts):
 
     message = open_message(opts)
     envelope = build_envelope(opts, user, message)
+    message.envelope_sender = envelope["from"]    # mbox's From_ line names it
     header = settings["lda_original_recipient_header"]
     if header and envelope["orig_to"]:
         message.prepend.append(_header_line(header, envelope["orig_to"]))
@@ -75,8 +76,11 @@ def deliver(opts):
                            hostname=os.uname().nodename,
                            mail_fsync=settings["mail_fsync"], settings=settings)
     namespace = settings["namespace"]["inbox"]
-    # Logged mailbox names read as the user's client shows them.
-    storage.display_separator = namespace.get("separator") or storage.default_separator
+    # No separator set: the format's own, as Dovecot ('.' Maildir++, '/' mbox and
+    # LAYOUT=fs). Logged names then read as the user's client shows them.
+    if not namespace.get("separator"):
+        namespace["separator"] = storage.default_separator
+    storage.display_separator = namespace["separator"]
     from . import sieve
     if sieve.has_scripts(settings, user.home):
         saved = file_by_sieve(storage, message, envelope, settings, opts, log, user)
@@ -92,6 +96,8 @@ def log_saved(log, saved, message, envelope, prefix):
     from .errors import LogError
     try:
         for result in saved:
+            for warning in getattr(result, "warnings", None) or ():
+                log.warning(warning)
             shown = result.mailbox if result.mailbox == "INBOX" else prefix + result.mailbox
             log.delivered(_log_values(message, envelope, result), f"saved mail to {shown}")
         if not saved:
@@ -264,7 +270,8 @@ def save_with_fallback(storage, message, target, settings, opts, log, *, flags=(
             try:
                 return save_to(storage, message, name, settings, opts, flags=flags)
             except StorageError as exc:
-                if message.consumed and message.stored_path is None:
+                if message.consumed and message.stored_path is None and \
+                        not getattr(storage, "keeps_source_copy", False):
                     raise   # the input is gone and nothing was saved: defer (75)
                 log.error(f"Failed to save mail to mailbox {target}: {exc}; "
                           "saving to INBOX instead")

@@ -281,3 +281,14 @@ def test_log_failing_after_the_save_does_not_fail_the_delivery(env):
     assert proc.returncode == 0, proc.stderr
     assert b"message delivered, but logging it failed" in proc.stderr
     assert len(files_in(os.path.join(env.maildir, "new"))) == 1
+
+
+def test_mbox_folder_uses_the_formats_separator(env):
+    # No namespace separator set: mbox's own ("/"), as Dovecot, so a/b is a folder.
+    proc = env.lda("-o", "mail_location=mbox:~/mail:INBOX=~/mail/inbox", "-m", "a/b",
+                   "-f", "s@example.org")
+    assert proc.returncode == 0, proc.stderr
+    folder = os.path.join(env.user.pw_dir, "mail", "a", "b")
+    data = open(folder, "rb").read()
+    assert data.startswith(b"From s@example.org ") and MSG in data
+    assert "saved mail to a/b" in open(env.log).read()

@@ -189,25 +189,6 @@ def test_planted_symlink_in_the_spool_is_not_followed(spool_user, tmp_path):
         shutil.rmtree(victim, ignore_errors=True)
 
 
-def _deliver_py():
-    with open(os.path.join(REPO, "pyside", "mailslot", "deliver.py")) as f:
-        return f.read()
-
-
-def _engine_passes_settings():
-    """True once deliver.py hands its settings to open_storage."""
-    text = _deliver_py()
-    start = text.find("open_storage(settings")
-    depth, end = 0, start
-    for end in range(start, len(text) if start >= 0 else start):
-        depth += {"(": 1, ")": -1}.get(text[end], 0)
-        if depth == 0 and text[end] == ")":
-            break
-    return start >= 0 and "settings=settings" in text[start:end]
-
-
-ENGINE_PASSES_SETTINGS = _engine_passes_settings()
-ENGINE_PASSES_SENDER = "envelope_sender" in _deliver_py()
 
 
 @pytest.fixture
@@ -234,10 +215,6 @@ def installed_with_test_helper(spool_user, installed):
 ENGINE_MSG = b"Subject: via the engine\n\nFrom here on.\n"
 
 
-@pytest.mark.skipif(not ENGINE_PASSES_SETTINGS,
-                    reason="the engine does not pass its settings to open_storage yet "
-                           "(deliver.py: open_storage(..., settings=settings)), so "
-                           "mail_privileged_group cannot reach the mbox storage")
 def test_installed_engine_delivers_into_the_spool(spool_user, installed_with_test_helper,
                                                   mail_users):
     """mailslot-lda as the user, mbox INBOX in the spool, the helper beside it."""
@@ -255,10 +232,6 @@ def test_installed_engine_delivers_into_the_spool(spool_user, installed_with_tes
     assert os.stat(inbox).st_uid == mail_users[0].pw_uid
 
 
-@pytest.mark.skipif(not (ENGINE_PASSES_SETTINGS and ENGINE_PASSES_SENDER),
-                    reason="the engine does not hand the envelope sender to the storage "
-                           "yet (deliver.py: message.envelope_sender = envelope['from']), "
-                           "so the From_ line names the user, as Dovecot's does without one")
 def test_installed_engine_writes_the_envelope_sender(spool_user, installed_with_test_helper,
                                                      mail_users):
     home, spool, helper, inbox = spool_user
