@@ -182,7 +182,7 @@ def expand_user_settings(settings, values):
 
 # -- validation -----------------------------------------------------------------------
 
-def _apply(settings, name, value, *, path, line, from_text):
+def _apply(settings, name, value, *, path, line, from_text, check_templates=True):
     if "/" in name and name.startswith("namespace/"):
         parts = name.split("/")
         if len(parts) != 3:
@@ -199,7 +199,8 @@ def _apply(settings, name, value, *, path, line, from_text):
         settings["userdb"] = _convert_userdb(value, path, line)
     else:
         settings[name] = _convert(kind, value, path, line, name)
-        if kind == "str" and name in USER_TEMPLATES or name == "deliver_log_format":
+        if check_templates and (kind == "str" and name in USER_TEMPLATES
+                                or name == "deliver_log_format"):
             _check_template(settings[name], path, line, name)
 
 
@@ -401,7 +402,10 @@ def _read_cache(path, key):
                 _, index, key = name.split("/")
                 userdb.setdefault(int(index), {})[key] = value
             else:
-                _apply(settings, name, value, path="cache", line=None, from_text=True)
+                # Templates were checked when the cache was written, and a bad one
+                # still fails at expansion (a ConfigError, 75): not again per message.
+                _apply(settings, name, value, path="cache", line=None, from_text=True,
+                       check_templates=False)
         if userdb:
             settings["userdb"] = _convert_userdb(
                 [userdb[i] for i in sorted(userdb)], "cache", None)

@@ -122,3 +122,23 @@ def test_group_writable_cache_is_not_trusted(tmp_path):
     cache.write_text(text)
     os.chmod(cache, 0o644)
     assert config.load_settings(path)["mail_fsync"] == "always"
+
+
+def test_cache_read_does_not_recheck_templates(tmp_path, monkeypatch):
+    path = write(tmp_path, "mail_location: maildir:/var/vmail/%d/%n\n")
+    config.load_settings(path)                      # writes the cache, checking once
+    calls = []
+    monkeypatch.setattr(config, "_check_template", lambda *a: calls.append(a))
+    assert config.load_settings(path)["mail_location"] == "maildir:/var/vmail/%d/%n"
+    assert calls == []
+
+
+def test_forged_cache_template_still_fails_at_expansion(tmp_path):
+    path = write(tmp_path, "mail_location: maildir:~/Maildir\n")
+    config.load_settings(path)
+    cache = tmp_path / ".mailslot.yaml.cache"
+    cache.write_text(cache.read_text().replace("maildir:~/Maildir", "maildir:%z"))
+    settings = config.load_settings(path)
+    with pytest.raises(ConfigError) as info:
+        config.expand_user_settings(settings, {"user": "u", "home": "/h"})
+    assert "mail_location" in str(info.value)
