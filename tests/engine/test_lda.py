@@ -113,6 +113,8 @@ def test_root_is_refused(env):
 
 
 def test_other_users_uid_is_refused(env, mail_users):
+    # Other tests deliver to this user too: start from a home without a Maildir.
+    shutil.rmtree(os.path.join(mail_users[1].pw_dir, "Maildir"), ignore_errors=True)
     proc = env.lda("-d", mail_users[1].pw_name)
     assert proc.returncode == 75
     assert b"through mailslot-relay" in proc.stderr

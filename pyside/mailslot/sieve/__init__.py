@@ -84,24 +84,11 @@ def has_scripts(settings, home):
     itself when it is a file), and any administrator script setting.
     """
     import os
+    from .location import parse_location
     if any(settings.get(key) for key in ADMIN_SCRIPT_SETTINGS):
         return True
-    location = settings.get("sieve") or ""
-    if location.startswith("file:"):
-        location = location[5:]
-    main, _, options = location.partition(";")
-    path = main.strip()
-    for option in options.split(";"):
-        key, _, value = option.partition("=")
-        if key.strip() == "active" and value.strip():
-            path = value.strip()
-    if not path:
-        return False
-    if path == "~" or path.startswith("~/"):
-        if not home:
-            return False
-        path = home + path[1:]
-    return os.path.isfile(path)
+    _, script = parse_location(settings.get("sieve") or "", home)
+    return script is not None and os.path.isfile(script)
 
 
 def delivery_scripts(settings, home):

@@ -26,6 +26,7 @@ from .interpreter import CpuLimitError, Interpreter, SieveRunError, StopScript
 from .mail import MessageView
 from .result import FlagsEffect, Result
 from .settings import SieveSettings
+from .location import expand_home as _expand_home, parse_location
 
 OK, FAILURE, TEMP_FAILURE, RESOURCE_LIMIT = "success", "failed", "temporary failure", \
     "resource limit"
@@ -323,39 +324,6 @@ def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=N
         res.header_fields = list(ctx.message.fields())
     _report(failed_script[0], diag, status, global_scripts, user_log, log)
     return res
-
-
-def _expand_home(path, home):
-    if path.startswith("~/") and home:
-        return os.path.join(home, path[2:])
-    if path == "~" and home:
-        return home
-    return path
-
-
-def parse_location(value, home):
-    """A Pigeonhole script location -> (storage dir or None, script path or None).
-
-    "file:~/sieve;active=~/.dovecot.sieve" (a directory of scripts and the
-    active one) or a plain path to one script ("~/.dovecot.sieve").
-    """
-    if not value:
-        return None, None
-    text = value
-    if text.startswith("file:"):
-        text = text[5:]
-    main, *options = text.split(";")
-    opts = {}
-    for opt in options:
-        key, _, val = opt.partition("=")
-        opts[key.strip()] = val.strip()
-    main = _expand_home(main.strip(), home) if main.strip() else None
-    active = _expand_home(opts["active"], home) if opts.get("active") else None
-    if active is not None:
-        return main, active
-    if main is not None and os.path.isdir(main):
-        return main, None
-    return (os.path.dirname(main) if main else None), main
 
 
 def _expand_sequence(value, home):

@@ -181,7 +181,7 @@ class SieveSettings:
                 items = value.split() if isinstance(value, str) else list(value)
                 setattr(s, attr, tuple(i.lower() for i in items))
         if s.sieve_dir is None and get("sieve"):
-            from .runner import parse_location
+            from .location import parse_location
             s.sieve_dir = parse_location(get("sieve"), home)[0]
         if s.global_dir and s.global_dir.startswith("file:"):
             s.global_dir = s.global_dir[5:].split(";", 1)[0]
