@@ -139,7 +139,7 @@ def load_settings(path=None, *, use_cache=True):
         st = os.stat(path)
     except FileNotFoundError:
         if explicit:
-            raise _error(f"configuration file not found", path) from None
+            raise _error("configuration file not found", path) from None
         return default_settings()
     except OSError as exc:
         raise _error(f"cannot stat configuration: {exc.strerror}", path) from None

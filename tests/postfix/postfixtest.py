@@ -16,8 +16,7 @@ The MTA lines are the shipped examples (packaging/examples/postfix/), with the
 install paths and the test's accounts substituted.
 
 System users' mail goes to mbox files in a spool directory with the lock group
-(mailspool/, root:mail 2775 like /var/mail; mailslot-dotlock is built for it) once
-the mbox storage exists (MBOX_AVAILABLE); until then into ~/Maildir. Virtual users
+(mailspool/, root:mail 2775 like /var/mail; mailslot-dotlock is built for it). Virtual users
 carry userdb_mail=maildir:~/Maildir in the passwd-file.
 
 Accounts: a caller group and pipe user for the relay (mslt-pfsec, mslt-pfmta), a
@@ -46,7 +45,6 @@ SYSTEM_DOMAIN = "sys.mailslot.test"
 VIRTUAL_DOMAIN = "virt.mailslot.test"
 VIRTUAL_USERS = ("v1", "v2")
 # The mbox storage (pyside/mailslot/storage/mbox.py) arrives with its own issue.
-MBOX_AVAILABLE = os.path.exists(os.path.join(REPO, "pyside", "mailslot", "storage", "mbox.py"))
 FREE_ID_RANGE = range(61000, 62000)     # numeric ids with no passwd/group entry
 START_TIMEOUT = 30                      # seconds for master to accept SMTP
 DELIVERY_TIMEOUT = 30                   # seconds for one message to be delivered
@@ -181,8 +179,7 @@ class PostfixInstance:
         lines = [f"{v.address}::{v.uid}:{v.gid}::{v.home}::userdb_mail=maildir:~/Maildir"
                  for v in self.virtual]
         self._write_root_file(self.passwd_file, "\n".join(lines) + "\n")
-        location = (f"mbox:~/mail:INBOX={self.mail_spool}/%u" if MBOX_AVAILABLE
-                    else "maildir:~/Maildir")
+        location = f"mbox:~/mail:INBOX={self.mail_spool}/%u"
         self._write_root_file(self.settings, (
             f"mail_location: {location}\n"
             "mail_privileged_group: mail\n"
