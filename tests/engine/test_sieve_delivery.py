@@ -157,3 +157,29 @@ def test_body_test_reads_the_whole_message(box):
     assert box.deliver().returncode == 0
     name = box.files(".Greetings")[0]
     assert open(os.path.join(box.maildir, ".Greetings", "new", name), "rb").read() == MSG
+
+
+@pytest.mark.parametrize("location", ["maildir:~/Maildir", "mbox:~/mail:INBOX=~/mail/inbox"])
+def test_two_copies_after_the_input_is_consumed(box, location):
+    # The second and third saves come after stdin was read to its end: they must
+    # come from the first copy, whole, in either format.
+    box.script('require ["fileinto", "copy"];\n'
+               'fileinto :copy "One";\nfileinto "Two";\n')
+    big = MSG + b"x" * 300_000 + b"\n"          # more than one read chunk
+    proc = box.deliver("-o", f"mail_location={location}", input=big)
+    assert proc.returncode == 0, proc.stderr
+    home = os.path.dirname(box.maildir)
+    if location.startswith("maildir"):
+        copies = [open(os.path.join(box.maildir, f".{name}", "new",
+                                    box.files(f".{name}")[0]), "rb").read()
+                  for name in ("One", "Two")]
+        assert copies == [big, big]
+        assert box.files() == []                  # no implicit keep after fileinto
+    else:
+        for name in ("One", "Two"):
+            data = open(os.path.join(home, "mail", name), "rb").read()
+            assert data.startswith(b"From ") and big in data
+        assert not os.path.exists(os.path.join(home, "mail", "inbox")) or \
+            big not in open(os.path.join(home, "mail", "inbox"), "rb").read()
+    log = box.log()
+    assert "saved mail to One" in log and "saved mail to Two" in log
