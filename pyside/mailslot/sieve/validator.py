@@ -181,6 +181,18 @@ class Validator:
             return False
         return True
 
+    def positional_value(self, node, arg, arg_name, pos, req_type):
+        """Check a positional argument's type and compile it; None when refused.
+
+        Both refusals are reported. A STRING_LIST argument comes back as a list (a
+        single string as a list of one), any other as activate() returns it.
+        """
+        if not self.check_positional(node, arg, arg_name, pos, req_type):
+            return None
+        if req_type == S.STRING_LIST:
+            return self.activate_list(node, arg)
+        return self.activate(node, arg)
+
     def tag_parameter(self, node, tag_arg, param, arg_name, pos, req_type):
         """Check the parameter of a tag: present and of the required type."""
         position = "" if pos == 0 else " %d (%s)" % (pos, arg_name)
@@ -437,8 +449,6 @@ class Validator:
         return block[index - 1] if index > 0 else None
 
     def validate_block(self, block, root):
-        result = True
-        fatal = False
         entry = [block, 0]
         self._block_stack.append(entry)
         try:

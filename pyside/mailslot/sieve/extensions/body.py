@@ -12,7 +12,7 @@ from .. import syntax as S
 from ..interpreter import TESTS
 from ..match import match
 from ..defs import CommandDef, TagDef
-from .core import link_match_tags, match_spec
+from .core import link_match_tags, key_list_and_spec
 
 OPT_BODY_TRANSFORM = 5
 
@@ -53,15 +53,10 @@ class Body(CommandDef):
             v.register_tag(reg, TransformTag(ident))
 
     def validate(self, v, node):
-        arg = node.positional[0]
-        if not v.check_positional(node, arg, "key list", 1, S.STRING_LIST):
+        matched = key_list_and_spec(v, node, node.positional[0], 1)
+        if matched is None:
             return False
-        keys = v.activate_list(node, arg)
-        if keys is None:
-            return False
-        spec = match_spec(v, node, keys, arg)
-        if spec is None:
-            return False
+        keys, spec = matched
         node.data = (node.tags.get("transform", "text"),
                      node.tags.get("content_types"), keys, spec)
         return True

@@ -127,6 +127,18 @@ def match_spec(v, node, keys_compiled, key_arg, default_cmp="i;ascii-casemap"):
     return (mtype, tags.get("relation"), cmp_name)
 
 
+def key_list_and_spec(v, node, key_arg, pos):
+    """The key list at positional pos and the match spec it allows: (keys, spec).
+
+    None when either is refused (reported): the shared tail of every match test.
+    """
+    keys = v.positional_value(node, key_arg, "key list", pos, S.STRING_LIST)
+    if keys is None:
+        return None
+    spec = match_spec(v, node, keys, key_arg)
+    return None if spec is None else (keys, spec)
+
+
 def verify_header_names(v, arg, names):
     """Warn about invalid literal header names (RFC 5322 field-name)."""
     for name, line in zip(names, arg.string_lines()):
@@ -262,9 +274,7 @@ class Redirect(CommandDef):
 
     def validate(self, v, node):
         arg = node.positional[0]
-        if not v.check_positional(node, arg, "address", 1, S.STRING):
-            return False
-        value = v.activate(node, arg)
+        value = v.positional_value(node, arg, "address", 1, S.STRING)
         if value is None:
             return False
         node.data = value
@@ -300,9 +310,7 @@ class Address(TestDef):
 
     def validate(self, v, node):
         arg = node.positional[0]
-        if not v.check_positional(node, arg, "header list", 1, S.STRING_LIST):
-            return False
-        headers = v.activate_list(node, arg)
+        headers = v.positional_value(node, arg, "header list", 1, S.STRING_LIST)
         if headers is None:
             return False
         verify_header_names(v, arg, headers)
@@ -311,15 +319,10 @@ class Address(TestDef):
                 v.error(line, "specified header '%s' is not allowed for the address "
                         "test" % sanitize(name, 64))
                 return False
-        karg = node.positional[1]
-        if not v.check_positional(node, karg, "key list", 2, S.STRING_LIST):
+        matched = key_list_and_spec(v, node, node.positional[1], 2)
+        if matched is None:
             return False
-        keys = v.activate_list(node, karg)
-        if keys is None:
-            return False
-        spec = match_spec(v, node, keys, karg)
-        if spec is None:
-            return False
+        keys, spec = matched
         node.data = {"headers": headers, "keys": keys, "spec": spec,
                      "part": node.tags.get("address_part", "all")}
         return True
@@ -339,21 +342,14 @@ class Header(TestDef):
 
     def validate(self, v, node):
         arg = node.positional[0]
-        if not v.check_positional(node, arg, "header names", 1, S.STRING_LIST):
-            return False
-        headers = v.activate_list(node, arg)
+        headers = v.positional_value(node, arg, "header names", 1, S.STRING_LIST)
         if headers is None:
             return False
         verify_header_names(v, arg, headers)
-        karg = node.positional[1]
-        if not v.check_positional(node, karg, "key list", 2, S.STRING_LIST):
+        matched = key_list_and_spec(v, node, node.positional[1], 2)
+        if matched is None:
             return False
-        keys = v.activate_list(node, karg)
-        if keys is None:
-            return False
-        spec = match_spec(v, node, keys, karg)
-        if spec is None:
-            return False
+        keys, spec = matched
         node.data = {"headers": headers, "keys": keys, "spec": spec}
         return True
 
@@ -376,9 +372,7 @@ class Exists(TestDef):
 
     def validate(self, v, node):
         arg = node.positional[0]
-        if not v.check_positional(node, arg, "header names", 1, S.STRING_LIST):
-            return False
-        headers = v.activate_list(node, arg)
+        headers = v.positional_value(node, arg, "header names", 1, S.STRING_LIST)
         if headers is None:
             return False
         verify_header_names(v, arg, headers)

@@ -16,7 +16,7 @@ from ..interpreter import TESTS
 from ..diagnostics import sanitize
 from ..match import match
 from ..defs import CommandDef, TagDef
-from .core import add_header_options, link_match_tags, match_spec, verify_header_names
+from .core import add_header_options, link_match_tags, key_list_and_spec, verify_header_names
 
 PARTS = ("year", "month", "day", "date", "julian", "hour", "minute", "second",
          "time", "iso8601", "std11", "zone", "weekday")
@@ -225,30 +225,21 @@ class DateTest(CommandDef):
         if self.name == "date":
             offset = 1
             arg = args[0]
-            if not v.check_positional(node, arg, "header name", 1, S.STRING):
-                return False
-            header = v.activate(node, arg)
+            header = v.positional_value(node, arg, "header name", 1, S.STRING)
             if header is None:
                 return False
             verify_header_names(v, arg, [header])
         arg = args[offset]
-        if not v.check_positional(node, arg, "date part", offset + 1, S.STRING):
-            return False
-        part = v.activate(node, arg)
+        part = v.positional_value(node, arg, "date part", offset + 1, S.STRING)
         if part is None:
             return False
         if isinstance(part, str) and part.lower() not in PARTS:
             v.warning(arg.line, "specified date part `%s' is not known"
                       % sanitize(part, 80))
-        karg = args[offset + 1]
-        if not v.check_positional(node, karg, "key list", offset + 2, S.STRING_LIST):
+        matched = key_list_and_spec(v, node, args[offset + 1], offset + 2)
+        if matched is None:
             return False
-        keys = v.activate_list(node, karg)
-        if keys is None:
-            return False
-        spec = match_spec(v, node, keys, karg)
-        if spec is None:
-            return False
+        keys, spec = matched
         zone = node.tags.get("zone", False) if node.tags.get("zone_set") else False
         node.data = {"header": header, "part": part, "keys": keys, "spec": spec,
                      "zone": zone}

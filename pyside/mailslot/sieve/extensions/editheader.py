@@ -72,9 +72,7 @@ class AddHeader(CommandDef):
 
     def validate(self, v, node):
         arg = node.positional[0]
-        if not v.check_positional(node, arg, "field-name", 1, S.STRING):
-            return False
-        name = v.activate(node, arg)
+        name = v.positional_value(node, arg, "field-name", 1, S.STRING)
         if name is None:
             return False
         settings = v.env.settings
@@ -88,9 +86,7 @@ class AddHeader(CommandDef):
                           "`%s' is forbidden; modification will be denied"
                           % sanitize(name, 80))
         varg = node.positional[1]
-        if not v.check_positional(node, varg, "value", 2, S.STRING):
-            return False
-        value = v.activate(node, varg)
+        value = v.positional_value(node, varg, "value", 2, S.STRING)
         if value is None:
             return False
         if isinstance(value, str):
@@ -150,9 +146,7 @@ class DeleteHeader(CommandDef):
         patterns = spec = None
         if len(args) > 1:
             parg = args[1]
-            if not v.check_positional(node, parg, "value patterns", 2, S.STRING_LIST):
-                return False
-            patterns = v.activate_list(node, parg)
+            patterns = v.positional_value(node, parg, "value patterns", 2, S.STRING_LIST)
             if patterns is None:
                 return False
             spec = match_spec(v, node, patterns, parg)
@@ -177,7 +171,6 @@ def _settings_dict(ctx):
 
 
 def run_addheader(it, op):
-    from ..mail import decode_words  # noqa: F401  (values are stored as given)
     name = it.expand(op[2])
     value = it.expand(op[3])
     settings = _settings_dict(it.ctx)

@@ -184,9 +184,7 @@ class Notify(CommandDef):
 
     def validate(self, v, node):
         arg = node.positional[0]
-        if not v.check_positional(node, arg, "method", 1, S.STRING):
-            return False
-        method = v.activate(node, arg)
+        method = v.positional_value(node, arg, "method", 1, S.STRING)
         if method is None:
             return False
         if isinstance(method, str):
@@ -229,9 +227,7 @@ class ValidNotifyMethod(CommandDef):
 
     def validate(self, v, node):
         arg = node.positional[0]
-        if not v.check_positional(node, arg, "notification-uris", 1, S.STRING_LIST):
-            return False
-        uris = v.activate_list(node, arg)
+        uris = v.positional_value(node, arg, "notification-uris", 1, S.STRING_LIST)
         if uris is None:
             return False
         node.data = uris

@@ -8,7 +8,7 @@ an address, and takes no address part.
 from .. import syntax as S
 from ..diagnostics import sanitize
 from ..defs import CommandDef
-from .core import link_match_tags, match_spec
+from .core import link_match_tags, key_list_and_spec
 from . import envelope_runtime  # noqa: F401 (the run-time half: registers the test)
 
 PARTS = ("from", "to", "auth")
@@ -24,9 +24,7 @@ class Envelope(CommandDef):
 
     def validate(self, v, node):
         arg = node.positional[0]
-        if not v.check_positional(node, arg, "envelope part", 1, S.STRING_LIST):
-            return False
-        parts = v.activate_list(node, arg)
+        parts = v.positional_value(node, arg, "envelope part", 1, S.STRING_LIST)
         if parts is None:
             return False
         not_address = None
@@ -48,15 +46,10 @@ class Envelope(CommandDef):
                     "part '%s' is tested with the envelope test"
                     % (node.tags["address_part"], not_address))
             return False
-        karg = node.positional[1]
-        if not v.check_positional(node, karg, "key list", 2, S.STRING_LIST):
+        matched = key_list_and_spec(v, node, node.positional[1], 2)
+        if matched is None:
             return False
-        keys = v.activate_list(node, karg)
-        if keys is None:
-            return False
-        spec = match_spec(v, node, keys, karg)
-        if spec is None:
-            return False
+        keys, spec = matched
         node.data = {"parts": parts, "keys": keys, "spec": spec,
                      "part": node.tags.get("address_part", "all")}
         return True

@@ -10,7 +10,7 @@ from .. import syntax as S
 from ..interpreter import TESTS
 from ..match import match
 from ..defs import CommandDef
-from .core import link_match_tags, match_spec
+from .core import link_match_tags, key_list_and_spec
 
 
 class Environment(CommandDef):
@@ -23,20 +23,13 @@ class Environment(CommandDef):
 
     def validate(self, v, node):
         arg = node.positional[0]
-        if not v.check_positional(node, arg, "name", 1, S.STRING):
-            return False
-        name = v.activate(node, arg)
+        name = v.positional_value(node, arg, "name", 1, S.STRING)
         if name is None:
             return False
-        karg = node.positional[1]
-        if not v.check_positional(node, karg, "key list", 2, S.STRING_LIST):
+        matched = key_list_and_spec(v, node, node.positional[1], 2)
+        if matched is None:
             return False
-        keys = v.activate_list(node, karg)
-        if keys is None:
-            return False
-        spec = match_spec(v, node, keys, karg)
-        if spec is None:
-            return False
+        keys, spec = matched
         node.data = (name, keys, spec)
         return True
 

@@ -19,9 +19,7 @@ class Fileinto(CommandDef):
 
     def validate(self, v, node):
         arg = node.positional[0]
-        if not v.check_positional(node, arg, "folder", 1, S.STRING):
-            return False
-        value = v.activate(node, arg)
+        value = v.positional_value(node, arg, "folder", 1, S.STRING)
         if value is None:
             return False
         if isinstance(value, str) and not valid_utf8(value):

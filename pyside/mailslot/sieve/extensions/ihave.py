@@ -50,9 +50,7 @@ class Error(CommandDef):
 
     def validate(self, v, node):
         arg = node.positional[0]
-        if not v.check_positional(node, arg, "message", 1, S.STRING):
-            return False
-        value = v.activate(node, arg)
+        value = v.positional_value(node, arg, "message", 1, S.STRING)
         if value is None:
             return False
         node.data = value

@@ -74,9 +74,7 @@ class Include(CommandDef):
 
     def validate(self, v, node):
         arg = node.positional[0]
-        if not v.check_positional(node, arg, "value", 1, S.STRING):
-            return False
-        value = v.activate(node, arg)
+        value = v.positional_value(node, arg, "value", 1, S.STRING)
         if value is None:
             return False
         if not isinstance(value, str):
@@ -271,7 +269,7 @@ def compile_include(c, node):
 # -- run time ---------------------------------------------------------------------
 
 def run_include(it, op):
-    key, once, optional = op[2], op[3], op[4]
+    key, once = op[2], op[3]
     ctx = it.ctx
     root = ctx.root_program
     program = root.includes.get(key)

@@ -25,9 +25,7 @@ class MailboxExists(CommandDef):
 
     def validate(self, v, node):
         arg = node.positional[0]
-        if not v.check_positional(node, arg, "mailbox-names", 1, S.STRING_LIST):
-            return False
-        names = v.activate_list(node, arg)
+        names = v.positional_value(node, arg, "mailbox-names", 1, S.STRING_LIST)
         if names is None:
             return False
         node.data = names

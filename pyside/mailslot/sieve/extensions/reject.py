@@ -17,9 +17,7 @@ class Reject(CommandDef):
 
     def validate(self, v, node):
         arg = node.positional[0]
-        if not v.check_positional(node, arg, "reason", 1, S.STRING):
-            return False
-        value = v.activate(node, arg)
+        value = v.positional_value(node, arg, "reason", 1, S.STRING)
         if value is None:
             return False
         node.data = value

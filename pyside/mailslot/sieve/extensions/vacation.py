@@ -102,9 +102,7 @@ class Vacation(CommandDef):
 
     def validate(self, v, node):
         arg = node.positional[0]
-        if not v.check_positional(node, arg, "reason", 1, S.STRING):
-            return False
-        reason = v.activate(node, arg)
+        reason = v.positional_value(node, arg, "reason", 1, S.STRING)
         if reason is None:
             return False
         tags = node.tags

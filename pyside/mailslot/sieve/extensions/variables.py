@@ -19,7 +19,7 @@ from ..limits import DEFAULT_MAX_VARIABLE_SCOPE_SIZE, MAX_MATCH_VALUES
 from ..match import match
 from ..defs import CommandDef, TagDef
 from ..defs import parse_variable_name
-from .core import link_match_tags, match_spec
+from .core import link_match_tags, key_list_and_spec
 
 PRECEDENCE = {"lower": 40, "upper": 40, "lowerfirst": 30, "upperfirst": 30,
               "quotewildcard": 20, "encodeurl": 15, "length": 10}
@@ -163,9 +163,7 @@ class Set(CommandDef):
         if target is None:
             return False
         varg = node.positional[1]
-        if not v.check_positional(node, varg, "value", 2, S.STRING):
-            return False
-        value = v.activate(node, varg)
+        value = v.positional_value(node, varg, "value", 2, S.STRING)
         if value is None:
             return False
         mods = sorted(node.tags.get("modifiers", []), key=lambda m: -PRECEDENCE[m])
@@ -187,20 +185,13 @@ class StringTest(CommandDef):
 
     def validate(self, v, node):
         arg = node.positional[0]
-        if not v.check_positional(node, arg, "source", 1, S.STRING_LIST):
-            return False
-        source = v.activate_list(node, arg)
+        source = v.positional_value(node, arg, "source", 1, S.STRING_LIST)
         if source is None:
             return False
-        karg = node.positional[1]
-        if not v.check_positional(node, karg, "key list", 2, S.STRING_LIST):
+        matched = key_list_and_spec(v, node, node.positional[1], 2)
+        if matched is None:
             return False
-        keys = v.activate_list(node, karg)
-        if keys is None:
-            return False
-        spec = match_spec(v, node, keys, karg)
-        if spec is None:
-            return False
+        keys, spec = matched
         node.data = (source, keys, spec)
         return True
 
