@@ -139,6 +139,35 @@ def key_list_and_spec(v, node, key_arg, pos):
     return None if spec is None else (keys, spec)
 
 
+class SubjectMatchTest(CommandDef):
+    """A test of one subject argument against a key list (string, environment).
+
+    Subclasses name the subject (subject_name, subject_type); node.data becomes
+    (subject, keys, spec).
+    """
+    is_test = True
+    positional = 2
+    subject_name = "source"
+    subject_type = S.STRING_LIST
+
+    def registered(self, v, reg):
+        link_match_tags(v, reg)
+
+    def validate(self, v, node):
+        subject = v.positional_value(node, node.positional[0], self.subject_name, 1,
+                                     self.subject_type)
+        if subject is None:
+            return False
+        matched = key_list_and_spec(v, node, node.positional[1], 2)
+        if matched is None:
+            return False
+        node.data = (subject,) + matched
+        return True
+
+    def compile(self, c, node):
+        return (self.name, node.line) + node.data
+
+
 def verify_header_names(v, arg, names):
     """Warn about invalid literal header names (RFC 5322 field-name)."""
     for name, line in zip(names, arg.string_lines()):

@@ -9,32 +9,13 @@ unknown item has no value and matches nothing.
 from .. import syntax as S
 from ..interpreter import TESTS
 from ..match import match
-from ..defs import CommandDef
-from .core import link_match_tags, key_list_and_spec
+from .core import SubjectMatchTest
 
 
-class Environment(CommandDef):
+class Environment(SubjectMatchTest):
     name = "environment"
-    is_test = True
-    positional = 2
-
-    def registered(self, v, reg):
-        link_match_tags(v, reg)
-
-    def validate(self, v, node):
-        arg = node.positional[0]
-        name = v.positional_value(node, arg, "name", 1, S.STRING)
-        if name is None:
-            return False
-        matched = key_list_and_spec(v, node, node.positional[1], 2)
-        if matched is None:
-            return False
-        keys, spec = matched
-        node.data = (name, keys, spec)
-        return True
-
-    def compile(self, c, node):
-        return ("environment", node.line) + node.data
+    subject_name = "name"
+    subject_type = S.STRING
 
 
 def load(v, name):

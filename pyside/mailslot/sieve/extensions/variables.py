@@ -19,7 +19,7 @@ from ..limits import DEFAULT_MAX_VARIABLE_SCOPE_SIZE, MAX_MATCH_VALUES
 from ..match import match
 from ..defs import CommandDef, TagDef
 from ..defs import parse_variable_name
-from .core import link_match_tags, key_list_and_spec
+from .core import SubjectMatchTest
 
 PRECEDENCE = {"lower": 40, "upper": 40, "lowerfirst": 30, "upperfirst": 30,
               "quotewildcard": 20, "encodeurl": 15, "length": 10}
@@ -175,29 +175,8 @@ class Set(CommandDef):
         return ("set", node.line, target, value, mods)
 
 
-class StringTest(CommandDef):
+class StringTest(SubjectMatchTest):
     name = "string"
-    is_test = True
-    positional = 2
-
-    def registered(self, v, reg):
-        link_match_tags(v, reg)
-
-    def validate(self, v, node):
-        arg = node.positional[0]
-        source = v.positional_value(node, arg, "source", 1, S.STRING_LIST)
-        if source is None:
-            return False
-        matched = key_list_and_spec(v, node, node.positional[1], 2)
-        if matched is None:
-            return False
-        keys, spec = matched
-        node.data = (source, keys, spec)
-        return True
-
-    def compile(self, c, node):
-        source, keys, spec = node.data
-        return ("string", node.line, source, keys, spec)
 
 
 def load(v, name):
