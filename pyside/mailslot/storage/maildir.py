@@ -6,8 +6,12 @@ One save, in this order (src/lib-storage/index/maildir/maildir-save.c):
   2. the message is written (or hard-linked from a copy this delivery already
      saved), then fsync()ed unless mail_fsync=never;
   3. dovecot-uidlist.lock is tried once (a stale lock is broken, a live one is not);
-  4. rename into new/<base>,S=<size>,W=<vsize> -- or cur/<...>:2,<flags> when the
-     message has flags -- and fsync the directory unless mail_fsync=never;
+  4. with keywords (non-system flags), their letters are found or added in
+     dovecot-keywords (maildir_keywords.py: new ones only with the lock, that file
+     made durable first); rename into new/<base>,S=<size>,W=<vsize> -- or
+     cur/<...>:2,<flags> when the message has flags: system letters (DFRST) and
+     keyword letters (a-z), sorted by ASCII -- and fsync the directory unless
+     mail_fsync=never;
   5. with the lock: the next UID is appended to dovecot-uidlist (created as
      Dovecot would when missing); without it the file stays in new/ without a
      UID, and Dovecot assigns one at its next sync -- as dovecot-lda does.
@@ -31,7 +35,10 @@ subscriptions.lock and a rename (src/lib-storage/list/subscription-file.c).
 Errors: MailboxNameError (a name the layout cannot store), MailboxNotFoundError,
 StorageError for every OSError, naming the path and the errno; EFBIG explains the
 RLIMIT_FSIZE limit (Postfix's mailbox_size_limit, applied through ulimit -f).
-Keywords (non-system flags) are not stored yet: dovecot-keywords comes with Sieve.
+Keywords that cannot be stored (not a valid IMAP keyword, all 26 letters taken,
+a new one while dovecot-uidlist is locked by someone else, an unusable
+dovecot-keywords) are dropped, never fail the save, and are named in
+SaveResult.warnings (keywords.py, maildir_keywords.py).
 
 Security: below the configured roots every directory is opened relative to its
 parent's fd with O_NOFOLLOW|O_DIRECTORY and every file with O_NOFOLLOW, so a
@@ -146,7 +153,7 @@ def sizes_from_name(fname):
 
 
 def flag_letters(flags):
-    """The sorted Maildir info letters for IMAP system flags; keywords are dropped."""
+    """The sorted Maildir info letters for IMAP system flags (keywords: see save)."""
     letters = set()
     for flag in flags:
         letter = FLAG_LETTERS.get(flag.lower())
@@ -509,6 +516,11 @@ class MaildirStorage(Storage):
     def save(self, name, source, *, flags=()):
         name = check_components(name)
         letters = flag_letters(flags)
+        keywords, warnings = (), []
+        if any(flag[:1] != "\\" for flag in flags):
+            # Only a save with a keyword pays for the keyword code.
+            from .keywords import split_keywords
+            keywords, warnings = split_keywords(flags)
         with _Fds() as fds:
             mbox_fd, mbox_path, _ = self._open_mailbox(name, fds, create=name == (INBOX,))
             if not self._is_mailbox_dir(mbox_fd, name):
@@ -517,14 +529,11 @@ class MaildirStorage(Storage):
             # Dovecot re-creates missing tmp/new/cur of an existing mailbox.
             sub = self._open_subdirs(mbox_fd, mbox_path, perm, fds, create=True)
             base, size, vsize = self._write_tmp(source, sub["tmp"], mbox_path, perm)
-            final = f"{base},S={size},W={vsize}"
-            dest = "new"
-            if letters:
-                final += ":2," + letters
-                dest = "cur"
-            uid, uid_error, path = self._commit(name, fds, sub, base, final, dest,
+            uid, uid_error, path = self._commit(name, fds, sub, base, f"{base},S={size},W={vsize}",
+                                                letters, keywords, warnings,
                                                 (mbox_fd, mbox_path), perm)
-        return SaveResult(self.display_name(name), uid, path, size, vsize, uid_error)
+        return SaveResult(self.display_name(name), uid, path, size, vsize, uid_error,
+                          warnings=tuple(warnings))
 
     # --- the steps of a save --------------------------------------------------------
 
@@ -600,15 +609,19 @@ class MaildirStorage(Storage):
             raise
         return base, size, vsize
 
-    def _commit(self, name, fds, sub, base, final, dest, mailbox, perm):
-        """Move tmp/base to dest/final and assign a UID; return (uid, uid_error, path)."""
+    def _commit(self, name, fds, sub, base, final, letters, keywords, warnings, mailbox,
+                perm):
+        """Move tmp/base into new/ or cur/ (final plus its flags) and assign a UID.
+
+        letters: the system flags' letters; keywords: validated keyword names, whose
+        letters are decided under the uidlist lock (warnings gets what was dropped).
+        Returns (uid, uid_error, path).
+        """
         mbox_path = mailbox[1]
-        dest_fd = sub[dest]
-        path = f"{mbox_path}/{dest}/{final}"
         lock = state = None
         uid_error = None
         existing = None
-        ctl_fd = None
+        ctl_fd = ctl_path = None
         try:
             try:
                 ctl_fd, ctl_path = self._open_control(name, fds, perm, mailbox)
@@ -629,6 +642,14 @@ class MaildirStorage(Storage):
                 if state is not None:
                     state.close()
                     state = None        # no UID this time; the lock is released below
+            if keywords:
+                letters = "".join(sorted(letters + self._keyword_letters(
+                    ctl_fd, ctl_path, keywords, warnings, lock is not None, perm, sub, base)))
+            dest = "cur" if letters else "new"
+            if letters:
+                final += ":2," + letters
+            dest_fd = sub[dest]
+            path = f"{mbox_path}/{dest}/{final}"
             try:
                 os.rename(base, final, src_dir_fd=sub["tmp"], dst_dir_fd=dest_fd)
             except OSError as err:
@@ -665,6 +686,23 @@ class MaildirStorage(Storage):
                     lock.release()
                 except OSError:
                     pass
+
+    def _keyword_letters(self, ctl_fd, ctl_path, keywords, warnings, locked, perm, sub,
+                         base):
+        """The letters of keywords (maildir_keywords.py); tmp/base goes on failure."""
+        try:
+            from .maildir_keywords import keyword_letters
+            found, dropped = keyword_letters(ctl_fd, ctl_path, keywords, may_create=locked,
+                                             perm=perm, fsync=self.fsync)
+        except BaseException:
+            # Never leave the written message behind in tmp/, whatever failed.
+            try:
+                os.unlink(base, dir_fd=sub["tmp"])
+            except OSError:
+                pass
+            raise
+        warnings.extend(dropped)
+        return found
 
     def _assign_uid(self, fds, ctl_fd, state, existing, final, perm):
         if state.status == "ok":
