@@ -98,6 +98,16 @@ def test_flag_headers_go_at_the_end_of_the_header_block():
     assert encode(b"Status: O\nS: a\n\n", "mboxrd", 5, extra) == b"S: a\n" + extra + b"\n"
 
 
+def test_keywords_go_into_x_keywords_and_a_forged_one_is_dropped():
+    # Keywords are passed validated (storage/keywords.py); flags alone add none.
+    extra = flag_headers(("\\Seen", "Junk"), ["Junk", "$label1"])
+    assert extra == b"Status: R\nX-Keywords: Junk $label1\n"
+    assert flag_headers((), ["Junk"]) == b"X-Keywords: Junk\n"
+    forged = b"X-Keywords: $Forged\nS: a\n\nbody\n"
+    for chunk in (1, 7, 1000):
+        assert encode(forged, "mboxrd", chunk, extra) == b"S: a\n" + extra + b"\nbody\n"
+
+
 @pytest.mark.parametrize("sender,word", [
     ("", "MAILER-DAEMON"), ("<>", "MAILER-DAEMON"), ("a@example.org", "a@example.org"),
     ("<a@example.org>", "a@example.org"), ("a b@x", "a_b@x"), ("a\nFrom x@y", "a_From_x@y"),

@@ -94,6 +94,22 @@ class MaildirAdapter:
                    "T": "\\Deleted"}
         return {letters[c] for c in info if c in letters}
 
+    def keywords_of(self, storage, name, result):
+        """The keywords of a saved message: its file name's letters a-z, looked up
+        in the mailbox's dovecot-keywords (beside dovecot-uidlist)."""
+        info = os.path.basename(result.path).partition(":2,")[2]
+        wanted = [c for c in info if "a" <= c <= "z"]
+        if not wanted:
+            return set()
+        path = os.path.join(os.path.dirname(self.uidlist_path(storage, name)),
+                            "dovecot-keywords")
+        names = {}
+        with open(path, "rb") as f:
+            for line in f.read().decode("ascii").splitlines():
+                idx, _, kw = line.partition(" ")
+                names[chr(ord("a") + int(idx))] = kw
+        return {names[c] for c in wanted}
+
 
 class MboxAdapter:
     """mbox: messages are spans of one file, read back with Python's mailbox.mbox.
@@ -108,7 +124,7 @@ class MboxAdapter:
     assigns_uids = False
     mailboxes_hold_children = False
     # Header fields the mbox format owns (Dovecot hides them from IMAP clients).
-    METADATA_FIELDS = (b"status:", b"x-status:")
+    METADATA_FIELDS = (b"status:", b"x-status:", b"x-keywords:")
 
     def location(self, suffix=""):
         return "mbox:~/mail" + suffix
@@ -141,7 +157,7 @@ class MboxAdapter:
 
     def read(self, result):
         """The message as a reader presents it: unquoted (mboxrd), without the
-        Status:/X-Status: fields that carry its flags."""
+        Status:/X-Status:/X-Keywords: fields that carry its flags."""
         raw = self._raw(result)
         head, sep, body = raw.partition(b"\n\n")
         lines = [line for line in head.split(b"\n")
@@ -155,9 +171,18 @@ class MboxAdapter:
                    "D": "\\Deleted"}
         flags = set()
         for line in head.split(b"\n"):
-            if line.lower().startswith(self.METADATA_FIELDS):
+            if line.lower().startswith(self.METADATA_FIELDS[:2]):
                 flags |= {letters[c] for c in line.partition(b":")[2].decode().strip()}
         return flags
+
+    def keywords_of(self, storage, name, result):
+        """The keywords of a saved message: its X-Keywords: field's names."""
+        head = self._raw(result).partition(b"\n\n")[0]
+        found = set()
+        for line in head.split(b"\n"):
+            if line.lower().startswith(b"x-keywords:"):
+                found |= set(line.partition(b":")[2].decode("ascii").split())
+        return found
 
     def mbox_files(self, home):
         """Every mbox file below home (not Dovecot's .imap, not .subscriptions)."""

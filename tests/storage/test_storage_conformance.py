@@ -91,13 +91,59 @@ def test_unicode_mailbox_names(fmt, storage):
     (("\\seen", "\\FLAGGED", "\\Answered", "\\Draft", "\\Deleted"),
      {"\\Seen", "\\Flagged", "\\Answered", "\\Draft", "\\Deleted"}),
     (("\\Recent",), set()),
-    (("$Label1",), set()),           # keywords: not stored yet (dovecot-keywords later)
+    (("$Label1",), set()),           # a keyword is not a system flag
 ])
 def test_flags_are_stored(fmt, storage, flags, expected):
     result = storage.save(("INBOX",), BytesSource(message()), flags=flags)
     assert fmt.flags_of(result) == expected
     assert fmt.read(result) == message()
     assert result.uid == fmt.expected_uid(1)
+
+
+# (flags, system flags stored, keywords stored, how many refused with a warning)
+KEYWORD_CASES = {
+    "one": (("Junk",), set(), {"Junk"}, 0),
+    "with system flags": (("\\Seen", "$label1", "Junk", "\\Flagged"),
+                          {"\\Seen", "\\Flagged"}, {"$label1", "Junk"}, 0),
+    "duplicates fold case": (("Junk", "JUNK", "junk"), set(), {"Junk"}, 0),
+    "longest allowed": (("k" * 50,), set(), {"k" * 50}, 0),
+    "unknown system flag": (("\\Recent", "\\Foo"), set(), set(), 0),
+    "hostile names dropped": (("", "a b", "x\ny", "x\0y", "x\ry", "tab\t", "caf\u00e9",
+                               "k" * 51, "(x", "x)", "{1}", "x]", "%", "*", 'q"', "a\\b",
+                               "\x7f"), set(), set(), 17),
+    "hostile beside good": (("ok", "no\nX-UID: 1", "$Ok2"), set(), {"ok", "$Ok2"}, 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KEYWORD_CASES))
+def test_keywords_are_stored(fmt, storage, case):
+    flags, system, keywords, refused = KEYWORD_CASES[case]
+    result = storage.save(("INBOX",), BytesSource(message()), flags=flags)
+    assert fmt.flags_of(result) == system
+    assert fmt.keywords_of(storage, ("INBOX",), result) == keywords
+    assert fmt.read(result) == message()        # nothing injected into the message
+    warned = [w for w in result.warnings if w.startswith("keyword")]
+    assert len(warned) == refused, result.warnings
+    assert all("\n" not in w and "\0" not in w for w in warned)
+    assert result.uid == fmt.expected_uid(1)
+
+
+def test_keywords_accumulate_per_mailbox(fmt, storage):
+    storage.create_mailbox(("box",))
+    plan = [(("INBOX",), ("Junk",)), (("box",), ("$label1",)), (("INBOX",), ("$label1",)),
+            (("INBOX",), ("junk", "Work")), (("box",), ("Junk",)), (("INBOX",), ())]
+    results = [storage.save(name, BytesSource(message(i)), flags=flags)
+               for i, (name, flags) in enumerate(plan)]
+    got = [fmt.keywords_of(storage, name, r) for (name, _), r in zip(plan, results)]
+    # The first spelling of a keyword stays its name (Dovecot's case-insensitive
+    # lookup), so "junk" reads back as "Junk" where the mailbox knows it.
+    if fmt.name == "maildir":
+        assert got == [{"Junk"}, {"$label1"}, {"$label1"}, {"Junk", "Work"}, {"Junk"}, set()]
+    else:
+        assert got == [{"Junk"}, {"$label1"}, {"$label1"}, {"junk", "Work"}, {"Junk"}, set()]
+    assert [fmt.read(r) for r in results] == [message(i) for i in range(len(plan))]
+    assert all(r.warnings == () or not any(w.startswith("keyword") for w in r.warnings)
+               for r in results)
 
 
 def test_copy_from_stored_path(fmt, storage):

@@ -307,7 +307,7 @@ print(" ".join(sorted(m for m in sys.modules if m.startswith("mailslot.storage")
 """
 
 
-@pytest.mark.parametrize("location", ["maildir:~/Maildir"])
+@pytest.mark.parametrize("location", ["maildir:~/Maildir", "mbox:~/mail"])
 @pytest.mark.parametrize("flags,loaded", [((), False), (("\\Seen",), False),
                                           (("Junk",), True)])
 def test_keyword_code_loads_only_for_keywords(tmp_path, location, flags, loaded):

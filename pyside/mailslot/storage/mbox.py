@@ -42,6 +42,15 @@ the IMAP server may assign (a guessed X-UID makes Dovecot report "Expunged messa
 reappeared"), so saves return uid None and Dovecot numbers the new mail at its next
 sync, as it does for mail that procmail or Postfix's local(8) appended.
 
+Keywords (non-system flags) are written as an "X-Keywords: kw1 kw2" header field,
+as Dovecot writes them (mbox_format.py; invalid names are dropped with a warning,
+keywords.py). mutt, neomutt and other mbox readers show them. Dovecot, though,
+takes a name in X-Keywords only if the mailbox already knows it: declared in the
+X-IMAPbase header of the mbox's first message, where Dovecot lists the keywords
+used in that mailbox through it before. A keyword new to the mailbox is therefore
+in the file but not shown by Dovecot's IMAP; mailslot does not rewrite the first
+message to declare it, since that is not an append and not crash-safe.
+
 Errors: ConfigError (bad lock lists, unknown mail_privileged_group),
 MailboxNameError, MailboxNotFoundError, StorageError naming the path and the errno
 (and the helper's own diagnostic when it refused).
@@ -550,7 +559,12 @@ class MboxStorage(Storage):
 
     def save(self, name, source, *, flags=()):
         name = self._check(name)
-        extra = flag_headers(flags)
+        keywords, refused = (), []
+        if any(flag[:1] != "\\" for flag in flags):
+            # Only a save with a keyword pays for the keyword code.
+            from .keywords import split_keywords
+            keywords, refused = split_keywords(flags)
+        extra = flag_headers(flags, keywords)
         sender = self._sender_of(source)
         spool = self._spool(source)
         with _SignalGuard() as guard:
@@ -560,7 +574,8 @@ class MboxStorage(Storage):
             finally:
                 self._guard = None
         return SaveResult(self.display_name(name), None, None, spool.size, spool.vsize,
-                          UID_NOTE, mbox_path=path, offset=offset, warnings=tuple(notes))
+                          UID_NOTE, mbox_path=path, offset=offset,
+                          warnings=tuple(refused) + tuple(notes))
 
     # --- the steps of a save --------------------------------------------------------
 

@@ -14,7 +14,9 @@ What is written (RFC 4155, Dovecot's mbox-save.c and mbox-from.c):
     metadata (Dovecot's mbox_save_drop_headers: Content-Length, Status, X-Delivery-ID,
     X-IMAP, X-IMAPbase, X-Keywords, X-Status, X-UID) -- a sender must not be able to
     set a message's flags, its IMAP UID or its length. Status/X-Status with the
-    flags this save asks for are added at the end of the header block;
+    flags this save asks for, and X-Keywords with its keywords (space-separated,
+    as Dovecot's mbox-save.c writes them), are added at the end of the header
+    block;
   - every line that could be taken for a message boundary quoted with ">":
     mboxrd (default) quotes /^>*From / so that readers can undo it exactly;
     mboxo quotes /^From / only (a ">From " line then reads back as "From ");
@@ -76,8 +78,10 @@ def from_line(sender, when=None):
     return f"From {clean_sender(sender)}  {stamp}\n".encode("utf-8")
 
 
-def flag_headers(flags):
-    """Status:/X-Status: lines for IMAP system flags (b"" when there are none)."""
+def flag_headers(flags, keywords=()):
+    """Status:/X-Status: lines for IMAP system flags, X-Keywords: for keywords
+    (b"" when there are none). keywords must be validated names (keywords.py):
+    flags that are not system flags are ignored here."""
     lowered = {f.lower() for f in flags}
     status = "".join(letter for flag, letter in STATUS_LETTERS if flag in lowered)
     xstatus = "".join(letter for flag, letter in XSTATUS_LETTERS if flag in lowered)
@@ -86,6 +90,8 @@ def flag_headers(flags):
         out += f"Status: {status}\n"
     if xstatus:
         out += f"X-Status: {xstatus}\n"
+    if keywords:
+        out += f"X-Keywords: {' '.join(keywords)}\n"
     return out.encode("ascii")
 
 
