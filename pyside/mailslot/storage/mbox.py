@@ -44,12 +44,21 @@ sync, as it does for mail that procmail or Postfix's local(8) appended.
 
 Keywords (non-system flags) are written as an "X-Keywords: kw1 kw2" header field,
 as Dovecot writes them (mbox_format.py; invalid names are dropped with a warning,
-keywords.py). mutt, neomutt and other mbox readers show them. Dovecot, though,
-takes a name in X-Keywords only if the mailbox already knows it: declared in the
-X-IMAPbase header of the mbox's first message, where Dovecot lists the keywords
-used in that mailbox through it before. A keyword new to the mailbox is therefore
-in the file but not shown by Dovecot's IMAP; mailslot does not rewrite the first
-message to declare it, since that is not an append and not crash-safe.
+keywords.py); mutt, neomutt and other mbox readers read it too. Dovecot 2.3,
+though, takes X-Keywords only if it knows every name in it: the keywords declared
+in the X-IMAPbase field of the mbox's first message, where Dovecot lists the ones
+used in that mailbox through it before. One unknown name and Dovecot ignores the
+whole field (and drops it when it next rewrites the message), losing the known
+names with it (mbox-sync-parse.c, verified with Debian's 2.3.19). So, under the
+mbox's locks, the first message's header is read (IMAPBASE_READ_MAX bytes):
+  - it has X-IMAPbase: X-Keywords gets only the keywords declared there
+    (case-insensitively, as Dovecot looks them up); the others are dropped with a
+    warning naming them -- Dovecot shows the message with the declared ones;
+  - it has none (a new mbox, or one Dovecot never synced): X-Keywords gets them
+    all, for mbox readers; Dovecot shows none of them.
+A keyword new to a mailbox cannot be shown by Dovecot after a mailslot delivery:
+declaring it means rewriting the first message, which is not an append and not
+crash-safe, so mailslot never does it.
 
 Errors: ConfigError (bad lock lists, unknown mail_privileged_group),
 MailboxNameError, MailboxNotFoundError, StorageError naming the path and the errno
@@ -564,13 +573,13 @@ class MboxStorage(Storage):
             # Only a save with a keyword pays for the keyword code.
             from .keywords import split_keywords
             keywords, refused = split_keywords(flags)
-        extra = flag_headers(flags, keywords)
+        extra = flag_headers(flags)
         sender = self._sender_of(source)
         spool = self._spool(source)
         with _SignalGuard() as guard:
             self._guard = guard
             try:
-                path, offset, notes = self._save(name, spool, sender, extra, guard)
+                path, offset, notes = self._save(name, spool, sender, extra, guard, keywords)
             finally:
                 self._guard = None
         return SaveResult(self.display_name(name), None, None, spool.size, spool.vsize,
@@ -603,7 +612,7 @@ class MboxStorage(Storage):
         self._spools.append((source, spool))
         return spool
 
-    def _save(self, name, spool, sender, extra, guard):
+    def _save(self, name, spool, sender, extra, guard, keywords):
         with _Fds() as fds:
             dir_fd, dir_path, fname, perm, is_inbox = self._mbox_place(
                 name, fds, create=False)
@@ -619,6 +628,8 @@ class MboxStorage(Storage):
                         notes.extend(journal.recover(locks.mbox_fd))
                     except OSError as err:
                         raise storage_error("repairing", path, err) from None
+                if keywords:
+                    extra += self._keywords_field(locks.mbox_fd, path, keywords, notes)
                 offset = self._append(locks, path, journal, spool, sender, extra, guard)
                 return path, offset, notes
             finally:
@@ -628,6 +639,25 @@ class MboxStorage(Storage):
                     locks.close()
                 if journal is not None:
                     journal.close()
+
+    def _keywords_field(self, fd, path, keywords, notes):
+        """The X-Keywords: field for keywords (see the docstring); notes gets the
+        ones left out. Runs under the mbox's locks: the first message is stable."""
+        from .mbox_format import IMAPBASE_READ_MAX, declared_keywords
+        try:
+            declared = declared_keywords(os.pread(fd, IMAPBASE_READ_MAX, 0))
+        except OSError as err:
+            raise storage_error("reading", path, err) from None
+        if declared is not None:
+            left_out = [k for k in keywords if k.lower() not in declared]
+            if left_out:
+                notes.append(
+                    f"keywords {' '.join(left_out)} not stored: the X-IMAPbase field of "
+                    f"{path}'s first message does not declare them, and Dovecot ignores "
+                    "a message's whole X-Keywords field when one name in it is unknown "
+                    "(set the keyword once through Dovecot's IMAP to declare it)")
+                keywords = [k for k in keywords if k.lower() in declared]
+        return flag_headers((), keywords)
 
     def _open_journal(self, name, fds):
         """The mailbox's journal, or (None, [why not]) where none can be kept."""

@@ -15,8 +15,8 @@ What is written (RFC 4155, Dovecot's mbox-save.c and mbox-from.c):
     X-IMAP, X-IMAPbase, X-Keywords, X-Status, X-UID) -- a sender must not be able to
     set a message's flags, its IMAP UID or its length. Status/X-Status with the
     flags this save asks for, and X-Keywords with its keywords (space-separated,
-    as Dovecot's mbox-save.c writes them), are added at the end of the header
-    block;
+    as Dovecot's mbox-save.c writes them; which keywords: see mbox.py and
+    declared_keywords()), are added at the end of the header block;
   - every line that could be taken for a message boundary quoted with ">":
     mboxrd (default) quotes /^>*From / so that readers can undo it exactly;
     mboxo quotes /^From / only (a ">From " line then reads back as "From ");
@@ -52,6 +52,10 @@ _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")   # tm_wday 0 = Mo
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
            "Nov", "Dec")
 _FROM = b"From "
+# How much of an mbox's start is read to find its first message's X-IMAPbase
+# (Dovecot adds the field to the first header block; a header block is rarely
+# longer than this).
+IMAPBASE_READ_MAX = 128 * 1024
 _NL = 10
 _GT = 62
 
@@ -93,6 +97,32 @@ def flag_headers(flags, keywords=()):
     if keywords:
         out += f"X-Keywords: {' '.join(keywords)}\n"
     return out.encode("ascii")
+
+
+def declared_keywords(data):
+    """The keywords the X-IMAPbase (or X-IMAP) field of an mbox's first message
+    declares, as a set of lower-cased names; None if data (the file's first
+    IMAPBASE_READ_MAX bytes) has no such field in its first header block.
+
+    Dovecot lists there every keyword the mailbox uses ("X-IMAPbase: <uidvalidity>
+    <last uid> kw1 kw2 ...", mbox-sync-parse.c), and takes an X-Keywords field of a
+    later message only if it knows every name in it."""
+    if not data.startswith(_FROM):
+        return None
+    end = data.find(b"\n\n")
+    head = data[data.find(b"\n") + 1:end if end >= 0 else len(data)]
+    fields = []
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += b" " + line.strip()
+        else:
+            fields.append(line)
+    for field in fields:
+        name, colon, value = field.partition(b":")
+        if colon and name.rstrip(b" \t").lower() in (b"x-imapbase", b"x-imap"):
+            words = value.split()
+            return {w.decode("ascii", "replace").lower() for w in words[2:]}
+    return None
 
 
 def is_from_candidate(data, rd):
