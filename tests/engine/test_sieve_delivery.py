@@ -74,6 +74,21 @@ def test_flags_put_the_message_in_cur(box):
     assert box.files() == []
 
 
+def test_keywords_land_in_dovecot_keywords(box):
+    box.script('require ["imap4flags", "fileinto"];\naddflag "Junk";\n'
+               'fileinto :flags "$label1 \\\\Seen" "Lists";\nkeep;\n')
+    proc = box.deliver()
+    assert proc.returncode == 0, proc.stderr
+    inbox, lists = box.files(sub="cur"), box.files(".Lists", sub="cur")
+    assert len(inbox) == 1 and inbox[0].endswith(":2,a"), inbox
+    assert len(lists) == 1 and lists[0].endswith(":2,Sa"), lists
+    with open(os.path.join(box.maildir, "dovecot-keywords"), "rb") as f:
+        assert f.read() == b"0 Junk\n"
+    with open(os.path.join(box.maildir, ".Lists", "dovecot-keywords"), "rb") as f:
+        assert f.read() == b"0 $label1\n"
+    assert box.files() == [] and box.files(".Lists") == []
+
+
 def test_discard_files_nothing(box):
     box.script("discard;\n")
     proc = box.deliver()

@@ -4,7 +4,7 @@
 
 The plan is a list of steps, each {"op": "save"|"create"|"subscribe", "name": [...],
 "body": str, "flags": [...], "link_previous": bool}. For every save it prints one
-JSON line: {"mailbox", "uid", "path", "size", "vsize", "uid_error"}.
+JSON line: {"mailbox", "uid", "path", "size", "vsize", "uid_error", "warnings"}.
 The message source is the smallest real one: bytes in memory, written with one
 write(), vsize counting each LF as CRLF, as the engine's source reports it.
 """
@@ -47,7 +47,8 @@ def main():
             previous = result.path
             print(json.dumps({"mailbox": result.mailbox, "uid": result.uid,
                               "path": result.path, "size": result.size,
-                              "vsize": result.vsize, "uid_error": result.uid_error}))
+                              "vsize": result.vsize, "uid_error": result.uid_error,
+                              "warnings": list(getattr(result, "warnings", ()))}))
         else:
             raise SystemExit(f"unknown op {step['op']!r}")
 
