@@ -12,7 +12,10 @@
  *   2. read the policy file (path fixed at build time, root-owned, not writable by
  *      group or others, reached through root-owned directories only)
  *   3. validate the caller from the kernel's ids: real gid or supplementary groups
- *   4. parse argv strictly as dovecot-lda's; the target is -d user
+ *   4. parse argv strictly as dovecot-lda's; the target is -d user, made canonical
+ *      by the policy's username_format (e.g. %Lu: "Bob" is "bob"); the canonical
+ *      name is the one resolved and the one the engine gets as -d, so the relay and
+ *      the engine's userdb (auth_username_format) look up the same name
  *   5. resolve the target (NSS, a root-owned Dovecot passwd-file, or an unprivileged
  *      lookup child), then check uid, gid and groups against the policy's ranges
  *   6. build the environment from an allow-list
@@ -27,7 +30,8 @@
  *
  * Exit codes (sysexits.h, the ones dovecot-lda uses):
  *   64 EX_USAGE    argv is not a dovecot-lda command line the relay accepts
- *   67 EX_NOUSER   the target user does not exist
+ *   67 EX_NOUSER   the target user does not exist (or username_format makes no
+ *                  valid user name of -d, e.g. %d of a name without a domain)
  *   75 EX_TEMPFAIL anything that is not the caller's or the recipient's fault: a bad
  *                  or unsafe policy file, a failed or surprising privilege drop, an
  *                  unreadable userdb. The MTA keeps the message and retries.
@@ -381,6 +385,7 @@ int main(int argc, char **argv)
 {
     static char interpreter[PATH_MAX], entry[PATH_MAX], lookup_entry[PATH_MAX];
     static char env_buf[MS_ENV_BUF];
+    static char user[MS_USER_MAX + 1];
     static struct ms_policy pol;
     static struct caller caller;
     char err[512], *env[MS_ENV_MAX + 1];
@@ -410,6 +415,16 @@ int main(int argc, char **argv)
     rc = ms_args_parse(argc, argv, &pol, &args, err, sizeof(err));
     if (rc != MS_ARGS_OK)
         ms_refuse(rc, "%s", err);
+    /* The canonical name: what is resolved, announced and passed on as -d. Why: if
+     * the relay resolved "Bob" while the engine's userdb looked up "bob", the two
+     * could name different users (or one a user, the other none). */
+    rc = ms_username_format(pol.username_format, args.user, user, sizeof(user), err,
+                            sizeof(err));
+    if (rc < 0)
+        ms_refuse(EX_TEMPFAIL, "%s (in %s)", err, MAILSLOT_POLICY_PATH);
+    if (rc == 0)
+        ms_refuse(EX_NOUSER, "unknown-user: %s: %s", args.user, err);
+    args.user = user;
 
     /* Step 5. The engine's programs are checked first: the lookup child runs them. */
     check_program("interpreter", pol.interpreter, interpreter);

@@ -2,7 +2,9 @@
  * relay_rules.c -- the pure rules of mailslot-relay (see relay_rules.h).
  *
  * What it does: parses the policy file, validates a dovecot-lda command line against
- * it, checks ids against ranges, parses a Dovecot passwd-file and the lookup child's
+ * it, makes the -d name canonical with the policy's username_format (the subset of
+ * Dovecot's auth_username_format the relay knows: %u %n %d, L for lower case),
+ * checks ids against ranges, parses a Dovecot passwd-file and the lookup child's
  * answer, and builds the engine's environment from an allow-list.
  *
  * What it trusts: nothing. Every input here may come from the caller (argv, environ)
@@ -51,13 +53,18 @@ static const char *const forbidden_names[] = {
 enum {
     K_CALLER_GROUPS, K_TARGET_UIDS, K_TARGET_GIDS, K_INTERPRETER, K_ENTRY, K_RESOLVER,
     K_PASSWD_FILE, K_LOOKUP_USER, K_LOOKUP_ENTRY, K_PASS_ENV, K_NO_NEW_PRIVS,
-    K_CALLER_CONFIG, K_CALLER_MAIL_PATH, K_COUNT
+    K_CALLER_CONFIG, K_CALLER_MAIL_PATH, K_USERNAME_FORMAT, K_COUNT
 };
 static const char *const policy_keys[K_COUNT] = {
     "caller_groups", "target_uids", "target_gids", "interpreter", "entry", "resolver",
     "passwd_file", "lookup_user", "lookup_entry", "pass_env", "no_new_privs",
-    "caller_config", "caller_mail_path",
+    "caller_config", "caller_mail_path", "username_format",
 };
+
+/* username_format when the policy does not name one: the -d name byte for byte, as
+ * every relay before the key existed compared it (see relay.policy.example for why
+ * this is the default rather than Dovecot's "%Lu"). */
+#define MS_USERNAME_FORMAT_DEFAULT "%u"
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -377,6 +384,15 @@ static int apply_key(struct ms_policy *pol, int key, const char *v, size_t n, ch
         return 0;
     case K_PASS_ENV:
         return for_each_item(pol, v, n, add_pass_env, err, errlen, name);
+    case K_USERNAME_FORMAT:
+        if (copy_bounded(pol->username_format, sizeof(pol->username_format), v, n) < 0) {
+            set_err(err, errlen, "policy-value: %s: longer than %d bytes", name,
+                    MS_USERNAME_FORMAT_MAX);
+            return -1;
+        }
+        /* Refused now, not at delivery: a template the relay cannot expand is a
+         * configuration error (exit 75), never a reason to bounce mail. */
+        return ms_username_format_check(pol->username_format, err, errlen);
     case K_NO_NEW_PRIVS:
     case K_CALLER_CONFIG:
     case K_CALLER_MAIL_PATH: {
@@ -510,6 +526,9 @@ int ms_policy_parse(const char *buf, size_t len, struct ms_policy *pol, char *er
             return -1;
         }
     }
+    if (!(pol->seen & (1UL << K_USERNAME_FORMAT)))
+        memcpy(pol->username_format, MS_USERNAME_FORMAT_DEFAULT,
+               sizeof(MS_USERNAME_FORMAT_DEFAULT));
     return check_complete(pol, err, errlen);
 }
 
@@ -544,6 +563,136 @@ int ms_user_is_valid(const char *s)
             return 0;
     }
     return strstr(s, "..") == NULL;
+}
+
+/* ---- user names: username_format ------------------------------------------------ */
+
+/* A literal byte of username_format: one that ms_user_is_valid admits anywhere in a
+ * name ('%' only ever starts a variable). */
+static int format_literal_is_valid(int c)
+{
+    return c >= 0x21 && c <= 0x7e && c != '/' && c != ':' && c != '\\' && c != '%';
+}
+
+/* Walk fmt; when user is not NULL, append its expansion to out (outlen bytes, *used
+ * so far, always NUL-terminated). 0 done, -1 not a template we know (err set),
+ * -2 the expansion does not fit. The values are Dovecot's auth variables:
+ * %u user, %n t_strcut(user, '@'), %d what follows the first '@' or "". */
+static int walk_format(const char *fmt, const char *user, char *out, size_t outlen,
+                       size_t *used, char *err, size_t errlen)
+{
+    static const char name[] = "username_format";
+    size_t i, n;
+    int names_user = 0;
+
+    n = fmt == NULL ? 0 : strnlen(fmt, MS_USERNAME_FORMAT_MAX + 1);
+    if (n == 0 || n > MS_USERNAME_FORMAT_MAX) {
+        set_err(err, errlen, "policy-value: %s: empty or longer than %d bytes", name,
+                MS_USERNAME_FORMAT_MAX);
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        const char *part = fmt + i, *at;
+        size_t plen = 1, k;
+        int lower = 0, c = (unsigned char) fmt[i];
+
+        if (c != '%') {
+            if (!format_literal_is_valid(c)) {
+                set_err(err, errlen, "policy-value: %s: byte 0x%02x cannot be part of a "
+                        "user name", name, (unsigned) c);
+                return -1;
+            }
+        } else {
+            size_t start = i;
+            if (i + 1 < n && fmt[i + 1] == 'L') {
+                lower = 1;
+                i++;
+            }
+            if (i + 1 >= n || (fmt[i + 1] != 'u' && fmt[i + 1] != 'n' && fmt[i + 1] != 'd')) {
+                /* Only the subset below: a Dovecot variable we do not implement is
+                 * refused, never expanded to "" (that would name another user). */
+                set_err(err, errlen, "policy-value: %s: unknown %%-sequence \"%.*s\" "
+                        "(the relay knows %%u %%n %%d %%Lu %%Ln %%Ld)", name,
+                        (int) (i + 2 <= n ? i + 2 - start : n - start), fmt + start);
+                return -1;
+            }
+            i++;
+            if (fmt[i] != 'd')
+                names_user = 1;
+            if (user != NULL) {
+                at = strchr(user, '@');
+                if (fmt[i] == 'u') {
+                    part = user;
+                    plen = strlen(user);
+                } else if (fmt[i] == 'n') {
+                    part = user;
+                    plen = at != NULL ? (size_t) (at - user) : strlen(user);
+                } else {
+                    part = at != NULL ? at + 1 : "";
+                    plen = strlen(part);
+                }
+            }
+        }
+        if (user == NULL)
+            continue;
+        if (*used + plen >= outlen)
+            return -2;
+        for (k = 0; k < plen; k++) {
+            char b = part[k];
+            /* Dovecot's %L is str_lcase: ASCII letters only. */
+            out[(*used)++] = lower && b >= 'A' && b <= 'Z' ? (char) (b - 'A' + 'a') : b;
+        }
+        out[*used] = '\0';
+    }
+    if (!names_user) {
+        /* A template without the name would send every recipient to one user. */
+        set_err(err, errlen, "policy-value: %s: must use %%u or %%n (%%Lu, %%Ln)", name);
+        return -1;
+    }
+    return 0;
+}
+
+int ms_username_format_check(const char *fmt, char *err, size_t errlen)
+{
+    return walk_format(fmt, NULL, NULL, 0, NULL, err, errlen);
+}
+
+int ms_username_format(const char *fmt, const char *user, char *out, size_t outlen,
+                       char *err, size_t errlen)
+{
+    size_t used = 0;
+    int rc;
+
+    if (out == NULL || outlen == 0)
+        return -1;
+    out[0] = '\0';
+    if (ms_username_format_check(fmt, err, errlen) < 0)
+        return -1;
+    if (!ms_user_is_valid(user)) {
+        set_err(err, errlen, "not a valid user name");
+        return 0;
+    }
+    rc = walk_format(fmt, user, out, outlen, &used, err, errlen);
+    if (rc == -2 || used > MS_USER_MAX) {
+        out[0] = '\0';
+        set_err(err, errlen, "username_format %s makes a name longer than %d bytes", fmt,
+                MS_USER_MAX);
+        return 0;
+    }
+    if (rc < 0)
+        return -1;
+    if (used == 0) {
+        set_err(err, errlen, "username_format %s makes an empty name", fmt);
+        return 0;
+    }
+    /* %d of "u@.x" is ".x": the result must pass the same check as -d itself. */
+    if (!ms_user_is_valid(out)) {
+        set_err(err, errlen, "username_format %s makes \"%s\", not a valid user name", fmt,
+                out);
+        out[0] = '\0';
+        return 0;
+    }
+    return 1;
 }
 
 int ms_address_is_valid(const char *s)

@@ -1,6 +1,7 @@
 /*
  * relay_rules.h -- the pure rules of mailslot-relay: policy parser, argv validator,
- * range checks, target parsers (passwd-file line, lookup answer), environment builder.
+ * user name formatter (username_format), range checks, target parsers (passwd-file
+ * line, lookup answer), environment builder.
  *
  * Nothing declared here makes a system call, allocates memory or reads global state:
  * every function works on the buffers it is given and writes only into the structures
@@ -23,6 +24,7 @@
 #define MS_PATH_MAX 4096               /* Linux PATH_MAX, <linux/limits.h> */
 #define MS_NAME_MAX 64                 /* group / lookup user names (useradd: 32) */
 #define MS_USER_MAX 256                /* -d: RFC 5321 4.5.3.1.3, a path is <= 256 octets */
+#define MS_USERNAME_FORMAT_MAX 64      /* username_format: a few %-sequences and literals */
 #define MS_ADDRESS_MAX 256             /* -a -r -f: RFC 5321 4.5.3.1.3 */
 #define MS_MAILBOX_MAX 1024            /* -m: a mailbox name (Dovecot allows ~4 KiB paths) */
 #define MS_SETTING_MAX 1024            /* -o key=value */
@@ -73,6 +75,7 @@ struct ms_policy {
     int no_new_privs;                  /* 0/1 */
     int caller_config;                 /* 0/1: may callers give -c and -o */
     int caller_mail_path;              /* 0/1: may callers give -p */
+    char username_format[MS_USERNAME_FORMAT_MAX + 1];  /* "%u" when the key is absent */
     unsigned long seen;                /* bit per key: duplicates are errors */
 };
 
@@ -102,6 +105,21 @@ struct ms_target {
 /* Policy: parse a whole file already read into memory (buf need not end in NUL). */
 int ms_policy_parse(const char *buf, size_t len, struct ms_policy *pol,
                     char *err, size_t errlen);
+
+/* Names: check a username_format template. The relay knows a deliberately small
+ * subset of Dovecot's %-variables (auth_username_format, var-expand): %u the whole
+ * name, %n the part before the first '@' (all of it without one), %d the part after
+ * it ("" without one), each optionally lower-cased with L (%Lu %Ln %Ld, ASCII only),
+ * and literal bytes a user name may hold. It must use %u or %n. 0 = acceptable,
+ * -1 with err set ("policy-value: username_format: ..."). */
+int ms_username_format_check(const char *fmt, char *err, size_t errlen);
+
+/* Names: expand fmt (see ms_username_format_check) for user into out (outlen bytes).
+ * Returns 1: out holds a name ms_user_is_valid accepts; 0: the result names no user
+ * (empty, longer than MS_USER_MAX or not a valid user name: err says which);
+ * -1: fmt is not a template the relay knows (err set). */
+int ms_username_format(const char *fmt, const char *user, char *out, size_t outlen,
+                       char *err, size_t errlen);
 
 /* Ranges: 1 if id lies in one of the n ranges and id is not 0, else 0. */
 int ms_range_contains(const struct ms_range *ranges, size_t n, unsigned long id);

@@ -5,7 +5,9 @@
  * The input is split on NUL bytes into argv (the first byte picks which options the
  * policy allows). On every accepted command line it checks the promises the relay
  * relies on: -d is present and valid, no value that the engine could read as an
- * option starts with '-', and the engine's argv starts interpreter -I -S entry.
+ * option starts with '-', and the engine's argv starts interpreter -I -S entry. The
+ * -d name then goes through a username_format picked by the first byte: the result
+ * is a valid user name or no user, and %Lu gives the name lower-cased, nothing else.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -16,11 +18,17 @@
 
 #define MAX_FUZZ_ARGS 80
 
+static const char *const formats[] = {
+    "%u", "%Lu", "%n", "%Ln", "%Ln@%Ld", "%Ln@example.org", "%d%Lu", "%u%u",
+};
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct ms_policy pol;
     static char buf[8192], env_buf[MS_ENV_BUF];
     char *argv[MAX_FUZZ_ARGS + 1], *env[MS_ENV_MAX + 1], *caller_env[3], err[256];
+    char user[MS_USER_MAX + 1];
+    const char *fmt;
     const char *engine[4 + 2 * 7 + 2 * MS_MAX_SETTINGS + 4 + 1];
     struct ms_args args;
     struct ms_target t;
@@ -47,6 +55,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     if (args.user == NULL || !ms_user_is_valid(args.user))
         abort();
+    fmt = formats[(data[0] >> 2) % (sizeof(formats) / sizeof(formats[0]))];
+    switch (ms_username_format(fmt, args.user, user, sizeof(user), err, sizeof(err))) {
+    case 1:
+        if (!ms_user_is_valid(user) || strlen(user) > MS_USER_MAX)
+            abort();
+        if (strcmp(fmt, "%Lu") == 0) {
+            if (strlen(user) != strlen(args.user))
+                abort();
+            for (k = 0; user[k] != '\0'; k++) {
+                char want = args.user[k] >= 'A' && args.user[k] <= 'Z'
+                            ? (char) (args.user[k] - 'A' + 'a') : args.user[k];
+                if (user[k] != want)
+                    abort();
+            }
+        }
+        break;
+    case 0:
+        if (user[0] != '\0')
+            abort();
+        break;
+    default:
+        abort();              /* every template above is one the relay knows */
+    }
     if ((args.config && !pol.caller_config) || (args.n_settings && !pol.caller_config)
         || (args.mail_path && !pol.caller_mail_path))
         abort();

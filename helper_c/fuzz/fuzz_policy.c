@@ -3,18 +3,22 @@
  *
  * Feeds arbitrary bytes to ms_policy_parse. Besides memory safety (ASan/UBSan), it
  * checks the parser's promises on every accepted input: no range contains 0, every
- * path is absolute, the resolver's companion keys are present.
+ * path is absolute, the resolver's companion keys are present, and the policy's
+ * username_format is a template the formatter knows, whose expansion of a few names
+ * is either a valid user name or no user at all (never a template error).
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "relay_rules.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    static const char *const names[] = {"Bob", "bob@Example.ORG", "@x", "a@b@c", "x@.y"};
     static struct ms_policy pol;
-    char err[256];
+    char err[256], user[MS_USER_MAX + 1];
     size_t i;
 
     if (ms_policy_parse((const char *) data, size, &pol, err, sizeof(err)) != 0)
@@ -34,5 +38,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (i = 0; i < pol.n_pass_env; i++)
         if (ms_env_name_forbidden(pol.pass_env[i]))
             abort();
+    if (ms_username_format_check(pol.username_format, err, sizeof(err)) != 0)
+        abort();
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        int rc = ms_username_format(pol.username_format, names[i], user, sizeof(user), err,
+                                    sizeof(err));
+        if (rc < 0 || (rc == 1 && (!ms_user_is_valid(user) || strlen(user) > MS_USER_MAX))
+            || (rc == 0 && user[0] != '\0'))
+            abort();
+    }
     return 0;
 }

@@ -89,3 +89,21 @@ def test_lookup_resolver_with_the_engines_lookup_mode(chain):
     assert len(files) == 1 and os.stat(files[0]).st_uid == chain.uid(BOB)
     unknown = chain.run(["-d", "mslt-nobody-here", "-c", str(chain.conf)], input=MSG)
     assert_refused(unknown, 67, "unknown-user")
+
+
+def test_relay_and_engine_agree_on_a_mixed_case_name(chain):
+    # username_format = %Lu in the relay, the engine's default auth_username_format
+    # (%Lu): "-d MSLT-RBOB" reaches bob's Maildir, resolved once by each side.
+    chain.write_policy(entry=chain.engine_path, caller_config="yes", username_format="%Lu")
+    proc = chain.run(["-d", BOB.upper(), "-c", str(chain.conf)], input=MSG)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    files = maildir_new(chain, BOB)
+    assert len(files) == 1 and os.stat(files[0]).st_uid == chain.uid(BOB)
+    assert files[0].read_bytes() == MSG
+    log = (chain.homes / BOB / "mailslot.log").read_text()
+    assert BOB in log and BOB.upper() not in log
+    # Without the setting the relay compares byte for byte, and refuses the name.
+    chain.write_policy(entry=chain.engine_path, caller_config="yes")
+    assert_refused(chain.run(["-d", BOB.upper(), "-c", str(chain.conf)], input=MSG), 67,
+                   "unknown-user")
+    assert len(maildir_new(chain, BOB)) == 1

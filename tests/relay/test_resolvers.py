@@ -1,13 +1,15 @@
 """Where targets come from: NSS, a root-owned Dovecot passwd-file, a lookup child.
 
 Every answer, whatever its source, is checked against the same ranges: a
-passwd-file line or a lookup answer that maps a name to root is refused.
+passwd-file line or a lookup answer that maps a name to root is refused. Whatever
+the source, the name asked for is -d made canonical by the policy's username_format,
+and that canonical name is the -d the engine gets.
 """
 import os
 
 import pytest
 
-from tests.relay.relaytest import ALICE, LOOKUP, MTA, assert_refused, report_of
+from tests.relay.relaytest import ALICE, BOB, LOOKUP, MTA, assert_refused, report_of
 
 PASSWD_LINES = [
     "# Dovecot passwd-file: user:password:uid:gid:gecos:home:shell:extra",
@@ -140,3 +142,68 @@ def test_lookup_user_root_is_refused(lookup_relay):
     lookup_relay.write_policy(resolver="lookup", lookup_user="root",
                               lookup_entry=str(lookup_relay.lookup_entry))
     assert_refused(lookup_relay.run(["-d", "lk-ok"]), 75, "policy-lookup-user")
+
+
+# --- username_format: -d made canonical before it is resolved ----------------------------
+
+def engine_user(rep):
+    """The -d the engine got, and the name it was announced."""
+    argv = rep["argv"]
+    return argv[argv.index("-d") + 1], rep["env"]["MAILSLOT_RELAY_USER"]
+
+
+def test_nss_name_is_lower_cased_with_username_format(relay):
+    relay.write_policy(username_format="%Lu")
+    rep = report_of(relay.run(["-d", BOB.upper()]))
+    assert rep["resuid"] == [relay.uid(BOB)] * 3
+    # The engine is asked for the canonical name, so its userdb looks up bob too.
+    assert engine_user(rep) == (BOB, BOB)
+    assert rep["env"]["USER"] == rep["env"]["LOGNAME"] == BOB
+
+
+def test_without_username_format_the_name_is_byte_for_byte(relay):
+    # The default ("%u") is what relays before the setting did: Bob is not bob.
+    assert_refused(relay.run(["-d", BOB.upper()]), 67, "unknown-user")
+    rep = report_of(relay.run(["-d", BOB]))
+    assert engine_user(rep) == (BOB, BOB)
+
+
+@pytest.mark.parametrize("fmt, user", [
+    ("%Lu", "VUser1"),
+    ("%Lu", "VUSER1"),
+    ("%Ln", "VUser1@Example.ORG"),
+    ("%n", "vuser1@example.org"),
+])
+def test_passwd_file_name_is_made_canonical(passwd_relay, fmt, user):
+    passwd_relay.write_policy(resolver="passwd-file", passwd_file=str(passwd_relay.passwd_file),
+                              username_format=fmt)
+    rep = report_of(passwd_relay.run(["-d", user]))
+    assert rep["resuid"] == [60001] * 3
+    assert engine_user(rep) == ("vuser1", "vuser1")
+
+
+def test_passwd_file_keeps_case_without_username_format(passwd_relay):
+    assert_refused(passwd_relay.run(["-d", "VUser1"]), 67, "unknown-user")
+
+
+def test_username_format_that_names_no_user_is_an_unknown_user(passwd_relay):
+    passwd_relay.write_policy(resolver="passwd-file", passwd_file=str(passwd_relay.passwd_file),
+                              username_format="%Ln")
+    proc = passwd_relay.run(["-d", "@example.org"])
+    assert_refused(proc, 67, "unknown-user")
+    assert b"makes an empty name" in proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["%{user}", "%Uu", "%1n", "bob", "%u%"])
+def test_policy_with_an_unknown_username_format_refuses_to_run(relay, fmt):
+    relay.write_policy(username_format=fmt)
+    assert_refused(relay.run(["-d", BOB]), 75, "policy-value")
+
+
+def test_lookup_child_is_asked_for_the_canonical_name(lookup_relay):
+    lookup_relay.write_policy(resolver="lookup", lookup_user=LOOKUP,
+                              lookup_entry=str(lookup_relay.lookup_entry),
+                              username_format="%Lu")
+    rep = report_of(lookup_relay.run(["-d", "LK-OK"]))
+    assert rep["resuid"] == [60008] * 3
+    assert engine_user(rep) == ("lk-ok", "lk-ok")

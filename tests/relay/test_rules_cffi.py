@@ -71,6 +71,8 @@ def test_shipped_example_policy_parses(rules):
     rc, pol, err = parse_policy(rules, (HELPER_C / "relay.policy.example").read_text())
     assert rc == 0, err
     assert pol.resolver == 2 and pol.caller_config == 0 and pol.no_new_privs == 0
+    # The example says what the engine's default auth_username_format does.
+    assert rules[0].string(pol.username_format) == b"%Lu"
 
 
 def test_policy_values_are_parsed(rules):
@@ -97,6 +99,90 @@ def test_policy_reports_the_line(rules):
 def test_policy_size_is_bounded(rules):
     rc, _, err = parse_policy(rules, GOOD + "#" * 70000)
     assert rc == -1 and err.startswith("policy-syntax")
+
+
+# --- user names: username_format ------------------------------------------------------
+
+def format_name(rules, fmt, user):
+    ffi, lib, consts = rules
+    out = ffi.new("char[]", consts["MS_USER_MAX"] + 1)
+    err = ffi.new("char[512]")
+    rc = lib.ms_username_format(fmt.encode(), user.encode(), out, consts["MS_USER_MAX"] + 1,
+                                err, 512)
+    return rc, ffi.string(out).decode(), ffi.string(err).decode()
+
+
+def test_username_format_default_is_byte_for_byte(rules):
+    rc, pol, err = parse_policy(rules, GOOD)
+    assert rc == 0, err
+    assert rules[0].string(pol.username_format) == b"%u"
+    rc, pol, err = parse_policy(rules, GOOD + "username_format = %Ln@example.org\n")
+    assert rc == 0 and rules[0].string(pol.username_format) == b"%Ln@example.org", err
+
+
+# (template, -d, canonical name): Dovecot's auth variables, %n and %d split at the
+# first '@'; L lower-cases ASCII only.
+FORMATTED = [
+    ("%u", "Bob", "Bob"),
+    ("%Lu", "Bob", "bob"),
+    ("%Lu", "Bob@Example.ORG", "bob@example.org"),
+    ("%Lu", "bob", "bob"),
+    ("%n", "Bob@Example.org", "Bob"),
+    ("%Ln", "Bob@Example.org", "bob"),
+    ("%Ln", "bob", "bob"),
+    ("%Ln@%Ld", "A@B@C", "a@b@c"),
+    ("%Ln@example.org", "Bob", "bob@example.org"),
+    ("%Ln+%d", "Bob@Dom", "bob+Dom"),
+    ("%d%Lu", "BOB", "bob"),
+    ("%Lu", "MSLT-RBOB_1.x=y", "mslt-rbob_1.x=y"),
+]
+
+
+@pytest.mark.parametrize("fmt, user, canonical", FORMATTED)
+def test_username_format(rules, fmt, user, canonical):
+    rc, out, err = format_name(rules, fmt, user)
+    assert rc == 1, err
+    assert out == canonical
+
+
+@pytest.mark.parametrize("fmt, user, canonical", FORMATTED)
+def test_username_format_agrees_with_the_engine(rules, fmt, user, canonical):
+    # The engine expands auth_username_format with mailslot.variables: the relay's
+    # subset must give the very same name, or the two would look up different users.
+    from mailslot.variables import expand, user_values
+    assert format_name(rules, fmt, user)[1] == expand(fmt, user_values(user, None))
+
+
+@pytest.mark.parametrize("fmt, user, why", [
+    ("%n", "@example.org", "empty"),              # nothing before the '@'
+    ("%Ln%d", "@", "empty"),
+    ("%Ld.%Ln", "a@-b", "not a valid user name"),  # "-b.a" could be read as an option
+    ("%Ln.%Ld", "x@.y", "not a valid user name"),  # "x..y"
+    ("%u%u", "x" * 200, "longer than 256"),
+    ("%Lu", "-x", "not a valid user name"),        # -d itself is refused
+    ("%Lu", "a b", "not a valid user name"),
+])
+def test_username_format_that_names_no_user(rules, fmt, user, why):
+    rc, out, err = format_name(rules, fmt, user)
+    assert rc == 0 and out == ""
+    assert why in err, err
+
+
+@pytest.mark.parametrize("fmt", ["%x", "%Uu", "%{user}", "%1n", "%%u", "%", "%u%L", "bob",
+                                 "%d", "%Ld", "%u/x", "%u x", "", "%u" * 40])
+def test_username_format_refuses_what_it_does_not_know(rules, fmt):
+    ffi, lib, _ = rules
+    err = ffi.new("char[512]")
+    assert lib.ms_username_format_check(fmt.encode(), err, 512) == -1
+    assert ffi.string(err).decode().startswith("policy-value: username_format:")
+    assert format_name(rules, fmt, "bob")[0] == -1
+
+
+def test_username_format_error_names_the_line_and_sequence(rules):
+    rc, _, err = parse_policy(rules, GOOD + "username_format = %Lx\n")
+    assert rc == -1
+    assert err.startswith("policy-value: line 7: username_format: unknown %-sequence"), err
+    assert '"%Lx"' in err
 
 
 # --- ranges --------------------------------------------------------------------------
