@@ -8,7 +8,6 @@ when the mbox's first message declares it in X-IMAPbase (storage/mbox.py).
 Dovecot's log must stay free of errors and warnings.
 """
 
-import json
 import os
 
 import pytest
