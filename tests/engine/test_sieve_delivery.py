@@ -89,6 +89,17 @@ def test_keywords_land_in_dovecot_keywords(box):
     assert box.files() == [] and box.files(".Lists") == []
 
 
+def test_keyword_that_cannot_be_stored_is_logged_not_fatal(box):
+    # imap4flags accepts any atom; Dovecot (and so the storage) no keyword over 50.
+    box.script('require ["imap4flags"];\naddflag "%s";\naddflag "Junk";\n' % ("k" * 51))
+    proc = box.deliver()
+    assert proc.returncode == 0, proc.stderr
+    inbox = box.files(sub="cur")
+    assert len(inbox) == 1 and inbox[0].endswith(":2,a"), inbox
+    log = box.log()
+    assert "not stored: longer than 50 characters" in log and "saved mail to INBOX" in log
+
+
 def test_discard_files_nothing(box):
     box.script("discard;\n")
     proc = box.deliver()
