@@ -1,7 +1,7 @@
 /*
  * mailslot-dotlock -- lock, unlock, touch or create the caller's own mail spool file.
  *
- * Usage: mailslot-dotlock lock|unlock|touch|create <spool-file>
+ * Usage: mailslot-dotlock lock|trylock|unlock|touch|create <spool-file>
  *
  * Installed root:mail 2755. The spool directory (/var/mail on Debian, root:mail 2775)
  * lets only the mail group create files, so a delivery agent running as the user
@@ -10,8 +10,11 @@
  *   lock    create <spool>/<name>.lock, NFS-safe: a unique temp file holding
  *           "<pid>:<host>" (the pid of our parent, the engine that holds the lock),
  *           hard-linked to the lock name, success judged by the temp file's link
- *           count; a stale lock (its pid dead on this host, or untouched for
- *           STALE_SECONDS) is removed; tries LOCK_ATTEMPTS times, LOCK_DELAY apart
+ *           count; a stale lock (the rule below) is removed; checks LOCK_ATTEMPTS
+ *           times, LOCK_DELAY_SECONDS apart
+ *   trylock the same, checking once (Dovecot's DOTLOCK_CREATE_FLAG_NONBLOCK; a
+ *           stale lock is still broken): for a caller that already holds another
+ *           lock and must not wait for this one while holding it
  *   unlock  remove <name>.lock if it is ours (owned by the caller, naming our parent)
  *   touch   refresh the lock's mtime, so a long delivery does not look stale
  *   create  create <spool>/<name> O_EXCL|O_NOFOLLOW, mode 0600, owned by the caller
@@ -20,6 +23,31 @@
  * calling real uid; lock/unlock/touch also require the spool file to exist, be a
  * regular file (not a symlink) owned by that uid with link count 1.
  *
+ * When a lock is stale: Dovecot 2.3's rule, src/lib/file-dotlock.c check_lock() and
+ * update_change_info(), with the stale timeout mbox storage gives it
+ * (src/lib-storage/index/mbox/mbox-lock.c: set.stale_timeout =
+ * mbox_dotlock_change_timeout, default 2 min in mbox-settings.c). The
+ * immediate_stale_timeout of Dovecot's early dotlock code is gone (not in 1.1 and
+ * later); we have none either.
+ *   1. A lock changed (mtime) in the last STALE_PID_CHECK_SECS is not read: its
+ *      writer is most likely alive and may not have written its pid yet.
+ *   2. Otherwise, if it holds "<pid>:<host>" with host equal to our host name and a
+ *      decimal pid > 0, the pid decides alone: a live process (kill(pid, 0)
+ *      succeeds or fails with anything but ESRCH, e.g. EPERM for another uid's
+ *      process) is never overridden, however old the lock; a dead one (ESRCH), or
+ *      the pid we would write ourselves (our parent's: it is locking again, or the
+ *      lock is a leftover of a pid reused), is overridden at once if the lock has
+ *      not changed since it was judged.
+ *   3. Without a local pid (another host, other content, unreadable), the lock is
+ *      overridden once neither it nor the spool file has changed for
+ *      CHANGE_TIMEOUT seconds. "Changed" is Dovecot's: a file's change time is its
+ *      ctime (its mtime if newer but not in the future) when first seen, and the
+ *      moment a later look sees another inode, size, mtime or ctime. So setting a
+ *      lock's mtime into the past does not age it: its ctime is now.
+ *   Dovecot's mbox code may also veto breaking an aged lock when the next lock in
+ *   mbox_write_locks is still held (dotlock_callback); the helper does not know
+ *   that list: the engine does that check when it breaks a lock itself.
+ *
  * What it trusts: the kernel's real uid and the passwd entry (NSS) it maps to; the
  * spool directory, fixed at build time, which must be root-owned. Not trusted: argv,
  * the environment, inherited fds or signal state, anything found in the spool
@@ -27,9 +55,10 @@
  * The mail group is the effective gid only around the calls that need it.
  *
  * Exit codes: 0 done; 64 EX_USAGE bad command line; 67 EX_NOUSER the caller's uid
- * has no login; 75 EX_TEMPFAIL lock not obtained in time, I/O error, unsafe spool
- * directory; 77 EX_NOPERM a refusal (not the caller's own spool file, a symlink,
- * wrong owner or link count, a lock that is not ours). Diagnostics: one line
+ * has no login; 75 EX_TEMPFAIL lock not obtained in time (lock-timeout, also for
+ * trylock), I/O error, unsafe spool directory; 77 EX_NOPERM a refusal (not the
+ * caller's own spool file, a symlink, wrong owner or link count, a lock that is not
+ * ours, something other than a regular file at the lock name). Diagnostics: one line
  * "mailslot-dotlock: <rule>: <detail>" on stderr and syslog.
  */
 #define _GNU_SOURCE
@@ -53,8 +82,19 @@
 #define MAILSLOT_SPOOL_DIR "/var/mail"
 #endif
 
-/* A lock untouched this long is stale: Dovecot's mbox_dotlock_change_timeout (2 min). */
-#define STALE_SECONDS 120
+/* A lock without a live local pid is stale when it and the spool file have been
+ * unchanged this long: Dovecot's mbox_dotlock_change_timeout (2 min). The tests
+ * build with a shorter one (-DMAILSLOT_DOTLOCK_CHANGE_TIMEOUT=3). */
+#ifndef MAILSLOT_DOTLOCK_CHANGE_TIMEOUT
+#define MAILSLOT_DOTLOCK_CHANGE_TIMEOUT 120
+#endif
+#define CHANGE_TIMEOUT MAILSLOT_DOTLOCK_CHANGE_TIMEOUT
+/* A lock changed this recently is not read for its pid (file-dotlock.c). */
+#define STALE_PID_CHECK_SECS 2
+/* After removing a stale lock, pause 0.1-0.2 s before creating ours, so that another
+ * process overriding the same stale lock cannot remove our new one (file-dotlock.c
+ * LOCK_RANDOM_USLEEP_TIME). */
+#define OVERRIDE_PAUSE_MIN_NSEC 100000000L
 /* Attempts and delay: Postfix's deliver_lock_attempts (20) and deliver_lock_delay (1 s).
  * The tests build with fewer attempts (-DMAILSLOT_LOCK_ATTEMPTS=2). */
 #ifndef MAILSLOT_LOCK_ATTEMPTS
@@ -62,24 +102,36 @@
 #endif
 #define LOCK_ATTEMPTS MAILSLOT_LOCK_ATTEMPTS
 #define LOCK_DELAY_SECONDS 1
-/* "<pid>:<host>": pid (10 digits), ':', host (HOST_NAME_MAX 64), newline. */
+/* "<pid>:<host>": pid (10 digits), ':', host (HOST_NAME_MAX 64), newline. What we
+ * write is at most this; what we read of another program's lock is at most
+ * LOCK_READ_MAX, as Dovecot's read_local_pid() (a 512-byte buffer). */
 #define LOCK_CONTENT_MAX 128
+#define LOCK_READ_MAX 511
 
 static gid_t mail_gid;     /* the set-group-id we were installed with */
 static gid_t caller_gid;   /* the caller's real gid */
 
 /* Hold the mail group only for the calls that create or remove names in the spool
  * directory: every other call runs with the caller's own gid. */
+static void set_effective_gid(gid_t gid, const char *what)
+{
+    gid_t r, e, saved;
+
+    /* Verified by reading it back: a change that did not happen is fatal, so no
+     * spool call runs with a gid other than the one we meant. */
+    if (setresgid((gid_t) -1, gid, (gid_t) -1) != 0 || getresgid(&r, &e, &saved) != 0
+        || e != gid)
+        ms_refuse(EX_TEMPFAIL, "privilege: cannot %s the mail group", what);
+}
+
 static void raise_mail_group(void)
 {
-    if (setresgid((gid_t) -1, mail_gid, (gid_t) -1) != 0)
-        ms_refuse(EX_TEMPFAIL, "privilege: cannot take the mail group");
+    set_effective_gid(mail_gid, "take");
 }
 
 static void lower_mail_group(void)
 {
-    if (setresgid((gid_t) -1, caller_gid, (gid_t) -1) != 0)
-        ms_refuse(EX_TEMPFAIL, "privilege: cannot put down the mail group");
+    set_effective_gid(caller_gid, "put down");
 }
 
 /* A login we are willing to make a file name of. */
@@ -123,18 +175,19 @@ static void check_spool_file(int dirfd, const char *name, uid_t uid)
                   (unsigned long) st.st_nlink);
 }
 
-/* Read "<pid>:<host>" from the lock named lockname; 0 on success. */
+/* Read "<pid>:<host>" from the lock named lockname; 0 on success. The pid is decimal
+ * digits only and > 0 (Dovecot's str_to_pid); one trailing newline is allowed. */
 static int read_lock_owner(int dirfd, const char *lockname, long *pid, char *host,
                            size_t hostlen)
 {
-    char buf[LOCK_CONTENT_MAX + 1], *colon, *end;
-    long len;
+    char buf[LOCK_READ_MAX + 1], *colon, *p;
+    long len, v = 0;
     int fd;
 
     fd = openat(dirfd, lockname, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return -1;
-    len = ms_read_all(fd, buf, LOCK_CONTENT_MAX);
+    len = ms_read_all(fd, buf, LOCK_READ_MAX);
     (void) close(fd);
     if (len <= 0)
         return -1;
@@ -142,85 +195,225 @@ static int read_lock_owner(int dirfd, const char *lockname, long *pid, char *hos
     if (buf[len - 1] == '\n')
         buf[len - 1] = '\0';
     colon = strchr(buf, ':');
-    if (colon == NULL)
+    if (colon == NULL || colon == buf)
         return -1;
     *colon = '\0';
-    errno = 0;
-    *pid = strtol(buf, &end, 10);
-    if (errno != 0 || end == buf || *end != '\0' || *pid <= 0)
+    for (p = buf; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9' || v > (long) INT_MAX / 10)
+            return -1;
+        v = v * 10 + (*p - '0');
+    }
+    if (v <= 0 || v > (long) INT_MAX)
         return -1;
+    *pid = v;
     (void) snprintf(host, hostlen, "%s", colon + 1);
     return 0;
 }
 
-/* Dovecot's and Postfix's rules: a lock is stale when the process that holds it is
- * gone (same host only: a pid means nothing elsewhere) or it has not been touched
- * for STALE_SECONDS. */
-static int lock_is_stale(int dirfd, const char *lockname, const char *myhost,
-                         const struct stat *st)
-{
-    char host[LOCK_CONTENT_MAX];
-    long pid;
+/* What one run has seen of a file: Dovecot's struct file_change_info. */
+struct change_info {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    time_t ctime, mtime;
+};
 
-    if (read_lock_owner(dirfd, lockname, &pid, host, sizeof(host)) == 0
-        && strcmp(host, myhost) == 0 && kill((pid_t) pid, 0) != 0 && errno == ESRCH)
-        return 1;
-    return time(NULL) - st->st_mtime > STALE_SECONDS;
+/* What one run has seen of the lock so far: Dovecot's struct lock_info. */
+struct lock_state {
+    struct change_info lock, spool;
+    time_t last_change;        /* the last time the lock or the spool file changed */
+    int pid_read, have_pid;
+};
+
+/* Dovecot's update_change_info(): 1 if st differs from what info recorded (and
+ * record it, moving *last_change on), else 0. */
+static int update_change_info(const struct stat *st, struct change_info *info,
+                              time_t *last_change, time_t now)
+{
+    time_t change_time = now;
+
+    if (info->ino == st->st_ino && info->dev == st->st_dev && info->ctime == st->st_ctime
+        && info->mtime == st->st_mtime && info->size == st->st_size)
+        return 0;
+    if (info->ctime == 0) {
+        /* First look: the file's own change time. mtime only if newer than ctime
+         * and not in the future, as mtime can be set to anything (utime). */
+        change_time = st->st_mtime <= now && st->st_mtime > st->st_ctime ? st->st_mtime
+                                                                         : st->st_ctime;
+    }
+    if (*last_change < change_time)
+        *last_change = change_time;
+    info->dev = st->st_dev;
+    info->ino = st->st_ino;
+    info->ctime = st->st_ctime;
+    info->mtime = st->st_mtime;
+    info->size = st->st_size;
+    return 1;
 }
 
-static void do_lock(int dirfd, const char *name, const char *host)
+/* The pid in the lock if it names this host, else -1 (Dovecot's read_local_pid). */
+static long read_local_pid(int dirfd, const char *lockname, const char *myhost)
+{
+    char host[LOCK_READ_MAX + 1];
+    long pid;
+
+    if (read_lock_owner(dirfd, lockname, &pid, host, sizeof(host)) != 0
+        || strcmp(host, myhost) != 0)
+        return -1;
+    return pid;
+}
+
+/* lstat the lock: 1 there (st filled), 0 gone, refuses on an error or a non-file. */
+static int stat_lock(int dirfd, const char *lockname, struct stat *st)
+{
+    if (fstatat(dirfd, lockname, st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT)
+            return 0;
+        ms_refuse(EX_TEMPFAIL, "lock-io: cannot stat %s: %s", lockname, strerror(errno));
+    }
+    /* A symlink or directory at the lock name is nobody's lock: never remove it. */
+    if (!S_ISREG(st->st_mode))
+        ms_refuse(EX_NOPERM, "lock-type: %s/%s is not a regular file", MAILSLOT_SPOOL_DIR,
+                  lockname);
+    return 1;
+}
+
+enum { LOCK_HELD, LOCK_ABSENT, LOCK_OVERRIDDEN };
+
+/* Remove a lock judged stale. Why with the mail group: only the group may remove
+ * names in the spool directory. unlinkat never follows a symlink. */
+static int override_lock(int dirfd, const char *lockname)
+{
+    raise_mail_group();
+    if (unlinkat(dirfd, lockname, 0) != 0 && errno != ENOENT)
+        ms_refuse(EX_TEMPFAIL, "lock-io: cannot remove the stale %s: %s", lockname,
+                  strerror(errno));
+    lower_mail_group();
+    return LOCK_OVERRIDDEN;
+}
+
+/* Dovecot's check_lock(): is the lock absent, held, or stale (then removed here)? */
+static int check_lock(int dirfd, const char *name, const char *lockname, const char *myhost,
+                      time_t now, struct lock_state *ls)
+{
+    struct stat st;
+    long pid = -1;
+    int changed;
+
+    if (!stat_lock(dirfd, lockname, &st))
+        return LOCK_ABSENT;
+    changed = update_change_info(&st, &ls->lock, &ls->last_change, now);
+    if (changed || !ls->pid_read) {
+        /* First look, or someone else got the lock meanwhile. A lock written in
+         * the last seconds is alive: its pid may not even be in it yet. */
+        if (ls->lock.mtime >= now - STALE_PID_CHECK_SECS) {
+            ls->pid_read = 0;
+        } else {
+            pid = read_local_pid(dirfd, lockname, myhost);
+            ls->pid_read = 1;
+        }
+        ls->have_pid = pid != -1;
+    } else if (ls->have_pid) {
+        /* Same file, but the pid in it may have changed if locks came and went
+         * fast: read it again. */
+        pid = read_local_pid(dirfd, lockname, myhost);
+        ls->have_pid = pid != -1;
+    }
+
+    if (ls->have_pid) {
+        /* A local pid decides alone: a live holder keeps its lock however old. */
+        if ((kill((pid_t) pid, 0) == 0 || errno != ESRCH) && pid != (long) getppid())
+            return LOCK_HELD;
+        /* Dead, or our own parent's: override only the very file we judged. */
+        if (!stat_lock(dirfd, lockname, &st))
+            return LOCK_ABSENT;
+        if (update_change_info(&st, &ls->lock, &ls->last_change, now))
+            return LOCK_ABSENT;         /* replaced meanwhile: judge it next time */
+        return override_lock(dirfd, lockname);
+    }
+
+    if (now > ls->last_change + CHANGE_TIMEOUT) {
+        /* Possibly stale: a spool file that changed also counts as activity. A
+         * missing spool file counts as unchanged, as in Dovecot. */
+        if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+            (void) update_change_info(&st, &ls->spool, &ls->last_change, now);
+        else if (errno != ENOENT)
+            ms_refuse(EX_TEMPFAIL, "spool-io: %s/%s: %s", MAILSLOT_SPOOL_DIR, name,
+                      strerror(errno));
+    }
+    if (now > ls->last_change + CHANGE_TIMEOUT) {
+        /* Re-check the lock is the one judged before removing it. */
+        if (!stat_lock(dirfd, lockname, &st))
+            return LOCK_ABSENT;
+        if (update_change_info(&st, &ls->lock, &ls->last_change, now))
+            return LOCK_HELD;
+        return override_lock(dirfd, lockname);
+    }
+    return LOCK_HELD;
+}
+
+/* One NFS-safe attempt to create the lock: 1 created, 0 someone else has it. */
+static int try_create_lock(int dirfd, const char *lockname, const char *tmpname,
+                           const char *content, size_t clen)
+{
+    struct stat st;
+    int fd, created;
+
+    raise_mail_group();
+    /* The temp name is ours alone (host + pid); O_EXCL|O_NOFOLLOW makes sure. */
+    (void) unlinkat(dirfd, tmpname, 0);
+    fd = openat(dirfd, tmpname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        ms_refuse(EX_TEMPFAIL, "lock-io: cannot create %s: %s", tmpname, strerror(errno));
+    if (write(fd, content, clen) != (ssize_t) clen || close(fd) != 0) {
+        (void) unlinkat(dirfd, tmpname, 0);
+        ms_refuse(EX_TEMPFAIL, "lock-io: cannot write %s", tmpname);
+    }
+    /* link() is atomic even over NFS; its return value is not (a lost reply), so
+     * success is judged by the temp file's link count. */
+    if (linkat(dirfd, tmpname, dirfd, lockname, 0) != 0) {
+        /* EEXIST, or a reply lost over NFS: the link count below decides. */
+    }
+    created = fstatat(dirfd, tmpname, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_nlink == 2;
+    (void) unlinkat(dirfd, tmpname, 0);
+    lower_mail_group();
+    return created;
+}
+
+static void pause_after_override(void)
+{
+    struct timespec ts = {0, OVERRIDE_PAUSE_MIN_NSEC
+                                 + (long) (getpid() % 100) * (OVERRIDE_PAUSE_MIN_NSEC / 100)};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static void do_lock(int dirfd, const char *name, const char *host, int attempts)
 {
     char lockname[NAME_MAX + 1], tmpname[NAME_MAX + 1], content[LOCK_CONTENT_MAX];
-    struct stat st, st2;
-    int attempt, fd, n;
-    size_t clen;
+    struct lock_state ls;
+    int attempt, n, state;
 
     if ((size_t) snprintf(lockname, sizeof(lockname), "%s.lock", name) >= sizeof(lockname)
         || (size_t) snprintf(tmpname, sizeof(tmpname), ".%s.lock.%.64s.%ld", name, host,
                              (long) getpid()) >= sizeof(tmpname))
         ms_refuse(EX_USAGE, "spool-name: %s is too long for a lock name", name);
     n = snprintf(content, sizeof(content), "%ld:%.64s\n", (long) getppid(), host);
-    clen = (size_t) n;
-    for (attempt = 0; attempt < LOCK_ATTEMPTS; attempt++) {
-        raise_mail_group();
-        /* The temp name is ours alone (host + pid); O_EXCL|O_NOFOLLOW makes sure. */
-        (void) unlinkat(dirfd, tmpname, 0);
-        fd = openat(dirfd, tmpname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                    0600);
-        if (fd < 0)
-            ms_refuse(EX_TEMPFAIL, "lock-io: cannot create %s: %s", tmpname, strerror(errno));
-        if (write(fd, content, clen) != (ssize_t) clen || close(fd) != 0) {
-            (void) unlinkat(dirfd, tmpname, 0);
-            ms_refuse(EX_TEMPFAIL, "lock-io: cannot write %s", tmpname);
-        }
-        /* link() is atomic even over NFS; its return value is not (a lost reply), so
-         * success is judged by the temp file's link count. */
-        if (linkat(dirfd, tmpname, dirfd, lockname, 0) != 0) {
-            /* EEXIST, or a reply lost over NFS: the link count below decides. */
-        }
-        if (fstatat(dirfd, tmpname, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_nlink == 2) {
-            (void) unlinkat(dirfd, tmpname, 0);
-            lower_mail_group();
+    memset(&ls, 0, sizeof(ls));
+    for (attempt = 0; attempt < attempts; attempt++) {
+        if (attempt > 0)
+            (void) sleep(LOCK_DELAY_SECONDS);
+        state = check_lock(dirfd, name, lockname, host, time(NULL), &ls);
+        if (state == LOCK_HELD)
+            continue;
+        if (state == LOCK_OVERRIDDEN)
+            pause_after_override();
+        if (try_create_lock(dirfd, lockname, tmpname, content, (size_t) n))
             return;
-        }
-        (void) unlinkat(dirfd, tmpname, 0);
-        if (fstatat(dirfd, lockname, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-            if (!S_ISREG(st.st_mode))
-                ms_refuse(EX_NOPERM, "lock-type: %s is not a regular file", lockname);
-            if (lock_is_stale(dirfd, lockname, host, &st)
-                && fstatat(dirfd, lockname, &st2, AT_SYMLINK_NOFOLLOW) == 0
-                && st2.st_ino == st.st_ino && st2.st_mtime == st.st_mtime) {
-                /* Same inode, same mtime as judged: remove it and try again now. */
-                (void) unlinkat(dirfd, lockname, 0);
-                lower_mail_group();
-                continue;
-            }
-        }
-        lower_mail_group();
-        (void) sleep(LOCK_DELAY_SECONDS);
     }
-    ms_refuse(EX_TEMPFAIL, "lock-timeout: %s/%s is locked by another process",
-              MAILSLOT_SPOOL_DIR, lockname);
+    ms_refuse(EX_TEMPFAIL, "lock-timeout: %s/%s is locked by another process%s",
+              MAILSLOT_SPOOL_DIR, lockname, attempts == 1 ? " (tried once)" : "");
 }
 
 /* The lock must exist, be a regular file of the caller's, and name our parent. */
@@ -321,11 +514,12 @@ int main(int argc, char **argv)
     /* Keep the mail group as the saved gid only, raised around spool operations. */
     lower_mail_group();
     if (argc != 3 || argv[1] == NULL || argv[2] == NULL)
-        ms_refuse(EX_USAGE, "usage: mailslot-dotlock lock|unlock|touch|create <spool-file>");
+        ms_refuse(EX_USAGE,
+                  "usage: mailslot-dotlock lock|trylock|unlock|touch|create <spool-file>");
     cmd = argv[1];
-    if (strcmp(cmd, "lock") != 0 && strcmp(cmd, "unlock") != 0 && strcmp(cmd, "touch") != 0
-        && strcmp(cmd, "create") != 0)
-        ms_refuse(EX_USAGE, "usage: unknown command (lock, unlock, touch or create)");
+    if (strcmp(cmd, "lock") != 0 && strcmp(cmd, "trylock") != 0 && strcmp(cmd, "unlock") != 0
+        && strcmp(cmd, "touch") != 0 && strcmp(cmd, "create") != 0)
+        ms_refuse(EX_USAGE, "usage: unknown command (lock, trylock, unlock, touch or create)");
 
     errno = 0;
     pw = getpwuid(uid);
@@ -367,7 +561,9 @@ int main(int argc, char **argv)
     }
     check_spool_file(dirfd, login, uid);
     if (strcmp(cmd, "lock") == 0)
-        do_lock(dirfd, login, host);
+        do_lock(dirfd, login, host, LOCK_ATTEMPTS);
+    else if (strcmp(cmd, "trylock") == 0)
+        do_lock(dirfd, login, host, 1);
     else if (strcmp(cmd, "unlock") == 0)
         do_unlock(dirfd, login, uid, host);
     else

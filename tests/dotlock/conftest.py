@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.dotlock.dotlocktest import (HELPER_C, USERS, DotlockInstall, remove_accounts)
+from tests.dotlock.dotlocktest import (CHANGE_TIMEOUT, HELPER_C, USERS, DotlockInstall,
+                                      remove_accounts)
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +44,8 @@ def dotlock_install(dotlock_accounts):
         os.chmod(inst.spool, 0o2775)
         subprocess.run(["make", "-s", "-C", str(HELPER_C), f"OUT={inst.build}",
                         f"SPOOL_DIR={inst.spool}", f"POLICY_PATH={base}/policy",
-                        "LOCK_ATTEMPTS=2", "all", "asan", "debug"], check=True)
+                        "LOCK_ATTEMPTS=2", f"DOTLOCK_CHANGE_TIMEOUT={CHANGE_TIMEOUT}",
+                        "all", "asan", "debug"], check=True)
         for variant, name in (("", "mailslot-dotlock"), ("asan", "mailslot-dotlock.asan"),
                               ("debug", "mailslot-dotlock.debug")):
             dest = inst.bin / name

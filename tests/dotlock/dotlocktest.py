@@ -1,8 +1,10 @@
 """Shared pieces of the dotlock tests: accounts, the installed copy, helpers.
 
 mailslot-dotlock is tested as the real setgid binary: a copy built with its spool
-directory pointing into a temp dir (-DMAILSLOT_SPOOL_DIR) and two lock attempts
-(-DMAILSLOT_LOCK_ATTEMPTS=2, so a refused lock takes 2 s, not 20), installed there
+directory pointing into a temp dir (-DMAILSLOT_SPOOL_DIR), two lock attempts
+(-DMAILSLOT_LOCK_ATTEMPTS=2, so a refused lock takes 1 s, not 19) and a change
+timeout of CHANGE_TIMEOUT seconds instead of Dovecot's 120 (-DMAILSLOT_DOTLOCK_
+CHANGE_TIMEOUT), so that a lock can age in a test; installed there
 root:mail 2755 beside a spool directory root:mail 2775 (as Debian's /var/mail), and
 run as test users (mslt-d*) through setpriv.
 """
@@ -17,6 +19,8 @@ MAIL_GROUP = "mail"
 ALICE = "mslt-dalice"
 BOB = "mslt-dbob"
 USERS = [ALICE, BOB]
+# The test build's mbox_dotlock_change_timeout, in seconds.
+CHANGE_TIMEOUT = 3
 
 
 def remove_accounts():

@@ -6,15 +6,53 @@ code, the stderr line naming the rule for refusals, and the spool directory afte
 import os
 import socket
 import stat
+import subprocess
 import time
 
 import pytest
 
-from tests.dotlock.dotlocktest import ALICE, BOB, assert_refused
+from tests.dotlock.dotlocktest import ALICE, BOB, CHANGE_TIMEOUT, assert_refused
 
 
 def ok(proc):
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+
+
+HOST = socket.gethostname()
+
+
+def plant_lock(dotlock, content, mtime_age=0):
+    """An existing lock of ALICE's holding content, its mtime set mtime_age s back
+    (its ctime stays now: only waiting ages a lock by Dovecot's rule)."""
+    lock = dotlock.lock_file(ALICE)
+    lock.write_text(content)
+    os.chown(lock, dotlock.accounts[ALICE].pw_uid, dotlock.mail_gid)
+    if mtime_age:
+        old = time.time() - mtime_age
+        os.utime(lock, (old, old))
+    return lock
+
+
+def dead_pid():
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    with pytest.raises(ProcessLookupError):
+        os.kill(proc.pid, 0)
+    return proc.pid
+
+
+@pytest.fixture(params=["caller", "root"])
+def live_holder(request, dotlock):
+    """A live local process: the caller's own (kill(pid, 0) works) or root's (EPERM)."""
+    entry = dotlock.accounts[ALICE]
+    cmd = ["sleep", "120"]
+    if request.param == "caller":
+        cmd = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
+               "--init-groups"] + cmd
+    proc = subprocess.Popen(cmd)
+    yield proc
+    proc.kill()
+    proc.wait()
 
 
 def test_create_makes_the_callers_private_spool_file(dotlock):
@@ -41,9 +79,9 @@ def test_lock_and_unlock_leave_nothing_behind(dotlock):
     assert dotlock.leftovers() == []
 
 
-def test_held_lock_is_not_taken_and_no_temp_file_remains(dotlock):
+def test_held_lock_is_not_taken_and_no_temp_file_remains(dotlock, live_holder):
     dotlock.make_spool(ALICE)
-    ok(dotlock.run(ALICE, "lock", str(dotlock.spool_file(ALICE))))
+    plant_lock(dotlock, f"{live_holder.pid}:{HOST}\n", mtime_age=10)
     before = dotlock.lock_file(ALICE).read_text()
     start = time.monotonic()
     assert_refused(dotlock.run(ALICE, "lock", str(dotlock.spool_file(ALICE))), 75,
@@ -53,29 +91,120 @@ def test_held_lock_is_not_taken_and_no_temp_file_remains(dotlock):
     assert dotlock.leftovers() == [f"{ALICE}.lock"]
 
 
-@pytest.mark.parametrize("content, age", [
-    ("999999999:{host}\n", 0),           # its pid is gone on this host
-    ("1:otherhost.example\n", 600),      # untouched for longer than 120 s
-    ("garbage", 600),
-])
-def test_stale_lock_is_replaced(dotlock, content, age):
+# --- when a lock is stale: Dovecot 2.3's check_lock() ---------------------------------
+
+def age_past_the_change_timeout(path):
+    """Sleep until path's ctime is more than CHANGE_TIMEOUT whole seconds old."""
+    while time.time() - os.stat(path).st_ctime < CHANGE_TIMEOUT + 1.2:
+        time.sleep(0.2)
+
+
+def test_lock_of_a_dead_local_pid_is_broken_at_once(dotlock):
     dotlock.make_spool(ALICE)
-    lock = dotlock.lock_file(ALICE)
-    lock.write_text(content.format(host=socket.gethostname()))
-    os.chown(lock, dotlock.accounts[ALICE].pw_uid, dotlock.mail_gid)
-    old = time.time() - age
-    os.utime(lock, (old, old))
+    lock = plant_lock(dotlock, f"{dead_pid()}:{HOST}\n", mtime_age=10)
+    start = time.monotonic()
     ok(dotlock.run(ALICE, "lock", str(dotlock.spool_file(ALICE))))
-    assert lock.read_text() == f"{os.getpid()}:{socket.gethostname()}\n"
+    # At the first look, not after waiting: a dead local pid decides alone.
+    assert time.monotonic() - start < 1
+    assert lock.read_text() == f"{os.getpid()}:{HOST}\n"
+    assert dotlock.leftovers() == [lock.name]
 
 
-def test_fresh_lock_of_a_live_process_elsewhere_is_respected(dotlock):
+def test_live_local_holder_keeps_its_lock_however_old(dotlock, live_holder):
     dotlock.make_spool(ALICE)
-    lock = dotlock.lock_file(ALICE)
-    lock.write_text("1:otherhost.example\n")
+    content = f"{live_holder.pid}:{HOST}\n"
+    lock = plant_lock(dotlock, content, mtime_age=100000)
+    # Old by every clock: mtime, ctime and the spool file all beyond the change
+    # timeout. Dovecot still never overrides a live local pid; nor may we.
+    old = time.time() - 100000
+    os.utime(dotlock.spool_file(ALICE), (old, old))
+    age_past_the_change_timeout(lock)
+    for cmd in ("lock", "trylock"):
+        assert_refused(dotlock.run(ALICE, cmd, str(dotlock.spool_file(ALICE))), 75,
+                       "lock-timeout")
+        assert lock.read_text() == content
+    # The pid is what kept it: once the holder is gone the same lock is broken.
+    live_holder.kill()
+    live_holder.wait()
+    ok(dotlock.run(ALICE, "trylock", str(dotlock.spool_file(ALICE))))
+    assert lock.read_text() == f"{os.getpid()}:{HOST}\n"
+
+
+@pytest.mark.parametrize("content", [
+    "1:otherhost.example\n",       # a pid means nothing on another host
+    "+1:{host}\n",                 # not a decimal pid: no pid at all (Dovecot's str_to_pid)
+    "garbage",
+])
+def test_lock_without_a_local_pid_is_broken_after_the_change_timeout(dotlock, content):
+    dotlock.make_spool(ALICE)
+    old = time.time() - 600
+    os.utime(dotlock.spool_file(ALICE), (old, old))
+    content = content.format(host=HOST)
+    # An mtime set into the past does not age a lock: its ctime is now.
+    lock = plant_lock(dotlock, content, mtime_age=600)
     assert_refused(dotlock.run(ALICE, "lock", str(dotlock.spool_file(ALICE))), 75,
                    "lock-timeout")
+    assert lock.read_text() == content
+    age_past_the_change_timeout(lock)
+    ok(dotlock.run(ALICE, "lock", str(dotlock.spool_file(ALICE))))
+    assert lock.read_text() == f"{os.getpid()}:{HOST}\n"
+
+
+def test_spool_file_activity_keeps_a_foreign_lock_alive(dotlock):
+    spool = dotlock.make_spool(ALICE)
+    lock = plant_lock(dotlock, "1:otherhost.example\n")
+    age_past_the_change_timeout(lock)
+    # The holder on the other host is still writing the mailbox.
+    with open(spool, "ab") as f:
+        f.write(b"From x  Thu Jan  1 00:00:00 1970\n\nbody\n")
+    assert_refused(dotlock.run(ALICE, "trylock", str(spool)), 75, "lock-timeout")
     assert lock.read_text() == "1:otherhost.example\n"
+
+
+def test_fresh_lock_is_not_read_for_its_pid(dotlock):
+    # Written less than STALE_PID_CHECK_SECS (2 s) ago: alive whatever it says.
+    dotlock.make_spool(ALICE)
+    lock = plant_lock(dotlock, f"{dead_pid()}:{HOST}\n")
+    assert_refused(dotlock.run(ALICE, "trylock", str(dotlock.spool_file(ALICE))), 75,
+                   "lock-timeout")
+    time.sleep(3.1)
+    ok(dotlock.run(ALICE, "trylock", str(dotlock.spool_file(ALICE))))
+    assert lock.read_text() == f"{os.getpid()}:{HOST}\n"
+
+
+def test_lock_naming_our_own_parent_is_taken_over(dotlock):
+    # Dovecot's "it's us": the pid we would write (our parent's) is locking again.
+    dotlock.make_spool(ALICE)
+    lock = plant_lock(dotlock, f"{os.getpid()}:{HOST}", mtime_age=10)
+    ok(dotlock.run(ALICE, "trylock", str(dotlock.spool_file(ALICE))))
+    # Ours now (the helper writes a newline; the planted lock had none, as Dovecot's).
+    assert lock.read_text() == f"{os.getpid()}:{HOST}\n"
+    assert time.time() - os.stat(lock).st_mtime < 60
+
+
+def test_trylock_checks_once(dotlock, live_holder):
+    dotlock.make_spool(ALICE)
+    plant_lock(dotlock, f"{live_holder.pid}:{HOST}\n", mtime_age=10)
+    start = time.monotonic()
+    proc = dotlock.run(ALICE, "trylock", str(dotlock.spool_file(ALICE)))
+    assert time.monotonic() - start < 1         # lock waits LOCK_DELAY between checks
+    assert_refused(proc, 75, "lock-timeout")
+    assert b"tried once" in proc.stderr
+    dotlock.lock_file(ALICE).unlink()
+    ok(dotlock.run(ALICE, "trylock", str(dotlock.spool_file(ALICE))))
+    ok(dotlock.run(ALICE, "unlock", str(dotlock.spool_file(ALICE))))
+    assert dotlock.leftovers() == []
+
+
+def test_symlink_at_the_lock_name_is_never_removed(dotlock, tmp_path):
+    dotlock.make_spool(ALICE)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    os.symlink(victim, dotlock.lock_file(ALICE))
+    assert_refused(dotlock.run(ALICE, "lock", str(dotlock.spool_file(ALICE))), 77,
+                   "lock-type")
+    assert os.path.islink(dotlock.lock_file(ALICE)) and victim.read_text() == "precious\n"
+    os.unlink(dotlock.lock_file(ALICE))
 
 
 def test_touch_refreshes_the_lock(dotlock):
@@ -99,7 +228,7 @@ def test_unlock_refuses_a_lock_held_by_another_process(dotlock):
 
 def test_another_users_spool_is_refused(dotlock):
     dotlock.make_spool(BOB)
-    for cmd in ("lock", "create", "unlock", "touch"):
+    for cmd in ("lock", "trylock", "create", "unlock", "touch"):
         assert_refused(dotlock.run(ALICE, cmd, str(dotlock.spool_file(BOB))), 77,
                        "not-own-spool")
     assert dotlock.leftovers() == []
@@ -114,7 +243,7 @@ def test_spool_owned_by_someone_else_under_the_callers_name_is_refused(dotlock):
     assert dotlock.leftovers() == []
 
 
-@pytest.mark.parametrize("cmd", ["lock", "create", "touch", "unlock"])
+@pytest.mark.parametrize("cmd", ["lock", "trylock", "create", "touch", "unlock"])
 def test_symlinked_spool_is_refused(dotlock, cmd, tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
@@ -149,7 +278,8 @@ def test_missing_spool_file_must_be_created_first(dotlock):
     assert dotlock.leftovers() == []
 
 
-@pytest.mark.parametrize("args", [[], ["lock"], ["steal", "/x"], ["lock", "/a", "/b"]])
+@pytest.mark.parametrize("args", [[], ["lock"], ["trylock"], ["steal", "/x"],
+                                  ["lock", "/a", "/b"], ["Lock", "/x"]])
 def test_bad_command_lines(dotlock, args):
     assert_refused(dotlock.run(ALICE, *args), 64, "usage")
 

@@ -7,7 +7,11 @@ including raising and lowering the effective gid. LeakSanitizer is off: it needs
 ptrace, which the helper, non-dumpable by design, refuses (the helper allocates
 nothing itself). A finding makes the run exit 99.
 """
+import os
 import shutil
+import socket
+import subprocess
+import time
 
 import pytest
 
@@ -19,12 +23,29 @@ SAN_ENV = {
     "ASAN_OPTIONS": f"exitcode={FINDING}:detect_leaks=0",
     "UBSAN_OPTIONS": f"halt_on_error=1:exitcode={FINDING}:print_stacktrace=1",
 }
-SEQUENCE = [("create", ALICE, 0), ("lock", ALICE, 0), ("touch", ALICE, 0),
-            ("unlock", ALICE, 0), ("lock", BOB, 77), ("steal", ALICE, 64)]
+# PLANT puts an aged lock of a dead local pid in place: the stale path (pid read,
+# kill, re-check, unlinkat) runs too, not only the happy one.
+PLANT = "plant-dead-lock"
+SEQUENCE = [("create", ALICE, 0), ("lock", ALICE, 0), ("trylock", ALICE, 75),
+            ("touch", ALICE, 0), ("unlock", ALICE, 0), (PLANT, ALICE, None),
+            ("trylock", ALICE, 0), ("unlock", ALICE, 0), ("lock", BOB, 77),
+            ("steal", ALICE, 64)]
+
+
+def plant_dead_lock(dotlock):
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    lock = dotlock.lock_file(ALICE)
+    lock.write_text(f"{proc.pid}:{socket.gethostname()}\n")
+    os.chown(lock, dotlock.accounts[ALICE].pw_uid, dotlock.mail_gid)
+    os.utime(lock, (time.time() - 60, time.time() - 60))
 
 
 def run_sequence(dotlock, helper, wrapper=(), groups=None):
     for cmd, target, expected in SEQUENCE:
+        if cmd == PLANT:
+            plant_dead_lock(dotlock)
+            continue
         proc = dotlock.run(ALICE, cmd, str(dotlock.spool_file(target)), helper=helper,
                            env=SAN_ENV, wrapper=wrapper, groups=groups)
         err = proc.stderr.decode(errors="replace")
