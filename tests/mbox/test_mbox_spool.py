@@ -126,6 +126,36 @@ def test_a_live_lock_in_the_spool_is_waited_for_then_a_dead_one_broken(spool_use
     assert os.listdir(spool) == [os.path.basename(inbox)]
 
 
+@pytest.mark.parametrize("order, expected", [("dotlock fcntl", ["lock"]),
+                                             ("fcntl dotlock", ["trylock"])])
+def test_helper_waits_only_for_the_first_lock(spool_user, order, expected):
+    """The dotlock is asked of the helper with "lock" (its own ~20 s of attempts) only
+    when it is the first lock; after fcntl it is "trylock" (one check), so the engine
+    never sits in the helper while holding the fcntl lock (a busy later lock lets
+    everything go and starts the round again). The helper's trylock itself is
+    tested in tests/dotlock."""
+    home, spool, helper, inbox = spool_user
+    assert home.run(plan(home, spool, helper))[0] == 0
+    tag = order.split()[0]
+    calls = os.path.join(os.path.dirname(helper), f"calls-{tag}")
+    wrapper = os.path.join(os.path.dirname(helper), f"logging-{tag}")
+    with open(wrapper, "w") as f:
+        f.write(f'#!/bin/sh\necho "$1" >> {calls}\nexec {helper} "$@"\n')
+    # Installed as the helper must be (the engine checks); Linux ignores set-group-id
+    # on a script, and the exec'ed real helper brings its own.
+    os.chown(wrapper, 0, grp.getgrnam("mail").gr_gid)
+    os.chmod(wrapper, 0o2755)
+    open(calls, "w").close()
+    os.chmod(calls, 0o666)
+    code, results, err = home.run(plan(home, spool, wrapper, mbox_write_locks=order)
+                                  | {"tag": tag})
+    assert code == 0 and "offset" in results[0], (err, results)
+    assert [c for c in open(calls).read().split() if c.endswith("lock")
+            and c != "unlock"] == expected
+    assert sorted(verify_mbox(inbox)) == sorted(["m-0", f"{tag}-0"])
+    assert os.listdir(spool) == [os.path.basename(inbox)]
+
+
 def test_sigterm_while_holding_the_helpers_lock_unlocks_through_it(spool_user):
     home, spool, helper, inbox = spool_user
     assert home.run(plan(home, spool, helper))[0] == 0

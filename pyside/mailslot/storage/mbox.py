@@ -1031,10 +1031,13 @@ class _MboxLocks:
         return True
 
     def _helper_lock(self, deadline, wait):
-        """Dotlock through mailslot-dotlock (one run tries for about 20 s)."""
+        """Dotlock through mailslot-dotlock: "lock" (one run tries for about 20 s)
+        when this is the lock to wait for, else "trylock" (one check), so that the
+        locks already held are never kept while the helper waits."""
         storage = self.storage
+        command = "lock" if wait else "trylock"
         while True:
-            code, message = storage._run_helper("lock", self.path)
+            code, message = storage._run_helper(command, self.path)
             if code == 0:
                 self.helper_locked = True           # released by release()
                 self.last_touch = time.monotonic()
