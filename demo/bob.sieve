@@ -1,5 +1,5 @@
 # bob's Sieve script for make demo: list mail filed by List-Id, +detail folders,
-# a flag on invoices, and one sender refused.
+# a flag and a keyword on invoices, and one sender refused.
 require ["fileinto", "envelope", "subaddress", "variables", "imap4flags", "mailbox",
          "reject"];
 
@@ -15,9 +15,10 @@ if address :is "from" "offers@spam.example" {
     stop;
 }
 
-# Invoices are flagged, wherever they are filed.
+# Invoices are flagged and get the keyword $Invoice, wherever they are filed
+# (Maildir: a letter named in the folder's dovecot-keywords, as Dovecot keeps it).
 if header :contains "Subject" "invoice" {
-    addflag "\\Flagged";
+    addflag ["\\Flagged", "$Invoice"];
 }
 
 # bob+detail@example.org: into the folder named after the detail, in lower case.

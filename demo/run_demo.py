@@ -186,17 +186,18 @@ def summarise():
         if not os.path.isdir(maildir):
             continue
         print(f"{user}: {maildir}")
-        print(f"  {'mailbox':<16} {'uid':>3} {'size':>5} {'owner':>5} {'flags':<5} subject")
+        print(f"  {'mailbox':<16} {'uid':>3} {'size':>5} {'owner':>5} {'flags':<18} subject")
         for box, base in mailboxes(maildir):
             uids = read_uidlist(base)
+            keywords = read_keywords(base)
             for sub in ("new", "cur"):
                 for name in sorted(os.listdir(os.path.join(base, sub))):
                     path = os.path.join(base, sub, name)
                     key = name.split(":")[0]
                     size = key.partition(",S=")[2].partition(",")[0]
-                    flags = name.partition(":2,")[2]
+                    flags = flag_names(name.partition(":2,")[2], keywords)
                     print(f"  {box:<16} {uids.get(key, '-'):>3} {size:>5} "
-                          f"{os.stat(path).st_uid:>5} {flags:<5} {read_subject(path)}")
+                          f"{os.stat(path).st_uid:>5} {flags:<18} {read_subject(path)}")
         subs = os.path.join(maildir, "subscriptions")
         if os.path.exists(subs):
             names = [l for l in open(subs).read().splitlines()[1:] if l.strip()]
@@ -209,6 +210,25 @@ def summarise():
                 for line in f:
                     print("    " + line.rstrip("\n"))
         print()
+
+
+SYSTEM_FLAGS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen",
+                "T": "\\Deleted"}
+
+
+def read_keywords(base):
+    """{letter: keyword} from a Maildir folder's dovecot-keywords ("<index> <name>")."""
+    try:
+        with open(os.path.join(base, "dovecot-keywords"), encoding="ascii") as f:
+            pairs = [line.rstrip("\n").partition(" ") for line in f]
+    except FileNotFoundError:
+        return {}
+    return {chr(ord("a") + int(i)): name for i, _, name in pairs if i.isdigit()}
+
+
+def flag_names(letters, keywords):
+    """The IMAP names of a Maildir file name's info letters."""
+    return " ".join(SYSTEM_FLAGS.get(c) or keywords.get(c, c) for c in letters)
 
 
 def mailboxes(maildir):

@@ -45,9 +45,11 @@ def test_demo_delivers_through_the_relay_to_each_users_uid():
                         os.stat(os.path.join(dirpath, name)).st_uid)
     assert owners == {"bob": {5001}, "alice": {5002}}
     bob = os.path.join(vmail, "bob", "Maildir")
-    # Sieve: List-Id filing, the +detail folder, the flag; the offer was refused.
+    # Sieve: List-Id filing, the +detail folder, the flag and keyword; the offer was refused.
     assert len(os.listdir(os.path.join(bob, ".Lists.announce", "new"))) == 1
     shopping = os.listdir(os.path.join(bob, ".shopping", "cur"))
-    assert len(shopping) == 1 and shopping[0].endswith(":2,F")
+    assert len(shopping) == 1 and shopping[0].endswith(":2,Fa")
+    assert open(os.path.join(bob, ".shopping", "dovecot-keywords")).read() == "0 $Invoice\n"
+    assert "\\Flagged $Invoice" in out
     assert len(os.listdir(os.path.join(bob, "new"))) == 2
     assert "saved mail to Lists/announce" in out
