@@ -2,6 +2,7 @@
 
 import errno
 import os
+import re
 import shutil
 
 import pytest
@@ -265,6 +266,42 @@ def test_planted_symlinks_are_refused_not_followed(fmt, storage, tmp_path):
             storage.create_mailbox(name)
         assert _tree(outside) == before, f"written through a symlink at {target}"
         assert os.path.islink(target)
+        os.unlink(target)
+
+
+def _plant_file(path):
+    with open(path, "wb") as f:
+        f.write(b"not a folder\n")
+
+
+# What can stand where a directory of the mailbox belongs (storage/dirs.py).
+PLANTED = {"regular file": _plant_file, "fifo": os.mkfifo}
+
+
+@pytest.mark.parametrize("kind", sorted(PLANTED))
+def test_planted_non_directories_are_refused_not_replaced(fmt, storage, kind):
+    name = ("evil", "sub")
+    points = fmt.symlink_points(storage, name)
+    assert points
+    for target, holds in points:
+        storage.create_mailbox(name)
+        shutil.rmtree(target)
+        PLANTED[kind](target)
+        planted = os.lstat(target)
+        if holds == "mail":
+            with pytest.raises(StorageError, match=re.escape(target)):
+                storage.save(name, BytesSource(message()))
+        else:
+            # Only the index lives behind this point: the mail is saved, unnumbered.
+            result = storage.save(name, BytesSource(message()))
+            assert result.uid is None and result.uid_error, target
+        with pytest.raises(StorageError, match=re.escape(target)):
+            storage.create_mailbox(name)
+        after = os.lstat(target)
+        assert (after.st_ino, after.st_mode) == (planted.st_ino, planted.st_mode), target
+        if kind == "regular file":
+            with open(target, "rb") as f:
+                assert f.read() == b"not a folder\n"
         os.unlink(target)
 
 

@@ -33,15 +33,17 @@ line, components tab-separated and tab-escaped; rewritten through
 subscriptions.lock and a rename (src/lib-storage/list/subscription-file.c).
 
 Errors: MailboxNameError (a name the layout cannot store), MailboxNotFoundError,
-StorageError for every OSError, naming the path and the errno; EFBIG explains the
-RLIMIT_FSIZE limit (Postfix's mailbox_size_limit, applied through ulimit -f).
+StorageError for every OSError, naming the path and the errno (dirs.storage_error;
+a symlink or non-directory where a directory belongs is its RefusedError); EFBIG
+explains the RLIMIT_FSIZE limit (Postfix's mailbox_size_limit, applied through ulimit -f).
 Keywords that cannot be stored (not a valid IMAP keyword, all 26 letters taken,
 a new one while dovecot-uidlist is locked by someone else, an unusable
 dovecot-keywords) are dropped, never fail the save, and are named in
 SaveResult.warnings (keywords.py, maildir_keywords.py).
 
 Security: below the configured roots every directory is opened relative to its
-parent's fd with O_NOFOLLOW|O_DIRECTORY and every file with O_NOFOLLOW, so a
+parent's fd with O_NOFOLLOW|O_DIRECTORY (dirs.py, shared with mbox: why, and how
+new directories get their mode and group) and every file with O_NOFOLLOW, so a
 symlink planted in the Maildir (a folder, tmp/, new/, the uidlist) is refused
 with a StorageError instead of being followed out of the mail root.
 """
@@ -54,11 +56,10 @@ from ..mailbox_name import INBOX, check_components, encode_mutf7
 from .. import index
 from ..locking import acquire_dotlock
 from . import SaveResult, Storage
+from .dirs import NAME_MAX, DirOpener, Fds, current_umask, storage_error
 
 SUBDIRS = ("cur", "new", "tmp")          # the order Dovecot creates them in
 MAILDIRFOLDER_NAME = "maildirfolder"
-# Linux NAME_MAX: the longest directory entry, e.g. a whole Maildir++ folder name.
-NAME_MAX = 255
 # Dovecot's SUBSCRIPTION_FILE_LOCK_TIMEOUT and SUBSCRIPTION_FILE_CHANGE_TIMEOUT.
 SUBSCRIPTIONS_LOCK_TIMEOUT = 120
 SUBSCRIPTIONS_STALE_TIMEOUT = 30
@@ -67,15 +68,7 @@ SUBSCRIPTIONS_V2_HEADER = "V\t2\n\n"
 FLAG_LETTERS = {"\\answered": "R", "\\seen": "S", "\\deleted": "T",
                 "\\draft": "D", "\\flagged": "F"}
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _last_stamp = (0, 0)
-
-
-def _current_umask():
-    """The process umask (reading it means setting it: put it straight back)."""
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
 
 
 def _unique_stamp():
@@ -91,33 +84,6 @@ def _unique_stamp():
         stamp = (sec, usec)
     _last_stamp = stamp
     return stamp
-
-
-def _reason(err):
-    import errno
-    names = {errno.ENOSPC: "ENOSPC", errno.EDQUOT: "EDQUOT", errno.EFBIG: "EFBIG"}
-    text = err.strerror or str(err)
-    name = names.get(err.errno) or errno.errorcode.get(err.errno)
-    return f"{text} ({name})" if name else text
-
-
-def _efbig_message(path):
-    import resource
-    soft, _hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    limit = "unknown" if soft == resource.RLIM_INFINITY else f"{soft} bytes"
-    return (f"writing {path}: the file size limit (RLIMIT_FSIZE) of {limit} was hit "
-            f"(EFBIG): the MTA limits the size of mailbox files, e.g. Postfix's "
-            f"mailbox_size_limit applied through ulimit -f")
-
-
-def storage_error(action, path, err):
-    """A StorageError for an OSError during action on path, with the reason named."""
-    import errno
-    if err.errno == errno.EFBIG:
-        return StorageError(_efbig_message(path))
-    if err.errno == errno.ELOOP:
-        return StorageError(f"{action} {path}: refusing to follow a symlink")
-    return StorageError(f"{action} {path}: {_reason(err)}")
 
 
 def maildir_sort_key(fname):
@@ -168,55 +134,6 @@ def _tab_escape(s):
             .replace("\r", "\x01r").replace("\n", "\x01n"))
 
 
-class _Perm:
-    """Modes for new files/dirs in a mailbox, derived from its directory (Dovecot)."""
-
-    __slots__ = ("file_mode", "dir_mode", "gid", "umask")
-
-    def __init__(self, st, umask):
-        self.umask = umask
-        self.file_mode = (st.st_mode & 0o666) | 0o600
-        self.dir_mode = (st.st_mode & 0o777) | 0o700
-        mode = st.st_mode
-        if mode & 0o2000 or (mode & 0o070) >> 3 == mode & 0o007 or os.getegid() == st.st_gid:
-            self.gid = -1       # nothing to change
-        else:
-            self.gid = st.st_gid
-
-    def apply(self, fd, mode):
-        """Give a freshly created fd its exact mode and group despite the umask."""
-        if mode & self.umask:
-            # Keep a setgid bit the kernel gave a new directory in a setgid
-            # parent: shared mailboxes depend on it.
-            os.fchmod(fd, mode | (os.fstat(fd).st_mode & 0o2000))
-        if self.gid != -1:
-            try:
-                os.fchown(fd, -1, self.gid)
-            except PermissionError:
-                pass            # not a member: the file keeps our group, as in Dovecot
-
-
-class _Fds:
-    """Closes every fd it was given, in reverse order."""
-
-    def __init__(self):
-        self.fds = []
-
-    def add(self, fd):
-        self.fds.append(fd)
-        return fd
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        while self.fds:
-            try:
-                os.close(self.fds.pop())
-            except OSError:
-                pass
-
-
 class MaildirStorage(Storage):
     """Maildir++ or LAYOUT=fs Maildir below one mail root."""
 
@@ -233,7 +150,9 @@ class MaildirStorage(Storage):
         # The Maildir spec's escapes: '/' and ':' cannot appear in a file name
         # part (Dovecot refuses such hostnames; for any other it is identical).
         self.name_host = hostname.replace("/", "\\057").replace(":", "\\072")
-        self.umask = _current_umask()
+        # Directories below the roots: dirs.py, shared with mbox; Maildir words
+        # no refusal of its own.
+        self.dirs = DirOpener(umask=current_umask(), fsync=self.fsync)
 
     # --- names and paths ------------------------------------------------------------
 
@@ -283,78 +202,12 @@ class MaildirStorage(Storage):
 
     # --- directories ----------------------------------------------------------------
 
-    def _open_base(self, path, *, create):
-        """Open a configured root (symlinks in it are the administrator's choice)."""
-        try:
-            return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            if not create:
-                raise
-        try:
-            # Why 0700: a new mail root must not be readable by others; its
-            # mode then governs everything created below it.
-            os.makedirs(path, mode=0o700, exist_ok=True)
-            return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as err:
-            raise storage_error("creating", path, err) from None
-
-    def _open_child(self, parent_fd, entry, path, *, create, perm):
-        """Open parent_fd/entry as a directory without following a symlink."""
-        try:
-            return os.open(entry, _DIR_FLAGS, dir_fd=parent_fd)
-        except FileNotFoundError:
-            if not create:
-                raise
-        except NotADirectoryError:
-            raise StorageError(f"{path}: not a directory (or a symlink), refused") from None
-        except OSError as err:
-            raise storage_error("opening", path, err) from None
-        try:
-            os.mkdir(entry, perm.dir_mode, dir_fd=parent_fd)
-            created = True
-        except FileExistsError:
-            created = False
-        except OSError as err:
-            raise storage_error("creating", path, err) from None
-        try:
-            fd = os.open(entry, _DIR_FLAGS, dir_fd=parent_fd)
-        except NotADirectoryError:
-            raise StorageError(f"{path}: not a directory (or a symlink), refused") from None
-        except OSError as err:
-            raise storage_error("opening", path, err) from None
-        if created:
-            try:
-                perm.apply(fd, perm.dir_mode)
-                if self.fsync:
-                    # Why: the new directory entry must survive a crash, or a
-                    # message saved below it would vanish with it.
-                    os.fsync(parent_fd)
-            except OSError as err:
-                os.close(fd)
-                raise storage_error("creating", path, err) from None
-        return fd
-
-    def _walk(self, base, parts, fds, *, create, create_base):
-        """Open base/parts... one level at a time; return (fd, path, perm of base)."""
-        try:
-            fd = fds.add(self._open_base(base, create=create_base))
-        except FileNotFoundError:
-            raise MailboxNotFoundError(f"{base}: mail root does not exist") from None
-        except OSError as err:
-            raise storage_error("opening", base, err) from None
-        perm = _Perm(os.fstat(fd), self.umask)
-        path = base
-        for entry in parts:
-            path = f"{path}/{entry}"
-            fd = fds.add(self._open_child(fd, entry, path, create=create, perm=perm))
-        return fd, path, perm
-
     def _open_mailbox(self, name, fds, *, create):
         """Open a mailbox directory; MailboxNotFoundError unless create."""
         base, parts = self._mail_place(name)
         try:
-            return self._walk(base, parts, fds, create=create,
-                              create_base=create or name == (INBOX,))
+            return self.dirs.walk(base, parts, fds, create=create,
+                                  create_base=create or name == (INBOX,))
         except FileNotFoundError:
             raise MailboxNotFoundError(
                 f"mailbox {self.display_name(name)} does not exist") from None
@@ -363,8 +216,8 @@ class MaildirStorage(Storage):
         out = {}
         for sub in SUBDIRS:
             try:
-                out[sub] = fds.add(self._open_child(mbox_fd, sub, f"{path}/{sub}",
-                                                    create=create, perm=perm))
+                out[sub] = fds.add(self.dirs.open_child(mbox_fd, sub, f"{path}/{sub}",
+                                                        create=create, perm=perm))
             except FileNotFoundError:
                 raise MailboxNotFoundError(f"{path}: not a Maildir (no {sub}/)") from None
         return out
@@ -388,7 +241,7 @@ class MaildirStorage(Storage):
         name = check_components(name)
         if name == (INBOX,):
             return True         # IMAP's INBOX always exists; saving creates it
-        with _Fds() as fds:
+        with Fds() as fds:
             try:
                 fd, _path, _perm = self._open_mailbox(name, fds, create=False)
             except MailboxNotFoundError:
@@ -397,9 +250,9 @@ class MaildirStorage(Storage):
 
     def create_mailbox(self, name):
         name = check_components(name)
-        with _Fds() as fds:
+        with Fds() as fds:
             fd, path, perm = self._open_mailbox(name, fds, create=True)
-            perm = _Perm(os.fstat(fd), self.umask)
+            perm = self.dirs.perm_of(fd)
             self._open_subdirs(fd, path, perm, fds, create=True)
             if not self.fs_layout and name != (INBOX,):
                 self._touch_maildirfolder(fd, path, perm)
@@ -424,7 +277,7 @@ class MaildirStorage(Storage):
         if self.location.control is None and mailbox is not None:
             return mailbox
         base, parts = self._control_place(name)
-        fd, path, _ = self._walk(base, parts, fds, create=True, create_base=True)
+        fd, path, _ = self.dirs.walk(base, parts, fds, create=True, create_base=True)
         return fd, path
 
     def _create_uidlist_if_missing(self, name, perm, fds, mailbox):
@@ -453,8 +306,8 @@ class MaildirStorage(Storage):
 
     def _next_uid_validity(self, fds):
         root = self._control_root()
-        root_fd = fds.add(self._open_base(root, create=True))
-        perm = _Perm(os.fstat(root_fd), self.umask)
+        root_fd = fds.add(self.dirs.open_root(root, create=True))
+        perm = self.dirs.perm_of(root_fd)
         return index.next_uid_validity(root_fd, mode=perm.file_mode)
 
     def subscribe(self, name):
@@ -463,9 +316,9 @@ class MaildirStorage(Storage):
         root = self._control_root()
         fname = self.location.subscriptions_name
         path = f"{root}/{fname}"
-        with _Fds() as fds:
-            root_fd = fds.add(self._open_base(root, create=True))
-            perm = _Perm(os.fstat(root_fd), self.umask)
+        with Fds() as fds:
+            root_fd = fds.add(self.dirs.open_root(root, create=True))
+            perm = self.dirs.perm_of(root_fd)
             try:
                 lock = acquire_dotlock(root_fd, fname, hostname=self.hostname,
                                        stale_timeout=SUBSCRIPTIONS_STALE_TIMEOUT,
@@ -521,11 +374,11 @@ class MaildirStorage(Storage):
             # Only a save with a keyword pays for the keyword code.
             from .keywords import split_keywords
             keywords, warnings = split_keywords(flags)
-        with _Fds() as fds:
+        with Fds() as fds:
             mbox_fd, mbox_path, _ = self._open_mailbox(name, fds, create=name == (INBOX,))
             if not self._is_mailbox_dir(mbox_fd, name):
                 raise MailboxNotFoundError(f"mailbox {self.display_name(name)} does not exist")
-            perm = _Perm(os.fstat(mbox_fd), self.umask)
+            perm = self.dirs.perm_of(mbox_fd)
             # Dovecot re-creates missing tmp/new/cur of an existing mailbox.
             sub = self._open_subdirs(mbox_fd, mbox_path, perm, fds, create=True)
             base, size, vsize = self._write_tmp(source, sub["tmp"], mbox_path, perm)

@@ -64,10 +64,14 @@ Errors: ConfigError (bad lock lists, unknown mail_privileged_group),
 MailboxNameError, MailboxNotFoundError, StorageError naming the path and the errno
 (and the helper's own diagnostic when it refused).
 
-Security: below the configured roots every directory is opened with O_NOFOLLOW;
-the INBOX file is opened O_NOFOLLOW in its directory; nothing but the INBOX is
-ever locked or created through the set-group-id helper, which itself accepts
-only <spool dir>/<caller's login>.
+Security: below the configured roots every directory is opened relative to its
+parent's fd with O_NOFOLLOW|O_DIRECTORY (dirs.py, shared with Maildir: why, and
+how new directories get their mode and group); a symlink planted there is refused
+(RefusedError), in the journal's .imap/ path too, where it fails the save instead
+of being skipped like a merely unwritable journal place. The INBOX file is opened
+O_NOFOLLOW in its directory; nothing but the INBOX is ever locked or created
+through the set-group-id helper, which itself accepts only <spool dir>/<caller's
+login>.
 """
 
 import os
@@ -78,7 +82,7 @@ from ..mailbox_name import INBOX, check_components, encode_mutf7
 from ..locking import (DOTLOCK_SUFFIX, FILE_LOCK_METHODS, acquire_dotlock,
                        file_lock_blocker, lock_file, read_lock_pid, unlock_file)
 from . import SaveResult, Storage
-from .maildir import NAME_MAX, _Fds, _Perm, _current_umask, storage_error
+from .dirs import NAME_MAX, DirOpener, Fds, RefusedError, current_umask, storage_error
 from .mbox_format import VARIANTS, MboxEncoder, flag_headers, from_line
 from .mbox_journal import PREFIX_MAX, MboxJournal
 
@@ -113,13 +117,22 @@ SETTING_NAMES = ("mbox_write_locks", "mbox_read_locks", "mbox_lock_timeout",
                  "mbox_dotlock_change_timeout", "mbox_variant", "mail_privileged_group",
                  "mail_temp_dir")
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MBOX_FLAGS = (os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
                | os.O_CLOEXEC)
 
 
-class _RefusedError(StorageError):
-    """A path was refused: a symlink or a non-directory where a directory belongs."""
+def _root_is_a_file(path):
+    """dirs.DirOpener's root_file_error: Dovecot's wording (mbox-storage.c)."""
+    return StorageError(f"mbox root directory can't be a file: {path}")
+
+
+def _folder_is_an_mbox(path, create):
+    """dirs.DirOpener's child_file_error: an mbox where a folder of mailboxes is
+    wanted holds mail, not mailboxes (Dovecot's "Mailbox doesn't allow inferior
+    mailboxes"); when only looking, the folder simply does not exist."""
+    if not create:
+        return MailboxNotFoundError(f"{path} is an mbox file, not a folder")
+    return StorageError(f"{path} is an mbox file: mailbox doesn't allow inferior mailboxes")
 
 
 def default_helper_path():
@@ -320,7 +333,12 @@ class MboxStorage(Storage):
         self.dotlock_helper = dotlock_helper or default_helper_path()
         # The engine may set its namespace separator here (as for Maildir).
         self.display_separator = None
-        self.umask = _current_umask()
+        self.umask = current_umask()
+        # Directories below the roots (dirs.py, shared with Maildir), refused in
+        # Dovecot's mbox words where the format has its own.
+        self.dirs = DirOpener(umask=self.umask, fsync=self.fsync,
+                              root_file_error=_root_is_a_file,
+                              child_file_error=_folder_is_an_mbox)
         self._spools = []
         self._guard = None          # the _SignalGuard of the save running now
 
@@ -358,86 +376,12 @@ class MboxStorage(Storage):
 
     # --- directories ----------------------------------------------------------------
 
-    def _open_base(self, path, *, create):
-        try:
-            return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            if not create:
-                raise
-        except NotADirectoryError:
-            raise StorageError(f"mbox root directory can't be a file: {path}") from None
-        try:
-            # Why 0700: a new mail root must not be readable by others.
-            os.makedirs(path, mode=0o700, exist_ok=True)
-            return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as err:
-            raise storage_error("creating", path, err) from None
-
-    def _open_child(self, parent_fd, entry, path, *, create, perm):
-        """Open parent_fd/entry as a directory without following a symlink."""
-        try:
-            return os.open(entry, _DIR_FLAGS, dir_fd=parent_fd)
-        except FileNotFoundError:
-            if not create:
-                raise
-        except (NotADirectoryError, OSError) as err:
-            self._refuse_child(parent_fd, entry, path, err, create)
-        try:
-            os.mkdir(entry, perm.dir_mode, dir_fd=parent_fd)
-            created = True
-        except FileExistsError:
-            created = False
-        except OSError as err:
-            raise storage_error("creating", path, err) from None
-        try:
-            fd = os.open(entry, _DIR_FLAGS, dir_fd=parent_fd)
-        except OSError as err:
-            self._refuse_child(parent_fd, entry, path, err, create)
-        if created:
-            try:
-                perm.apply(fd, perm.dir_mode)
-                if self.fsync:
-                    # Why: a mailbox created below this directory must not vanish
-                    # with it after a crash.
-                    os.fsync(parent_fd)
-            except OSError as err:
-                os.close(fd)
-                raise storage_error("creating", path, err) from None
-        return fd
-
-    def _refuse_child(self, parent_fd, entry, path, err, create):
-        import errno
-        if err.errno in (errno.ENOTDIR, errno.ELOOP):
-            try:
-                st = os.stat(entry, dir_fd=parent_fd, follow_symlinks=False)
-            except OSError:
-                st = None
-            if st is not None and (st.st_mode & 0o170000) == 0o100000:
-                if not create:
-                    raise MailboxNotFoundError(f"{path} is an mbox file, not a folder") \
-                        from None
-                raise StorageError(f"{path} is an mbox file: mailbox doesn't allow "
-                                   "inferior mailboxes") from None
-            raise _RefusedError(f"{path}: not a directory (or a symlink), refused") from None
-        raise storage_error("opening", path, err) from None
-
     def _walk(self, base, parts, fds, *, create, create_base):
-        """Open base/parts... one level at a time; return (fd, path, perm of base)."""
+        """dirs.DirOpener.walk, a missing folder named as one."""
         try:
-            fd = fds.add(self._open_base(base, create=create_base))
-        except FileNotFoundError:
-            raise MailboxNotFoundError(f"{base}: mail root does not exist") from None
-        except OSError as err:
-            raise storage_error("opening", base, err) from None
-        perm = _Perm(os.fstat(fd), self.umask)
-        path = base
-        for entry in parts:
-            path = f"{path}/{entry}"
-            try:
-                fd = fds.add(self._open_child(fd, entry, path, create=create, perm=perm))
-            except FileNotFoundError:
-                raise MailboxNotFoundError(f"{path}: no such folder") from None
-        return fd, path, perm
+            return self.dirs.walk(base, parts, fds, create=create, create_base=create_base)
+        except FileNotFoundError as err:
+            raise MailboxNotFoundError(f"{err.filename}: no such folder") from None
 
     def _mbox_place(self, name, fds, *, create):
         """(dir fd, dir path, file name, perm, is INBOX) of a mailbox's mbox file."""
@@ -452,7 +396,7 @@ class MboxStorage(Storage):
                     fd = fds.add(os.open(head, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
                 except OSError as err:
                     raise storage_error("opening", head, err) from None
-                path, perm = head, _Perm(os.fstat(fd), self.umask)
+                path, perm = head, self.dirs.perm_of(fd)
             return fd, path, fname, perm, True
         parts = self._disk_parts(name)
         fd, path, perm = self._walk(self.location.root, parts[:-1], fds, create=create,
@@ -477,7 +421,7 @@ class MboxStorage(Storage):
         name = self._check(name)
         if name == (INBOX,):
             return True         # IMAP's INBOX always exists; saving creates it
-        with _Fds() as fds:
+        with Fds() as fds:
             try:
                 dir_fd, _path, fname, _perm, _ = self._mbox_place(name, fds, create=False)
             except MailboxNotFoundError:
@@ -492,7 +436,7 @@ class MboxStorage(Storage):
 
     def create_mailbox(self, name):
         name = self._check(name)
-        with _Fds() as fds:
+        with Fds() as fds:
             dir_fd, dir_path, fname, perm, is_inbox = self._mbox_place(name, fds, create=True)
             path = f"{dir_path}/{fname}"
             if is_inbox:
@@ -613,7 +557,7 @@ class MboxStorage(Storage):
         return spool
 
     def _save(self, name, spool, sender, extra, guard, keywords):
-        with _Fds() as fds:
+        with Fds() as fds:
             dir_fd, dir_path, fname, perm, is_inbox = self._mbox_place(
                 name, fds, create=False)
             path = f"{dir_path}/{fname}"
@@ -670,7 +614,7 @@ class MboxStorage(Storage):
                 raise storage_error("opening the journal in", self.location.root, err) \
                     from None
             reason = err
-        except _RefusedError:
+        except RefusedError:
             raise
         except StorageError as err:
             reason = err
