@@ -6,6 +6,10 @@ vsize counting every LF as CRLF (Dovecot's W=).
 
 import os
 
+from mailslot.storage import open_storage
+
+TEST_HOST = "testhost"
+
 
 def vsize_of(data):
     return len(data) + data.count(b"\n")
@@ -47,3 +51,9 @@ class LyingSource(BytesSource):
 
 def message(i=0, body="Hello.\n"):
     return (f"From: a{i}@example.org\nTo: b@example.org\nSubject: test {i}\n\n{body}").encode()
+
+
+def maildir_storage(home, suffix="", **kw):
+    """A Maildir storage at <home>/Maildir (plus location suffix), host TEST_HOST."""
+    kw.setdefault("hostname", TEST_HOST)
+    return open_storage("maildir:~/Maildir" + suffix, user="t", home=str(home), **kw)

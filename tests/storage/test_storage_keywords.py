@@ -12,19 +12,15 @@ import time
 
 import pytest
 
-from mailslot.storage import open_storage
 from mailslot.storage.maildir_keywords import (KEYWORDS_FILE_MAX, MAILDIR_MAX_KEYWORDS,
                                                format_keywords, parse_keywords)
 
-from tests.storage.sources import BytesSource, message
+from tests.storage.sources import TEST_HOST as HOST, BytesSource, maildir_storage, message
 
-HOST = "testhost"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def make(home, suffix="", **kw):
-    kw.setdefault("hostname", HOST)
-    return open_storage("maildir:~/Maildir" + suffix, user="t", home=str(home), **kw)
+make = maildir_storage
 
 
 @pytest.fixture

@@ -7,19 +7,15 @@ import time
 import pytest
 
 from mailslot.errors import MailboxNameError, StorageError
-from mailslot.storage import open_storage
 from mailslot import index
 
-from tests.storage.sources import BytesSource, message
+from tests.storage.sources import TEST_HOST as HOST, BytesSource, maildir_storage, message
 
-HOST = "testhost"
 NAME_RE = re.compile(r"^(\d+)\.M(\d+)P(\d+)\.testhost,S=(\d+),W=(\d+)$")
 HEADER_RE = re.compile(r"^3 V(\d+) N(\d+) G([0-9a-f]{32})\n$")
 
 
-def make(home, suffix="", **kw):
-    kw.setdefault("hostname", HOST)
-    return open_storage("maildir:~/Maildir" + suffix, user="t", home=str(home), **kw)
+make = maildir_storage
 
 
 @pytest.fixture
