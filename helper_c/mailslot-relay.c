@@ -12,10 +12,13 @@
  *   2. read the policy file (path fixed at build time, root-owned, not writable by
  *      group or others, reached through root-owned directories only)
  *   3. validate the caller from the kernel's ids: real gid or supplementary groups
- *   4. parse argv strictly as dovecot-lda's; the target is -d user, made canonical
- *      by the policy's username_format (e.g. %Lu: "Bob" is "bob"); the canonical
- *      name is the one resolved and the one the engine gets as -d, so the relay and
- *      the engine's userdb (auth_username_format) look up the same name
+ *   4. parse argv strictly as dovecot-lda's; the target is -d user, which loses its
+ *      recipient_delimiter detail ("bob+lists" is "bob") and is then made canonical
+ *      by the policy's username_format (e.g. %Lu: "Bob" is "bob"), Dovecot's order;
+ *      that name is the one resolved and announced (USER, MAILSLOT_RELAY_USER). The
+ *      engine gets -d formatted WITH its detail ("bob+lists") when its own rule
+ *      (strip, then auth_username_format) leads back to the same name, so Sieve's
+ *      :detail still works without -a/-r; otherwise it gets the resolved name
  *   5. resolve the target (NSS, a root-owned Dovecot passwd-file, or an unprivileged
  *      lookup child), then check uid, gid and groups against the policy's ranges
  *   6. build the environment from an allow-list
@@ -31,7 +34,8 @@
  * Exit codes (sysexits.h, the ones dovecot-lda uses):
  *   64 EX_USAGE    argv is not a dovecot-lda command line the relay accepts
  *   67 EX_NOUSER   the target user does not exist (or username_format makes no
- *                  valid user name of -d, e.g. %d of a name without a domain)
+ *                  valid user name of -d, e.g. %d of a name without a domain, or
+ *                  -d is only a detail, "+lists")
  *   75 EX_TEMPFAIL anything that is not the caller's or the recipient's fault: a bad
  *                  or unsafe policy file, a failed or surprising privilege drop, an
  *                  unreadable userdb. The MTA keeps the message and retries.
@@ -385,7 +389,7 @@ int main(int argc, char **argv)
 {
     static char interpreter[PATH_MAX], entry[PATH_MAX], lookup_entry[PATH_MAX];
     static char env_buf[MS_ENV_BUF];
-    static char user[MS_USER_MAX + 1];
+    static char user[MS_USER_MAX + 1], engine_user[MS_USER_MAX + 1];
     static struct ms_policy pol;
     static struct caller caller;
     char err[512], *env[MS_ENV_MAX + 1];
@@ -415,32 +419,34 @@ int main(int argc, char **argv)
     rc = ms_args_parse(argc, argv, &pol, &args, err, sizeof(err));
     if (rc != MS_ARGS_OK)
         ms_refuse(rc, "%s", err);
-    /* The canonical name: what is resolved, announced and passed on as -d. Why: if
-     * the relay resolved "Bob" while the engine's userdb looked up "bob", the two
-     * could name different users (or one a user, the other none). */
-    rc = ms_username_format(pol.username_format, args.user, user, sizeof(user), err,
-                            sizeof(err));
+    /* The canonical name (detail stripped, then username_format): what is resolved
+     * and announced. Why: if the relay resolved "Bob" or "bob+lists" while the
+     * engine's userdb looked up "bob", the two could name different users (or one a
+     * user, the other none). engine_user is the -d the engine gets: the same name
+     * with its detail when the engine's rule leads back to user (ms_user_names). */
+    rc = ms_user_names(&pol, args.user, user, engine_user, sizeof(user), err, sizeof(err));
     if (rc < 0)
         ms_refuse(EX_TEMPFAIL, "%s (in %s)", err, MAILSLOT_POLICY_PATH);
     if (rc == 0)
         ms_refuse(EX_NOUSER, "unknown-user: %s: %s", args.user, err);
-    args.user = user;
 
     /* Step 5. The engine's programs are checked first: the lookup child runs them. */
     check_program("interpreter", pol.interpreter, interpreter);
     check_program("entry", pol.entry, entry);
     if (pol.resolver == MS_RESOLVE_NSS)
-        resolve_nss(args.user, &t);
+        resolve_nss(user, &t);
     else if (pol.resolver == MS_RESOLVE_PASSWD_FILE)
-        resolve_passwd_file(&pol, args.user, &t);
+        resolve_passwd_file(&pol, user, &t);
     else {
         check_program("lookup_entry", pol.lookup_entry, lookup_entry);
-        resolve_lookup(&pol, interpreter, lookup_entry, args.user, args.config, &t);
+        resolve_lookup(&pol, interpreter, lookup_entry, user, args.config, &t);
     }
     if (ms_target_check(&pol, &t, caller_gids, n_caller_gids, err, sizeof(err)) != 0)
         ms_refuse(EX_NOPERM, "%s", err);
 
-    /* Step 6. */
+    /* Step 6. t.user (USER, LOGNAME, MAILSLOT_RELAY_USER) is the account resolved;
+     * the engine's -d keeps the detail, if any. */
+    args.user = engine_user;
     if (ms_env_build(caller_env, &pol, args.keep_env, &t, env_buf, sizeof(env_buf), env,
                      MS_ENV_MAX + 1, err, sizeof(err)) < 0)
         ms_refuse(EX_TEMPFAIL, "%s", err);

@@ -2,8 +2,10 @@
  * relay_rules.c -- the pure rules of mailslot-relay (see relay_rules.h).
  *
  * What it does: parses the policy file, validates a dovecot-lda command line against
- * it, makes the -d name canonical with the policy's username_format (the subset of
- * Dovecot's auth_username_format the relay knows: %u %n %d, L for lower case),
+ * it, strips a recipient_delimiter detail from the -d name (user+detail@domain, the
+ * engine's rule byte for byte) and makes it canonical with the policy's
+ * username_format (the subset of Dovecot's auth_username_format the relay knows:
+ * %u %n %d, L for lower case),
  * checks ids against ranges, parses a Dovecot passwd-file and the lookup child's
  * answer, and builds the engine's environment from an allow-list.
  *
@@ -53,12 +55,12 @@ static const char *const forbidden_names[] = {
 enum {
     K_CALLER_GROUPS, K_TARGET_UIDS, K_TARGET_GIDS, K_INTERPRETER, K_ENTRY, K_RESOLVER,
     K_PASSWD_FILE, K_LOOKUP_USER, K_LOOKUP_ENTRY, K_PASS_ENV, K_NO_NEW_PRIVS,
-    K_CALLER_CONFIG, K_CALLER_MAIL_PATH, K_USERNAME_FORMAT, K_COUNT
+    K_CALLER_CONFIG, K_CALLER_MAIL_PATH, K_USERNAME_FORMAT, K_RECIPIENT_DELIMITER, K_COUNT
 };
 static const char *const policy_keys[K_COUNT] = {
     "caller_groups", "target_uids", "target_gids", "interpreter", "entry", "resolver",
     "passwd_file", "lookup_user", "lookup_entry", "pass_env", "no_new_privs",
-    "caller_config", "caller_mail_path", "username_format",
+    "caller_config", "caller_mail_path", "username_format", "recipient_delimiter",
 };
 
 /* username_format when the policy does not name one: the -d name byte for byte, as
@@ -393,6 +395,16 @@ static int apply_key(struct ms_policy *pol, int key, const char *v, size_t n, ch
         /* Refused now, not at delivery: a template the relay cannot expand is a
          * configuration error (exit 75), never a reason to bounce mail. */
         return ms_username_format_check(pol->username_format, err, errlen);
+    case K_RECIPIENT_DELIMITER:
+        if (copy_bounded(pol->recipient_delimiter, sizeof(pol->recipient_delimiter), v, n)
+            < 0) {
+            set_err(err, errlen, "policy-value: %s: longer than %d bytes", name,
+                    MS_DELIMITER_MAX);
+            return -1;
+        }
+        /* Refused now (exit 75): a delimiter that could cut into the domain ('@') or
+         * a template ('%') would make the relay resolve a name nobody meant. */
+        return ms_recipient_delimiter_check(pol->recipient_delimiter, err, errlen);
     case K_NO_NEW_PRIVS:
     case K_CALLER_CONFIG:
     case K_CALLER_MAIL_PATH: {
@@ -692,6 +704,106 @@ int ms_username_format(const char *fmt, const char *user, char *out, size_t outl
         out[0] = '\0';
         return 0;
     }
+    return 1;
+}
+
+/* ---- user names: recipient_delimiter --------------------------------------------- */
+
+int ms_recipient_delimiter_check(const char *delims, char *err, size_t errlen)
+{
+    static const char name[] = "recipient_delimiter";
+    size_t i, n;
+
+    n = delims == NULL ? 0 : strnlen(delims, MS_DELIMITER_MAX + 1);
+    if (n == 0 || n > MS_DELIMITER_MAX) {
+        set_err(err, errlen, "policy-value: %s: empty or longer than %d bytes", name,
+                MS_DELIMITER_MAX);
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char) delims[i];
+        if (c < 0x21 || c > 0x7e || c == '@' || c == '%') {
+            set_err(err, errlen, "policy-value: %s: byte 0x%02x cannot be a delimiter "
+                    "(printable ASCII other than '@', '%%' and space)", name, (unsigned) c);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int ms_strip_detail(const char *delims, const char *user, char *out, size_t outlen)
+{
+    size_t n, local, cut, i;
+
+    if (user == NULL || out == NULL || outlen == 0)
+        return -1;
+    n = strnlen(user, outlen);
+    if (n >= outlen)
+        return -1;
+    /* The local part ends at the LAST '@' (the engine's str.rpartition): a domain
+     * is never cut into, whatever delimiter characters it holds. */
+    for (local = n; local > 0 && user[local - 1] != '@'; local--)
+        ;
+    local = local > 0 ? local - 1 : n;
+    cut = local;
+    for (i = 0; delims != NULL && delims[i] != '\0'; i++) {
+        const char *p = memchr(user, delims[i], local);
+        /* Only each character's FIRST occurrence counts, and not at offset 0: the
+         * engine's str.find(d) > 0. "+x" keeps its '+' (ms_user_names refuses it). */
+        if (p != NULL && p > user && (size_t) (p - user) < cut)
+            cut = (size_t) (p - user);
+    }
+    memcpy(out, user, cut);
+    memcpy(out + cut, user + local, n - local);
+    out[cut + n - local] = '\0';
+    return (int) (cut + n - local);
+}
+
+int ms_user_names(const struct ms_policy *pol, const char *user, char *lookup,
+                  char *engine, size_t outlen, char *err, size_t errlen)
+{
+    char bare[MS_USER_MAX + 1], full[MS_USER_MAX + 1], back[MS_USER_MAX + 1];
+    const char *delims = pol->recipient_delimiter;
+    int rc;
+
+    if (lookup == NULL || engine == NULL || outlen == 0)
+        return -1;
+    lookup[0] = engine[0] = '\0';
+    if (!ms_user_is_valid(user)) {
+        set_err(err, errlen, "not a valid user name");
+        return 0;
+    }
+    /* Detail first, then username_format: Dovecot's and the engine's order. */
+    if (ms_strip_detail(delims, user, bare, sizeof(bare)) < 0) {
+        set_err(err, errlen, "not a valid user name");
+        return 0;
+    }
+    /* "+x": a detail with no user before it. The engine keeps the '+' and its
+     * auth_username_chars refuses it (Dovecot answers NOTFOUND): no user, never a
+     * lookup of a name that begins with a delimiter. */
+    if (bare[0] != '\0' && strchr(delims, bare[0]) != NULL) {
+        set_err(err, errlen, "no user before the recipient_delimiter detail");
+        return 0;
+    }
+    rc = ms_username_format(pol->username_format, bare, lookup, outlen, err, errlen);
+    if (rc != 1) {
+        engine[0] = '\0';
+        return rc;
+    }
+    memcpy(engine, lookup, strlen(lookup) + 1);
+    if (strcmp(bare, user) == 0)
+        return 1;
+    /* The engine gets the detail too (Sieve's :detail, the envelope without -a/-r),
+     * but only if its own rule (strip, then format) leads back to the very name
+     * resolved here (%Ln makes "Bob+x@dom" "bob+x", which comes back to "bob"). A
+     * template that mangles the delimiter (a letter that %Lu lower-cases) falls back
+     * to the resolved name: relay and engine must never name different users. */
+    if (ms_username_format(pol->username_format, user, full, sizeof(full), NULL, 0) == 1
+        && ms_strip_detail(delims, full, back, sizeof(back)) >= 0
+        && !(back[0] != '\0' && strchr(delims, back[0]) != NULL)
+        && ms_username_format(pol->username_format, back, bare, sizeof(bare), NULL, 0) == 1
+        && strcmp(bare, lookup) == 0 && strlen(full) < outlen)
+        memcpy(engine, full, strlen(full) + 1);
     return 1;
 }
 

@@ -1,7 +1,7 @@
 /*
  * relay_rules.h -- the pure rules of mailslot-relay: policy parser, argv validator,
  * user name formatter (username_format), range checks, target parsers (passwd-file
- * line, lookup answer), environment builder.
+ * line, lookup answer), environment builder, recipient_delimiter detail stripper.
  *
  * Nothing declared here makes a system call, allocates memory or reads global state:
  * every function works on the buffers it is given and writes only into the structures
@@ -25,6 +25,8 @@
 #define MS_NAME_MAX 64                 /* group / lookup user names (useradd: 32) */
 #define MS_USER_MAX 256                /* -d: RFC 5321 4.5.3.1.3, a path is <= 256 octets */
 #define MS_USERNAME_FORMAT_MAX 64      /* username_format: a few %-sequences and literals */
+#define MS_DELIMITER_MAX 16            /* recipient_delimiter: a set of characters; Dovecot's
+                                          default is one ("+"), a site uses a few at most */
 #define MS_ADDRESS_MAX 256             /* -a -r -f: RFC 5321 4.5.3.1.3 */
 #define MS_MAILBOX_MAX 1024            /* -m: a mailbox name (Dovecot allows ~4 KiB paths) */
 #define MS_SETTING_MAX 1024            /* -o key=value */
@@ -76,6 +78,7 @@ struct ms_policy {
     int caller_config;                 /* 0/1: may callers give -c and -o */
     int caller_mail_path;              /* 0/1: may callers give -p */
     char username_format[MS_USERNAME_FORMAT_MAX + 1];  /* "%u" when the key is absent */
+    char recipient_delimiter[MS_DELIMITER_MAX + 1];    /* "" (no stripping) when absent */
     unsigned long seen;                /* bit per key: duplicates are errors */
 };
 
@@ -120,6 +123,34 @@ int ms_username_format_check(const char *fmt, char *err, size_t errlen);
  * -1: fmt is not a template the relay knows (err set). */
 int ms_username_format(const char *fmt, const char *user, char *out, size_t outlen,
                        char *err, size_t errlen);
+
+/* Names: check a recipient_delimiter value: 1 to MS_DELIMITER_MAX bytes, each
+ * printable ASCII other than '@' (it splits the domain off), '%' (it starts a
+ * username_format variable) and space. 0 = acceptable, -1 with err set
+ * ("policy-value: recipient_delimiter: ..."). */
+int ms_recipient_delimiter_check(const char *delims, char *err, size_t errlen);
+
+/* Names: the engine's strip_detail (pyside/mailslot/deliver.py), byte for byte: the
+ * local part is what precedes the LAST '@' (all of user without one); for each
+ * character of delims its first occurrence in the local part is found, one at offset
+ * 0 is ignored (no user before it: nothing is cut for that character); the local part
+ * is cut at the smallest offset found; the '@' and domain are kept. delims "" cuts
+ * nothing. Writes the result into out (outlen bytes) and returns its length, or -1 if
+ * user is NULL or does not fit. */
+int ms_strip_detail(const char *delims, const char *user, char *out, size_t outlen);
+
+/* Names: the two names of a -d user under the policy (recipient_delimiter, then
+ * username_format, Dovecot's order).
+ * lookup: username_format applied to the name without its detail: what the relay
+ *   resolves and announces (USER, LOGNAME, MAILSLOT_RELAY_USER).
+ * engine: what the engine gets as -d: username_format applied to the name WITH its
+ *   detail, when the engine's own rule (strip, then format) turns that back into
+ *   lookup; otherwise lookup itself. Both out buffers are outlen bytes.
+ * Returns 1 (both set, both valid user names), 0 no such user (err says why: the
+ * formatter's reasons, or a name that starts with a delimiter character: no user
+ * before the detail), -1 a template the relay does not know (err set). */
+int ms_user_names(const struct ms_policy *pol, const char *user, char *lookup,
+                  char *engine, size_t outlen, char *err, size_t errlen);
 
 /* Ranges: 1 if id lies in one of the n ranges and id is not 0, else 0. */
 int ms_range_contains(const struct ms_range *ranges, size_t n, unsigned long id);

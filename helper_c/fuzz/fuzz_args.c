@@ -8,6 +8,10 @@
  * option starts with '-', and the engine's argv starts interpreter -I -S entry. The
  * -d name then goes through a username_format picked by the first byte: the result
  * is a valid user name or no user, and %Lu gives the name lower-cased, nothing else.
+ * Then ms_user_names with a recipient_delimiter picked by the first byte: the detail
+ * stripper never lengthens a name nor touches what follows the last '@', and both
+ * names are valid user names (and the stripped name did not start with a delimiter)
+ * or both are empty (no user); never a template error.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +25,37 @@
 static const char *const formats[] = {
     "%u", "%Lu", "%n", "%Ln", "%Ln@%Ld", "%Ln@example.org", "%d%Lu", "%u%u",
 };
+static const char *const delimiters[] = {"+", "+-", "_.=", "X"};
+
+static void check_names(struct ms_policy *pol, const char *fmt, const char *delims,
+                        const char *d)
+{
+    char lookup[MS_USER_MAX + 1], engine[MS_USER_MAX + 1], bare[MS_USER_MAX + 1], err[256];
+    const char *at = strrchr(d, '@');
+    int n;
+
+    n = ms_strip_detail(delims, d, bare, sizeof(bare));
+    if (n < 0 || (size_t) n > strlen(d) || (size_t) n != strlen(bare))
+        abort();
+    if (at != NULL && strcmp(bare + n - strlen(at), at) != 0)
+        abort();                  /* the domain is never cut into */
+    memcpy(pol->username_format, fmt, strlen(fmt) + 1);
+    memcpy(pol->recipient_delimiter, delims, strlen(delims) + 1);
+    switch (ms_user_names(pol, d, lookup, engine, sizeof(lookup), err, sizeof(err))) {
+    case 1:
+        if (!ms_user_is_valid(lookup) || !ms_user_is_valid(engine)
+            || strchr(delims, bare[0]) != NULL)
+            abort();
+        break;
+    case 0:
+        if (lookup[0] != '\0' || engine[0] != '\0')
+            abort();
+        break;
+    default:
+        abort();
+    }
+    pol->recipient_delimiter[0] = '\0';
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -78,6 +113,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     default:
         abort();              /* every template above is one the relay knows */
     }
+    check_names(&pol, fmt, delimiters[(data[0] >> 5) % (sizeof(delimiters) /
+                                                       sizeof(delimiters[0]))], args.user);
+    memset(pol.username_format, 0, sizeof(pol.username_format));
     if ((args.config && !pol.caller_config) || (args.n_settings && !pol.caller_config)
         || (args.mail_path && !pol.caller_mail_path))
         abort();

@@ -5,7 +5,9 @@
  * checks the parser's promises on every accepted input: no range contains 0, every
  * path is absolute, the resolver's companion keys are present, and the policy's
  * username_format is a template the formatter knows, whose expansion of a few names
- * is either a valid user name or no user at all (never a template error).
+ * is either a valid user name or no user at all (never a template error). The same
+ * holds for the names ms_user_names makes with the policy's recipient_delimiter,
+ * which is empty or a value its checker accepts.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -16,9 +18,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const char *const names[] = {"Bob", "bob@Example.ORG", "@x", "a@b@c", "x@.y"};
+    static const char *const names[] = {"Bob", "bob@Example.ORG", "@x", "a@b@c", "x@.y",
+                                        "Bob+x@y", "+x", "a-b_c.d=e+f@g+h"};
     static struct ms_policy pol;
-    char err[256], user[MS_USER_MAX + 1];
+    char err[256], user[MS_USER_MAX + 1], engine[MS_USER_MAX + 1];
     size_t i;
 
     if (ms_policy_parse((const char *) data, size, &pol, err, sizeof(err)) != 0)
@@ -46,6 +49,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (rc < 0 || (rc == 1 && (!ms_user_is_valid(user) || strlen(user) > MS_USER_MAX))
             || (rc == 0 && user[0] != '\0'))
             abort();
+        rc = ms_user_names(&pol, names[i], user, engine, sizeof(user), err, sizeof(err));
+        if (rc < 0 || (rc == 1 && (!ms_user_is_valid(user) || !ms_user_is_valid(engine)))
+            || (rc == 0 && (user[0] != '\0' || engine[0] != '\0')))
+            abort();
     }
+    if (pol.recipient_delimiter[0] != '\0'
+        && ms_recipient_delimiter_check(pol.recipient_delimiter, err, sizeof(err)) != 0)
+        abort();
     return 0;
 }

@@ -107,3 +107,39 @@ def test_relay_and_engine_agree_on_a_mixed_case_name(chain):
     assert_refused(chain.run(["-d", BOB.upper(), "-c", str(chain.conf)], input=MSG), 67,
                    "unknown-user")
     assert len(maildir_new(chain, BOB)) == 1
+
+
+def test_a_detail_reaches_the_user_and_sieve_sees_it(chain):
+    # recipient_delimiter = + in the relay: "-d MSLT-RBOB+Lists" is resolved as bob,
+    # the engine gets "-d mslt-rbob+lists", strips the detail itself (its own
+    # recipient_delimiter, default +), finds bob again, passes its uid check, and
+    # its Sieve sees the detail in the envelope (no -a/-r given).
+    chain.write_policy(entry=chain.engine_path, caller_config="yes", username_format="%Lu",
+                       recipient_delimiter="+")
+    script = chain.homes / BOB / ".dovecot.sieve"
+    script.write_text('require ["fileinto", "envelope", "subaddress"];\n'
+                      'if envelope :detail "to" "lists" { fileinto "Lists"; }\n')
+    os.chown(script, chain.uid(BOB), chain.gid(BOB))
+    try:
+        proc = chain.run(["-d", BOB.upper() + "+Lists", "-c", str(chain.conf)], input=MSG)
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+        lists = chain.homes / BOB / "Maildir" / ".Lists" / "new"
+        files = sorted(lists.iterdir()) if lists.is_dir() else []
+        assert len(files) == 1 and os.stat(files[0]).st_uid == chain.uid(BOB)
+        assert files[0].read_bytes() == MSG
+        assert maildir_new(chain, BOB) == []
+        # Without a detail, the same script keeps the message in INBOX.
+        proc = chain.run(["-d", BOB, "-c", str(chain.conf)], input=MSG)
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+        assert len(maildir_new(chain, BOB)) == 1
+        # Only a detail: no user, a bounce (67) before the engine runs.
+        assert_refused(chain.run(["-d", "+lists", "-c", str(chain.conf)], input=MSG), 67,
+                       "unknown-user")
+        # Without the key the relay resolves "mslt-rbob+lists" byte for byte: 67.
+        chain.write_policy(entry=chain.engine_path, caller_config="yes",
+                           username_format="%Lu")
+        assert_refused(chain.run(["-d", BOB + "+lists", "-c", str(chain.conf)], input=MSG),
+                       67, "unknown-user")
+    finally:
+        script.unlink()
+        shutil.rmtree(chain.homes / BOB / "Maildir" / ".Lists", ignore_errors=True)

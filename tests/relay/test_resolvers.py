@@ -207,3 +207,56 @@ def test_lookup_child_is_asked_for_the_canonical_name(lookup_relay):
     rep = report_of(lookup_relay.run(["-d", "LK-OK"]))
     assert rep["resuid"] == [60008] * 3
     assert engine_user(rep) == ("lk-ok", "lk-ok")
+
+
+# --- recipient_delimiter: the detail is stripped before the name is resolved ------------
+
+def test_nss_name_loses_its_detail_and_the_engine_keeps_it(relay):
+    relay.write_policy(username_format="%Lu", recipient_delimiter="+")
+    rep = report_of(relay.run(["-d", BOB.upper() + "+Lists"]))
+    assert rep["resuid"] == [relay.uid(BOB)] * 3
+    # Resolved and announced: the account. The engine's -d: formatted, detail kept.
+    assert engine_user(rep) == (BOB + "+lists", BOB)
+    assert rep["env"]["USER"] == rep["env"]["LOGNAME"] == BOB
+
+
+def test_without_recipient_delimiter_the_detail_is_part_of_the_name(relay):
+    # The default (no key): nothing is stripped, as before the setting existed.
+    relay.write_policy(username_format="%Lu")
+    assert_refused(relay.run(["-d", BOB + "+lists"]), 67, "unknown-user")
+
+
+@pytest.mark.parametrize("user", ["+lists", "+", "+@example.org"])
+def test_only_a_detail_is_an_unknown_user(relay, user):
+    relay.write_policy(username_format="%Lu", recipient_delimiter="+")
+    proc = relay.run(["-d", user])
+    assert_refused(proc, 67, "unknown-user")
+    assert b"no user before the recipient_delimiter detail" in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["+@", "%", "+ -", "+-_=#~!^&*.,;?|{}"])
+def test_policy_with_a_bad_recipient_delimiter_refuses_to_run(relay, value):
+    relay.write_policy(recipient_delimiter=value)
+    assert_refused(relay.run(["-d", BOB]), 75, "policy-value")
+
+
+@pytest.mark.parametrize("delims, user, engine", [
+    ("+", "VUser1+Lists@Example.ORG", "vuser1+lists"),
+    ("-+", "vuser1-a+b", "vuser1-a+b"),          # the earliest delimiter cuts
+    ("+", "vuser1+", "vuser1+"),
+])
+def test_passwd_file_name_loses_its_detail(passwd_relay, delims, user, engine):
+    passwd_relay.write_policy(resolver="passwd-file", passwd_file=str(passwd_relay.passwd_file),
+                              username_format="%Ln", recipient_delimiter=delims)
+    rep = report_of(passwd_relay.run(["-d", user]))
+    assert rep["resuid"] == [60001] * 3
+    assert engine_user(rep) == (engine, "vuser1")
+
+
+def test_lookup_child_is_asked_for_the_name_without_its_detail(lookup_relay):
+    lookup_relay.write_policy(resolver="lookup", lookup_user=LOOKUP,
+                              lookup_entry=str(lookup_relay.lookup_entry),
+                              username_format="%Lu", recipient_delimiter="+")
+    rep = report_of(lookup_relay.run(["-d", "LK-OK+News"]))
+    assert rep["resuid"] == [60008] * 3
+    assert engine_user(rep) == ("lk-ok+news", "lk-ok")

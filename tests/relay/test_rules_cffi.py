@@ -71,8 +71,18 @@ def test_shipped_example_policy_parses(rules):
     rc, pol, err = parse_policy(rules, (HELPER_C / "relay.policy.example").read_text())
     assert rc == 0, err
     assert pol.resolver == 2 and pol.caller_config == 0 and pol.no_new_privs == 0
-    # The example says what the engine's default auth_username_format does.
+    # The example says what the engine's default auth_username_format does, and
+    # strips the engine's default recipient_delimiter.
     assert rules[0].string(pol.username_format) == b"%Lu"
+    assert rules[0].string(pol.recipient_delimiter) == b"+"
+
+
+def test_packaged_policy_parses(rules):
+    rc, pol, err = parse_policy(rules, (HELPER_C.parent / "packaging" / "etc" /
+                                        "relay.policy").read_text())
+    assert rc == 0, err
+    assert rules[0].string(pol.username_format) == b"%Lu"
+    assert rules[0].string(pol.recipient_delimiter) == b"+"
 
 
 def test_policy_values_are_parsed(rules):
@@ -183,6 +193,135 @@ def test_username_format_error_names_the_line_and_sequence(rules):
     assert rc == -1
     assert err.startswith("policy-value: line 7: username_format: unknown %-sequence"), err
     assert '"%Lx"' in err
+
+
+# --- user names: recipient_delimiter ----------------------------------------------------
+
+def strip_name(rules, delims, user):
+    ffi, lib, consts = rules
+    out = ffi.new("char[]", consts["MS_USER_MAX"] + 1)
+    n = lib.ms_strip_detail(delims.encode(), user.encode(), out, consts["MS_USER_MAX"] + 1)
+    return n, ffi.string(out).decode()
+
+
+# (recipient_delimiter, -d): every quirk of the engine's strip_detail -- several
+# delimiter characters (the earliest wins), a delimiter as the first character (that
+# character is ignored, even where it occurs again later), the LAST '@' ends the local
+# part, the domain is never cut, empty delimiters cut nothing.
+STRIPPED = [
+    ("+", "bob+lists"), ("+", "bob"), ("+", "bob+"), ("+", "bob+a+b"),
+    ("+", "bob+lists@Example.org"), ("+", "bob@ex+ample.org"), ("+", "a+b@c@d"),
+    ("+", "a@b+c@d"), ("+", "+lists"), ("+", "+bob+lists"), ("+", "+@x"), ("+", "@x+y"),
+    ("+-", "bob-a+b"), ("-+", "bob+a-b"), ("+-", "mslt-rbob+lists"), ("_+", "_bob+x"),
+    ("_+", "a_b+c"), ("++", "b+c"), ("", "bob+lists"), ("=", "x=y@d"), ("+", "bob@"),
+    ("+", "b" * 255 + "+"), ("#.", "a.b#c@d.e"),
+]
+
+
+@pytest.mark.parametrize("delims, user", STRIPPED)
+def test_strip_detail_agrees_with_the_engine(rules, delims, user):
+    from mailslot.deliver import strip_detail
+    n, out = strip_name(rules, delims, user)
+    assert out == strip_detail(user, delims)
+    assert n == len(out)
+
+
+def test_strip_detail_bounds(rules):
+    ffi, lib, _ = rules
+    out = ffi.new("char[4]")
+    assert lib.ms_strip_detail(b"+", b"abcd", out, 4) == -1     # no room for the NUL
+    assert lib.ms_strip_detail(b"+", b"ab+d", out, 4) == -1     # checked before cutting
+    assert lib.ms_strip_detail(b"+", b"abc", out, 4) == 3
+    assert lib.ms_strip_detail(b"+", ffi.NULL, out, 4) == -1
+
+
+def user_names(rules, user, delims=None, fmt=None):
+    ffi, lib, consts = rules
+    policy = GOOD + (f"recipient_delimiter = {delims}\n" if delims else "") \
+        + (f"username_format = {fmt}\n" if fmt else "")
+    rc, pol, err = parse_policy(rules, policy)
+    assert rc == 0, err
+    size = consts["MS_USER_MAX"] + 1
+    lookup, engine = ffi.new("char[]", size), ffi.new("char[]", size)
+    errbuf = ffi.new("char[512]")
+    rc = lib.ms_user_names(pol, user.encode(), lookup, engine, size, errbuf, 512)
+    return rc, ffi.string(lookup).decode(), ffi.string(engine).decode(), \
+        ffi.string(errbuf).decode()
+
+
+# (recipient_delimiter, username_format, -d, name resolved, -d for the engine)
+NAMES = [
+    (None, None, "bob+lists", "bob+lists", "bob+lists"),      # absent: no stripping
+    ("+", None, "bob+lists", "bob", "bob+lists"),
+    ("+", "%Lu", "Bob+Lists", "bob", "bob+lists"),
+    ("+", "%Lu", "Bob+Lists@Example.ORG", "bob@example.org", "bob+lists@example.org"),
+    ("+", "%Ln", "Bob+x@Dom", "bob", "bob+x"),
+    ("+", "%Ln@%Ld", "a+b@c@d", "a@d", "a+b@c@d"),            # the last '@' ends the local part
+    ("+-", "%Lu", "MSLT-RBOB+x", "mslt", "mslt-rbob+x"),
+    ("+", "%Lu", "bob", "bob", "bob"),
+    ("+", "%Lu", "bob@ex+ample.org", "bob@ex+ample.org", "bob@ex+ample.org"),
+    ("X", "%Lu", "bobXlists", "bob", "bob"),                 # %Lu eats the delimiter
+    ("+", "%Ln_%Ld", "bob+x@dom", "bob_dom", "bob_dom"),     # not idempotent: no detail
+    ("_+", None, "_bob+x", None, None),                      # first byte a delimiter
+]
+
+
+@pytest.mark.parametrize("delims, fmt, user, lookup, engine", NAMES)
+def test_user_names(rules, delims, fmt, user, lookup, engine):
+    rc, got_lookup, got_engine, err = user_names(rules, user, delims, fmt)
+    if lookup is None:
+        assert (rc, got_lookup, got_engine) == (0, "", ""), err
+        return
+    assert rc == 1, err
+    assert (got_lookup, got_engine) == (lookup, engine)
+
+
+@pytest.mark.parametrize("delims, fmt, user, lookup, engine",
+                         [n for n in NAMES if n[3] is not None and n[1] is not None])
+def test_user_names_agree_with_the_engine(rules, delims, fmt, user, lookup, engine):
+    # The engine's find_user, with the same recipient_delimiter and
+    # auth_username_format, must turn both the -d the relay got and the -d the engine
+    # gets into the very name the relay resolved.
+    from mailslot.deliver import strip_detail
+    from mailslot.variables import expand, user_values
+
+    def engine_rule(name):
+        bare = strip_detail(name, delims or "")
+        return expand(fmt, user_values(bare, None))
+    assert engine_rule(user) == lookup
+    # A detail is passed on only when it comes back to the same user; otherwise the
+    # engine gets the resolved name itself, as before recipient_delimiter existed
+    # (for a template that is not idempotent, like %Ln_%Ld, that was and is the
+    # engine's own affair: its uid check refuses a different user, 75).
+    if engine != lookup:
+        assert engine_rule(engine) == lookup
+
+
+@pytest.mark.parametrize("user, why", [
+    ("+lists", "no user before the recipient_delimiter detail"),
+    ("+", "no user before"),
+    ("+@example.org", "no user before"),
+    ("-bob", "not a valid user name"),
+    ("+.x", "no user before"),
+])
+def test_user_names_with_no_user(rules, user, why):
+    rc, lookup, engine, err = user_names(rules, user, "+", "%Lu")
+    assert (rc, lookup, engine) == (0, "", "")
+    assert why in err, err
+
+
+def test_recipient_delimiter_is_parsed(rules):
+    rc, pol, err = parse_policy(rules, GOOD)
+    assert rc == 0 and rules[0].string(pol.recipient_delimiter) == b"", err
+    rc, pol, err = parse_policy(rules, GOOD + "recipient_delimiter = +-_\n")
+    assert rc == 0 and rules[0].string(pol.recipient_delimiter) == b"+-_", err
+
+
+@pytest.mark.parametrize("value", ["@", "+@", "%", "+ -", "+\t-", "x" * 17, ""])
+def test_recipient_delimiter_refused(rules, value):
+    rc, _, err = parse_policy(rules, GOOD + f"recipient_delimiter = {value}\n")
+    assert rc == -1
+    assert err.startswith("policy-value: line 7: recipient_delimiter:"), err
 
 
 # --- ranges --------------------------------------------------------------------------
