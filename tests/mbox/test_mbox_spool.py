@@ -11,12 +11,15 @@ own ~/mail/.imap) it does itself. Needs root, as CI has.
 
 import fcntl
 import grp
+import json
 import os
+import pwd
 import shutil
 import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -178,6 +181,46 @@ def test_sigterm_while_holding_the_helpers_lock_unlocks_through_it(spool_user):
     assert os.listdir(spool) == [os.path.basename(inbox)]
     assert open(inbox, "rb").read() == before
     assert not journal_active(home.path("mail", ".imap", "INBOX", "mailslot-journal"))
+
+
+ORPHAN_SCRIPT = """
+import json, os, sys
+plan = json.loads(sys.argv[1])
+sys.path.insert(0, plan["pyside"])
+from mailslot.storage import open_storage
+from mailslot.storage.mbox import _MboxLocks
+storage = open_storage(plan["location"], user="t", home=plan["home"],
+                       hostname=os.uname().nodename, settings=plan["settings"],
+                       dotlock_helper=plan["helper"])
+inbox = plan["inbox"]
+code, message = storage._run_helper("lock", inbox)   # the lock names this process
+made = os.path.exists(inbox + ".lock")
+dir_fd = os.open(os.path.dirname(inbox), os.O_RDONLY | os.O_DIRECTORY)
+locks = _MboxLocks(storage, dir_fd, os.path.dirname(inbox), os.path.basename(inbox),
+                   True, os.open(inbox, os.O_RDWR))
+locks.dotlock_tried = True      # an acquire cut short before it noted the lock
+locks.release()
+print(json.dumps({"code": code, "made": made, "left": os.path.exists(inbox + ".lock")}))
+"""
+
+
+def test_a_lock_the_helper_made_for_an_interrupted_acquire_is_removed(spool_user):
+    """The race behind a SIGTERM that lands just after mailslot-dotlock made the lock
+    and before the engine noted it: release() finds the lock naming our pid in a
+    directory we cannot write, and has the helper remove it (no lock left behind)."""
+    home, spool, helper, inbox = spool_user
+    assert home.run(plan(home, spool, helper))[0] == 0
+    script = os.path.join(os.path.dirname(helper), "orphan.py")
+    with open(script, "w") as f:
+        f.write(ORPHAN_SCRIPT)
+    os.chmod(script, 0o644)
+    fields = plan(home, spool, helper) | {"inbox": inbox}
+    argv = [sys.executable, "-I", script, json.dumps(fields)]
+    proc = run_as(pwd.getpwuid(home.uid), argv)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"code": 0, "made": True,
+                                                       "left": False}
+    assert os.listdir(spool) == [os.path.basename(inbox)]
 
 
 def test_another_users_spool_file_is_refused(spool_user, mail_users):

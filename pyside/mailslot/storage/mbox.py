@@ -1091,11 +1091,23 @@ class _MboxLocks:
         self.dotlock_tried = False
 
     def _remove_orphan_dotlock(self):
-        """An interrupted acquire may have made the lock file: ours names our pid."""
+        """An interrupted acquire may have made the lock file: ours names our pid.
+
+        A signal acted on just after mailslot-dotlock made the lock, before we
+        noted it, leaves one in a directory we cannot write (the spool): the
+        helper made it with our pid, so the helper's unlock (which removes only a
+        lock naming its caller's process) takes it away.
+        """
         lock_name = self.fname + DOTLOCK_SUFFIX
         if read_lock_pid(self.dir_fd, lock_name, self.storage.hostname) == os.getpid():
             try:
                 os.unlink(lock_name, dir_fd=self.dir_fd)
+            except PermissionError:
+                if self.storage.dotlock_helper:
+                    try:
+                        self.storage._run_helper("unlock", self.path)
+                    except (OSError, StorageError):
+                        pass
             except OSError:
                 pass
 
