@@ -12,7 +12,8 @@ mailslot / dovecot (target: <= 1.0), as a Markdown table for docs/benchmarks.md.
 Cases:
   maildir-2k     a 2 KB message into Maildir. Also timed: the "python floor", the
                  least a Python LDA can do (start python3 -I -S, write, fsync,
-                 rename, fsync the directory), to show what the engine itself costs.
+                 rename, fsync the directory), to show what the engine itself costs,
+                 and "python start" (python3 -I -S -c pass: the interpreter alone).
   sieve-200      the same, with a 200-rule personal Sieve script that ends in the
                  implicit keep, on both sides (Pigeonhole's sieve plugin for
                  dovecot-lda); both compile it once and run from their caches.
@@ -149,8 +150,8 @@ def bench(base, runs):
     env = {"PATH": "/usr/bin:/bin", "USER": user.pw_name, "LOGNAME": user.pw_name,
            "HOME": base}
     print("| case | mailslot-lda (ms) | dovecot-lda (ms) | ratio | python floor (ms) "
-          "| floor ratio |")
-    print("|---|---|---|---|---|---|")
+          "| floor ratio | python start (ms) | start ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for case in CASES:
         message = make_message(CASE_SIZES.get(case, 2048))
         case_runs = max(5, runs // CASE_RUN_DIVISOR.get(case, 1))
@@ -159,6 +160,7 @@ def bench(base, runs):
         if case == "maildir-2k":
             sides["floor"] = ["/usr/bin/python3", "-I", "-S", "-c", FLOOR_SCRIPT,
                               os.path.join(base, case, "mailslot", "floor")]
+            sides["start"] = ["/usr/bin/python3", "-I", "-S", "-c", "pass"]
         for _ in range(5):          # warm caches; Sieve compiles its cache here
             for argv in sides.values():
                 time_one(argv, message, env)
@@ -167,9 +169,9 @@ def bench(base, runs):
             for name, argv in sides.items():
                 times[name].append(time_one(argv, message, env))
         ms, dc = (statistics.median(times[k]) * 1000 for k in ("mailslot", "dovecot"))
-        floor = (f"{statistics.median(times['floor']) * 1000:.2f} | "
-                 f"{statistics.median(times['floor']) * 1000 / dc:.2f}"
-                 if "floor" in times else "- | -")
+        floor = " | ".join(f"{statistics.median(times[k]) * 1000:.2f} | "
+                           f"{statistics.median(times[k]) * 1000 / dc:.2f}"
+                           if k in times else "- | -" for k in ("floor", "start"))
         print(f"| {case}, median of {case_runs} | {ms:.2f} | {dc:.2f} | **{ms / dc:.2f}** "
               f"| {floor} |", flush=True)
     return 0
