@@ -30,6 +30,39 @@ class TagDef:
         return True
 
 
+class ValueTag(TagDef):
+    """A tag with one parameter (:from "a@b", :options ["x"]) of the given kind
+    (syntax.STRING by default, or syntax.STRING_LIST), compiled and stored in
+    node.tags[identifier]. Subclasses refine check() (before the value is compiled)
+    and accept() (after); both report their own errors and return False to refuse.
+    """
+
+    def __init__(self, ident, kind=None):
+        self.identifier = ident
+        self.kind = kind
+
+    def validate(self, v, node, args, i):
+        from . import syntax as S   # compile time only: syntax is the parser's
+        kind = S.STRING if self.kind is None else self.kind
+        tag = args[i]
+        param = args[i + 1] if i + 1 < len(args) else None
+        if not v.tag_parameter(node, tag, param, None, 0, kind):
+            return None
+        if not self.check(v, node, param):
+            return None
+        value = v.activate_list(node, param) if kind == S.STRING_LIST else v.activate(node, param)
+        if value is None or not self.accept(v, node, param, value):
+            return None
+        node.tags[self.identifier] = value
+        return i + 2
+
+    def check(self, v, node, param):
+        return True
+
+    def accept(self, v, node, param, value):
+        return True
+
+
 class CommandDef:
     """A command or test. Subclasses set the class attributes and override hooks."""
 

@@ -11,33 +11,26 @@ from .. import syntax as S
 from ..interpreter import TESTS
 from ..diagnostics import sanitize
 from ..result import Action
-from ..defs import CommandDef, TagDef
+from ..defs import CommandDef, TagDef, ValueTag
 from .core import verify_header_names
 
 
-class StringTag(TagDef):
-    def __init__(self, ident):
-        self.identifier = ident
+class StringTag(ValueTag):
+    """:handle, :header, :uniqueid; the last two name the value tested (one of them)."""
 
-    def validate(self, v, node, args, i):
-        tag = args[i]
-        param = args[i + 1] if i + 1 < len(args) else None
-        if not v.tag_parameter(node, tag, param, None, 0, S.STRING):
-            return None
+    def check(self, v, node, param):
         if self.identifier != "handle" and node.tags.get("value_source"):
             v.error(param.line, "conflicting :header and :uniqueid arguments specified "
                     "for the duplicate test")
-            return None
-        value = v.activate(node, param)
-        if value is None:
-            return None
+            return False
+        return True
+
+    def accept(self, v, node, param, value):
         if self.identifier == "header":
             verify_header_names(v, param, [value])
+        if self.identifier != "handle":
             node.tags["value_source"] = True
-        elif self.identifier == "uniqueid":
-            node.tags["value_source"] = True
-        node.tags[self.identifier] = value
-        return i + 2
+        return True
 
 
 class SecondsTag(TagDef):

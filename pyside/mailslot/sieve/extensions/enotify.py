@@ -13,7 +13,7 @@ from ..interpreter import HANDLERS, TESTS, SieveRunError
 from ..diagnostics import sanitize
 from ..match import match
 from ..result import Action
-from ..defs import CommandDef, TagDef
+from ..defs import CommandDef, TagDef, ValueTag
 from .core import link_match_tags, match_spec
 
 MAX_RECIPIENTS = 8
@@ -138,37 +138,30 @@ def parse_mailto(uri):
             "subject": subject}
 
 
-class StringTag(TagDef):
-    def __init__(self, ident, kind=S.STRING):
-        self.identifier = ident
-        self.kind = kind
+class StringTag(ValueTag):
+    """:from, :message, :options; the parameter is kept too (for its line)."""
+
+    def accept(self, v, node, param, value):
+        node.tags[self.identifier + "_arg"] = param
+        return True
+
+
+class ImportanceTag(TagDef):
+    identifier = "importance"
 
     def validate(self, v, node, args, i):
         tag = args[i]
         param = args[i + 1] if i + 1 < len(args) else None
-        if self.identifier == "importance":
-            if param is None or param.kind != S.STRING:
-                v.error(param.line if param else tag.line,
-                        "the :importance tag for the notify command requires a string "
-                        "parameter, but %s was found"
-                        % (param.type_name() if param else "none"))
-                return None
-            if param.value not in ("1", "2", "3"):
-                v.error(param.line, "invalid :importance value for notify command: %s"
-                        % param.value)
-                return None
-            node.tags["importance"] = int(param.value)
-            return i + 2
-        if not v.tag_parameter(node, tag, param, None, 0, self.kind):
+        if param is None or param.kind != S.STRING:
+            v.error(param.line if param else tag.line,
+                    "the :importance tag for the notify command requires a string "
+                    "parameter, but %s was found" % (param.type_name() if param else "none"))
             return None
-        if self.kind == S.STRING_LIST:
-            value = v.activate_list(node, param)
-        else:
-            value = v.activate(node, param)
-        if value is None:
+        if param.value not in ("1", "2", "3"):
+            v.error(param.line, "invalid :importance value for notify command: %s"
+                    % param.value)
             return None
-        node.tags[self.identifier] = value
-        node.tags[self.identifier + "_arg"] = param
+        node.tags["importance"] = int(param.value)
         return i + 2
 
 
@@ -179,7 +172,7 @@ class Notify(CommandDef):
     def registered(self, v, reg):
         v.register_tag(reg, StringTag("from"))
         v.register_tag(reg, StringTag("message"))
-        v.register_tag(reg, StringTag("importance"))
+        v.register_tag(reg, ImportanceTag())
         v.register_tag(reg, StringTag("options", S.STRING_LIST))
 
     def validate(self, v, node):

@@ -18,7 +18,7 @@ from ..interpreter import HANDLERS
 from ..diagnostics import sanitize
 from ..result import SENDS_RESPONSE, Action
 from ..interpreter import SieveRunError
-from ..defs import CommandDef, TagDef
+from ..defs import CommandDef, TagDef, ValueTag
 
 OPT_SECONDS = 11
 
@@ -50,34 +50,22 @@ class PeriodTag(TagDef):
         return i + 2
 
 
-class StringTag(TagDef):
-    def __init__(self, ident, kind=S.STRING):
-        self.identifier = ident
-        self.kind = kind
+class StringTag(ValueTag):
+    """:subject, :from, :addresses, :handle. :from must be an address; :subject and
+    :from are also kept without variable substitution (their _raw form)."""
 
-    def validate(self, v, node, args, i):
-        tag = args[i]
-        param = args[i + 1] if i + 1 < len(args) else None
-        if not v.tag_parameter(node, tag, param, None, 0, self.kind):
-            return None
-        if self.identifier == "addresses":
-            value = v.activate_list(node, param)
-        else:
-            value = v.activate(node, param, constant=False)
-        if value is None:
-            return None
+    def accept(self, v, node, param, value):
         if self.identifier == "from" and isinstance(value, str):
             try:
                 parse_sieve_address(value)
             except AddressError as exc:
                 v.error(param.line, "specified :from address '%s' is invalid for "
                         "vacation action: %s" % (sanitize(value, 128), exc))
-                return None
-        node.tags[self.identifier] = value
+                return False
         if self.identifier in ("subject", "from"):
             node.tags[self.identifier + "_raw"] = v.compile_string(
                 param.value, param.line, constant=True)
-        return i + 2
+        return True
 
 
 class MimeTag(TagDef):
