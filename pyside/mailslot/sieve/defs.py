@@ -50,7 +50,10 @@ class ValueTag(TagDef):
             return None
         if not self.check(v, node, param):
             return None
-        value = v.activate_list(node, param) if kind == S.STRING_LIST else v.activate(node, param)
+        if kind == S.STRING_LIST:
+            value = v.activate_list(node, param)
+        else:
+            value = v.activate(node, param)
         if value is None or not self.accept(v, node, param, value):
             return None
         node.tags[self.identifier] = value

@@ -71,6 +71,14 @@ class Lexer:
     def _error(self, msg):
         self.diag.error(f"{self.name}: line {self.line}", msg)
 
+    def _fail(self, msg, pos=None):
+        """Report msg (at pos, when given), make the token an ERROR; returns False."""
+        if pos is not None:
+            self.pos = pos
+        self._error(msg)
+        self.type = ERROR
+        return False
+
     def _warning(self, msg):
         self.diag.warning(f"{self.name}: line {self.line}", msg)
 
@@ -133,10 +141,7 @@ class Lexer:
         stop = end if nl < 0 else nl
         nul = text.find("\0", pos, stop)
         if nul >= 0:
-            self.pos = nul
-            self._error("encountered NUL character in hash comment")
-            self.type = ERROR
-            return False
+            return self._fail("encountered NUL character in hash comment", pos=nul)
         if nl < 0:
             self.pos = end
             self._warning("no newline (CRLF) at end of hash comment at end of file")
@@ -154,17 +159,11 @@ class Lexer:
         nul = text.find("\0", pos, stop)
         if nul >= 0:
             self.line += text.count("\n", pos, nul)
-            self.pos = nul
-            self._error("encountered NUL character in bracket comment")
-            self.type = ERROR
-            return False
+            return self._fail("encountered NUL character in bracket comment", pos=nul)
         if close < 0:
             self.line += text.count("\n", pos, self.end)
-            self.pos = self.end
-            self._error("end of file before end of bracket comment ('/* ... */') "
-                        "started at line %d" % self.token_line)
-            self.type = ERROR
-            return False
+            return self._fail("end of file before end of bracket comment ('/* ... */') "
+                              "started at line %d" % self.token_line, pos=self.end)
         self.line += text.count("\n", pos, close)
         self.pos = close + 2
         self.type = None
@@ -186,11 +185,8 @@ class Lexer:
                 size += j - pos
                 pos = j
             if pos >= end:
-                self.pos = end
-                self._error("end of file before end of quoted string "
-                            "started at line %d" % start_line)
-                self.type = ERROR
-                return False
+                return self._fail("end of file before end of quoted string "
+                                  "started at line %d" % start_line, pos=end)
             ch = text[pos]
             if ch == '"':
                 pos += 1
@@ -198,25 +194,17 @@ class Lexer:
             if ch == "\\":
                 pos += 1
                 if pos >= end:
-                    self.pos = end
-                    self._error("end of file before end of quoted string "
-                                "started at line %d" % start_line)
-                    self.type = ERROR
-                    return False
+                    return self._fail("end of file before end of quoted string "
+                                      "started at line %d" % start_line, pos=end)
                 ch = text[pos]
             if ch == "\0":
-                self.pos = pos
-                self._error("encountered NUL character in quoted string "
-                            "started at line %d" % start_line)
-                self.type = ERROR
-                return False
+                return self._fail("encountered NUL character in quoted string "
+                                  "started at line %d" % start_line, pos=pos)
             if ch == "\r":
                 if pos + 1 >= end or text[pos + 1] != "\n":
-                    self.pos = pos + 1
-                    self._error("found stray carriage-return (CR) character "
-                                "in quoted string started at line %d" % start_line)
-                    self.type = ERROR
-                    return False
+                    return self._fail("found stray carriage-return (CR) character in "
+                                      "quoted string started at line %d" % start_line,
+                                      pos=pos + 1)
                 pos += 1
                 ch = "\n"
             if ch == "\n":
@@ -231,10 +219,8 @@ class Lexer:
             pos += 1
         self.pos = pos
         if size > MAX_STRING_LEN:
-            self._error("quoted string started at line %d is too long "
-                        "(longer than %d bytes)" % (start_line, MAX_STRING_LEN))
-            self.type = ERROR
-            return False
+            return self._fail("quoted string started at line %d is too long "
+                              "(longer than %d bytes)" % (start_line, MAX_STRING_LEN))
         self.type = STRING
         self.value = "".join(parts)
         return True
@@ -255,9 +241,7 @@ class Lexer:
                 value <<= shift
         self.pos = j
         if overflow:
-            self._error("number exceeds integer limits (max %d)" % MAX_NUMBER)
-            self.type = ERROR
-            return False
+            return self._fail("number exceeds integer limits (max %d)" % MAX_NUMBER)
         self.type = NUMBER
         self.value = value
         return True
@@ -282,11 +266,9 @@ class Lexer:
             return self._multiline(j + 1)
         if len(ident) > MAX_IDENTIFIER_LEN:
             what = "tag identifier ':" if kind == TAG else "identifier '"
-            self._error("encountered impossibly long %s%s'"
-                        % (what, sanitize(ident[:MAX_IDENTIFIER_LEN + 1],
-                                          MAX_IDENTIFIER_LEN)))
-            self.type = ERROR
-            return False
+            return self._fail("encountered impossibly long %s%s'"
+                              % (what, sanitize(ident[:MAX_IDENTIFIER_LEN + 1],
+                                                MAX_IDENTIFIER_LEN)))
         self.type = kind
         self.value = ident
         return True
@@ -299,34 +281,23 @@ class Lexer:
         if pos < end and text[pos] == "\r":
             pos += 1
         if pos >= end:
-            self.pos = end
-            self._error("end of file before end of multi-line string")
-            self.type = ERROR
-            return False
+            return self._fail("end of file before end of multi-line string", pos=end)
         ch = text[pos]
         if ch == "#":
             nl = text.find("\n", pos)
             if nl < 0:
-                self.pos = end
-                self._error("end of file before end of multi-line string")
-                self.type = ERROR
-                return False
-            if text.find("\0", pos, nl) >= 0:
-                self.pos = text.find("\0", pos, nl)
-                self._error("encountered NUL character in hash comment")
-                self.type = ERROR
-                return False
+                return self._fail("end of file before end of multi-line string", pos=end)
+            nul = text.find("\0", pos, nl)
+            if nul >= 0:
+                return self._fail("encountered NUL character in hash comment", pos=nul)
             pos = nl + 1
             self.line += 1
         elif ch == "\n":
             pos += 1
             self.line += 1
         else:
-            self.pos = pos
-            self._error("invalid character %s after 'text:' in multiline string"
-                        % sanitize_char(ch))
-            self.type = ERROR
-            return False
+            return self._fail("invalid character %s after 'text:' in multiline string"
+                              % sanitize_char(ch), pos=pos)
         lines = []
         size = 0
         while True:
@@ -370,10 +341,8 @@ class Lexer:
             size += len(line) + 2
         self.pos = pos
         if size > MAX_STRING_LEN:
-            self._error("multi-line string started at line %d is too long "
-                        "(longer than %d bytes)" % (start_line, MAX_STRING_LEN))
-            self.type = ERROR
-            return False
+            return self._fail("multi-line string started at line %d is too long "
+                              "(longer than %d bytes)" % (start_line, MAX_STRING_LEN))
         self.type = STRING
         self.value = "".join(line + "\r\n" for line in lines)
         return True

@@ -467,42 +467,37 @@ class Not(TestDef):
         return ("not", node.line, c.test(node.tests[0]))
 
 
-class AllOf(TestDef):
+class _TestList(TestDef):
+    """allof/anyof: a list of tests that one decisive result settles (false for
+    allof, true for anyof); an empty list is the other value."""
+
+    subtests = 2
+    has_validate_const = True
+    decisive = 0        # the constant result that settles the whole list
+    empty = "true"      # what an empty list compiles to
+
+    def validate_const(self, v, node, current, nxt):
+        if nxt == self.decisive:
+            return False, self.decisive
+        if current != -1:
+            current = nxt
+        return True, current
+
+    def compile(self, c, node):
+        tests = c.tests(node.tests)
+        if not tests:
+            return (self.empty, node.line)
+        return (self.name, node.line, tests)
+
+
+class AllOf(_TestList):
     name = "allof"
-    subtests = 2
-    has_validate_const = True
-
-    def validate_const(self, v, node, current, nxt):
-        if nxt == 0:
-            return False, 0
-        if current != -1:
-            current = nxt
-        return True, current
-
-    def compile(self, c, node):
-        tests = c.tests(node.tests)
-        if not tests:
-            return ("true", node.line)
-        return ("allof", node.line, tests)
 
 
-class AnyOf(TestDef):
+class AnyOf(_TestList):
     name = "anyof"
-    subtests = 2
-    has_validate_const = True
-
-    def validate_const(self, v, node, current, nxt):
-        if nxt > 0:
-            return False, 1
-        if current != -1:
-            current = nxt
-        return True, current
-
-    def compile(self, c, node):
-        tests = c.tests(node.tests)
-        if not tests:
-            return ("false", node.line)
-        return ("anyof", node.line, tests)
+    decisive = 1
+    empty = "false"
 
 
 class TrueTest(TestDef):
