@@ -24,6 +24,17 @@ def world_tempdir(prefix):
     return path
 
 
+def free_uid(start=4242):
+    """The first uid from start on that has no passwd entry (to run a program as)."""
+    uid = start
+    while True:
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+        uid += 1
+
+
 def ensure_user(name, home):
     """Create system user name with home (idempotent); return its pwd entry."""
     try:

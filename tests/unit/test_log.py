@@ -14,6 +14,7 @@ import pytest
 from mailslot import log as logmod
 from mailslot.errors import EX_TEMPFAIL, ConfigError, LogError, exit_code_for
 from mailslot.log import DeliveryLog, check_log_format, sanitize
+from tests.support import free_uid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYSIDE = os.path.join(os.path.dirname(os.path.dirname(HERE)), "pyside")
@@ -364,16 +365,6 @@ def test_syslog_facility_and_info_only_to_syslog(tmp_path):
 
 # --- parity with dovecot-lda's own log lines ----------------------------------------
 
-def _free_uid(start=4242):
-    uid = start
-    while True:
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            return uid
-        uid += 1
-
-
 def _normalise(line):
     """Drop what differs by design: the timestamp's value, the pid, Dovecot's session id."""
     assert re.match(STAMP, line), line
@@ -384,7 +375,7 @@ def _normalise(line):
 @pytest.mark.skipif(not os.path.exists(DOVECOT_LDA), reason="dovecot-lda not installed")
 @pytest.mark.skipif(os.geteuid() != 0, reason="runs dovecot-lda as another uid (root needed)")
 def test_same_lines_as_dovecot_lda():
-    uid = _free_uid()
+    uid = free_uid()
     base = tempfile.mkdtemp(prefix="mailslot-log-")
     try:
         os.chmod(base, 0o755)

@@ -13,6 +13,7 @@ import pytest
 
 from mailslot import errors, userdb
 from mailslot.errors import EX_TEMPFAIL, UserdbError, exit_code_for
+from tests.support import free_uid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -301,16 +302,6 @@ def test_current_user_without_user_keeps_home(monkeypatch):
     assert userdb.current_user().home == me.pw_dir
 
 
-def _free_uid(start=4242):
-    uid = start
-    while True:
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            return uid
-        uid += 1
-
-
 @needs_root
 @pytest.mark.parametrize("env,expected", [
     ({"USER": "ghost", "HOME": "/srv/ghost"}, "ghost /srv/ghost"),
@@ -318,7 +309,7 @@ def _free_uid(start=4242):
     ({"HOME": "/srv/ghost"}, "UserdbError"),
 ])
 def test_current_user_without_passwd_entry(env, expected):
-    uid = _free_uid()
+    uid = free_uid()
     code = ("import sys; sys.path.insert(0, %r)\n"
             "from mailslot import userdb, errors\n"
             "try:\n"

@@ -1,7 +1,6 @@
 """Dovecot %-variables: expansion, modifiers, errors, and parity with dovecot-lda."""
 
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import tempfile
 import pytest
 
 from mailslot.variables import SETTINGS_KEYS, expand, referenced, user_values
+from tests.support import free_uid
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOVECOT_LDA = "/usr/lib/dovecot/dovecot-lda"
@@ -173,16 +173,6 @@ def test_import_is_light():
 
 # --- parity with Dovecot's own var_expand -------------------------------------------
 
-def _free_uid(start=4242):
-    uid = start
-    while True:
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            return uid
-        uid += 1
-
-
 # Modifier and substring forms, applied to %e (the envelope sender) and %p (size) in
 # deliver_log_format, which dovecot-lda expands with lib/var-expand.c.
 PARITY_FORMAT = ("[%2.256Ne][%3RHe][%Me][%Le][%Ue][%1.3e][%-2.2e][%0.-2e][%Xp][%De]"
@@ -192,7 +182,7 @@ PARITY_FORMAT = ("[%2.256Ne][%3RHe][%Me][%Le][%Ue][%1.3e][%-2.2e][%0.-2e][%Xp][%
 @pytest.mark.skipif(not os.path.exists(DOVECOT_LDA), reason="dovecot-lda not installed")
 @pytest.mark.skipif(os.geteuid() != 0, reason="runs dovecot-lda as another uid (root needed)")
 def test_modifiers_match_dovecot_lda():
-    uid = _free_uid()
+    uid = free_uid()
     base = tempfile.mkdtemp(prefix="mailslot-var-")
     try:
         os.chmod(base, 0o755)
