@@ -5,8 +5,10 @@ prefix "lda(bob)<pid>: ", the level ("Info: ", "Warning: ", "Error: "), the text
 
     Nov 22 11:01:23 lda(bob)<9931>: Info: msgid=<abc@example.org>: saved mail to INBOX
 
-To syslog (ident "mailslot", facility from syslog_facility) the timestamp is the
-syslog daemon's and info lines carry no level word, as Dovecot's syslog handler does.
+To syslog (ident "mailslot", facility from syslog_facility) info lines carry no level
+word, as Dovecot's syslog handler does; syslog_sink.py writes the datagram (RFC 3164,
+the day space-padded) with the same injected clock as the files. Every timestamp comes
+from the clock the caller passes (default time.time), so tests fix the date.
 Dovecot 2.3 also puts a session id after the pid; mailslot has no sessions.
 
 Settings, as Dovecot's: log_path "syslog" (the default; "" means syslog too), a file,
@@ -22,8 +24,9 @@ writing UNSUPPORTED_VARIABLE_x in its place).
 Errors: a log file that cannot be opened (at construction, before anything is
 delivered) or written raises errors.LogError with the reason; a write that fails with
 EFBIG names the file-size limit that caused it (Postfix sets one from
-mailbox_size_limit). An unknown syslog_facility raises errors.ConfigError. A syslog
-write cannot fail visibly (syslog(3) reports nothing), as in Dovecot.
+mailbox_size_limit). An unknown syslog_facility raises errors.ConfigError. When the
+syslog daemon cannot be reached, lines go to stderr (the MTA logs them) with one
+warning that says why, instead of being lost as syslog(3) would lose them.
 
 Security: text from mail headers and Sieve scripts is attacker-controlled. Every
 control character (C0, DEL, C1, U+2028/2029) becomes '?', so a CR/LF in a Subject
@@ -63,12 +66,14 @@ FIELD_LIMITS = {"msgid": 200, "subject": 80, "from_envelope": 80}
 MAX_FIELD_BYTES = 1000
 MAX_TEXT_BYTES = 8192
 
-# Dovecot's syslog facility names (lib-master/syslog-util.c).
-SYSLOG_FACILITIES = (
-    "auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news",
-    "syslog", "user", "uucp", "local0", "local1", "local2", "local3", "local4",
-    "local5", "local6", "local7",
-)
+# Dovecot's syslog facility names (lib-master/syslog-util.c) and their RFC 3164
+# codes (section 4.1.1, table 1).
+SYSLOG_FACILITIES = {
+    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6,
+    "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, "local0": 16,
+    "local1": 17, "local2": 18, "local3": 19, "local4": 20, "local5": 21, "local6": 22,
+    "local7": 23,
+}
 
 _LEVEL_WORDS = {"info": "Info: ", "warning": "Warning: ", "error": "Error: "}
 
@@ -109,9 +114,7 @@ def _syslog_facility(name):
         raise errors.ConfigError(
             f"unknown syslog facility {name!r} (known: {', '.join(SYSLOG_FACILITIES)})",
             key="syslog_facility")
-    import syslog  # lazily: most installations log to files
-
-    return getattr(syslog, "LOG_" + name.upper())
+    return SYSLOG_FACILITIES[name] << 3
 
 
 class DeliveryLog:
@@ -119,7 +122,8 @@ class DeliveryLog:
 
     def __init__(self, *, user, log_path, info_log_path, syslog_facility,
                  deliver_log_format, log_timestamp=DEFAULT_LOG_TIMESTAMP,
-                 service="lda", pid=None, home=None):
+                 service="lda", pid=None, home=None, clock=time.time):
+        self.clock = clock
         self.deliver_log_format = deliver_log_format
         self.log_timestamp = log_timestamp
         self.prefix = f"{service}({sanitize(user, MAX_FIELD_BYTES)})<{pid or os.getpid()}>: "
@@ -130,11 +134,12 @@ class DeliveryLog:
         info_path = info_log_path or error_path
         self._error_sink = self._open(error_path, "log_path")
         self._info_sink = self._open(info_path, "info_log_path" if info_log_path else "log_path")
+        self._syslog = None
         if SYSLOG in (error_path, info_path):
-            import syslog
+            from mailslot.syslog_sink import SyslogSink  # lazily: files are the fast case
 
-            # LOG_NDELAY: connect now, while the process can still reach /dev/log.
-            syslog.openlog(SYSLOG_IDENT, syslog.LOG_NDELAY, facility)
+            self._syslog = SyslogSink(ident=SYSLOG_IDENT, facility=facility, clock=clock,
+                                      fallback=self._write_stderr)
 
     # --- opening ------------------------------------------------------------------
 
@@ -175,7 +180,9 @@ class DeliveryLog:
         return fd
 
     def close(self):
-        """Close the files this log opened (never fd 2)."""
+        """Close the files this log opened (never fd 2) and the syslog socket."""
+        if getattr(self, "_syslog", None) is not None:
+            self._syslog.close()
         opened, self._opened = self._opened, {}
         for fd in opened.values():
             try:
@@ -234,13 +241,19 @@ class DeliveryLog:
     def _write(self, sink, level, text):
         text = sanitize(str(text))
         if sink == SYSLOG:
-            import syslog
-
             word = "" if level == "info" else _LEVEL_WORDS[level]
-            priority = {"info": syslog.LOG_INFO, "warning": syslog.LOG_WARNING,
-                        "error": syslog.LOG_ERR}[level]
-            syslog.syslog(priority, self.prefix + word + text)
+            self._syslog.send(level, self.prefix + word + text, fallback_text=text)
             return
+        self._write_line(sink, level, text)
+
+    def _write_stderr(self, level, text):
+        """Write one file-shaped line to fd 2: syslog's fallback."""
+        try:
+            self._write_line((STDERR_PATH, 2), level, text)
+        except errors.LogError:
+            pass  # nowhere left to say it; the delivery's outcome does not change
+
+    def _write_line(self, sink, level, text):
         path, fd = sink
         line = self._timestamp() + self.prefix + _LEVEL_WORDS[level] + text + "\n"
         data = line.encode("utf-8", "replace")
@@ -253,7 +266,7 @@ class DeliveryLog:
         stamp = self.log_timestamp
         if not stamp:
             return ""
-        now = time.time()
+        now = self.clock()
         if "%{usecs}" in stamp:
             stamp = stamp.replace("%{usecs}", "%06d" % int((now % 1) * 1_000_000))
         return time.strftime(stamp, time.localtime(now))

@@ -23,6 +23,9 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="runs code as another 
 
 # Dovecot's default log_timestamp "%b %d %H:%M:%S " in the C locale.
 STAMP = r"[A-Z][a-z]{2} \d\d \d\d:\d\d:\d\d "
+# The injected clock: a one-digit day, where file stamps (%d) pad with a zero and
+# syslog stamps (RFC 3164) with a space. 2026-12-04 18:27:11 UTC.
+FIXED_CLOCK = 1796408831
 
 
 def make_log(tmp_path, **overrides):
@@ -312,7 +315,7 @@ receiver.bind("/dev/log")
 receiver.settimeout(0.5)  # everything is queued before the first recv
 from mailslot.log import DeliveryLog
 log = DeliveryLog(user="bob", log_path=%r, info_log_path=%r, syslog_facility=%r,
-                  deliver_log_format="msgid=%%m: %%$", pid=4321)
+                  deliver_log_format="msgid=%%m: %%$", pid=4321, clock=lambda: %d)
 log.delivered({"msgid": "<a@b>", "subject": "x"}, "saved mail to INBOX\r\nforged: line")
 log.warning("careful")
 log.error("broken")
@@ -325,18 +328,22 @@ while True:
 """
 
 
-def run_syslog_program(log_path, info_log_path, facility):
+def run_syslog_program(log_path, info_log_path, facility, bind_dev_log=True):
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("needs root and unshare(1) for a private /dev/log")
     probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip("mount namespaces are not available here")
-    program = SYSLOG_PROGRAM % (PYSIDE, log_path, info_log_path, facility)
+    program = SYSLOG_PROGRAM % (PYSIDE, log_path, info_log_path, facility, FIXED_CLOCK)
+    if not bind_dev_log:
+        program = program.replace('receiver.bind("/dev/log")', 'receiver.bind("/dev/other")')
     run = subprocess.run(["unshare", "--mount", "sh", "-c",
                           'mount -t tmpfs none /dev && exec "$0" -I -c "$1"',
                           sys.executable, program], capture_output=True, text=True,
-                         timeout=60)
+                         timeout=60, env={"TZ": "UTC", "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr
+    if not bind_dev_log:
+        return run.stdout.splitlines(), run.stderr.splitlines()
     return run.stdout.splitlines()
 
 
@@ -346,10 +353,39 @@ def test_syslog_lines(log_path):
     assert len(got) == 3
     # <22> = mail.info, <20> = mail.warning, <19> = mail.err; ident "mailslot";
     # no level word on info lines, as Dovecot's syslog handler.
-    assert re.fullmatch(r"<22>" + STAMP + r"mailslot: lda\(bob\)<4321>: msgid=<a@b>: "
-                        r"saved mail to INBOX\?\?forged: line", got[0])
+    # RFC 3164 pads a one-digit day with a space.
+    assert got[0] == ("<22>Dec  4 18:27:11 mailslot: lda(bob)<4321>: msgid=<a@b>: "
+                      "saved mail to INBOX??forged: line")
     assert re.fullmatch(r"<20>.* mailslot: lda\(bob\)<4321>: Warning: careful", got[1])
     assert re.fullmatch(r"<19>.* mailslot: lda\(bob\)<4321>: Error: broken", got[2])
+
+
+def test_syslog_unreachable_goes_to_stderr_and_says_why():
+    got, stderr = run_syslog_program("syslog", "", "mail", bind_dev_log=False)
+    assert got == []  # nothing reached the socket...
+    # ...and nothing was lost: each line went to stderr, after one line saying why.
+    assert len(stderr) == 4, stderr
+    assert stderr[0] == ("Dec 04 18:27:11 lda(bob)<4321>: Warning: syslog is not reachable "
+                         "(/dev/log: No such file or directory); log lines go to stderr "
+                         "instead")
+    assert stderr[1] == ("Dec 04 18:27:11 lda(bob)<4321>: Info: msgid=<a@b>: saved mail "
+                         "to INBOX??forged: line")
+    assert stderr[2].endswith("Warning: careful") and stderr[3].endswith("Error: broken")
+
+
+def test_file_stamp_uses_the_injected_clock(tmp_path, monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    import time as _time
+
+    _time.tzset()
+    try:
+        with make_log(tmp_path, clock=lambda: FIXED_CLOCK) as log:
+            log.info("a")
+        (line,) = lines(tmp_path / "info.log")
+        assert line.startswith("Dec 04 18:27:11 lda(bob)<")  # Dovecot's %d: zero-padded
+    finally:
+        monkeypatch.undo()
+        _time.tzset()
 
 
 def test_syslog_facility_and_info_only_to_syslog(tmp_path):
