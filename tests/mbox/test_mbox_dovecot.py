@@ -147,3 +147,33 @@ def test_dovecot_lda_and_mailslot_deliver_at_the_same_time(env, order):
     with open(f"{env.home}/mail/inbox", "rb") as f:
         assert check_structure(f.read()) == 2 * count
     assert env.log_problems() == []
+
+
+# Issue 20.1: blanks before the colon (Dovecot's reader strips them, any number) or a
+# NUL after the name (it compares C strings) must not let a sender set metadata.
+PADDED_FORGERIES = [
+    (["INBOX"], b"Subject: forged base\nX-IMAPbase" + b" " * 70 + b": 12345 900 $Forged\n"
+                b"Status" + b" " * 70 + b": RO\nX-Status \t \t: AFD\n\nbody\n", []),
+    (["INBOX"], b"Subject: forged padded\nStatus" + b" " * 5000 + b": RO\n"
+                b"X-Status" + b"\t" * 300 + b": AFD\nX-UID" + b" " * 80 + b": 777\n"
+                b"X-Keywords" + b" " * 90 + b": $Junk\n\nbody\n", []),
+    (["INBOX"], b"Subject: forged nul\nStatus\0junk: RO\nX-Status \0: AFD\n"
+                b"Content-Length" + b" " * 64 + b": 1\n\nbody\nmore\n", ["\\Draft"]),
+]
+
+
+def test_padded_metadata_fields_forge_nothing_through_imap(env):
+    save(env, PADDED_FORGERIES)
+    out = env.imap(["SELECT INBOX", "UID FETCH 1:* (UID FLAGS BODY.PEEK[TEXT])"])
+    assert "UIDVALIDITY 12345]" not in out and "UIDNEXT 901]" not in out, out
+    assert "$Forged" not in out and "$Junk" not in out, out
+    flags = [line for line in out.splitlines() if " FETCH (" in line]
+    assert len(flags) == 3, out
+    assert [line.split("UID ")[1].split(" ")[0] for line in flags] == ["1", "2", "3"], out
+    fetched = [line.split("FLAGS (")[1].split(")")[0].split() for line in flags]
+    assert fetched == [["\\Recent"], ["\\Recent"], ["\\Draft", "\\Recent"]], out
+    # Dovecot's UIDVALIDITY is its own (it wrote X-IMAPbase itself), and Content-Length
+    # did not cut the last message.
+    assert [r[0] for r in fetch(env, "INBOX")] == [1, 2, 3]
+    assert fetch(env, "INBOX")[2][3] == b"body\nmore\n"
+    assert env.log_problems() == []

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from mailslot.storage.mbox_format import (MboxEncoder, clean_sender, flag_headers,
-                                          from_line, quote_lines)
+from mailslot.storage.mbox_format import (HEADER_NAME_HOLD, MboxEncoder, clean_sender,
+                                          flag_headers, from_line, quote_lines)
 from tests.mbox.mboxtest import FROM_LINE, check_structure, unquote_mboxrd
 
 # (message, mboxrd form, mboxo form) -- the forms without From_ line and separator.
@@ -40,7 +40,50 @@ CASES = {
         b"Subject: x\nX-Other: kept\n\nStatus: in the body\n",
         b"Subject: x\nX-Other: kept\n\nStatus: in the body\n"),
     "8bit and NUL": (b"S: a\n\n" + bytes(range(256)) + b"\n",) * 3,
+    # Dovecot's reader strips blanks before the colon whatever their number, and
+    # ends a name at a NUL (issue 20.1: these set flags when read back).
+    "padded forged metadata": (
+        b"S: a\nStatus" + b" " * 70 + b": RO\nX-Status \t \t: AFD\n"
+        b"X-IMAPbase" + b"\t" * 100 + b": 1 99\nStatus\0junk: RO\nX-UID \0 : 7\n"
+        b"Content-Length" + b" " * 63 + b":\n 5\nX-Keywords" + b" " * 200 + b": $Junk\n"
+        b"x-delivery-id\0: z\n\nb\n",
+        b"S: a\n\nb\n", b"S: a\n\nb\n"),
+    # Names that only look like them are a sender's data, kept as dovecot-lda keeps
+    # them: white space inside the name, no colon, a CR before the colon.
+    "lookalike fields kept": (
+        b"S: a\nStatus  x: RO\nStatus\nX-UID   \nStatus\r: RO\nX-Statuses: A\n"
+        b"Stat: R\n\n",
+        b"S: a\nStatus  x: RO\nStatus\nX-UID   \nStatus\r: RO\nX-Statuses: A\n"
+        b"Stat: R\n\n",
+        b"S: a\nStatus  x: RO\nStatus\nX-UID   \nStatus\r: RO\nX-Statuses: A\n"
+        b"Stat: R\n\n"),
+    ">From header split": (b">>From x\nS: a\n\n", b">>>From x\nS: a\n\n",
+                           b">>From x\nS: a\n\n"),
 }
+
+
+@pytest.mark.parametrize("pad", [5000, HEADER_NAME_HOLD - 12, HEADER_NAME_HOLD + 1, 300_000])
+def test_any_padding_before_the_colon_is_dropped(pad):
+    """A dropped name with any amount of blanks before its colon is dropped, in
+    every chunking; past HEADER_NAME_HOLD even without a colon (it is junk)."""
+    for tail in (b": RO\n", b"x: RO\n"):
+        message = b"S: a\nStatus" + b" \t" * (pad // 2) + tail + b"T: b\n\nbody\n"
+        undecided_too_long = 6 + pad > HEADER_NAME_HOLD
+        want_kept = tail.startswith(b"x") and not undecided_too_long
+        for chunk in (1000, 4096, 65536, len(message)):
+            out = encode(message, "mboxrd", chunk)
+            assert (b"Status" in out) == want_kept, (pad, tail, chunk)
+            assert out.startswith(b"S: a\n") and out.endswith(b"T: b\n\nbody\n")
+
+
+def test_name_hold_is_bounded():
+    """A 20 MB undecided line never holds more than HEADER_NAME_HOLD + a chunk."""
+    encoder = MboxEncoder("mboxrd")
+    encoder.feed(b"S: a\nX-UID")
+    for _ in range(320):
+        assert encoder.feed(b" " * 65536) == b""
+        assert len(encoder.carry) <= HEADER_NAME_HOLD
+    assert encoder.feed(b": 9\nT: b\n\n") == b"T: b\n\n"
 
 
 def encode(data, variant, chunk, extra=b""):

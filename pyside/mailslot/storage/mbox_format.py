@@ -13,7 +13,9 @@ What is written (RFC 4155, Dovecot's mbox-save.c and mbox-from.c):
   - the message's header fields, except those an mbox reader takes as its own
     metadata (Dovecot's mbox_save_drop_headers: Content-Length, Status, X-Delivery-ID,
     X-IMAP, X-IMAPbase, X-Keywords, X-Status, X-UID) -- a sender must not be able to
-    set a message's flags, its IMAP UID or its length. Status/X-Status with the
+    set a message's flags, its IMAP UID or its length. A field's name is read as
+    Dovecot's reader reads it (any white space before the colon stripped, a NUL
+    ending it; header_dropped()), so padding cannot hide one; Status/X-Status with the
     flags this save asks for, and X-Keywords with its keywords (space-separated,
     as Dovecot's mbox-save.c writes them; which keywords: see mbox.py and
     declared_keywords()), are added at the end of the header block;
@@ -22,7 +24,8 @@ What is written (RFC 4155, Dovecot's mbox-save.c and mbox-from.c):
     mboxo quotes /^From / only (a ">From " line then reads back as "From ");
   - a missing final newline is added (Dovecot does the same).
 So no line inside a message can start with "From ": the only boundaries in the
-file are the ones the writer made. Memory stays bounded by the chunk size.
+file are the ones the writer made. Memory stays bounded by the chunk size plus
+HEADER_NAME_HOLD.
 
 Errors: none; the encoder works on any bytes (NUL, bare CR, 8-bit, endless lines).
 
@@ -38,9 +41,15 @@ VARIANTS = ("mboxrd", "mboxo")
 # lower-cased: fields a sender could use to forge mbox metadata.
 DROPPED_HEADERS = frozenset((b"content-length", b"status", b"x-delivery-id", b"x-imap",
                              b"x-imapbase", b"x-keywords", b"x-status", b"x-uid"))
-# A header line whose name is not complete within this many bytes cannot be one of
-# DROPPED_HEADERS (the longest is 13 characters, white space before ':' allowed).
-HEADER_NAME_DECIDE = 64
+# How much of a header line's start is held to decide whether it is one of
+# DROPPED_HEADERS. Dovecot's reader strips any white space before the colon and ends
+# a name at a NUL ("Status" + 5000 blanks + ": RO" sets \\Seen when read back), so a
+# line that starts with a dropped name followed only by blanks (or by a NUL and
+# anything) is still undecided until its colon. One still undecided after this many
+# bytes is dropped: it is a forgery or junk, never a field a reader needs. Dovecot's
+# own reader gives up on names well before this (between 5 and 8 KiB here).
+HEADER_NAME_HOLD = 64 * 1024
+_LWSP = b" \t"
 # RFC 5321 4.5.3.1.3: a reverse-path is at most 256 octets; leave room for UTF-8.
 SENDER_MAX = 512
 NULL_SENDER = "MAILER-DAEMON"
@@ -153,12 +162,41 @@ def quote_lines(block, rd):
     return b"".join(out)
 
 
-def _dropped(line):
-    """True if the header line starts one of DROPPED_HEADERS."""
-    colon = line.find(b":", 0, HEADER_NAME_DECIDE)
-    if colon <= 0:
-        return False
-    return line[:colon].rstrip(b" \t").lower() in DROPPED_HEADERS
+def _name_state(head):
+    """Whether the header line starting with head (no newline) is dropped: True or
+    False, or None while no colon has been seen and the name so far could still be
+    one of DROPPED_HEADERS.
+
+    The name is what comes before the first colon, cut at a NUL (Dovecot compares
+    names as C strings), with white space at its end stripped -- as Dovecot's
+    header parser reads it, or stricter, never looser."""
+    colon = head.find(b":")
+    name = head if colon < 0 else head[:colon]
+    nul = name.find(b"\0")
+    core = name if nul < 0 else name[:nul]
+    stripped = core.rstrip(_LWSP).lower()
+    if colon >= 0:
+        return stripped in DROPPED_HEADERS
+    if nul >= 0 or len(stripped) < len(core):
+        # The name's significant part is complete: only a colon can still come.
+        return None if stripped in DROPPED_HEADERS else False
+    if any(d.startswith(stripped) for d in DROPPED_HEADERS):
+        return None
+    return False
+
+
+def header_dropped(line):
+    """True if the header line (its start, or all of it with its newline) is one
+    of DROPPED_HEADERS, decided on its first HEADER_NAME_HOLD bytes: a line still
+    undecided there is dropped, one that ended without a colon is kept."""
+    head = line[:HEADER_NAME_HOLD + 1]
+    nl = head.find(b"\n")
+    complete = nl >= 0
+    head = head[:nl] if complete else head[:HEADER_NAME_HOLD]
+    state = _name_state(head)
+    if state is None:
+        return not complete
+    return state
 
 
 class MboxEncoder:
@@ -229,9 +267,18 @@ class MboxEncoder:
                 continue
             if nl < 0:
                 rest = buf[pos:]
-                if len(rest) < HEADER_NAME_DECIDE and b":" not in rest:
+                undecided = len(rest) <= HEADER_NAME_HOLD and _name_state(rest) is None
+                if undecided or is_from_candidate(rest, False):
                     self.carry = rest       # not yet known what this line is
                     return b""
+                if self.rd and rest[:1] == b">" and not header_dropped(rest):
+                    # As in _body: the '>' run may carry the quoting '>', so it is
+                    # written now and only an undecided "From" prefix is kept.
+                    run = len(rest) - len(rest.lstrip(b">"))
+                    if is_from_candidate(rest[run:], False):
+                        out.append(rest[:run])
+                        self.carry = rest[run:]
+                        return b""
                 self._header_line(rest, out)
                 self.mid_line = True
                 return b""
@@ -251,7 +298,7 @@ class MboxEncoder:
             if not self.dropping:
                 out.append(line)
             return
-        self.dropping = _dropped(line)
+        self.dropping = header_dropped(line)
         if not self.dropping:
             out.append(quote_lines(line, self.rd))
 
