@@ -14,9 +14,8 @@ LIBDIR      := $(PREFIX)/lib/mailslot
 DESTDIR     ?=
 
 # Debian packages: what building needs, and what the test suite's real parts need.
-DEB_BUILD := python3-venv python3-dev libcap-dev gcc make python3-yaml python3-cffi \
-             python3-prctl
-DEB_TEST  := dovecot-core dovecot-imapd dovecot-sieve dovecot-lmtpd valgrind clang \
+DEB_BUILD := python3-venv python3-dev libcap-dev gcc make python3-yaml python3-prctl
+DEB_TEST  := python3-cffi dovecot-core dovecot-imapd dovecot-sieve dovecot-lmtpd valgrind clang \
              libclang-rt-14-dev util-linux procps postgresql python3-psycopg2 postfix
 DEB_BENCH := hyperfine
 # Packaging (issue 7): building the .deb and the RPM, and the packaging and Postfix
@@ -49,10 +48,21 @@ deps-test: deps-build
 	@[ "$$(id -u)" != 0 ] || echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 	$(call apt_install,$(DEB_TEST) $(DEB_PKG))
 
+# pip warns about every index location of the machine's pip configuration that has
+# no directory for a package ("WARNING: Location '...' is ignored: it is neither a
+# file nor a directory"), once per package: noise, not news. Those lines are dropped; every
+# other line and pip's exit status are kept.
+PIP_QUIET := sed -u "/^WARNING: Location '.*' is ignored: /d"
+define pip
+	@echo "pip install $(1)"
+	@{ $(VPY) -m pip install -q $(1) 2>&1; echo "pip-exit=$$?"; } | $(PIP_QUIET) \
+	  | awk '/^pip-exit=/ { sub("pip-exit=", ""); exit $$0 } { print }'
+endef
+
 $(VENV)/.stamp: pyproject.toml | deps-build
 	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test]'
+	$(call pip,--upgrade pip)
+	$(call pip,-e '.[test]')
 	@touch $@
 
 build: $(VENV)/.stamp
