@@ -5,8 +5,7 @@
 The plan is a list of steps, each {"op": "save"|"create"|"subscribe", "name": [...],
 "body": str, "flags": [...], "link_previous": bool}. For every save it prints one
 JSON line: {"mailbox", "uid", "path", "size", "vsize", "uid_error", "warnings"}.
-The message source is the smallest real one: bytes in memory, written with one
-write(), vsize counting each LF as CRLF, as the engine's source reports it.
+The message source is tests/message_source.py's BytesSource (bytes in memory).
 """
 
 import json
@@ -14,19 +13,10 @@ import os
 import socket
 import sys
 
-from mailslot.storage import open_storage
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-
-class BytesSource:
-    def __init__(self, data, stored_path=None):
-        self.data = data
-        self.stored_path = stored_path
-
-    def write_to(self, fd):
-        view = memoryview(self.data)
-        while view:
-            view = view[os.write(fd, view):]
-        return len(self.data), len(self.data) + self.data.count(b"\n")
+from mailslot.storage import open_storage  # noqa: E402
+from tests.message_source import BytesSource  # noqa: E402
 
 
 def main():

@@ -41,24 +41,12 @@ def make_message(tag, index, size):
     return head.encode() + body
 
 
-class BytesSource:
-    stored_path = None
-
-    def __init__(self, data, sender):
-        self.data = data
-        self.envelope_sender = sender
-
-    def write_to(self, fd):
-        view = memoryview(self.data)
-        while view:
-            view = view[os.write(fd, view):]
-        return len(self.data), len(self.data) + self.data.count(b"\n")
-
-
 def main():
     plan = json.loads(sys.argv[1])
     sys.path.insert(0, plan["pyside"])
+    sys.path.insert(0, os.path.dirname(plan["pyside"]))
     from mailslot.errors import StorageError
+    from tests.message_source import BytesSource
     from mailslot.storage import open_storage
     storage = open_storage(plan["location"], user=plan.get("user", "test"),
                            home=plan["home"], hostname=os.uname().nodename,
@@ -69,7 +57,7 @@ def main():
     for i in range(start, start + plan["count"]):
         ident = f"{plan['tag']}-{i}"
         source = BytesSource(make_message(plan["tag"], i, plan["size"]),
-                             f"sender{i}@example.org")
+                             envelope_sender=f"sender{i}@example.org")
         try:
             result = storage.save(name, source)
         except StorageError as exc:

@@ -15,31 +15,26 @@ import threading
 import pytest
 
 from tests.dovecot_env import DovecotEnv, dovecot_missing
+from tests.support import REPO
 from tests.mbox.mboxtest import DELIVERER, PYSIDE, check_structure, unquote_mboxrd
 
 LOCATION = "mbox:~/mail:INBOX=~/mail/inbox"
 
 SAVER = r"""
 import json, os, sys
+sys.path.insert(0, REPO)
 from mailslot.storage import open_storage
+from tests.message_source import BytesSource
 plan = json.loads(sys.argv[1])
-
-class Source:
-    stored_path = None
-    def __init__(self, data):
-        self.data = data
-        self.envelope_sender = "sender@example.org"
-    def write_to(self, fd):
-        os.write(fd, self.data)
-        return len(self.data), len(self.data) + self.data.count(b"\n")
 
 storage = open_storage(plan["location"], user="mstest", home=plan["home"], hostname="h")
 for step in plan["steps"]:
     name = tuple(step["mailbox"])
     if not storage.mailbox_exists(name):
         storage.create_mailbox(name)
-    storage.save(name, Source(step["data"].encode("latin-1")), flags=tuple(step["flags"]))
-"""
+    source = BytesSource(step["data"].encode("latin-1"), envelope_sender="sender@example.org")
+    storage.save(name, source, flags=tuple(step["flags"]))
+""".replace("REPO", repr(REPO))
 
 MESSAGES = [
     (["INBOX"], b"Subject: plain\n\nHello.\n", []),

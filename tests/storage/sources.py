@@ -1,32 +1,15 @@
-"""Message sources for the storage tests: the smallest real implementations.
+"""Message sources for the storage tests: the shared BytesSource and two faulty ones.
 
-A source writes the whole message to the fd it is given and returns (size, vsize),
-vsize counting every LF as CRLF (Dovecot's W=).
+BytesSource is tests/message_source.py's (one class for every storage test); the
+faulty sources here derive from it.
 """
 
 import os
 
 from mailslot.storage import open_storage
+from tests.message_source import BytesSource, vsize_of  # noqa: F401 (re-exported)
 
 TEST_HOST = "testhost"
-
-
-def vsize_of(data):
-    return len(data) + data.count(b"\n")
-
-
-class BytesSource:
-    """A message held in memory."""
-
-    def __init__(self, data, stored_path=None):
-        self.data = data
-        self.stored_path = stored_path
-
-    def write_to(self, fd):
-        view = memoryview(self.data)
-        while view:
-            view = view[os.write(fd, view):]
-        return len(self.data), vsize_of(self.data)
 
 
 class FailingSource(BytesSource):

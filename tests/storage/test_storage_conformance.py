@@ -163,10 +163,28 @@ def test_stored_path_not_from_this_storage_is_written_again(fmt, storage, tmp_pa
     assert fmt.read(result) == message()
 
 
-def test_subscribe_is_idempotent(storage):
+def subscription_files(home):
+    """{path: bytes} of every subscriptions file below home (Dovecot's names)."""
+    return {os.path.join(root, f): open(os.path.join(root, f), "rb").read()
+            for root, _dirs, files in os.walk(home) for f in files
+            if f in ("subscriptions", ".subscriptions")}
+
+
+def test_subscribe_is_idempotent(home, storage):
     storage.subscribe(("box", "sub"))
+    (path, first), = subscription_files(home).items()
     storage.subscribe(("box", "sub"))
     storage.subscribe(("INBOX",))
+    inode = os.stat(path).st_ino
+    storage.subscribe(("INBOX",))
+    storage.subscribe(("box", "sub"))
+    assert list(subscription_files(home)) == [path]
+    # Dovecot's version 2 file: "V\t2\n\n", then one name a line, its components
+    # joined by TAB; each name once, in the order first subscribed.
+    assert first == b"V\t2\n\nbox\tsub\n"
+    assert open(path, "rb").read() == b"V\t2\n\nbox\tsub\nINBOX\n"
+    # A name already there leaves the file as it is (not rewritten).
+    assert os.stat(path).st_ino == inode
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("reader died"), KeyboardInterrupt()],

@@ -18,6 +18,7 @@ import sys
 import pytest
 
 from tests.storage.conftest import FORMATS
+from tests.support import REPO
 
 PYSIDE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "pyside")
@@ -115,22 +116,18 @@ def test_full_filesystem_is_named_and_leaves_nothing(tmp_path, fmt_name):
 EACCES_CHILD = r"""
 import os, sys
 sys.path.insert(0, PYSIDE)
+sys.path.insert(0, REPO)
 from mailslot.errors import StorageError
 from mailslot.storage import open_storage
-
-class Source:
-    stored_path = None
-    def write_to(self, fd):
-        os.write(fd, b"x\n")
-        return 2, 3
+from tests.message_source import BytesSource
 
 try:
     open_storage("maildir:~/Maildir", user="t", home=sys.argv[1], hostname="h").save(
-        ("INBOX",), Source())
+        ("INBOX",), BytesSource(b"x\n"))
     print("saved")
 except StorageError as exc:
     print(exc)
-""".replace("PYSIDE", repr(PYSIDE))
+""".replace("PYSIDE", repr(PYSIDE)).replace("REPO", repr(REPO))
 
 
 def test_permission_denied_is_named():
