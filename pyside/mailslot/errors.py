@@ -43,7 +43,7 @@ class UserUnknownError(MailslotError):
 
 
 class RejectedError(MailslotError):
-    """The message is refused on purpose (Sieve reject with -e)."""
+    """The message is refused on purpose (a Sieve reject; exit 77 with or without -e)."""
 
 
 class TemporaryError(MailslotError):
