@@ -1,0 +1,218 @@
+"""The duplicate database: what a user's deliveries already did, for a while.
+
+One file per user (DEFAULT_NAME in the home, ~/.mailslot.lda-dupes; Dovecot keeps
+its own binary ~/.dovecot.lda-dupes, which this file does not share). It remembers
+vacation replies (handle + sender), redirects (message id + target) and Sieve's
+`duplicate` test (RFC 7352), each with an expiry time.
+
+    db = DuplicateDB(path, clock=time.time)
+    if db.claim(key, period):     # atomically: not seen (or expired) -> remember it
+        ...send...                # on failure: db.forget(key)
+    db.check(key); db.mark(key, period)
+
+Keys are any str or bytes; the file holds a 128-bit hash of each (a key may carry
+a sender's address: it is data, hashed, never a path or a line of the file).
+
+Concurrency: every read-modify-write holds an exclusive fcntl lock on a separate
+lock file (<file>.lock), so two deliveries to the same user never both claim one
+key (one vacation reply, one forward). The lock wait is bounded (LOCK_TIMEOUT).
+
+Durability: the new contents go to <file>.tmp (under the lock, so it is ours),
+fsync, rename over the file, fsync the directory. A SIGKILL at any point leaves the
+old file or the new one, never a mix; a stale .tmp is truncated by the next writer.
+A file that is damaged anyway (a disk fault, a hand edit) loads with its bad lines
+skipped: at worst one reply too many, never a failed delivery.
+
+Bounds: at most MAX_ENTRIES entries (expired ones go first, then those that expire
+soonest) and MAX_FILE_BYTES read, so the file and the work per delivery stay small
+whatever the mail volume.
+
+Errors: DuplicateDBError (the lock could not be had in time, the file could not be
+written). Callers decide what that means: a vacation reply is not sent, a redirect
+goes out without the duplicate check, a Sieve `duplicate` test is false.
+
+Security: the running user owns the file; it is opened with O_NOFOLLOW, mode 0600.
+"""
+
+import os
+import time
+
+DEFAULT_NAME = ".mailslot.lda-dupes"
+HEADER = b"mailslot-duplicates 1\n"
+# A per-user bound: 4096 lines of 44 bytes is under 200 KB, read at most once a delivery.
+MAX_ENTRIES = 4096
+MAX_FILE_BYTES = 1024 * 1024
+# Deliveries to one user queue for at most this long before giving up the lock.
+LOCK_TIMEOUT = 10.0
+_LOCK_POLL = 0.02
+
+
+class DuplicateDBError(Exception):
+    """The duplicate database could not be read or updated."""
+
+
+def key_hash(key):
+    """The 32-hex-digit name a key is stored under."""
+    import hashlib
+    if isinstance(key, str):
+        key = key.encode("utf-8", "surrogateescape")
+    return hashlib.sha256(key).hexdigest()[:32]
+
+
+class DuplicateDB:
+    """One user's duplicate database file (see the module docstring)."""
+
+    def __init__(self, path, *, clock=time.time, max_entries=MAX_ENTRIES):
+        self.path = path
+        self.clock = clock
+        self.max_entries = max_entries
+
+    # -- the public operations --------------------------------------------------------
+
+    def check(self, key, period=None):
+        """True when key was marked and has not expired (period: unused, for the
+        Sieve duplicate test's store interface)."""
+        now = int(self.clock())
+        entries = self._load()
+        return entries.get(key_hash(key), 0) > now
+
+    def mark(self, key, period):
+        """Remember key for period seconds from now."""
+        with self._locked():
+            entries = self._load()
+            entries[key_hash(key)] = int(self.clock()) + max(int(period), 1)
+            self._store(entries)
+
+    def claim(self, key, period):
+        """Atomically: False if key is remembered; else remember it and return True."""
+        with self._locked():
+            now = int(self.clock())
+            entries = self._load()
+            name = key_hash(key)
+            if entries.get(name, 0) > now:
+                return False
+            entries[name] = now + max(int(period), 1)
+            self._store(entries)
+            return True
+
+    def forget(self, key):
+        """Drop key (a claimed send that failed, so that a retry may send)."""
+        with self._locked():
+            entries = self._load()
+            if entries.pop(key_hash(key), None) is not None:
+                self._store(entries)
+
+    # -- the file ----------------------------------------------------------------------
+
+    def _locked(self):
+        return _FileLock(self.path + ".lock")
+
+    def _load(self):
+        """Return {hash: expiry} of the unexpired entries; bad lines are skipped."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise DuplicateDBError(f"cannot open {self.path}: {exc.strerror}") from None
+        try:
+            data = os.read(fd, MAX_FILE_BYTES)
+        finally:
+            os.close(fd)
+        now = int(self.clock())
+        entries = {}
+        lines = data.split(b"\n")
+        if data.endswith(b"\n"):
+            lines.pop()
+        elif lines:
+            lines.pop()      # a last line without LF was cut: not trusted
+        for line in lines[1:] if lines and lines[0] + b"\n" == HEADER else lines:
+            name, _, expiry = line.partition(b" ")
+            if len(name) != 32 or not expiry.isdigit() or len(expiry) > 12:
+                continue
+            try:
+                name.decode("ascii")
+                int(name, 16)
+            except ValueError:
+                continue
+            when = int(expiry)
+            if when > now:
+                entries[name.decode("ascii")] = when
+        return entries
+
+    def _store(self, entries):
+        if len(entries) > self.max_entries:
+            keep = sorted(entries.items(), key=lambda kv: kv[1])[-self.max_entries:]
+            entries = dict(keep)
+        body = HEADER + b"".join(f"{k} {v}\n".encode("ascii")
+                                 for k, v in entries.items())
+        tmp = self.path + ".tmp"
+        try:
+            # Under the lock the .tmp is ours; O_TRUNC clears one a SIGKILL left.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+            try:
+                view = memoryview(body)
+                while view:
+                    view = view[os.write(fd, view):]
+                # Durability: the data is on disk before the name points at it.
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # Atomic switch: readers see the old file or the new one, never a mix.
+            os.rename(tmp, self.path)
+            _fsync_dir(os.path.dirname(self.path) or ".")
+        except OSError as exc:
+            raise DuplicateDBError(f"cannot write {self.path}: {exc.strerror}") from None
+
+
+class _FileLock:
+    """An exclusive fcntl lock on path, waited for at most LOCK_TIMEOUT seconds."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+                              | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise DuplicateDBError(f"cannot open {self.path}: {exc.strerror}") from None
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except OSError:
+                if time.monotonic() >= deadline:
+                    os.close(self.fd)
+                    self.fd = None
+                    raise DuplicateDBError(f"timed out waiting for the lock {self.path}") \
+                        from None
+                time.sleep(_LOCK_POLL)
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)     # closing releases the fcntl lock
+            self.fd = None
+        return False
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def for_home(home, *, clock=time.time):
+    """The user's database in their home directory."""
+    return DuplicateDB(os.path.join(home, DEFAULT_NAME), clock=clock)
