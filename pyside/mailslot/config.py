@@ -84,8 +84,19 @@ SCHEMA = {
     # query), so a hung database defers mail (75) instead of holding it. Below the
     # relay's 30 s for its lookup child (helper_c, LOOKUP_TIMEOUT_MS).
     "userdb_timeout": ("time", 10),
+    # Outgoing mail (send/): sendmail_path unless submission_host ("host[:port]")
+    # is set. submission_ssl/_user/_password are mailslot's own (Dovecot's
+    # submission_ssl has the same values); a password here needs a file only the
+    # delivery's users can read.
     "sendmail_path": ("str", "/usr/sbin/sendmail"),
     "submission_host": ("str", ""),
+    "submission_timeout": ("time", 30),
+    "submission_ssl": (("enum", "no", "starttls", "smtps"), "no"),
+    "submission_user": ("str", ""),
+    "submission_password": ("str", ""),
+    # Sieve reject's report; %n newline, %r reason, %s subject, %t recipient.
+    "rejection_subject": ("str", "Rejected: %s"),
+    "rejection_reason": ("str", "Your message to <%t> was automatically rejected:%n%r"),
     "quota_full_tempfail": ("bool", False),
     # Pigeonhole.
     "sieve": ("str", "file:~/sieve;active=~/.dovecot.sieve"),
@@ -105,6 +116,19 @@ SCHEMA = {
     "sieve_max_actions": ("int", 32),
     "sieve_max_redirects": ("int", 4),
     "sieve_max_cpu_time": ("time", 30),
+    "sieve_user_email": ("str", ""),
+    "sieve_redirect_envelope_from": ("str", "sender"),
+    "sieve_redirect_duplicate_period": ("time", 12 * 3600),
+    "sieve_vacation_min_period": ("time", 24 * 3600),
+    "sieve_vacation_max_period": ("time", 0),            # 0: no upper bound
+    "sieve_vacation_default_period": ("time", 7 * 24 * 3600),
+    "sieve_vacation_max_subject_codepoints": ("int", 256),
+    "sieve_vacation_use_original_recipient": ("bool", False),
+    "sieve_vacation_dont_check_recipient": ("bool", False),
+    "sieve_vacation_send_from_recipient": ("bool", False),
+    "sieve_vacation_to_header_ignore_envelope": ("bool", False),
+    "sieve_duplicate_default_period": ("time", 12 * 3600),
+    "sieve_duplicate_max_period": ("time", 2 * 24 * 3600),
 }
 
 NAMESPACE_KEYS = {"prefix": "str", "separator": "str", "inbox": "bool"}

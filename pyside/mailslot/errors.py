@@ -97,6 +97,12 @@ class LogError(TemporaryError):
     """The delivery log could not be written; a delivery that cannot be logged fails."""
 
 
+class SendError(TemporaryError):
+    """Outgoing mail (a rejection, redirect, vacation reply, notification) could not
+    be handed to sendmail or the submission server; temporary only while nothing is
+    saved (send/outgoing.py decides)."""
+
+
 class QuotaExceededError(TemporaryError):
     """The user is over quota (temporary; quota_full_tempfail decides in a later issue)."""
 
@@ -131,6 +137,7 @@ FAILURES = {
     StorageError: Failure(EX_TEMPFAIL, 451, "4.2.0"),
     QuotaExceededError: Failure(EX_TEMPFAIL, 452, "4.2.2"),
     LogError: Failure(EX_TEMPFAIL, 451, "4.3.0"),
+    SendError: Failure(EX_TEMPFAIL, 451, "4.3.0"),
     TemporaryError: Failure(EX_TEMPFAIL, 451, "4.3.0"),
     MailslotError: Failure(EX_TEMPFAIL, 451, "4.3.0"),
 }

@@ -44,6 +44,10 @@ class SmtpSink:
 
     def __exit__(self, *exc):
         self._stop = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)   # wakes the accept()
+        except OSError:
+            pass
         self._sock.close()
 
     def wait(self, count, timeout=10):

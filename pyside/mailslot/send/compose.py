@@ -1,0 +1,370 @@
+"""The messages mailslot writes: rejection (MDN), DSN, vacation reply, notification.
+
+Each builder returns an Outgoing: the envelope (sender, "" for <>; recipients), the
+whole message as bytes (LF line endings; small: at most the original's header
+block plus what a script or the settings wrote) and a short description for logs.
+
+    rejection(original, reason=..., final_rcpt=..., orig_rcpt=..., ...)
+        Sieve reject, as Dovecot's LDA sends it: multipart/report;
+        report-type=disposition-notification (RFC 8098): a text/plain part from the
+        rejection_reason template, a message/disposition-notification part
+        (Reporting-UA, Original-Recipient when the original recipient differs,
+        Final-Recipient, Original-Message-ID, Disposition:
+        automatic-action/MDN-sent-automatically; deleted) and the original header
+        block as message/rfc822; Subject from rejection_subject; Auto-Submitted:
+        auto-replied (rejected); From the postmaster; envelope sender <>.
+    dsn(original, status="5.2.2", ...)
+        A failure DSN (RFC 3461-3464): multipart/report; report-type=delivery-status
+        with the per-message and per-recipient fields and text/rfc822-headers.
+    vacation_reply(original, decision, action, ...)
+        RFC 5230 / 3834: Auto-Submitted: auto-replied (vacation), In-Reply-To,
+        References, Subject "Auto: ..." with encoded words, a :mime body.
+    notification(original, action, ...)
+        RFC 5436 mailto: Auto-Submitted: auto-notified; owner-email=..., the URI's
+        headers and body, :importance as X-Priority / Importance.
+
+Templates (rejection_subject, rejection_reason) take %n (newline), %r (reason),
+%s (the original subject), %t (the recipient), %% and the long forms %{reason}
+...; a substituted value is never expanded again.
+
+Errors: none for any input; what may not be sent is decided in send/outgoing.py.
+
+Security: every header value goes through headers.field (no line breaks); a :mime
+body's own header lines are limited to Content-* fields, so a script cannot add
+recipients or other headers through it; an original header block is attached,
+never parsed into new headers.
+"""
+
+from . import headers as H
+
+# Dovecot's defaults (lda-settings.c).
+DEFAULT_REJECTION_SUBJECT = "Rejected: %s"
+DEFAULT_REJECTION_REASON = "Your message to <%t> was automatically rejected:%n%r"
+# A DSN or MDN returns at most this much of the original header block.
+MAX_RETURNED_HEADER = 64 * 1024
+_TEMPLATE_LONG = {"n": "crlf", "r": "reason", "s": "subject", "t": "to"}
+
+
+class Outgoing:
+    """One message to send: envelope sender ("" = <>), recipients, bytes."""
+
+    __slots__ = ("sender", "recipients", "data", "kind", "describe")
+
+    def __init__(self, sender, recipients, data, kind, describe):
+        self.sender = sender
+        self.recipients = list(recipients)
+        self.data = data
+        self.kind = kind
+        self.describe = describe
+
+
+class Original:
+    """What the builders need of the message being delivered."""
+
+    def __init__(self, fields, header_block):
+        self.fields = list(fields)                 # [(name, value)], unfolded
+        end = header_block.find(b"\n\n")
+        if end >= 0:
+            header_block = header_block[:end + 1]
+        self.header_block = header_block[:MAX_RETURNED_HEADER]
+
+    @classmethod
+    def from_message(cls, message):
+        """From an engine Message (or anything with header_fields/read_bytes)."""
+        head = getattr(message, "header_block", None)
+        if callable(head):
+            block = head()
+        else:
+            block = getattr(message, "_head", None)
+            if block is None:
+                block = message.read_bytes()
+        return cls(message.header_fields(), block)
+
+    def values(self, name):
+        low = name.lower()
+        return [v for n, v in self.fields if n.lower() == low]
+
+    def first(self, name):
+        values = self.values(name)
+        return values[0].strip() if values else ""
+
+    def decoded(self, name):
+        value = self.first(name)
+        if "=?" in value:
+            from ..sieve.mail import decode_words
+            return decode_words(value)
+        return value
+
+
+def expand_template(template, values):
+    """Dovecot-style %x / %{name} expansion; unknown variables stay as written."""
+    out = []
+    i = 0
+    while i < len(template):
+        ch = template[i]
+        if ch != "%" or i + 1 >= len(template):
+            out.append(ch)
+            i += 1
+            continue
+        nxt = template[i + 1]
+        if nxt == "%":
+            out.append("%")
+            i += 2
+            continue
+        if nxt == "{":
+            end = template.find("}", i + 2)
+            name = template[i + 2:end] if end > 0 else None
+            if name is not None and name in values:
+                out.append(values[name])
+                i = end + 1
+                continue
+        elif nxt in _TEMPLATE_LONG:
+            out.append(values[_TEMPLATE_LONG[nxt]])
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _boundary(hostname):
+    import os
+    return "%d-%s/%s" % (os.getpid(), os.urandom(4).hex(), H.clean(hostname) or "localhost")
+
+
+def _returned_header(original):
+    block = original.header_block
+    return block if block.endswith(b"\n") or not block else block + b"\n"
+
+
+def rejection(original, *, reason, final_rcpt, orig_rcpt, sender, hostname,
+              postmaster, now, subject_template=None, reason_template=None,
+              reporting_ua="Mail Delivery Agent"):
+    """The Sieve reject MDN (see the module docstring)."""
+    to_addr = orig_rcpt or final_rcpt
+    values = {"crlf": "\n", "reason": reason, "subject": original.decoded("subject"),
+              "to": to_addr}
+    subject = expand_template(subject_template or DEFAULT_REJECTION_SUBJECT, values)
+    text = expand_template(reason_template or DEFAULT_REJECTION_REASON, values)
+    boundary = _boundary(hostname)
+    head = b"".join([
+        H.field("Message-ID", H.message_id(hostname, now)),
+        H.field("Date", H.date(now)),
+        H.field("From", H.mailbox("Postmaster", postmaster)),
+        H.field("To", "<%s>" % H.clean(sender)),
+        H.field("MIME-Version", "1.0"),
+        H.field("Content-Type", 'multipart/report; report-type=disposition-notification; '
+                'boundary="%s"' % boundary),
+        H.field("Subject", H.unstructured(subject)),
+        H.field("Auto-Submitted", "auto-replied (rejected)"),
+        H.field("Precedence", "bulk"),
+    ])
+    report = [H.field("Reporting-UA", "%s; %s" % (hostname, reporting_ua))]
+    if orig_rcpt and final_rcpt and orig_rcpt.lower() != final_rcpt.lower():
+        report.append(H.field("Original-Recipient", "rfc822; %s" % orig_rcpt))
+    report.append(H.field("Final-Recipient", "rfc822; %s" % (final_rcpt or to_addr)))
+    msgid = original.first("message-id")
+    if msgid:
+        report.append(H.field("Original-Message-ID", msgid))
+    report.append(H.field("Disposition",
+                          "automatic-action/MDN-sent-automatically; deleted"))
+    b = boundary.encode("utf-8")
+    body = b"".join([
+        b"\nThis is a MIME-encapsulated message\n\n",
+        b"--" + b + b"\n",
+        b"Content-Type: text/plain; charset=utf-8\n",
+        b"Content-Disposition: inline\n",
+        b"Content-Transfer-Encoding: 8bit\n\n",
+        _body_text(text),
+        b"--" + b + b"\n",
+        b"Content-Type: message/disposition-notification\n\n",
+        b"".join(report), b"\n",
+        b"--" + b + b"\n",
+        b"Content-Type: message/rfc822\n\n",
+        _returned_header(original), b"\n\n",
+        b"--" + b + b"--\n",
+    ])
+    return Outgoing("", [sender], head + body, "rejection",
+                    "rejection to <%s>" % sender)
+
+
+def dsn(original, *, status, diagnostic, final_rcpt, orig_rcpt, sender, hostname,
+        postmaster, now, text=None):
+    """A failure DSN for one recipient (the quota rejection uses status 5.2.2)."""
+    boundary = _boundary(hostname)
+    human = text or ("This is the mail system at host %s.\n\nYour message to <%s> "
+                     "could not be delivered:\n%s\n" % (hostname, orig_rcpt or final_rcpt,
+                                                         diagnostic))
+    head = b"".join([
+        H.field("Message-ID", H.message_id(hostname, now)),
+        H.field("Date", H.date(now)),
+        H.field("From", H.mailbox("Mail Delivery System", postmaster)),
+        H.field("To", "<%s>" % H.clean(sender)),
+        H.field("Subject", "Undelivered Mail Returned to Sender"),
+        H.field("Auto-Submitted", "auto-replied"),
+        H.field("MIME-Version", "1.0"),
+        H.field("Content-Type", 'multipart/report; report-type=delivery-status; '
+                'boundary="%s"' % boundary),
+    ])
+    per_message = [H.field("Reporting-MTA", "dns; %s" % hostname),
+                   H.field("Arrival-Date", H.date(now))]
+    per_rcpt = []
+    if orig_rcpt and orig_rcpt.lower() != (final_rcpt or "").lower():
+        per_rcpt.append(H.field("Original-Recipient", "rfc822; %s" % orig_rcpt))
+    per_rcpt += [H.field("Final-Recipient", "rfc822; %s" % (final_rcpt or orig_rcpt)),
+                 H.field("Action", "failed"),
+                 H.field("Status", status),
+                 H.field("Diagnostic-Code", "x-mailslot; %s" % diagnostic)]
+    b = boundary.encode("utf-8")
+    body = b"".join([
+        b"\nThis is a MIME-encapsulated message\n\n",
+        b"--" + b + b"\n",
+        b"Content-Type: text/plain; charset=utf-8\n",
+        b"Content-Transfer-Encoding: 8bit\n\n",
+        _body_text(human),
+        b"--" + b + b"\n",
+        b"Content-Type: message/delivery-status\n\n",
+        b"".join(per_message), b"\n", b"".join(per_rcpt), b"\n",
+        b"--" + b + b"\n",
+        b"Content-Type: text/rfc822-headers\n\n",
+        _returned_header(original), b"\n",
+        b"--" + b + b"--\n",
+    ])
+    return Outgoing("", [sender], head + body, "dsn", "DSN %s to <%s>" % (status, sender))
+
+
+def _body_text(text):
+    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8", "replace")
+    return data if data.endswith(b"\n") else data + b"\n"
+
+
+def _reply_to_mailbox(original, address):
+    """The original From's mailbox when it is the sender's address, else <address>."""
+    from email.utils import getaddresses
+    for name, addr in getaddresses(original.values("from")):
+        if addr and addr.lower() == address.lower():
+            if "=?" in name:
+                from ..sieve.mail import decode_words
+                name = decode_words(name)
+            return H.mailbox(name, addr)
+    return "<%s>" % H.clean(address)
+
+
+def _from_mailbox(text):
+    """A :from value ("Name <a@b>" or "a@b"), validated by Sieve, re-rendered."""
+    from email.utils import parseaddr
+    name, addr = parseaddr(H.clean(text))
+    if not addr or "@" not in addr:
+        return "<%s>" % H.clean(text).strip("<> ")
+    return H.mailbox(name, addr)
+
+
+def vacation_reply(original, decision, action, *, hostname, now, max_subject=256):
+    """The vacation reply for a decision from sieve/extensions/vacation.decide()."""
+    subject = decision.get("reply_subject") or "Automated reply"
+    if len(subject) > max_subject:
+        subject = subject[:max_subject]
+    to = decision["to"]
+    msgid = decision.get("in_reply_to") or original.first("message-id")
+    head = [
+        H.x_sieve(),
+        H.field("Message-ID", H.message_id(hostname, now)),
+        H.field("Date", H.date(now)),
+        H.field("From", _from_mailbox(decision["reply_from"])),
+        H.field("To", _reply_to_mailbox(original, to)),
+        H.field("Subject", H.unstructured(subject)),
+    ]
+    if msgid:
+        head.append(H.field("In-Reply-To", msgid))
+        head.append(H.field("References", H.references(decision.get("references"),
+                                                       msgid)))
+    head += [
+        H.field("Auto-Submitted", "auto-replied (vacation)"),
+        H.field("Precedence", "bulk"),
+        H.field("X-Auto-Response-Suppress", "All"),
+        H.field("MIME-Version", "1.0"),
+    ]
+    reason = action.get("reason") or ""
+    if action.get("mime"):
+        entity_head, body = _mime_entity(reason)
+        data = b"".join(head) + entity_head + b"\n" + body
+    else:
+        data = b"".join(head) + b"".join([
+            H.field("Content-Type", "text/plain; charset=utf-8"),
+            H.field("Content-Transfer-Encoding", "8bit"),
+            b"\n", _body_text(reason)])
+    return Outgoing(decision.get("envelope_from") or "", [to], data, "vacation",
+                    "vacation response to <%s>" % to)
+
+
+def _mime_entity(text):
+    """Split a :mime reason into its Content-* header lines and its body."""
+    text = text.replace("\r\n", "\n")
+    end = text.find("\n\n")
+    if end < 0:
+        head_text, body = text, ""
+    else:
+        head_text, body = text[:end], text[end + 2:]
+    fields = []
+    for line in head_text.split("\n"):
+        if line[:1] in (" ", "\t") and fields:
+            fields[-1][1] += " " + line.strip()
+        elif ":" in line:
+            name, _, value = line.partition(":")
+            fields.append([name.strip(), value.strip()])
+    out = [H.field(n, v) for n, v in fields
+           if n.lower().startswith("content-") and n.isascii() and n.replace("-", "").isalnum()]
+    if not any(n.lower() == "content-type" for n, _ in fields):
+        out.insert(0, H.field("Content-Type", "text/plain; charset=utf-8"))
+    return b"".join(out), _body_text(body)
+
+
+_IMPORTANCE = {1: ("1 (Highest)", "High"), 3: ("5 (Lowest)", "Low")}
+
+
+def notification(original, action, *, owner, postmaster, hostname, now):
+    """An enotify mailto notification (RFC 5436) for a notify action dict."""
+    recipients = [r["address"] for r in action.get("recipients") or ()]
+    subject = action.get("subject")
+    if subject is None:
+        subj = original.decoded("subject")
+        subject = "Notification: " + subj if subj else "Notification of new message"
+    frm = action.get("from")
+    head = [
+        H.x_sieve(),
+        H.field("Message-ID", H.message_id(hostname, now)),
+        H.field("Date", H.date(now)),
+        H.field("Subject", H.unstructured(subject)),
+        H.field("From", _from_mailbox(frm) if frm else H.mailbox("Postmaster", postmaster)),
+    ]
+    to = [r["address"] for r in action.get("recipients") or () if not r.get("cc")]
+    cc = [r["address"] for r in action.get("recipients") or () if r.get("cc")]
+    if to:
+        head.append(H.field("To", ", ".join(to)))
+    if cc:
+        head.append(H.field("Cc", ", ".join(cc)))
+    for name, value in action.get("headers") or ():
+        if name.isascii() and name.replace("-", "").isalnum():
+            head.append(H.field(name, H.unstructured(value)))
+    head += [H.field("Auto-Submitted", 'auto-notified; owner-email="%s"'
+                     % H.clean(owner).replace('"', "")),
+             H.field("Precedence", "bulk")]
+    importance = _IMPORTANCE.get(action.get("importance") or 2)
+    if importance:
+        head += [H.field("X-Priority", importance[0]), H.field("Importance", importance[1])]
+    body = action.get("body")
+    if body is None:
+        body = "Notification of new message."
+    ascii_body = body.isascii()
+    head += [H.field("MIME-Version", "1.0"),
+             H.field("Content-Type", "text/plain; charset=%s"
+                     % ("US-ASCII" if ascii_body else "utf-8")),
+             H.field("Content-Transfer-Encoding", "7bit" if ascii_body else "8bit")]
+    sender = ""
+    if frm:
+        from email.utils import parseaddr
+        sender = parseaddr(H.clean(frm))[1]
+    sender = sender or postmaster
+    return Outgoing(sender, recipients, b"".join(head) + b"\n" + _body_text(body),
+                    "notification", "mail notification to %s"
+                    % ", ".join("<%s>" % r for r in recipients))

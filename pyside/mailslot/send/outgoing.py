@@ -1,0 +1,191 @@
+"""A delivery's outgoing mail: the rules for what is sent, and what a failure means.
+
+    out = OutgoingMail(settings, log=log, transport=..., duplicates=db,
+                       clock=time.time, hostname=..., envelope=..., user_address=...)
+    out.prepare(actions, original)  # before saving: transport usable? loops?
+    out.reject(original, reason)    # -> True sent / False not to be sent
+    out.redirect(original, spool, address)
+    out.vacation(original, action)
+    out.notify(original, action)
+
+The rules (RFC 3834, 5230, 5429, 5436 and Pigeonhole's):
+- a rejection goes to the envelope sender, never to <> and never in answer to a
+  message whose Auto-Submitted is other than "no" (those are discarded, logged);
+- a redirect is not sent again to the same target for the same Message-ID within
+  sieve_redirect_duplicate_period (a retried delivery does not forward twice),
+  and not at all when it would loop (redirect.loop_reason): the message is kept;
+- a vacation reply goes out only when Sieve's decision says so (vacation.decide)
+  and the (handle, sender) pair was not answered within the period: the duplicate
+  database claims the pair before sending, and forgets it if the send fails;
+- a notification is not sent for a message that is itself Auto-Submitted, nor to
+  <> recipients.
+
+Failures: every method raises SendError when the transport fails. The caller
+(actions.perform) turns it into a temporary failure only while no copy of the
+message is saved; after a save it is logged and the saved copy stands.
+A duplicate database that cannot be used is logged: the vacation reply is then
+not sent (never a flood), a redirect is sent without the check.
+
+Security: addresses come from the envelope and the script and are passed to the
+transport as argv items or SMTP parameters after its checks, never through a shell.
+"""
+
+import time
+
+from ..errors import SendError
+from . import compose
+from .redirect import envelope_sender, loop_reason, redirect_chunks
+
+# RFC 3834 / Pigeonhole: Redirect memory, 12 h by default.
+DEFAULT_REDIRECT_DUPLICATE_PERIOD = 12 * 3600
+
+
+def _is_auto_submitted(original):
+    return any(v.strip().lower().split(";")[0].strip() != "no"
+               for v in original.values("auto-submitted"))
+
+
+class OutgoingMail:
+    def __init__(self, settings, *, log, transport, duplicates=None, clock=time.time,
+                 hostname, envelope, user_address, dry_run=False):
+        self.settings = settings
+        self.log = log
+        self.transport = transport
+        self.duplicates = duplicates
+        self.clock = clock
+        self.hostname = hostname
+        self.envelope = envelope        # {"from", "to", "orig_to"} as strings
+        self.user_address = user_address
+        self.dry_run = dry_run
+        self.sent = []                  # Outgoing messages handed to the transport
+
+    # -- before saving ------------------------------------------------------------------
+
+    def check_transport(self):
+        """Raise SendError now when the transport cannot work (no_new_privs ...)."""
+        self.transport.check()
+
+    def redirect_loop(self, original, address):
+        return loop_reason(original, address, self.user_address)
+
+    # -- sending ------------------------------------------------------------------------
+
+    def _postmaster(self):
+        return self.settings.get("postmaster_address") or "postmaster@" + self.hostname
+
+    def _send(self, sender, recipients, chunks, describe):
+        self.transport.send(sender, recipients, chunks)
+
+    def _send_outgoing(self, out):
+        self._send(out.sender, out.recipients, [out.data], out.describe)
+        self.sent.append(out)
+
+    def reject(self, original, reason):
+        sender = self.envelope.get("from") or ""
+        if not sender or sender == "<>":
+            self.log.info("sieve: reject action: not sending rejection to <>: discarded")
+            return False
+        if _is_auto_submitted(original):
+            self.log.info(f"sieve: reject action: not sending rejection for an "
+                          f"auto-submitted message from <{sender}>: discarded")
+            return False
+        out = compose.rejection(
+            original, reason=reason, final_rcpt=self.envelope.get("to") or "",
+            orig_rcpt=self.envelope.get("orig_to") or "", sender=sender,
+            hostname=self.hostname, postmaster=self._postmaster(), now=self.clock(),
+            subject_template=self.settings.get("rejection_subject"),
+            reason_template=self.settings.get("rejection_reason"))
+        self._send_outgoing(out)
+        self.log.info(f"sieve: reject action: rejected message from <{sender}> (reject)")
+        return True
+
+    def redirect(self, original, spool, address):
+        """Forward the spooled message to address; False when suppressed."""
+        msgid = original.first("message-id")
+        period = self.settings.get("sieve_redirect_duplicate_period") \
+            or DEFAULT_REDIRECT_DUPLICATE_PERIOD
+        key = None
+        if msgid and self.duplicates is not None:
+            key = "redirect\0%s\0%s\0%s" % (self.user_address, msgid, address.lower())
+            try:
+                if self.duplicates.check(key):
+                    self.log.info(f"sieve: redirect action: discarded duplicate forward "
+                                  f"to <{address}>")
+                    return False
+            except Exception as exc:
+                self.log.warning(f"sieve: duplicate database: {exc}; forwarding anyway")
+                key = None
+        sender = envelope_sender(
+            self.settings.get("sieve_redirect_envelope_from"),
+            sender=self.envelope.get("from") or "", recipient=self.envelope.get("to"),
+            orig_recipient=self.envelope.get("orig_to"),
+            user_email=self.settings.get("sieve_user_email"), postmaster=self._postmaster())
+        if sender == "<>":
+            sender = ""
+        chunks = redirect_chunks(spool, self.user_address)
+        if self.dry_run:
+            data = b"".join(chunks)
+            self.sent.append(compose.Outgoing(sender, [address], data, "redirect",
+                                              f"forward to <{address}>"))
+            self.transport.send(sender, [address], [data])
+        else:
+            self.transport.send(sender, [address], chunks)
+            self.sent.append(compose.Outgoing(sender, [address], b"", "redirect",
+                                              f"forward to <{address}>"))
+        if key is not None:
+            try:
+                self.duplicates.mark(key, period)
+            except Exception as exc:
+                self.log.warning(f"sieve: duplicate database: {exc}")
+        self.log.info(f"sieve: redirect action: forwarded to <{address}>")
+        return True
+
+    def vacation(self, original, action):
+        if not action.get("send"):
+            if action.get("skip_reason"):
+                self.log.info("sieve: vacation action: " + action["skip_reason"])
+            return False
+        to = action["to"]
+        key = "vacation\0%s\0%s\0%s" % (self.user_address, action.get("handle") or "",
+                                        to.lower())
+        period = int(action.get("period") or action.get("seconds") or 0) or 7 * 86400
+        if self.duplicates is not None:
+            try:
+                if not self.duplicates.claim(key, period):
+                    self.log.info(f"sieve: vacation action: discarded duplicate "
+                                  f"response to <{to}>")
+                    return False
+            except Exception as exc:
+                self.log.error(f"sieve: vacation action: duplicate database: {exc}; "
+                               f"no response sent to <{to}>")
+                return False
+        out = compose.vacation_reply(
+            original, action, action, hostname=self.hostname, now=self.clock(),
+            max_subject=int(self.settings.get("sieve_vacation_max_subject_codepoints")
+                            or 256))
+        try:
+            self._send_outgoing(out)
+        except SendError:
+            if self.duplicates is not None:
+                try:
+                    self.duplicates.forget(key)
+                except Exception as exc:
+                    self.log.warning(f"sieve: duplicate database: {exc}")
+            raise
+        self.log.info(f"sieve: vacation action: sent vacation response to <{to}>")
+        return True
+
+    def notify(self, original, action):
+        sender = self.envelope.get("from") or ""
+        if _is_auto_submitted(original):
+            self.log.info(f"sieve: notify action: not sending notification for "
+                          f"auto-submitted message from <{sender}>")
+            return False
+        if not action.get("recipients"):
+            return False
+        out = compose.notification(original, action, owner=self.user_address,
+                                   postmaster=self._postmaster(),
+                                   hostname=self.hostname, now=self.clock())
+        self._send_outgoing(out)
+        self.log.info("sieve: notify action: sent " + out.describe)
+        return True
