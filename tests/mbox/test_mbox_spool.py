@@ -188,15 +188,15 @@ import json, os, sys
 plan = json.loads(sys.argv[1])
 sys.path.insert(0, plan["pyside"])
 from mailslot.storage import open_storage
-from mailslot.storage.mbox import _MboxLocks
+from mailslot.storage.mbox_lock import MboxLocks
 storage = open_storage(plan["location"], user="t", home=plan["home"],
                        hostname=os.uname().nodename, settings=plan["settings"],
                        dotlock_helper=plan["helper"])
 inbox = plan["inbox"]
-code, message = storage._run_helper("lock", inbox)   # the lock names this process
+code, message = storage.helper.run("lock", inbox)   # the lock names this process
 made = os.path.exists(inbox + ".lock")
 dir_fd = os.open(os.path.dirname(inbox), os.O_RDONLY | os.O_DIRECTORY)
-locks = _MboxLocks(storage, dir_fd, os.path.dirname(inbox), os.path.basename(inbox),
+locks = MboxLocks(storage, dir_fd, os.path.dirname(inbox), os.path.basename(inbox),
                    True, os.open(inbox, os.O_RDWR))
 locks.dotlock_tried = True      # an acquire cut short before it noted the lock
 locks.release()

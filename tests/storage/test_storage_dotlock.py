@@ -1,4 +1,4 @@
-"""Dotlocks (mailslot.locking): creation, release, replace, and Dovecot's stale rules."""
+"""Dotlocks (mailslot.storage.locking): creation, release, replace, and Dovecot's stale rules."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mailslot.locking import _LockState, acquire_dotlock, read_lock_pid
+from mailslot.storage.locking import _LockState, acquire_dotlock, read_lock_pid
 
 HOST = "lockhost"
 STALE = 120

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from mailslot.errors import MailboxNameError, StorageError
-from mailslot import index
+from mailslot.storage import index
 
 from tests.storage.sources import TEST_HOST as HOST, BytesSource, maildir_storage, message
 

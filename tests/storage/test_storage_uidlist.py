@@ -1,10 +1,10 @@
-"""dovecot-uidlist parsing and writing (mailslot.index) against Dovecot-written files."""
+"""dovecot-uidlist parsing and writing (mailslot.storage.index) against Dovecot-written files."""
 
 import os
 
 import pytest
 
-from mailslot import index
+from mailslot.storage import index
 
 # Written by Dovecot 2.3.19's dovecot-lda and imap on this machine's Debian packages.
 DOVECOT_WRITTEN = (

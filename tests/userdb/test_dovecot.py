@@ -12,7 +12,7 @@ import time
 import pytest
 
 from mailslot import errors, userdb
-from mailslot.userdb_dovecot import tab_escape, tab_unescape
+from mailslot.userdb.dovecot import tab_escape, tab_unescape
 from tests.support import needs_root, world_tempdir
 from tests.userdb.conftest import NOBODY_UID
 from tests.userdb.servers import SilentServer, lookup_as

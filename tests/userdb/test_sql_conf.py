@@ -5,7 +5,7 @@ import os
 import pytest
 
 from mailslot import errors, variables
-from mailslot.userdb_sql import (MODIFIER_LETTERS, compile_query, read_sql_conf,
+from mailslot.userdb.sql import (MODIFIER_LETTERS, compile_query, read_sql_conf,
                                  render_query)
 
 # (file text, expected dict) -- what Dovecot's settings reader makes of it.

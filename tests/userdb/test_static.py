@@ -113,10 +113,10 @@ def test_drivers_are_loaded_only_when_named():
     # The plain passwd path stays lean: no driver module, no sqlite3, no socket.
     code = ("import sys; sys.path.insert(0, %r); from mailslot import userdb; "
             "userdb.lookup('nobody', [{'driver': 'passwd'}]); "
-            "a = any(m in sys.modules for m in ('mailslot.userdb_static', "
-            "'mailslot.userdb_sql', 'mailslot.userdb_dovecot', 'sqlite3', 'socket')); "
+            "a = any(m in sys.modules for m in ('mailslot.userdb.static', "
+            "'mailslot.userdb.sql', 'mailslot.userdb.dovecot', 'sqlite3', 'socket')); "
             "userdb.lookup('x', [{'driver': 'static', 'args': 'uid=1 gid=1 allow_all_users'}]); "
-            "print(a, 'mailslot.userdb_static' in sys.modules)"
+            "print(a, 'mailslot.userdb.static' in sys.modules)"
             % os.path.join(REPO, "pyside"))
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True,
                          text=True, check=True).stdout

@@ -28,9 +28,7 @@ subfolder: the quota file is in the parent". Components are stored in modified U
 dovecot-uidvalidity and subscriptions into a separate tree exactly as Dovecot
 lays it out (".INBOX" or "INBOX" for the inbox there).
 
-The subscriptions file is Dovecot's version 2: "V\\t2\\n\\n", then one mailbox per
-line, components tab-separated and tab-escaped; rewritten through
-subscriptions.lock and a rename (src/lib-storage/list/subscription-file.c).
+The subscriptions file is Dovecot's list-level file (subscriptions.py, shared with mbox).
 
 Errors: MailboxNameError (a name the layout cannot store), MailboxNotFoundError,
 StorageError for every OSError, naming the path and the errno (dirs.storage_error;
@@ -53,17 +51,13 @@ import time
 
 from ..errors import MailboxNameError, MailboxNotFoundError, StorageError
 from ..mailbox_name import INBOX, check_components, encode_mutf7
-from .. import index
-from ..locking import acquire_dotlock
+from . import index, subscriptions
+from .locking import acquire_dotlock
 from . import SaveResult, Storage
 from .dirs import NAME_MAX, DirOpener, Fds, current_umask, storage_error
 
 SUBDIRS = ("cur", "new", "tmp")          # the order Dovecot creates them in
 MAILDIRFOLDER_NAME = "maildirfolder"
-# Dovecot's SUBSCRIPTION_FILE_LOCK_TIMEOUT and SUBSCRIPTION_FILE_CHANGE_TIMEOUT.
-SUBSCRIPTIONS_LOCK_TIMEOUT = 120
-SUBSCRIPTIONS_STALE_TIMEOUT = 30
-SUBSCRIPTIONS_V2_HEADER = "V\t2\n\n"
 # IMAP system flags -> Maildir info letters (maildir-filename-flags.c).
 FLAG_LETTERS = {"\\answered": "R", "\\seen": "S", "\\deleted": "T",
                 "\\draft": "D", "\\flagged": "F"}
@@ -126,12 +120,6 @@ def flag_letters(flags):
         if letter:
             letters.add(letter)
     return "".join(sorted(letters))
-
-
-def _tab_escape(s):
-    # Dovecot's str_append_tabescaped.
-    return (s.replace("\x01", "\x011").replace("\t", "\x01t")
-            .replace("\r", "\x01r").replace("\n", "\x01n"))
 
 
 class MaildirStorage(Storage):
@@ -312,59 +300,9 @@ class MaildirStorage(Storage):
 
     def subscribe(self, name):
         name = check_components(name)
-        line = "\t".join(_tab_escape(self._encode(p)) for p in name) + "\n"
-        root = self._control_root()
-        fname = self.location.subscriptions_name
-        path = f"{root}/{fname}"
-        with Fds() as fds:
-            root_fd = fds.add(self.dirs.open_root(root, create=True))
-            perm = self.dirs.perm_of(root_fd)
-            try:
-                lock = acquire_dotlock(root_fd, fname, hostname=self.hostname,
-                                       stale_timeout=SUBSCRIPTIONS_STALE_TIMEOUT,
-                                       timeout=SUBSCRIPTIONS_LOCK_TIMEOUT,
-                                       mode=perm.file_mode, write_pid=False, keep_open=True)
-            except OSError as err:
-                raise storage_error("locking", path, err) from None
-            if lock is None:
-                raise StorageError(f"{path}: timed out waiting for the subscriptions lock")
-            try:
-                self._rewrite_subscriptions(root_fd, fname, path, line, name, lock)
-            except OSError as err:
-                raise storage_error("writing", path, err) from None
-            finally:
-                lock.release()
-
-    def _rewrite_subscriptions(self, root_fd, fname, path, line, name, lock):
-        try:
-            fd = os.open(fname, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
-        except FileNotFoundError:
-            old = None
-        else:
-            with os.fdopen(fd, "rb") as f:
-                old = f.read().decode("utf-8", "surrogateescape")
-        if old is None or old == "" or old.startswith(SUBSCRIPTIONS_V2_HEADER):
-            header = SUBSCRIPTIONS_V2_HEADER
-            body = (old or SUBSCRIPTIONS_V2_HEADER)[len(SUBSCRIPTIONS_V2_HEADER):]
-        else:
-            # A version 1 file (no header) stays version 1: names unescaped,
-            # joined with the storage's separator, as Dovecot keeps it.
-            header, body = "", old
-            line = self.default_separator.join(self._encode(p) for p in name) + "\n"
-        lines = body.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        if line[:-1] in lines:
-            return              # already subscribed: leave the file untouched
-        data = header + "".join(x + "\n" for x in lines) + line
-        raw = data.encode("utf-8", "surrogateescape")
-        view = memoryview(raw)
-        while view:
-            view = view[os.write(lock.fd, view):]
-        if self.fsync:
-            os.fsync(lock.fd)
-        if not lock.replace():
-            raise StorageError(f"{path}: our subscriptions lock was overridden")
+        subscriptions.subscribe(self.dirs, self._control_root(), self.location.subscriptions_name,
+                                [self._encode(p) for p in name], self.default_separator,
+                                hostname=self.hostname, fsync=self.fsync)
 
     def save(self, name, source, *, flags=()):
         name = check_components(name)

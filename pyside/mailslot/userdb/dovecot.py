@@ -36,7 +36,7 @@ listener it may use without that restriction (docs/userdb.md).
 import os
 
 from mailslot import errors
-from mailslot.userdb import register_driver, setting
+from mailslot.userdb.common import printable, setting
 
 AUTH_MASTER_PROTOCOL_MAJOR = 1      # AUTH_MASTER_PROTOCOL_MAJOR_VERSION
 AUTH_MASTER_PROTOCOL_MINOR = 0
@@ -65,8 +65,6 @@ def lookup_dovecot(name, args, values, warnings, settings):
                       setting(settings, "userdb_timeout"), where)
     return parse_reply(reply, name, where)
 
-
-register_driver("dovecot", lookup_dovecot, settings=True)
 
 
 def tab_escape(text):
@@ -189,5 +187,4 @@ def _read_reply(sock, deadline, where):
 
 def _shown(text):
     """A protocol line or value for a message: bounded, control characters escaped."""
-    from mailslot.userdb import printable
     return printable(text)

@@ -27,7 +27,7 @@ expansion has a "." or ".." path component that the template itself does not hav
 """
 
 from mailslot import errors
-from mailslot.userdb import register_driver, template_fields
+from mailslot.userdb.common import template_fields
 
 # The fields that name a place on disk (checked for "." and ".." components).
 PATH_FIELDS = ("home", "mail")
@@ -78,5 +78,3 @@ def _dot_components(path):
     """How many "." and ".." components a path (or a mail location) has."""
     return sum(part in (".", "..") for part in path.replace(":", "/").split("/"))
 
-
-register_driver("static", lookup_static)

@@ -13,8 +13,8 @@ Drivers are a small registry (DRIVERS, register_driver); a driver returns a dict
 string fields ("uid", "gid", "home", "user", "mail", ...) or None for "unknown".
 The drivers that need more than the standard library live in their own modules and
 are imported only when a block names them (LAZY_DRIVERS), so the plain passwd-file
-path stays lean: static (userdb_static), sql (userdb_sql: SQLite, PostgreSQL) and
-dovecot (userdb_dovecot: Dovecot's auth-master socket). Drivers registered with
+path stays lean: static (userdb/static.py), sql (userdb/sql.py: SQLite, PostgreSQL)
+and dovecot (userdb/dovecot.py: Dovecot's auth-master socket). Drivers registered with
 settings=True also receive the settings dict (timeouts, auth_socket_path).
 
 normalize_username() turns a recipient into the name the userdbs are asked for,
@@ -58,9 +58,11 @@ user", so a broken NSS backend (LDAP down) looks like an unknown user.
 
 import os
 import pwd
+import sys
 
 from mailslot import errors
 from mailslot.variables import escape, expand, referenced, user_values
+from mailslot.userdb.common import User, expand_field, printable, setting, template_fields
 
 # (uid_t)-1 means "unset" to the kernel and to Dovecot; it is never a valid id.
 MAX_ID = 0xFFFFFFFE
@@ -74,31 +76,14 @@ DEFAULT_USERNAME_FORMAT = "%u"
 # Fields that become User attributes rather than entries of User.fields.
 _IDENTITY_FIELDS = ("user", "uid", "gid", "home")
 
-# Drivers in their own modules, imported when a block first names them.
+# Drivers in their own modules, imported when a block first names them: name ->
+# (module, function, whether it takes the settings). The modules import only
+# userdb.common, never this walker, so the import graph has no cycle.
 LAZY_DRIVERS = {
-    "static": "mailslot.userdb_static",
-    "sql": "mailslot.userdb_sql",
-    "dovecot": "mailslot.userdb_dovecot",
+    "static": ("mailslot.userdb.static", "lookup_static", False),
+    "sql": ("mailslot.userdb.sql", "lookup_sql", True),
+    "dovecot": ("mailslot.userdb.dovecot", "lookup_dovecot", True),
 }
-
-
-class User:
-    """One recipient: name, uid, gid, home ("" when none) and extra userdb fields.
-
-    fields holds the rest of the userdb's answer with the "userdb_" prefix stripped
-    (mail, quota_rule, sieve, any setting override); warnings the lines a log
-    should carry (malformed passwd-file entries met on the way).
-    """
-
-    def __init__(self, name, uid, gid, home, fields=None, warnings=None, source=""):
-        self.name, self.uid, self.gid, self.home = name, uid, gid, home
-        self.fields = dict(fields or {})
-        self.warnings = list(warnings or [])
-        self.source = source    # "userdb <name or driver>": who answered
-
-    def __repr__(self):
-        return (f"User(name={self.name!r}, uid={self.uid}, gid={self.gid}, "
-                f"home={self.home!r}, fields={self.fields!r})")
 
 
 DRIVERS = {}
@@ -162,18 +147,6 @@ def _lookup_all(name, userdbs, values, collected, settings):
     return None
 
 
-def setting(settings, name):
-    """settings[name], or its default from config.SCHEMA when the dict lacks it."""
-    if name in settings:
-        return settings[name]
-    from .config import SCHEMA
-    return SCHEMA[name][1]
-
-
-# How much of a refused name an error message shows (Dovecot's str_sanitize(.., 128)).
-SHOWN_NAME_MAX = 128
-
-
 def normalize_username(name, settings=None):
     """Return the name the userdbs are asked for, made as Dovecot's auth process does.
 
@@ -217,13 +190,6 @@ def normalize_username(name, settings=None):
     return name
 
 
-def printable(text):
-    """text cut to SHOWN_NAME_MAX with control characters shown as \\xNN, for logs."""
-    out = "".join(c if " " <= c != "\x7f" else f"\\x{ord(c):02x}"
-                  for c in text[:SHOWN_NAME_MAX])
-    return out + "..." if len(text) > SHOWN_NAME_MAX else out
-
-
 def _check_block(block, number):
     if not isinstance(block, dict):
         raise errors.UserdbError(f"userdb #{number} is not a block of settings")
@@ -234,8 +200,11 @@ def _check_block(block, number):
             f"(known: {', '.join(sorted(BLOCK_KEYS))})")
     driver = block.get("driver")
     if driver not in DRIVERS and driver in LAZY_DRIVERS:
-        # Imported on first use: the module registers itself.
-        __import__(LAZY_DRIVERS[driver])
+        # Imported on first use, then registered here.
+        module, function, wants_settings = LAZY_DRIVERS[driver]
+        __import__(module)
+        register_driver(driver, getattr(sys.modules[module], function),
+                        settings=wants_settings)
     if driver not in DRIVERS:
         raise errors.UserdbError(
             f"userdb #{number}: unknown driver {driver!r} "
@@ -244,28 +213,6 @@ def _check_block(block, number):
         if not isinstance(block.get(key, ""), str):
             raise errors.UserdbError(f"userdb #{number}: {key} must be a string")
     return driver
-
-
-def template_fields(template, values, where):
-    """Parse "key=value key2=value2" (split on spaces), expanding each value.
-
-    A key without '=' gets "". Raises errors.UserdbError naming where when a value
-    does not expand.
-    """
-    fields = {}
-    for item in template.split(" "):
-        if not item:
-            continue
-        key, eq, value = item.partition("=")
-        fields[key] = _expand_field(value, values, where, key) if eq else ""
-    return fields
-
-
-def _expand_field(value, values, where, key):
-    try:
-        return expand(value, values)
-    except ValueError as exc:
-        raise errors.UserdbError(f"{where}: cannot expand field {key}: {exc}") from None
 
 
 def _make_user(name, fields, where, collected):
@@ -321,7 +268,7 @@ def _lookup_passwd(name, args, values, warnings):
     for item in args.split(" "):
         key, eq, value = item.partition("=")
         if item and key != "blocking":
-            fields[key] = _expand_field(value, values, "userdb passwd", key) if eq else ""
+            fields[key] = expand_field(value, values, "userdb passwd", key) if eq else ""
     return fields
 
 
@@ -398,7 +345,7 @@ def _lookup_passwd_file(name, args, values, warnings):
             continue  # a passdb field
         key, eq, value = item[len("userdb_"):].partition("=")
         where = f"passwd-file {path}: user {username}"
-        fields[key] = _expand_field(value, field_values, where, key) if eq else ""
+        fields[key] = expand_field(value, field_values, where, key) if eq else ""
     return fields
 
 

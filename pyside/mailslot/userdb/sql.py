@@ -44,7 +44,7 @@ it (docs/userdb.md). SQLite databases are opened read-only, never created.
 import os
 
 from mailslot import errors
-from mailslot.userdb import register_driver, setting
+from mailslot.userdb.common import setting
 from mailslot.variables import expand
 
 # Dovecot's defaults (src/auth/db-sql.c, default_db_sql_settings).
@@ -85,7 +85,7 @@ def lookup_sql(name, args, values, warnings, settings):
     if driver == "sqlite":
         names, rows = query_sqlite(connect, render_query(parts, "?"), params, timeout)
     else:
-        from mailslot.userdb_pgsql import query_pgsql
+        from mailslot.userdb.pgsql import query_pgsql
         names, rows = query_pgsql(connect, render_query(parts, "%s", double_percent=True),
                                   params, timeout)
     if not rows:
@@ -96,8 +96,6 @@ def lookup_sql(name, args, values, warnings, settings):
     return {column: text_of(value) for column, value in zip(names, rows[0])
             if column and value is not None}
 
-
-register_driver("sql", lookup_sql, settings=True)
 
 
 # --- the settings file ------------------------------------------------------------

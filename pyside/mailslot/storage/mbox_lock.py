@@ -1,0 +1,538 @@
+"""mbox locking: the locks of mbox_write_locks, the set-group-id helper, the signal guard.
+
+MboxLocks takes the locks of mbox_write_locks on one open mbox in their order
+("dotlock fcntl" by default; also flock, lockf, dotlock_try) within
+mbox_lock_timeout, as Dovecot's mbox-lock.c does (see mbox.py for the whole save):
+a later lock is waited for only while readers hold it; held by a writer (who may be
+waiting for our first lock) all are let go and the round starts again, so neither
+lock order deadlocks. A dotlock is stale when its pid is dead on this host, or
+untouched for mbox_dotlock_change_timeout while its holder does not hold the next
+lock either. DotlockHelper runs mailslot-dotlock where the INBOX's directory is
+the mail group's. SignalGuard turns SIGTERM/SIGINT/SIGHUP/SIGPIPE during one save
+into an exception that unwinds it (rollback, unlock), then re-sends the signal; its
+handlers are installed when a save starts and removed when it ends.
+
+Errors: ConfigError (a bad lock list, an unknown mail_privileged_group);
+StorageError for a timeout, a replaced or foreign mbox, a helper that refused
+(its own diagnostic kept, bounded by HELPER_ERROR_MAX).
+
+Security: check_mbox_file refuses anything but a regular file owned by the
+delivering user with one link (planted symlinks, hard links, FIFOs); the helper is
+used only for the configured INBOX, only when it is root-owned and set-group-id
+mail_privileged_group, and it is run with an argv and a fixed environment.
+"""
+
+import os
+import time
+
+from ..errors import ConfigError, StorageError
+from .dirs import storage_error
+from .locking import (DOTLOCK_SUFFIX, FILE_LOCK_METHODS, acquire_dotlock,
+                       file_lock_blocker, lock_file, read_lock_pid, unlock_file)
+
+LOCK_METHODS = ("dotlock", "dotlock_try") + FILE_LOCK_METHODS
+# Dovecot's MBOX_LOCK_TOUCH_MSECS: a held dotlock is refreshed this often while we
+# wait for the next lock or write a long message.
+DOTLOCK_TOUCH_SECS = 10
+HELPER_NAME = "mailslot-dotlock"
+# The most of the helper's stderr kept for an error message.
+HELPER_ERROR_MAX = 2048
+# How often the mbox is reopened when it was replaced while we waited for locks.
+REOPEN_ATTEMPTS = 3
+# The pause (doubling, with jitter) after a later lock of the list was busy and all
+# were let go, so that a program locking in the other order gets through.
+LOCK_BACKOFF_MIN_SECS = 0.01
+LOCK_BACKOFF_MAX_SECS = 0.5
+# How long one wait for readers lasts before the holders are looked at again.
+READER_WAIT_SECS = 0.2
+
+
+def default_helper_path():
+    """mailslot-dotlock beside the installed engine (<libdir>/python/mailslot/...)."""
+    here = os.path.dirname(os.path.abspath(__file__))           # .../mailslot/storage
+    libdir = os.path.dirname(os.path.dirname(os.path.dirname(here)))
+    return os.path.join(libdir, HELPER_NAME)
+
+
+def parse_lock_methods(text, key):
+    """Dovecot's lock list ("dotlock fcntl") as a tuple; ConfigError if invalid."""
+    methods = []
+    for word in str(text).split():
+        method = word.lower()
+        if method not in LOCK_METHODS:
+            raise ConfigError(f"invalid value {word!r} (use {', '.join(LOCK_METHODS)})",
+                              key=key)
+        if method in methods:
+            raise ConfigError(f"duplicated value {word!r}", key=key)
+        methods.append(method)
+    if not methods:
+        raise ConfigError("no lock method given", key=key)
+    return tuple(methods)
+
+
+def check_lock_order(read_locks, write_locks):
+    """Dovecot's rule: write locks contain the read locks, in the same order."""
+    r = 0
+    for method in write_locks:
+        if r < len(read_locks) and read_locks[r] == method:
+            r += 1
+    if r != len(read_locks):
+        raise ConfigError("mbox read/write lock list settings are invalid: lock ordering "
+                          "must be the same with both, and write locks must contain all "
+                          "read locks (and possibly more)", key="mbox_read_locks")
+
+
+class Interrupted(BaseException):
+    """A guarded signal arrived: unwind, roll back, unlock, then re-raise it."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class SignalGuard:
+    """While a save runs, SIGTERM/SIGINT/SIGHUP/SIGPIPE unwind it instead of killing it.
+
+    The handler raises Interrupted once while armed; hold() disarms it for the
+    clean-up (a second signal must not interrupt a rollback), the signal is then
+    only recorded. On exit the old handlers come back and a recorded signal is
+    sent again, so it has its usual effect once nothing is held. Signals that are
+    ignored (SIGPIPE is, in Python) stay ignored: they cannot stop a save.
+    """
+
+    def __init__(self):
+        self.saved = {}
+        self.pending = None
+        self.armed = False
+
+    def __enter__(self):
+        import _signal      # not "signal": its enum import costs the pipe path ~8 ms
+        for signum in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGPIPE):
+            old = _signal.getsignal(signum)
+            if old is None or old == _signal.SIG_IGN:
+                continue    # ignored, or set outside Python: left alone
+            try:
+                _signal.signal(signum, self._handle)
+            except ValueError:
+                break       # not the main thread: no handlers can be set
+            self.saved[signum] = old
+        self.armed = True
+        return self
+
+    def _handle(self, signum, frame):
+        if self.pending is None:
+            self.pending = signum
+        if self.armed:
+            self.armed = False
+            raise Interrupted(signum)
+
+    def hold(self):
+        """From now on a signal is only recorded (clean-up runs to its end)."""
+        self.armed = False
+
+    def run_held(self, call, *args):
+        """call(*args) with signals only recorded; then act on one that came.
+
+        For steps whose outcome must be known even if a signal comes meanwhile
+        (the helper taking a lock): the caller records the outcome and then calls
+        checkpoint().
+        """
+        armed, self.armed = self.armed, False
+        try:
+            return call(*args)
+        finally:
+            self.armed = armed
+
+    def checkpoint(self):
+        """Raise Interrupted now if a signal came while it was held."""
+        if self.armed and self.pending is not None:
+            self.armed = False
+            raise Interrupted(self.pending)
+
+    def __exit__(self, exc_type, exc, tb):
+        import _signal
+        self.armed = False
+        for signum, old in self.saved.items():
+            _signal.signal(signum, old)
+        if self.pending is not None:
+            # Why send it again: the caller asked us to stop; now that the mbox is
+            # rolled back and unlocked the signal may do what it normally does.
+            os.kill(os.getpid(), self.pending)
+            raise StorageError(f"delivery interrupted by signal {self.pending}") from None
+        return False
+
+
+class DotlockHelper:
+    """mailslot-dotlock (root:mail 2755): the INBOX's dotlock where the spool
+    directory is the mail group's. path is the binary; guard, while a save runs,
+    is its SignalGuard (the helper then runs with signals held)."""
+
+    def __init__(self, path, privileged_group, inbox):
+        self.path = path
+        self.privileged_group = privileged_group
+        self.inbox = inbox
+        self.guard = None
+
+    def check(self, path, err, purpose):
+        """Make sure mailslot-dotlock may be used for path; StorageError if not."""
+        head = path.rpartition("/")[0] or "/"
+        if path != self.inbox:
+            raise storage_error(f"trying to {purpose}: not INBOX, so no privileged "
+                                "locking for", path, err)
+        if not self.privileged_group:
+            group = _group_name_of(head)
+            hint = f"set mail_privileged_group={group}" if group else \
+                "nonstandard permissions"
+            raise StorageError(f"{path}: cannot {purpose}: {_errno_text(err)} in {head} "
+                               f"({hint})")
+        import grp
+        try:
+            gid = grp.getgrnam(self.privileged_group).gr_gid
+        except KeyError:
+            raise ConfigError(f"unknown group {self.privileged_group!r}",
+                              key="mail_privileged_group") from None
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise StorageError(f"{path}: cannot {purpose} ({_errno_text(err)} in {head}) "
+                               f"and {self.path} is missing: "
+                               f"{_errno_text(exc)}") from None
+        if (st.st_mode & 0o170000) != 0o100000 or not st.st_mode & 0o2000 \
+                or st.st_gid != gid or st.st_uid != 0:
+            raise StorageError(f"{path}: cannot {purpose} ({_errno_text(err)} in {head}) "
+                               f"and {self.path} is not root-owned set-group-id "
+                               f"{self.privileged_group} (reinstall it)")
+
+    def run(self, command, path):
+        """Run mailslot-dotlock command path; return (exit code, its diagnostic).
+
+        During a save it runs with signals held (see SignalGuard.run_held): the
+        helper is bounded by its own attempts, and whether it took a lock must be
+        known before a signal may unwind the save.
+        """
+        guard = self.guard
+        if guard is not None:
+            return guard.run_held(self._spawn, command, path)
+        return self._spawn(command, path)
+
+    def _spawn(self, command, path):
+        r, w = os.pipe()
+        try:
+            pid = os.posix_spawn(self.path, [self.path, command, path],
+                                 {"PATH": "/usr/bin:/bin"}, file_actions=[
+                                     (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                                     (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
+                                     (os.POSIX_SPAWN_DUP2, w, 2)])
+        except OSError as err:
+            os.close(r)
+            os.close(w)
+            raise storage_error("running", self.path, err) from None
+        os.close(w)
+        chunks = []
+        try:
+            while True:
+                data = os.read(r, 4096)
+                if not data:
+                    break
+                if sum(len(c) for c in chunks) < HELPER_ERROR_MAX:
+                    chunks.append(data)
+        finally:
+            os.close(r)
+            _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        message = b"".join(chunks)[:HELPER_ERROR_MAX].decode("utf-8", "replace").strip()
+        return code, message or f"exit status {code}"
+
+
+
+
+class MboxLocks:
+    """The locks of mbox_write_locks on one mbox, taken in order, released reversed."""
+
+    def __init__(self, storage, dir_fd, dir_path, fname, is_inbox, mbox_fd):
+        self.storage = storage
+        self.dir_fd, self.dir_path, self.fname = dir_fd, dir_path, fname
+        self.path = f"{dir_path}/{fname}"
+        self.is_inbox = is_inbox
+        self.mbox_fd = mbox_fd
+        self.dotlock = None             # a locking.Dotlock we made ourselves
+        self.helper_locked = False      # a dotlock made by mailslot-dotlock
+        self.dotlock_tried = False
+        self.fd_locks = []              # methods held on mbox_fd
+        self.last_touch = time.monotonic()
+        self.guard = None
+
+    def acquire(self, guard):
+        """Take every lock within mbox_lock_timeout; reopen a replaced mbox.
+
+        The first lock is waited for (nothing else is held then). A later one is
+        waited for only while readers alone hold it (fcntl read locks: a reader
+        never waits for a dotlock); if a writer holds it, or it is a busy dotlock
+        or flock, everything is released and the round starts again after a
+        pause. Why: another program may take the same locks in the other order --
+        Debian's Dovecot defaults to "fcntl dotlock", upstream's and ours is
+        "dotlock fcntl" -- holding its first lock while it waits for its second,
+        and if we did the same both would wait for ever.
+        """
+        self.guard = guard
+        deadline = time.monotonic() + self.storage.lock_timeout
+        pause = LOCK_BACKOFF_MIN_SECS
+        reopened = 0
+        while True:
+            held = True
+            for i, method in enumerate(self.storage.write_locks):
+                wait = i == 0
+                if method.startswith("dotlock"):
+                    held = self._dotlock(method, deadline, wait)
+                else:
+                    held = self._fd_lock(method, deadline, wait)
+                if not held:
+                    break
+            if held:
+                if self._still_same_file():
+                    return
+                self.release()
+                reopened += 1
+                if reopened >= REOPEN_ATTEMPTS:
+                    raise StorageError(f"{self.path}: the mbox keeps being replaced while "
+                                       "we lock it")
+                self._reopen()
+                continue
+            self.release()
+            remaining = self._remaining(deadline)
+            if remaining <= 0:
+                raise self._timeout()
+            time.sleep(min(remaining, pause + os.urandom(1)[0] / 255 * pause))
+            pause = min(pause * 2, LOCK_BACKOFF_MAX_SECS)
+
+    def _remaining(self, deadline):
+        return max(0.0, deadline - time.monotonic())
+
+    def _timeout(self):
+        return StorageError(f"{self.path}: Timeout while waiting for lock "
+                            f"(mbox_lock_timeout={self.storage.lock_timeout}s)")
+
+    def _next_fd_method(self):
+        methods = self.storage.write_locks
+        for method in methods[methods.index("dotlock" if "dotlock" in methods
+                                            else "dotlock_try") + 1:]:
+            if not method.startswith("dotlock"):
+                return method
+        return None
+
+    def _may_override(self):
+        """Dovecot's dotlock callback: a dotlock looks stale by age; is it?"""
+        method = self._next_fd_method()
+        if method is None:
+            return True
+        try:
+            if not lock_file(self.mbox_fd, method, timeout=0):
+                return False        # its holder still holds the next lock
+        except OSError:
+            return True
+        unlock_file(self.mbox_fd, method)
+        return True
+
+    def _dotlock(self, method, deadline, wait):
+        """Take the dotlock (waiting only if wait); True if held or not needed."""
+        import errno
+        storage = self.storage
+        self.dotlock_tried = True
+        try:
+            st = os.fstat(self.mbox_fd)
+            lock = acquire_dotlock(self.dir_fd, self.fname, hostname=storage.hostname,
+                                   stale_timeout=storage.change_timeout,
+                                   timeout=self._remaining(deadline) if wait else 0,
+                                   mode=(st.st_mode & 0o666) | 0o600,
+                                   may_override=self._may_override)
+        except OSError as err:
+            if err.errno in (errno.EACCES, errno.EPERM):
+                if method == "dotlock_try":
+                    return True     # Dovecot: dotlock_try gives up quietly
+                storage.helper.check(self.path, err, "create a dotlock")
+                return self._helper_lock(deadline, wait)
+            if method == "dotlock_try" and err.errno in (errno.ENOSPC, errno.EDQUOT):
+                return True
+            raise storage_error("dotlocking", self.path, err) from None
+        if lock is None:
+            if wait:
+                raise self._timeout()
+            return False
+        self.dotlock = lock
+        return True
+
+    def _helper_lock(self, deadline, wait):
+        """Dotlock through mailslot-dotlock: "lock" (one run tries for about 20 s)
+        when this is the lock to wait for, else "trylock" (one check), so that the
+        locks already held are never kept while the helper waits."""
+        storage = self.storage
+        command = "lock" if wait else "trylock"
+        while True:
+            code, message = storage.helper.run(command, self.path)
+            if code == 0:
+                self.helper_locked = True           # released by release()
+                self.last_touch = time.monotonic()
+                self.guard.checkpoint()
+                return True
+            self.guard.checkpoint()
+            if code == 75 and "lock-timeout" in message:
+                if not wait:
+                    return False
+                if self._remaining(deadline) > 0:
+                    continue        # keep asking until our own mbox_lock_timeout
+                raise self._timeout()
+            raise StorageError(f"{self.path}: {storage.helper.path} refused to lock it: "
+                               f"{message}")
+
+    def _fd_lock(self, method, deadline, wait):
+        """Take an fcntl/flock/lockf lock (see acquire() for the waiting); True if
+        held, False if it is for a writer who may be waiting for us."""
+        try:
+            if wait:
+                ok = lock_file(self.mbox_fd, method, timeout=self._remaining(deadline),
+                               tick=self.touch_if_due, tick_secs=DOTLOCK_TOUCH_SECS)
+                if not ok:
+                    raise self._timeout()
+            else:
+                ok = self._fd_lock_after_others(method, deadline)
+                if not ok:
+                    return False
+        except OSError as err:
+            raise storage_error(f"{method} locking", self.path, err) from None
+        self.fd_locks.append(method)
+        return True
+
+    def _fd_lock_after_others(self, method, deadline):
+        while True:
+            if lock_file(self.mbox_fd, method, timeout=0):
+                return True
+            blocker = file_lock_blocker(self.mbox_fd, method)
+            if blocker is None:
+                continue            # let go meanwhile: try again at once
+            if blocker != "shared":
+                return False
+            remaining = self._remaining(deadline)
+            if remaining <= 0:
+                raise self._timeout()
+            # Readers only: wait for them, in slices, so that a writer that slips
+            # in meanwhile (and may wait for our dotlock) is noticed.
+            if lock_file(self.mbox_fd, method, timeout=min(READER_WAIT_SECS, remaining),
+                         tick=self.touch_if_due, tick_secs=DOTLOCK_TOUCH_SECS):
+                return True
+
+    def touch_if_due(self):
+        """Refresh our dotlock's mtime every DOTLOCK_TOUCH_SECS (long waits, writes)."""
+        if time.monotonic() - self.last_touch < DOTLOCK_TOUCH_SECS:
+            return
+        self.last_touch = time.monotonic()
+        if self.dotlock is not None:
+            if not self.dotlock.is_ours():
+                raise StorageError(f"{self.path}: our dotlock was overridden")
+            try:
+                self.dotlock.touch()
+            except OSError:
+                pass
+        elif self.helper_locked:
+            code, message = self.storage.helper.run("touch", self.path)
+            self.guard.checkpoint()
+            if code != 0:
+                raise StorageError(f"{self.path}: our dotlock could not be refreshed: "
+                                   f"{message}")
+
+    def _still_same_file(self):
+        try:
+            now = os.stat(self.fname, dir_fd=self.dir_fd, follow_symlinks=False)
+        except OSError:
+            return False
+        held = os.fstat(self.mbox_fd)
+        return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+    def _reopen(self):
+        old, self.mbox_fd = self.mbox_fd, None
+        os.close(old)
+        self.mbox_fd = self.storage._open_mbox(self.dir_fd, self.dir_path, self.fname,
+                                               self.is_inbox, (self.fname,))
+
+    def release(self):
+        """Release everything held, in reverse order; never raises for a lost lock."""
+        while self.fd_locks:
+            method = self.fd_locks.pop()
+            try:
+                unlock_file(self.mbox_fd, method)
+            except OSError:
+                pass        # closing the fd releases it anyway
+        if self.helper_locked:
+            self.helper_locked = False
+            try:
+                self.storage.helper.run("unlock", self.path)
+            except (OSError, StorageError):
+                pass
+        if self.dotlock is not None:
+            lock, self.dotlock = self.dotlock, None
+            try:
+                lock.release()
+            except OSError:
+                pass
+        elif self.dotlock_tried:
+            self._remove_orphan_dotlock()
+        self.dotlock_tried = False
+
+    def _remove_orphan_dotlock(self):
+        """An interrupted acquire may have made the lock file: ours names our pid.
+
+        A signal acted on just after mailslot-dotlock made the lock, before we
+        noted it, leaves one in a directory we cannot write (the spool): the
+        helper made it with our pid, so the helper's unlock (which removes only a
+        lock naming its caller's process) takes it away.
+        """
+        lock_name = self.fname + DOTLOCK_SUFFIX
+        if read_lock_pid(self.dir_fd, lock_name, self.storage.hostname) == os.getpid():
+            try:
+                os.unlink(lock_name, dir_fd=self.dir_fd)
+            except PermissionError:
+                if self.storage.helper.path:
+                    try:
+                        self.storage.helper.run("unlock", self.path)
+                    except (OSError, StorageError):
+                        pass
+            except OSError:
+                pass
+
+    def close(self):
+        if self.mbox_fd is not None:
+            fd, self.mbox_fd = self.mbox_fd, None
+            os.close(fd)
+
+
+def check_mbox_file(st, path):
+    """Refuse anything but a regular file of ours with one link (StorageError)."""
+    if (st.st_mode & 0o170000) != 0o100000:
+        raise StorageError(f"{path}: not a regular file, refused")
+    if st.st_uid != os.geteuid():
+        raise StorageError(f"{path}: owned by uid {st.st_uid}, not by the delivering user "
+                           f"(uid {os.geteuid()}), refused")
+    if st.st_nlink != 1:
+        raise StorageError(f"{path}: has {st.st_nlink} hard links, refused (a link could "
+                           "point the delivery at another file)")
+
+
+def _errno_text(err):
+    import errno
+    name = errno.errorcode.get(getattr(err, "errno", None) or 0)
+    text = getattr(err, "strerror", None) or str(err)
+    return f"{text} ({name})" if name else text
+
+
+def _group_name_of(path):
+    """The group of a group-writable, not world-writable directory (Dovecot's hint)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if st.st_mode & 0o002 or not st.st_mode & 0o020:
+        return None
+    import grp
+    try:
+        return grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        return str(st.st_gid)

@@ -1,0 +1,76 @@
+"""What the userdb drivers share: the User they describe and the helpers they use.
+
+User (one recipient: name, uid, gid, home and the other userdb fields, kept whole so
+later features -- quota_rule, sieve, ... -- find them), setting() (a setting or its
+SCHEMA default), printable() (a name made safe for a log line) and template_fields()
+("key=value ..." templates, %-expanded). lookup.py walks the userdb blocks; the drivers
+(static, sql, dovecot) import only this module, so no driver imports the walker that
+imports it.
+
+Errors: template_fields raises errors.UserdbError naming where a value does not expand.
+Security: printable() bounds and escapes text that comes from a sender before a log
+line or error message carries it.
+"""
+
+from mailslot import errors
+from mailslot.variables import expand
+
+
+class User:
+    """One recipient: name, uid, gid, home ("" when none) and extra userdb fields.
+
+    fields holds the rest of the userdb's answer with the "userdb_" prefix stripped
+    (mail, quota_rule, sieve, any setting override); warnings the lines a log
+    should carry (malformed passwd-file entries met on the way).
+    """
+
+    def __init__(self, name, uid, gid, home, fields=None, warnings=None, source=""):
+        self.name, self.uid, self.gid, self.home = name, uid, gid, home
+        self.fields = dict(fields or {})
+        self.warnings = list(warnings or [])
+        self.source = source    # "userdb <name or driver>": who answered
+
+    def __repr__(self):
+        return (f"User(name={self.name!r}, uid={self.uid}, gid={self.gid}, "
+                f"home={self.home!r}, fields={self.fields!r})")
+
+
+def setting(settings, name):
+    """settings[name], or its default from config.SCHEMA when the dict lacks it."""
+    if name in settings:
+        return settings[name]
+    from mailslot.config import SCHEMA
+    return SCHEMA[name][1]
+
+
+# How much of a refused name an error message shows (Dovecot's str_sanitize(.., 128)).
+SHOWN_NAME_MAX = 128
+
+
+def printable(text):
+    """text cut to SHOWN_NAME_MAX with control characters shown as \\xNN, for logs."""
+    out = "".join(c if " " <= c != "\x7f" else f"\\x{ord(c):02x}"
+                  for c in text[:SHOWN_NAME_MAX])
+    return out + "..." if len(text) > SHOWN_NAME_MAX else out
+
+
+def template_fields(template, values, where):
+    """Parse "key=value key2=value2" (split on spaces), expanding each value.
+
+    A key without '=' gets "". Raises errors.UserdbError naming where when a value
+    does not expand.
+    """
+    fields = {}
+    for item in template.split(" "):
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        fields[key] = expand_field(value, values, where, key) if eq else ""
+    return fields
+
+
+def expand_field(value, values, where, key):
+    try:
+        return expand(value, values)
+    except ValueError as exc:
+        raise errors.UserdbError(f"{where}: cannot expand field {key}: {exc}") from None
