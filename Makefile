@@ -17,12 +17,12 @@ DESTDIR     ?=
 DEB_BUILD := python3-venv python3-dev libcap-dev gcc make python3-yaml python3-prctl
 DEB_TEST  := python3-cffi dovecot-core dovecot-imapd dovecot-sieve dovecot-lmtpd valgrind clang \
              libclang-rt-14-dev util-linux procps postgresql python3-psycopg2 postfix
-DEB_BENCH := hyperfine
+DEB_BENCH := hyperfine time
 # Packaging (issue 7): building the .deb and the RPM, and the packaging and Postfix
 # tests. Postfix is preseeded to "No configuration": no system instance is set up.
 DEB_PKG   := debhelper dh-python dpkg-dev fakeroot rpm
 
-.PHONY: all build deps-build deps-test demo test install bench clean
+.PHONY: all build deps-build deps-test demo test install bench bench-quick bench-deps clean
 
 all: build
 
@@ -75,9 +75,17 @@ demo: build
 test: build deps-test
 	$(VPY) -m pytest -q
 
-bench: build
+# The benchmark matrix (docs/benchmarks.md): both sides on identical inputs, with
+# plots (matplotlib, into .venv). bench-quick is the one-minute run a test uses.
+bench-deps: build
 	$(call apt_install,$(DEB_BENCH))
+	@$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install -q 'matplotlib>=3.6'
+
+bench: bench-deps
 	$(VPY) bench/run_bench.py
+
+bench-quick: bench-deps
+	$(VPY) bench/run_bench.py --quick $(if $(BENCH_OUT),--out $(BENCH_OUT))
 
 # The installed engine: a package directory and entry scripts that run Debian's
 # python3 in isolated mode (-I) without site (-S); site-packages are added only when

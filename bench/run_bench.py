@@ -1,212 +1,168 @@
 """Side-by-side benchmark: mailslot-lda against Dovecot's dovecot-lda, same machine.
 
-    make bench                      # or: .venv/bin/python bench/run_bench.py [--runs N]
+    make bench          # the whole matrix; writes docs/benchmarks.md and docs/bench/*.png
+    make bench-quick    # about a minute, a few runs a case; writes build/bench-quick/
+    .venv/bin/python bench/run_bench.py [--quick] [--cases a,b] [--out DIR]
 
-Installs mailslot as a package would (make install into a temp DESTDIR), then for
-each case delivers the same message with each LDA, interleaving the runs so that
-both see the same machine load, as the same unprivileged user (created as
-"mslt-bench" when run as root), both with mail_fsync=optimized, both without -d
-(no userdb lookup). Reports the median wall time of each and the ratio
-mailslot / dovecot (target: <= 1.0), as a Markdown table for docs/benchmarks.md.
-
-Cases:
-  maildir-2k     a 2 KB message into Maildir. Also timed: the "python floor", the
-                 least a Python LDA can do (start python3 -I -S, write, fsync,
-                 rename, fsync the directory), to show what the engine itself costs,
-                 and "python start" (python3 -I -S -c pass: the interpreter alone).
-  sieve-200      the same, with a 200-rule personal Sieve script that ends in the
-                 implicit keep, on both sides (Pigeonhole's sieve plugin for
-                 dovecot-lda); both compile it once and run from their caches.
-  mbox-2k        a 2 KB message appended to an mbox INBOX (mail_location
-  mbox-10m       mbox:<root>, INBOX <root>/inbox on both sides), and a 10 MB one
-                 (a tenth of the runs); each side's mbox grows run after run.
-
-Timed from here (fork + exec + wait): the same overhead for every side.
+Installs mailslot as a package would (make install into a temp DESTDIR), prepares
+every case of bench/cases.py identically for both sides (bench/sides.py), then times
+them as one unprivileged user ("mslt-bench", created when run as root: neither LDA
+delivers as root), alternating the sides run by run (bench/measure.py), measures the
+filesystem's durable-write ceiling, and writes the tables and plots
+(bench/report.py). With --out the report goes to DIR only; without it, a full run
+also rewrites the generated part of docs/benchmarks.md.
 """
 
+import argparse
+import json
 import os
 import pwd
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOVECOT_LDA = "/usr/lib/dovecot/dovecot-lda"
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import cases as casemod  # noqa: E402
+import measure  # noqa: E402
+import sides as sidemod  # noqa: E402
+
+REPO = os.path.dirname(HERE)
 BENCH_USER = "mslt-bench"
-DEFAULT_RUNS = 200
-CASES = ("maildir-2k", "sieve-200", "mbox-2k", "mbox-10m")
-# Message size and share of the runs per case (default: 2 KB, all of them).
-CASE_SIZES = {"mbox-10m": 10 * 1024 * 1024}
-CASE_RUN_DIVISOR = {"mbox-10m": 10}
-
-# The floor: start python3 -I -S, write the message to tmp/, fsync, rename into
-# new/, fsync the directory. No settings, no user, no index, no log.
-FLOOR_SCRIPT = """
-import os, sys, time
-d = sys.argv[1]
-for sub in ("tmp", "new", "cur"):
-    os.makedirs(d + "/" + sub, exist_ok=True)
-data = sys.stdin.buffer.read()
-name = "%d.M%dP%d.floor" % (time.time(), time.time_ns() // 1000 % 1000000, os.getpid())
-fd = os.open(d + "/tmp/" + name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-os.write(fd, data); os.fsync(fd); os.close(fd)
-os.rename(d + "/tmp/" + name, d + "/new/" + name + ",S=%d" % len(data))
-dfd = os.open(d + "/new", os.O_RDONLY); os.fsync(dfd); os.close(dfd)
-"""
+DOC = os.path.join(REPO, "docs", "benchmarks.md")
+DOC_IMAGES = os.path.join(REPO, "docs", "bench")
 
 
-def make_message(size=2048):
-    head = (b"From: Alice <alice@example.org>\nTo: bob@example.org\n"
-            b"Subject: benchmark\nMessage-ID: <bench@example.org>\n"
-            b"Date: Sun, 22 Nov 2026 10:00:00 +0000\n\n")
-    line = b"The quick brown fox jumps over the lazy dog, again and again.\n"
-    body = line * ((size - len(head)) // len(line) + 1)
-    return (head + body)[:size - 1] + b"\n"
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few runs a case")
+    parser.add_argument("--cases", default="", help="comma-separated case names")
+    parser.add_argument("--out", default=None, help="write the report here only")
+    parser.add_argument("--time", default=None, help=argparse.SUPPRESS)  # timing half
+    return parser.parse_args(argv)
 
 
-def make_sieve_script(rules=200):
-    """A realistic filter list that does not match the benchmark message."""
-    lines = ['require ["fileinto", "envelope", "imap4flags"];']
-    for i in range(rules):
-        kind = i % 4
-        if kind == 0:
-            lines.append(f'if header :contains "subject" "keyword-{i}" '
-                         f'{{ fileinto "Folder{i}"; stop; }}')
-        elif kind == 1:
-            lines.append(f'if address :is "from" "sender-{i}@example.com" '
-                         f'{{ fileinto "Folder{i}"; stop; }}')
-        elif kind == 2:
-            lines.append(f'if header :matches "list-id" "*list-{i}.example.net*" '
-                         f'{{ fileinto "Lists{i}"; stop; }}')
-        else:
-            lines.append(f'if envelope :is "from" "bounce-{i}@example.org" '
-                         f'{{ addflag "\\\\Flagged"; }}')
-    return "\n".join(lines) + "\n"
+def selected_cases(spec):
+    if not spec:
+        return list(casemod.CASES)
+    unknown = [n for n in spec.split(",") if n not in casemod.CASES_BY_NAME]
+    if unknown:
+        raise SystemExit(f"bench: unknown case(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(casemod.CASES_BY_NAME)})")
+    return [casemod.CASES_BY_NAME[n] for n in spec.split(",")]
 
 
-def setup(base):
-    """Install mailslot and write every case's configuration under base."""
-    dest = os.path.join(base, "inst")
-    subprocess.run(["make", "-s", "install", f"DESTDIR={dest}", "PREFIX=/usr"],
-                   cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-    for case in CASES:
-        root = os.path.join(base, case)
-        for side in ("mailslot", "dovecot"):
-            os.makedirs(os.path.join(root, side, "home"))
-        sieve_ms = sieve_dc = ""
-        if case == "sieve-200":
-            script = make_sieve_script()
-            for side in ("mailslot", "dovecot"):
-                with open(os.path.join(root, side, "home", "rules.sieve"), "w") as f:
-                    f.write(script)
-            sieve_ms = f"sieve: {root}/mailslot/home/rules.sieve\n"
-            sieve_dc = ("protocol lda {\n  mail_plugins = sieve\n}\n"
-                        f"plugin {{\n  sieve = {root}/dovecot/home/rules.sieve\n}}\n")
-        else:
-            sieve_ms = f"sieve: {root}/mailslot/home/none.sieve\n"
-        location = {side: (f"mbox:{root}/{side}/home/mail" if case.startswith("mbox")
-                           else f"maildir:{root}/{side}/home/Maildir")
-                    for side in ("mailslot", "dovecot")}
-        with open(os.path.join(root, "mailslot", "mailslot.yaml"), "w") as f:
-            f.write(f"mail_location: {location['mailslot']}\n"
-                    f"log_path: {root}/mailslot/mailslot.log\nmail_fsync: optimized\n"
-                    "first_valid_uid: 1\n" + sieve_ms)
-        with open(os.path.join(root, "dovecot", "dovecot.conf"), "w") as f:
-            f.write(f"base_dir = {root}/dovecot/run\nstate_dir = {root}/dovecot/state\n"
-                    f"log_path = {root}/dovecot/dovecot.log\nssl = no\nprotocols =\n"
-                    f"mail_location = {location['dovecot']}\n"
-                    "mail_fsync = optimized\nfirst_valid_uid = 1\n" + sieve_dc)
-        for side in ("mailslot", "dovecot"):   # not inst/: the relay keeps its 4750
-            subprocess.run(["chmod", "-R", "a+rX", os.path.join(root, side)], check=True)
-
-
-def argvs(base, case):
-    root = os.path.join(base, case)
-    mailslot = [os.path.join(base, "inst/usr/lib/mailslot/mailslot-lda"), "-c",
-                os.path.join(root, "mailslot", "mailslot.yaml"), "-f", "a@example.org"]
-    dovecot = [DOVECOT_LDA, "-c", os.path.join(root, "dovecot", "dovecot.conf"),
-               "-f", "a@example.org"]
-    return mailslot, dovecot
-
-
-def time_one(argv, message, env):
-    with tempfile.TemporaryFile() as f:
-        f.write(message)
-        f.seek(0)
-        start = time.perf_counter()
-        proc = subprocess.run(argv, stdin=f, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
-        elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"{argv[0]} failed ({proc.returncode}): {proc.stderr.decode()}")
-    return elapsed
-
-
-def bench(base, runs):
+def timing_half(base):
+    """Run as the bench user: time every prepared case, write base/results.json."""
+    with open(os.path.join(base, "plan.json")) as f:
+        plan = json.load(f)
     user = pwd.getpwuid(os.getuid())
     env = {"PATH": "/usr/bin:/bin", "USER": user.pw_name, "LOGNAME": user.pw_name,
            "HOME": base}
-    print("| case | mailslot-lda (ms) | dovecot-lda (ms) | ratio | python floor (ms) "
-          "| floor ratio | python start (ms) | start ratio |")
-    print("|---|---|---|---|---|---|---|---|")
-    for case in CASES:
-        message = make_message(CASE_SIZES.get(case, 2048))
-        case_runs = max(5, runs // CASE_RUN_DIVISOR.get(case, 1))
-        mailslot, dovecot = argvs(base, case)
-        sides = {"mailslot": mailslot, "dovecot": dovecot}
-        if case == "maildir-2k":
-            sides["floor"] = ["/usr/bin/python3", "-I", "-S", "-c", FLOOR_SCRIPT,
-                              os.path.join(base, case, "mailslot", "floor")]
-            sides["start"] = ["/usr/bin/python3", "-I", "-S", "-c", "pass"]
-        for _ in range(5):          # warm caches; Sieve compiles its cache here
-            for argv in sides.values():
-                time_one(argv, message, env)
-        times = {name: [] for name in sides}
-        for _ in range(case_runs):  # interleaved: every side sees the same load
-            for name, argv in sides.items():
-                times[name].append(time_one(argv, message, env))
-        ms, dc = (statistics.median(times[k]) * 1000 for k in ("mailslot", "dovecot"))
-        floor = " | ".join(f"{statistics.median(times[k]) * 1000:.2f} | "
-                           f"{statistics.median(times[k]) * 1000 / dc:.2f}"
-                           if k in times else "- | -" for k in ("floor", "start"))
-        print(f"| {case}, median of {case_runs} | {ms:.2f} | {dc:.2f} | **{ms / dc:.2f}** "
-              f"| {floor} |", flush=True)
+    out = []
+    for entry in plan["cases"]:
+        case = casemod.CASES_BY_NAME[entry["name"]]
+        runs = case.runs(plan["quick"])
+        sys.stderr.write(f"{case.name}: {len(entry['argv'])} processes, {runs} runs each\n")
+        samples = measure.run_case(entry["argv"], entry["message"], env, runs,
+                                   warmup=1 if plan["quick"] or case.size > 2**20 else 3,
+                                   progress=measure.progress_printer(case.name))
+        summaries = {side: measure.summarize(s, measure.peak_rss(entry["argv"][side],
+                                                                 entry["message"], env, base))
+                     for side, s in samples.items()}
+        result = {"name": case.name, "fmt": case.fmt, "size": case.size,
+                  "target": casemod.TARGETS.get(case.name), "sides": summaries,
+                  "ratio": measure.paired_ratio(samples["mailslot"], samples["dovecot"]),
+                  "ref_ratios": {side: measure.paired_ratio(s, samples["dovecot"])
+                                 for side, s in samples.items()
+                                 if side not in ("mailslot", "dovecot")}}
+        out.append(result)
+        sys.stderr.write(f"  {case.name}: ratio {result['ratio']:.2f}\n")
+    sys.stderr.write("physical limit: durable create loop\n")
+    physical = measure.physical_limit(os.path.join(base, "physical"),
+                                      seconds=1.0 if plan["quick"] else 5.0)
+    with open(os.path.join(base, "results.json"), "w") as f:
+        json.dump({"cases": out, "physical_per_s": physical}, f)
     return 0
 
 
-def main():
-    runs = DEFAULT_RUNS
-    if "--runs" in sys.argv:
-        runs = int(sys.argv[sys.argv.index("--runs") + 1])
-    if "--base" in sys.argv:     # the timing half, already running as the bench user
-        return bench(sys.argv[sys.argv.index("--base") + 1], runs)
-    if not os.path.exists(DOVECOT_LDA):
-        sys.exit("bench: dovecot-lda not found (apt-get install dovecot-core)")
+def bench_user():
+    try:
+        return pwd.getpwnam(BENCH_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                        "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+                        BENCH_USER], check=True)
+        return pwd.getpwnam(BENCH_USER)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.time:
+        return timing_half(args.time)
+    if not os.path.exists(sidemod.DOVECOT_LDA):
+        raise SystemExit("bench: dovecot-lda not found (apt-get install dovecot-core)")
+    chosen = selected_cases(args.cases)
     base = tempfile.mkdtemp(prefix="mailslot-bench-")
     os.chmod(base, 0o755)
     try:
-        setup(base)
-        if os.geteuid() != 0:
-            return bench(base, runs)
-        # Neither LDA delivers as root: time them as an ordinary user.
-        try:
-            entry = pwd.getpwnam(BENCH_USER)
-        except KeyError:
-            subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
-                            "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-                            BENCH_USER], check=True)
-            entry = pwd.getpwnam(BENCH_USER)
-        for case in CASES:
-            for side in ("mailslot", "dovecot"):
-                subprocess.run(["chown", "-R", f"{entry.pw_uid}:{entry.pw_gid}",
-                                os.path.join(base, case, side)], check=True)
-        argv = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
-                "--clear-groups", "--", sys.executable, os.path.abspath(__file__),
-                "--runs", str(runs), "--base", base]
-        return subprocess.run(argv, env={"PATH": "/usr/bin:/bin"}).returncode
+        inst = os.path.join(base, "inst")
+        sys.stderr.write("installing mailslot into a temporary DESTDIR\n")
+        subprocess.run(["make", "-s", "install", f"DESTDIR={inst}", "PREFIX=/usr"],
+                       cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        plan = {"quick": args.quick, "cases": []}
+        for case in chosen:
+            sys.stderr.write(f"preparing {case.name}\n")
+            argv = sidemod.prepare(base, case, inst)
+            message = os.path.join(base, case.name, "message.eml")
+            with open(message, "wb") as f:
+                f.write(casemod.make_message(case.size))
+            os.chmod(message, 0o644)
+            plan["cases"].append({"name": case.name, "argv": argv, "message": message})
+        os.makedirs(os.path.join(base, "physical"))
+        with open(os.path.join(base, "plan.json"), "w") as f:
+            json.dump(plan, f)
+        timing = [sys.executable, os.path.abspath(__file__), "--time", base]
+        if os.geteuid() == 0:
+            user = bench_user()
+            owned = [os.path.join(base, "physical")]
+            for case in chosen:
+                owned += sidemod.case_dirs(base, case)
+            for path in owned:
+                subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", path],
+                               check=True)
+            os.chown(base, user.pw_uid, user.pw_gid)  # results.json
+            timing = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                      "--clear-groups", "--"] + timing
+        code = subprocess.run(timing, env={"PATH": "/usr/bin:/bin"}).returncode
+        if code != 0:
+            return code
+        with open(os.path.join(base, "results.json")) as f:
+            results = json.load(f)
+        from report import describe_machine, update_doc, write_report
+
+        counts = sorted({(c.runs(args.quick)) for c in chosen}, reverse=True)
+        results.update({
+            "machine": describe_machine(base), "quick": args.quick,
+            "date": time.strftime("%Y-%m-%d"),
+            "runs_note": ("quick run (make bench-quick)" if args.quick else "make bench")
+            + f", {'/'.join(map(str, counts))} alternating runs a case by size"})
+        out_dir = args.out or (os.path.join(REPO, "build", "bench-quick") if args.quick
+                               else DOC_IMAGES)
+        prefix = "bench/" if out_dir == DOC_IMAGES else ""
+        text = write_report(results, out_dir, image_prefix=prefix)
+        with open(os.path.join(out_dir, "results.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        if args.out is None and not args.quick:
+            update_doc(DOC, text)
+            sys.stderr.write(f"wrote {DOC} and {out_dir}/*.png\n")
+        else:
+            sys.stderr.write(f"wrote {out_dir}/results.md and plots\n")
+        sys.stdout.write(text)
+        return 0
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
