@@ -1,28 +1,46 @@
 """The compile cache: compiled Sieve programs stored beside their scripts.
 
-A script is compiled once; the Program is saved as "<script>.msbin" next to it
-(or, when that directory is not writable, under the cache directory
-$XDG_CACHE_HOME/mailslot/sieve or ~/.cache/mailslot/sieve, named by a hash of
-the script's real path). load_cached() uses the file only when it is valid for
-the script as it is now: same format version, same source (path, mtime, size,
-inode of the script and of every included script), same compile settings
-(enabled extensions, limits), and an intact checksum. Anything else -- an old
-or foreign file, a truncated write, a changed include -- is ignored and the
-script recompiled (and the cache rewritten).
+A script is compiled once; the Program is saved as "<script>.msbin" next to it,
+or, for the reader's own scripts when that directory is not writable, under the
+delivery user's cache directory <home>/.cache/mailslot/sieve (named by a hash
+of the script's real path; home is the user's home from the userdb, handed in
+by the caller -- never $HOME). lookup() returns the cached Program only when the
+file is trusted and valid for the script as it is now: same format version,
+same source (path, mtime, size, inode of the script and of every included
+script), same compile settings, extensions that are all enabled for this
+script, and an intact CRC-32. Anything else -- an old or foreign file, a
+truncated write, a changed include -- is ignored and the script recompiled by
+the caller (script.load_program), which then saves the new program here.
+
+Trust (who may have written the file): the CRC only detects accidents; it is
+not a signature, anyone who can write the file can recompute it. So a cache is
+read only from a place the script's owner controls: the file must be a regular
+file owned by the script's owner or root, not writable by group or others, in
+a directory owned by one of them and not writable by group or others (a sticky
+directory is accepted: others cannot replace a file they do not own there).
+The user's cache directory is used only for scripts the reader owns. So an
+administrator's sieve_before script in a root-owned directory is run from a
+cache only if root compiled it there (`mailslot sievec`); otherwise it is
+compiled for each delivery, and never saved where the user could rewrite it.
+Even a trusted cache must not use an extension that is not enabled for its
+script (editheader is often enabled for global scripts only), and the
+interpreter dispatches only the commands and tests of the extensions a program
+declares (interpreter.py).
 
 The format is a magic line, a CRC-32 and the program as JSON. JSON is decoded
 by CPython's C scanner (_json, without importing json or re on the delivery
 path): it builds data only -- dicts, lists, strings, numbers -- and never
 imports, calls or evaluates anything named in the file (no pickle, no marshal,
 no eval). The decoded program is checked (known extensions, ops are lists
-whose first item is a name) and run by the same interpreter, whose dispatch
-only knows the handlers of the extensions; an unknown op is a corrupt cache.
+whose first item is a name) and run by the same interpreter; an unknown op is
+a corrupt cache.
 
-Errors: loading never raises for a bad cache file (it recompiles); saving
+Errors: lookup never raises for a bad cache file (None: recompile); saving
 problems are returned as a message (sievec prints it) and never fail a delivery.
-Security: the file is written to a temp name with O_EXCL|O_NOFOLLOW, mode 0600,
-then renamed into place; it is read with O_NOFOLLOW and only if it is a regular
-file owned by the reader.
+Security: reads open the directory once and the file in it with O_NOFOLLOW and
+decide from fstat of what was opened; writes go through cache_write.py (a temp
+file made with O_EXCL|O_NOFOLLOW in the opened directory, renamed there; as
+root only where no other user can change the path, else as that user).
 """
 
 import os
@@ -33,6 +51,8 @@ from ..errors import SieveError
 MAGIC = b"MSLOT-SIEVE-2\n"
 SUFFIX = ".msbin"
 MAX_CACHE_SIZE = 64 << 20      # far beyond any program of a 1 MiB script
+USER_CACHE_DIR = (".cache", "mailslot", "sieve")   # below the user's home
+_S_ISVTX = 0o1000              # sticky directory: entries only changed by owners
 
 
 class CorruptCacheError(SieveError, ValueError):
@@ -98,7 +118,9 @@ def program_to_data(program):
             "deps": [list(d) for d in program.deps]}
 
 
-def program_from_data(data):
+def program_from_data(data, enabled=None):
+    """The Program in decoded cache data; enabled: the extensions this script may
+    use (an included program is held to the same set)."""
     from .program import Program
     if not isinstance(data, dict):
         raise CorruptCacheError("not a program")
@@ -112,6 +134,8 @@ def program_from_data(data):
     for ext in exts:
         if ext not in EXTENSIONS:
             raise CorruptCacheError("unknown extension")
+        if enabled is not None and ext not in enabled:
+            raise CorruptCacheError("extension %s not enabled for this script" % ext)
     for op in ops:
         if not isinstance(op, (list, tuple)) or not op or not isinstance(op[0], str):
             raise CorruptCacheError("bad op")
@@ -120,8 +144,9 @@ def program_from_data(data):
         if v is None or v == "main":
             inc[k] = v
         else:
-            inc[k] = program_from_data(v)
+            inc[k] = program_from_data(v, enabled)
     return Program(name, ops, exts, inc, [tuple(d) for d in deps])
+
 
 
 def settings_key(env, settings):
@@ -138,38 +163,62 @@ def _dep_key(path):
     return (os.path.realpath(path), st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def cache_paths(script_path):
-    """Candidate cache files for a script: beside it, then the cache directory."""
+def cache_paths(script_path, home=None, own=True):
+    """Candidate cache files for a script: beside it, then (own: the script is the
+    reader's) the user's cache directory below home."""
     base = script_path[:-len(".sieve")] if script_path.endswith(".sieve") else script_path
     paths = [base + SUFFIX]
-    home = os.environ.get("XDG_CACHE_HOME") or (
-        os.path.join(os.environ["HOME"], ".cache") if os.environ.get("HOME") else None)
-    if home:
+    if own and home:
         digest = "%08x" % zlib.crc32(os.path.realpath(script_path).encode(
             "utf-8", "surrogateescape"))
         name = os.path.basename(base) + "-" + digest + SUFFIX
-        paths.append(os.path.join(home, "mailslot", "sieve", name))
+        paths.append(os.path.join(home, *USER_CACHE_DIR, name))
     return paths
 
 
-def _read_file(path):
+def _trusted_dir(st, owners):
+    """A directory in which only owners (or nobody else) can replace an entry."""
+    if st.st_uid not in owners:
+        return False
+    # A sticky directory (/tmp) lets others add names but not replace ours.
+    return not st.st_mode & 0o022 or bool(st.st_mode & _S_ISVTX)
+
+
+def _read_file(path, owners):
+    """The bytes of a cache file that only owners can have written, else None."""
+    import stat as _stat
+    directory, name = os.path.split(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # why: decide from the opened directory and file, not from a path that a
+        # rename can change between a check and the open.
+        dfd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
+        dst = os.fstat(dfd)
+        if not _trusted_dir(dst, owners):
+            return None
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC |
+                         os.O_NONBLOCK, dir_fd=dfd)
+        except OSError:
+            return None
+    finally:
+        os.close(dfd)
+    try:
         st = os.fstat(fd)
-        import stat as _stat
-        if not _stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or \
-                st.st_size > MAX_CACHE_SIZE:
+        if not _stat.S_ISREG(st.st_mode) or st.st_uid not in owners or \
+                st.st_mode & 0o022 or st.st_size > MAX_CACHE_SIZE:
             return None
         chunks = []
-        while True:
+        total = 0
+        while total <= MAX_CACHE_SIZE:
             chunk = os.read(fd, 1 << 20)
             if not chunk:
                 break
             chunks.append(chunk)
-        return b"".join(chunks)
+            total += len(chunk)
+        return b"".join(chunks) if total <= MAX_CACHE_SIZE else None
     finally:
         os.close(fd)
 
@@ -180,7 +229,10 @@ def _parse_file(data, skey):
     body = data[len(MAGIC):]
     if len(body) < 9 or body[8:9] != b"\n":
         raise CorruptCacheError("header")
-    crc = int(body[:8], 16)
+    try:
+        crc = int(body[:8], 16)
+    except ValueError:
+        raise CorruptCacheError("header") from None
     payload = body[9:]
     if zlib.crc32(payload) != crc:
         raise CorruptCacheError("checksum")
@@ -190,94 +242,89 @@ def _parse_file(data, skey):
     return record
 
 
-def load_cached(path, env, diag, settings, name=None):
-    """The cached Program for path, or a fresh compile saved to the cache.
+def _owners(st):
+    """Who may have written a trusted cache for a script with stat st."""
+    return frozenset((st.st_uid, 0))
 
-    Returns False when the caller should compile without the cache (never here;
-    kept for callers that disable it), None when the script does not compile.
-    """
-    from .script import compile_file, script_name
-    name = name or script_name(path)
+
+def lookup(path, env, settings, name):
+    """The cached Program for the script at path, or None (compile it)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    owners = _owners(st)
+    real = os.path.realpath(path)
     skey = settings_key(env, settings)
-    for cpath in cache_paths(path):
-        data = _read_file(cpath)
+    for cpath in cache_paths(path, settings.home, own=st.st_uid == os.geteuid()):
+        data = _read_file(cpath, owners)
         if data is None:
             continue
         try:
             record = _parse_file(data, skey)
-            program = program_from_data(record.get("program"))
-            if program.name != name:
+            program = program_from_data(record.get("program"), env.enabled)
+            if program.name != name or not program.deps or \
+                    program.deps[0][0] != real:
                 continue
-            fresh = True
-            for dep in program.deps:
-                if not isinstance(dep, tuple) or len(dep) != 4 or \
-                        not isinstance(dep[0], str):
-                    raise CorruptCacheError("deps")
-                if dep[2] == -1:
-                    # A missing :optional include: fresh while it stays missing.
-                    if os.path.lexists(dep[0]):
-                        fresh = False
-                        break
-                    continue
-                try:
-                    if _dep_key(dep[0]) != dep:
-                        fresh = False
-                        break
-                except OSError:
-                    fresh = False
-                    break
-            if fresh and program.deps and \
-                    program.deps[0][0] == os.path.realpath(path):
+            if _fresh(program.deps):
                 return program
         except (CorruptCacheError, ValueError, TypeError, KeyError):
             continue
-    program, _ = compile_file(path, env, diag, settings.max_script_size, name)
-    if program is not None:
-        save_program(path, program, settings, env=env)
-    return program
+    return None
 
 
-def save_program(path, program, settings, out_path=None, env=None):
-    """Write program's cache file; return None or a problem description."""
-    if env is None:
-        from .script import make_env
-        env = make_env(settings)
+def _fresh(deps):
+    """Whether every source a program was compiled from is unchanged."""
+    for dep in deps:
+        if not isinstance(dep, tuple) or len(dep) != 4 or not isinstance(dep[0], str):
+            raise CorruptCacheError("deps")
+        if dep[2] == -1:
+            # A missing :optional include: fresh while it stays missing.
+            if os.path.lexists(dep[0]):
+                return False
+            continue
+        try:
+            if _dep_key(dep[0]) != dep:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def save_program(path, program, settings, env, out_path=None):
+    """Write program's cache file; return None or a problem description.
+
+    Without out_path it goes to the first place lookup() would trust: beside the
+    script when this process runs as its owner (or as root), else the user's
+    cache directory for the user's own scripts, else nowhere (an administrator's
+    script that only root may cache: compiled per delivery).
+    """
+    from .cache_write import write_file
     record = {"settings": settings_key(env, settings),
               "program": program_to_data(program)}
     payload = encode(record)
     data = MAGIC + b"%08x\n" % zlib.crc32(payload) + payload
-    targets = [out_path] if out_path else cache_paths(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return "cannot write compiled script for %s: %s" % (path, exc.strerror)
+    # The cache is as readable as the script (a root-compiled admin script must be
+    # readable by the users whose deliveries run it), never writable by others.
+    mode = (st.st_mode & 0o644) | 0o600
+    if out_path:
+        targets = [out_path]
+    else:
+        euid = os.geteuid()
+        if euid not in _owners(st):
+            return ("compiled script not saved: only its owner (uid %d) or root may "
+                    "write a cache that deliveries trust" % st.st_uid)
+        targets = cache_paths(path, settings.home, own=st.st_uid == euid)
     problem = None
-    for target in targets:
+    for i, target in enumerate(targets):
         try:
-            _write_atomic(target, data)
+            write_file(target, data, mode, create_dir=i > 0)
             return None
         except OSError as exc:
-            problem = "cannot write compiled script %s: %s" % (target, exc.strerror)
+            problem = "cannot write compiled script %s: %s" % (
+                target, exc.strerror or exc)
     return problem
-
-
-def _write_atomic(target, data):
-    directory = os.path.dirname(target) or "."
-    if not os.path.isdir(directory):
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-    tmp = "%s.tmp.%d" % (target, os.getpid())
-    # why: the directory may be shared with the user's other files; never follow a
-    # planted symlink and never write through an existing file.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
-                 os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    try:
-        os.rename(tmp, target)
-    except OSError:
-        os.unlink(tmp)
-        raise

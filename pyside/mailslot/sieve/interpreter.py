@@ -4,7 +4,8 @@ Interpreter(ctx, program, result).run() executes the program's op tuples in orde
 Each op is (name, line, params...); HANDLERS maps a command name to a function
 handler(interp, op) and TESTS a test name to test(interp, op) -> bool. Extension
 modules add to both when imported; Interpreter imports the modules a program
-needs before it starts.
+needs before it starts and dispatches only to the handlers those modules (and
+the core) define, whatever else the process has loaded.
 
 State kept here: the script's variables (RFC 5229, names case-insensitive), the
 match values ${0}..${31} (set by :matches/:regex when variables is in use), the
@@ -82,13 +83,7 @@ class Interpreter:
         self.loop_parts = []          # foreverypart stack: (name, part)
         self.max_variable_size = ctx.settings.max_variable_size
         self._ops = 0
-        # Only the run-time halves: running never needs the compiler's modules.
-        from .extensions import EXTENSIONS, load_extension_module
-        load_extension_module("core_runtime")
-        for ext in program.extensions:
-            info = EXTENSIONS.get(ext)
-            if info is not None:
-                load_extension_module(info[-1])
+        self.handlers, self.tests = _dispatch_tables(program.extensions)
 
     # -- locations and errors --------------------------------------------------------
 
@@ -146,7 +141,7 @@ class Interpreter:
             raise CpuLimitError("", "execution exceeded CPU time limit")
 
     def run_block(self, ops):
-        handlers = HANDLERS
+        handlers = self.handlers
         trace = self.ctx.trace
         for op in ops:
             self.line = op[1]
@@ -160,7 +155,7 @@ class Interpreter:
 
     def test(self, op):
         self.line = op[1]
-        result = TESTS[op[0]](self, op)
+        result = self.tests[op[0]](self, op)
         if self.ctx.trace is not None:
             self.ctx.trace.write("%s: line %d: %s test: %s" % (
                 self.name, op[1], op[0], "true" if result else "false"))
@@ -172,6 +167,30 @@ class Interpreter:
             self.run_block(self.program.ops)
         except ReturnScript:
             pass
+
+
+_TABLES = {}   # frozenset of extension names -> (handlers, tests)
+
+
+def _dispatch_tables(extensions):
+    """The commands and tests a program may run: the core's and those of the
+    extensions it declares, nothing else -- even when another script of the same
+    delivery loaded more (a cached program naming an op of an extension it does
+    not declare fails instead of running it; see cache.py)."""
+    key = frozenset(extensions)
+    tables = _TABLES.get(key)
+    if tables is None:
+        # Only the run-time halves: running never needs the compiler's modules.
+        from .extensions import EXTENSIONS, load_extension_module
+        modules = {load_extension_module("core_runtime").__name__}
+        for ext in key:
+            info = EXTENSIONS.get(ext)
+            if info is not None:
+                modules.add(load_extension_module(info[-1]).__name__)
+        tables = ({k: f for k, f in HANDLERS.items() if f.__module__ in modules},
+                  {k: f for k, f in TESTS.items() if f.__module__ in modules})
+        _TABLES[key] = tables
+    return tables
 
 
 def _truncate_utf8(text, limit):

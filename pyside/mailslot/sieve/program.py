@@ -41,10 +41,11 @@ class ValidationEnv:
 class Resolver:
     """Where :personal and :global scripts live."""
 
-    def __init__(self, personal_dir=None, global_dir=None):
+    def __init__(self, personal_dir=None, global_dir=None, home=None):
+        # home: the delivery user's home (from the userdb), never $HOME.
         if personal_dir is None:
-            home = os.environ.get("HOME")
             personal_dir = os.path.join(home, "sieve") if home else None
+        self.home = home
         self.personal_dir = personal_dir
         self.global_dir = global_dir
 
@@ -54,5 +55,7 @@ class Resolver:
             return None
         if base.startswith("file:"):
             base = base[5:].split(";", 1)[0]
-        base = os.path.expanduser(base)
+        if base.startswith("~"):
+            from .location import expand_home
+            base = expand_home(base, self.home)
         return os.path.join(base, name + ".sieve")

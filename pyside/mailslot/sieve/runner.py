@@ -259,6 +259,8 @@ def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=N
     from .script import ScriptNotFoundError, ScriptReadError, load_program, \
         make_env, script_name
     sset = SieveSettings.from_mapping(settings, home)
+    if home is not None:
+        sset.home = home    # the user's home from the userdb: the cache and ~ use it
     if default_mailbox:
         # dovecot-lda -m: keep and implicit keep file here.
         sset.default_mailbox = default_mailbox

@@ -3,7 +3,8 @@
 compile_text(text, name, env, diag) parses and validates; compile_file(path, ...)
 reads the file first (enforcing sieve_max_script_size) and names the script after
 the file, without ".sieve", as Pigeonhole does ("vacation.sieve" is "vacation"
-in messages). load_program() is compile_file() behind the compile cache.
+in messages). load_program() is compile_file() behind the compile cache
+(cache.py looks up and saves; it does not compile, so it imports nothing here).
 
 Errors: problems in the script go to diag and the result is None; a script that
 cannot be read raises ScriptNotFoundError / ScriptReadError (the caller decides:
@@ -122,19 +123,24 @@ def make_env(settings, enabled=None, global_script=False, include=None,
             enabled = enabled | extra
     if include is None:
         from .program import Resolver
-        include = Resolver(settings.sieve_dir, settings.global_dir)
+        include = Resolver(settings.sieve_dir, settings.global_dir, settings.home)
     return ValidationEnv(enabled, settings.validation_settings(), include,
                          global_script, no_envelope)
 
 
 def load_program(path, env, diag, settings, name=None, cache=True):
-    """compile_file() through the compile cache (cache.py)."""
+    """compile_file() through the compile cache (cache.py): a trusted, fresh
+    cached program, else a compile whose result is saved for the next run."""
+    name = name or script_name(path)
     if cache:
-        from .cache import load_cached
-        program = load_cached(path, env, diag, settings, name)
-        if program is not False:
+        from .cache import lookup
+        program = lookup(path, env, settings, name)
+        if program is not None:
             return program
     program, _ = compile_file(path, env, diag, settings.max_script_size, name)
+    if program is not None and cache:
+        from .cache import save_program
+        save_program(path, program, settings, env)
     return program
 
 

@@ -74,6 +74,7 @@ class SieveSettings:
         self.global_extensions = None   # sieve_global_extensions
         self.recipient_delimiter = "+"
         self.default_mailbox = "INBOX"
+        self.home = None                # the user's home (userdb), for ~ and the cache
         self.sieve_dir = None           # :personal include directory
         self.global_dir = None          # :global include directory
         self.user_log = None
@@ -109,11 +110,12 @@ class SieveSettings:
 
     @classmethod
     def from_mapping(cls, m, home=None):
-        s = cls()
-        if m is None:
-            return s
         if isinstance(m, SieveSettings):
             return m
+        s = cls()
+        s.home = home
+        if m is None:
+            return s
         get = m.get
 
         def number(key, attr, parser=parse_size):

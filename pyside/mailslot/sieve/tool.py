@@ -221,7 +221,7 @@ def sieve_test_main(argv):
     script_path, mail_path = args
     if location is None:
         location = conf.get("mail_location")
-    settings = SieveSettings.from_mapping(conf)
+    settings = SieveSettings.from_mapping(conf, os.environ.get("HOME"))
     if mailbox:
         settings.default_mailbox = mailbox
     base = None
@@ -418,7 +418,7 @@ def sievec_main(argv):
                 return 1
         elif opt == "-x":
             extensions = value
-    settings = SieveSettings.from_mapping(conf)
+    settings = SieveSettings.from_mapping(conf, os.environ.get("HOME"))
     enabled = None
     if extensions is not None:
         enabled, _ = enabled_extensions(extensions)
@@ -431,7 +431,14 @@ def sievec_main(argv):
     status = 0
     for target in targets:
         diag = Diagnostics(sink=lambda line: err.write(line + "\n"))
-        env = make_env(settings, enabled=enabled)
+        # A root-owned script is an administrator's (sieve_before/after/default):
+        # compile it as the delivery will, with sieve_global_extensions, so that
+        # deliveries can use the cache root writes beside it.
+        try:
+            is_global = os.stat(target).st_uid == 0
+        except OSError:
+            is_global = False
+        env = make_env(settings, enabled=enabled, global_script=is_global)
         try:
             program, st = compile_file(target, env, diag, settings.max_script_size)
         except (ScriptNotFoundError, ScriptReadError) as exc:
@@ -443,7 +450,7 @@ def sievec_main(argv):
             return 1
         from .cache import save_program
         out = args[1] if len(args) > 1 and not os.path.isdir(path) else None
-        problem = save_program(target, program, settings, out_path=out)
+        problem = save_program(target, program, settings, env, out_path=out)
         if problem:
             err.write("sievec: Warning: %s\n" % problem)
     return status
