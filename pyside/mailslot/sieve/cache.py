@@ -247,6 +247,14 @@ def _owners(st):
     return frozenset((st.st_uid, 0))
 
 
+def _own(st):
+    """Whether the user's cache directory may hold this script's cache: the
+    script is the reader's own (root's scripts are the administrator's: their
+    cache belongs beside them, where deliveries look)."""
+    euid = os.geteuid()
+    return st.st_uid == euid and euid != 0
+
+
 def lookup(path, env, settings, name):
     """The cached Program for the script at path, or None (compile it)."""
     try:
@@ -256,7 +264,7 @@ def lookup(path, env, settings, name):
     owners = _owners(st)
     real = os.path.realpath(path)
     skey = settings_key(env, settings)
-    for cpath in cache_paths(path, settings.home, own=st.st_uid == os.geteuid()):
+    for cpath in cache_paths(path, settings.home, own=_own(st)):
         data = _read_file(cpath, owners)
         if data is None:
             continue
@@ -318,7 +326,7 @@ def save_program(path, program, settings, env, out_path=None):
         if euid not in _owners(st):
             return ("compiled script not saved: only its owner (uid %d) or root may "
                     "write a cache that deliveries trust" % st.st_uid)
-        targets = cache_paths(path, settings.home, own=st.st_uid == euid)
+        targets = cache_paths(path, settings.home, own=_own(st))
     problem = None
     for i, target in enumerate(targets):
         try:
