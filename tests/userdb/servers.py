@@ -5,6 +5,8 @@ PgServer     a private PostgreSQL from Debian's packages (initdb + pg_ctl), run 
              dir (no TCP), fsync off; psql() runs SQL as its superuser.
 SilentServer a unix socket that accepts connections and never answers (a hung
              database or auth service); optional canned bytes first.
+ChattyServer a unix socket that answers VERSION, then streams one line forever
+             (or drips it a byte at a time): a hostile auth service.
 lookup_as()  runs userdb.lookup in Debian's /usr/bin/python3 -I -S as an
              unprivileged uid, as the installed engine and the relay's lookup
              child do (so psycopg2 comes from the system's site-packages through
@@ -207,6 +209,50 @@ out["elapsed"] = time.monotonic() - start
 out["psycopg2_loaded"] = "psycopg2" in sys.modules
 print(json.dumps(out))
 """
+
+
+class ChattyServer:
+    """A unix socket that sends `hello`, then `line` over and over until the client
+    goes away; with drip, one byte every `drip` seconds instead of as fast as it can."""
+
+    def __init__(self, path, hello=b"VERSION\t1\t2\n", line=b"SPID\t1\n", drip=None):
+        self.path, self.hello, self.line, self.drip = path, hello, line, drip
+        self.sent = 0
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        os.chmod(path, 0o777)
+        self.sock.listen(4)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            client, _ = self.sock.accept()
+        except OSError:
+            return
+        with client:
+            try:
+                client.recv(65536)
+                client.sendall(self.hello)
+                block = self.line * (65536 // len(self.line))
+                while True:
+                    if self.drip:
+                        for byte in self.line:
+                            client.sendall(bytes([byte]))
+                            self.sent += 1
+                            time.sleep(self.drip)
+                    else:
+                        client.sendall(block)
+                        self.sent += len(block)
+            except OSError:
+                return
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
 
 
 def lookup_as(name, userdbs, settings=None, *, account="nobody", timeout=120):

@@ -15,7 +15,7 @@ from mailslot import errors, userdb
 from mailslot.userdb.dovecot import tab_escape, tab_unescape
 from tests.support import needs_root, world_tempdir
 from tests.userdb.conftest import NOBODY_UID
-from tests.userdb.servers import SilentServer, lookup_as
+from tests.userdb.servers import ChattyServer, SilentServer, lookup_as
 
 
 def dovecot(path=""):
@@ -186,6 +186,51 @@ def test_silence_gives_75_within_the_timeout(scripted, reply):
     elapsed = time.monotonic() - start
     assert "no answer within 1 s" in str(info.value)
     assert 0.9 <= elapsed < 3
+
+
+@pytest.mark.parametrize("kind", ["stream", "drip", "lines"])
+def test_chatty_server_is_bounded_in_time_and_memory(tmp_path, kind):
+    """Issue 20.5: a server streaming SPID lines (or dripping them a byte at a time)
+    held a delivery 30 s and 4.7 GB. One deadline for the whole lookup and a bound
+    on lines: the lookup fails (75) within the timeout, its peak RSS barely moves."""
+    import resource
+    path = str(tmp_path / "auth")
+    server = ChattyServer(path, drip=0.05 if kind == "drip" else None,
+                          line=b"SPID\t1\n" if kind != "lines" else b"SPID\t" + b"9" * 8000 + b"\n")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        start = time.monotonic()
+        try:
+            userdb.lookup("ann", dovecot(path), settings={"userdb_timeout": 1})
+            result = "found"
+        except errors.UserdbError as exc:
+            result = str(exc)
+        elapsed = time.monotonic() - start
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        os.write(write_end, f"{elapsed}\t{grown}\t{result}".encode())
+        os._exit(0)
+    os.close(write_end)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    server.close()
+    with os.fdopen(read_end, "rb") as f:
+        report = f.read().decode()
+    assert report, "the lookup did not end within 15 s"
+    elapsed, grown_kib, message = report.split("\t", 2)
+    assert float(elapsed) < 2.5, report
+    assert int(grown_kib) < 8 * 1024, report        # KiB: under 8 MiB more than before
+    want = "no answer within 1 s" if kind == "drip" else "more than 16 lines"
+    assert want in message, report
 
 
 def test_missing_socket_and_nothing_listening(tmp_path):

@@ -23,9 +23,12 @@ sent (auth-master.c: "the user can't exist"): it is unknown. The name Dovecot
 returns is the user's name from then on (its auth_username_format applies there too).
 
 Errors: errors.UserdbError, temporary, for: no socket, permission denied, no
-answer within userdb_timeout (connect and answer together), a closed connection,
-a reply that breaks the protocol (another major version, a line over
-MAX_REPLY_LINE, an unknown reply, another request id), FAIL, an empty user name.
+answer within userdb_timeout (one deadline for connect, request and the whole
+answer, however the server drips or streams it), a closed connection, a reply that
+breaks the protocol (another major version, a line over MAX_REPLY_LINE, more than
+MAX_REPLY_LINES lines, an unknown reply, another request id), FAIL, an empty user
+name. So a hostile or broken server holds a delivery at most userdb_timeout and
+MAX_REPLY_LINE * MAX_REPLY_LINES bytes of memory.
 
 Security: nothing from the name reaches the protocol unescaped. Dovecot's own
 rule applies on its side: a listener with mode 0666 answers a client only about
@@ -42,6 +45,9 @@ AUTH_MASTER_PROTOCOL_MAJOR = 1      # AUTH_MASTER_PROTOCOL_MAJOR_VERSION
 AUTH_MASTER_PROTOCOL_MINOR = 0
 # auth-master.c MAX_INBUF_SIZE: the longest reply line a client accepts.
 MAX_REPLY_LINE = 8192
+# Lines a lookup reads in all: Dovecot sends VERSION, SPID, then the reply (3); more
+# than this is a server streaming handshakes (issue 20.5), not Dovecot.
+MAX_REPLY_LINES = 16
 SERVICE = "lda"
 REQUEST_ID = "1"
 # Dovecot's default base_dir, for a relative auth_socket_path ("auth-userdb").
@@ -162,6 +168,7 @@ def _exchange(path, request, timeout, where):
 
 
 def _read_reply(sock, deadline, where):
+    import socket
     import time
 
     lines, buffer = [], b""
@@ -175,9 +182,18 @@ def _read_reply(sock, deadline, where):
             lines.append(line)
             if not line.startswith(("VERSION\t", "SPID\t")):
                 return lines
+            if len(lines) >= MAX_REPLY_LINES:
+                raise errors.UserdbError(
+                    f"{where}: more than {MAX_REPLY_LINES} lines without a reply "
+                    f"to the USER request")
         if len(buffer) > MAX_REPLY_LINE:
             raise errors.UserdbError(f"{where}: reply line longer than {MAX_REPLY_LINE} bytes")
-        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        # One deadline for the whole answer: a server that keeps sending must not
+        # renew it (each recv() alone would wait its own timeout).
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout()
+        sock.settimeout(left)
         chunk = sock.recv(MAX_REPLY_LINE)
         if not chunk:
             raise errors.UserdbError(f"{where}: the auth service closed the connection "
