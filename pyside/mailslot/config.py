@@ -139,6 +139,9 @@ USER_TEMPLATES = ("mail_location", "postmaster_address", "log_path", "info_log_p
                   "mail_temp_dir", "sieve", "sieve_default", "sieve_before",
                   "sieve_before2", "sieve_before3", "sieve_after", "sieve_after2",
                   "sieve_after3", "sieve_discard", "sieve_global", "sieve_user_log")
+# The USER_TEMPLATES that name files or Sieve locations (a recipient's value there is
+# checked as a path component, variables.expand_path); mail_location is its own case.
+PATH_TEMPLATES = frozenset(USER_TEMPLATES) - {"mail_location", "postmaster_address"}
 
 
 def default_settings():
@@ -192,13 +195,28 @@ def apply_overrides(settings, pairs, *, source):
 
 
 def expand_user_settings(settings, values):
-    """Expand %variables in the per-user settings (mail_location, log paths ...)."""
-    from .variables import expand
+    """Expand %variables in the per-user settings (mail_location, log paths ...).
+
+    A recipient's value that cannot be part of the path a setting builds (see
+    variables.expand_path: "..@ex.org" in maildir:/srv/%d/%n) is refused:
+    errors.UserUnknownError, as a userdb refuses such a name."""
+    from .variables import UnsafeValueError, expand, expand_path
     for name in USER_TEMPLATES:
         text = settings.get(name)
         if text and "%" in text:
             try:
-                settings[name] = expand(text, values)
+                if name == "mail_location":
+                    settings[name] = expand_path(text, values, location=True)
+                elif name in PATH_TEMPLATES:
+                    settings[name] = expand_path(text, values, separators="/;:",
+                                                 refuse=";")
+                else:
+                    settings[name] = expand(text, values)
+            except UnsafeValueError as exc:
+                from .errors import UserUnknownError
+                raise UserUnknownError(
+                    f"User doesn't exist: {values.get('user', '')!r} cannot name a "
+                    f"place on disk ({name}: {exc})") from None
             except ValueError as exc:
                 raise _error(str(exc), None, key=name) from None
     return settings

@@ -30,9 +30,15 @@ silently); offsets and widths count characters, not UTF-8 bytes; %R reverses
 characters, not bytes.
 
 Security: expansion never reads files and never runs anything; %{env:...} reads only
-this process's environment (which the relay has cleaned). Values are inserted as they
-are: a caller that builds a path from them must check the result itself (userdb.py
-does, for per-domain passwd-files).
+this process's environment (which the relay has cleaned). expand() inserts values as
+they are. Values taken from a recipient (RECIPIENT_KEYS: %u %n %d and their auth_
+forms) are a sender's data: where a template builds a path or a mail location,
+expand_path() refuses (UnsafeValueError) one that holds '/', NUL or '%', or whose
+path component comes out empty, "." or ".." (so "..@ex.org" never names the domain
+directory and "x%h" is never expanded a second time), and doubles a ':' in a mail
+location so that it cannot start a ":KEY=" option (Dovecot reads "::" as one ':');
+quote_percent=... makes expand() write '%' in them as "%%" for a template whose
+result is expanded again.
 """
 
 import os
@@ -61,6 +67,17 @@ _TO_LOWER = str.maketrans(_ASCII_UPPER, _ASCII_LOWER)
 _TO_UPPER = str.maketrans(_ASCII_LOWER, _ASCII_UPPER)
 
 _NO_HOME = object()
+
+# Values that come from the recipient address (user_values()): a sender's data.
+RECIPIENT_KEYS = frozenset(("user", "username", "domain", "auth_user", "auth_username",
+                            "auth_domain"))
+# Path components a recipient's value may not make (nor may it hold these).
+_UNSAFE_COMPONENTS = ("", ".", "..")
+_UNSAFE_CHARS = ("/", "\0", "%")
+
+
+class UnsafeValueError(ValueError):
+    """A recipient's value cannot be used where a template puts it (a path)."""
 
 
 class _Field:
@@ -304,13 +321,14 @@ def _apply(value, offset, width, zero_padding, modifiers):
     return value[: field.width]
 
 
-def expand(template, values, *, short_keys=SETTINGS_KEYS, strict=True):
+def expand(template, values, *, short_keys=SETTINGS_KEYS, strict=True, quote_percent=()):
     """Return template with its %-variables replaced from values.
 
     values maps long names ("user", "home", ...) to strings; short_keys maps the
     one-letter forms to long names. Raises ValueError (see the module docstring);
     with strict=False an unknown variable or a missing home expands to "" instead
-    (a malformed template still raises).
+    (a malformed template still raises). The values of the keys in quote_percent
+    have '%' written as "%%", for a result that will be expanded once more.
     """
     if "%" not in template:
         return template
@@ -319,23 +337,73 @@ def expand(template, values, *, short_keys=SETTINGS_KEYS, strict=True):
         if isinstance(part, str):
             out.append(part)
             continue
-        key, shown, offset, width, zero_padding, modifiers = part
-        value = None if key is None else _lookup(key, values)
-        if value is _NO_HOME:
-            if strict:
-                raise ValueError(
-                    f"the user has no home directory, but {template!r} uses it (%h)"
-                )
-            value = ""
-        elif value is None:
-            if strict:
-                hint = ""
-                if key and (key.startswith("if;") or ";" in key.partition(":")[0]):
-                    hint = " (Dovecot's conditionals and hash functions are not supported)"
-                raise ValueError(f"unknown variable '{shown}' in {template!r}{hint}")
-            value = ""
-        out.append(_apply(value, offset, width, zero_padding, modifiers))
+        text = _expand_variable(part, values, template, strict)
+        if part[0] in quote_percent:
+            text = text.replace("%", "%%")
+        out.append(text)
     return "".join(out)
+
+
+def expand_path(template, values, *, location=False, separators="/", refuse="",
+                short_keys=SETTINGS_KEYS):
+    """expand() for a template that names a place on disk (location=True: a
+    mail_location, whose ':' also separates fields).
+
+    A recipient's value (RECIPIENT_KEYS) holding '/', NUL or '%', or whose path
+    component (between separators, or ':' in a location) comes out empty, "." or
+    "..", raises UnsafeValueError, as does one holding a character of refuse (";"
+    for a Sieve location's options); in a location its ':' is doubled, so it stays
+    inside its path."""
+    if "%" not in template:
+        return template
+    if location:
+        separators += ":"
+    out, spans, size = [], [], 0
+    for part in _parse(template, short_keys):
+        if isinstance(part, str):
+            text = part
+        else:
+            text = _expand_variable(part, values, template, True)
+            if part[0] in RECIPIENT_KEYS:
+                bad = next((c for c in _UNSAFE_CHARS + tuple(refuse) if c in text), None)
+                if bad is not None:
+                    raise UnsafeValueError(
+                        f"{part[1]} holds {bad!r}, which a path built by {template!r} "
+                        f"cannot carry")
+                if location:
+                    text = text.replace(":", "::")
+                spans.append((size, size + len(text), part[1]))
+        out.append(text)
+        size += len(text)
+    result = "".join(out)
+    for start, end, shown in spans:
+        while start > 0 and result[start - 1] not in separators:
+            start -= 1
+        while end < len(result) and result[end] not in separators:
+            end += 1
+        if result[start:end] in _UNSAFE_COMPONENTS:
+            raise UnsafeValueError(
+                f"{shown} makes the path component {result[start:end]!r} in {template!r}")
+    return result
+
+
+def _expand_variable(part, values, template, strict):
+    key, shown, offset, width, zero_padding, modifiers = part
+    value = None if key is None else _lookup(key, values)
+    if value is _NO_HOME:
+        if strict:
+            raise ValueError(
+                f"the user has no home directory, but {template!r} uses it (%h)"
+            )
+        value = ""
+    elif value is None:
+        if strict:
+            hint = ""
+            if key and (key.startswith("if;") or ";" in key.partition(":")[0]):
+                hint = " (Dovecot's conditionals and hash functions are not supported)"
+            raise ValueError(f"unknown variable '{shown}' in {template!r}{hint}")
+        value = ""
+    return _apply(value, offset, width, zero_padding, modifiers)
 
 
 def referenced(template, *, short_keys=SETTINGS_KEYS):

@@ -8,7 +8,8 @@ import tempfile
 
 import pytest
 
-from mailslot.variables import SETTINGS_KEYS, expand, referenced, user_values
+from mailslot.variables import (RECIPIENT_KEYS, SETTINGS_KEYS, UnsafeValueError, expand,
+                                expand_path, referenced, user_values)
 from tests.support import free_uid
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -212,3 +213,41 @@ def test_modifiers_match_dovecot_lda():
         assert ours == theirs
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --- expand_path: a recipient's value as a path component (issue 20.4) ---------------
+
+
+
+@pytest.mark.parametrize("user, template, location", [
+    ("..@ex.org", "maildir:/srv/vmail/%d/%n", True),
+    ("ex.org@.", "maildir:/srv/vmail/%d/%n", True),
+    ("user@..", "/srv/vmail/%d/%n", False),
+    ("bob", "/srv/vmail/%d/%n", False),                 # empty component
+    ("a/b@ex.org", "/srv/%n", False),
+    ("x%h@ex.org", "maildir:/srv/%n", True),
+    ("x@ex.org:INBOX=/elsewhere", "maildir:/srv/%d", True),
+    ("x\0y", "/srv/%u", False),
+    ("..", "/srv/%1u.", False),                         # %1u gives "." + "." = ".."
+])
+def test_unsafe_recipient_values_are_refused(user, template, location):
+    with pytest.raises(UnsafeValueError):
+        expand_path(template, user_values(user, "/h"), location=location)
+
+
+@pytest.mark.parametrize("user, template, location, want", [
+    ("ann@ex.org", "maildir:/srv/vmail/%d/%n", True, "maildir:/srv/vmail/ex.org/ann"),
+    ("x@ex.org:INBOX=e", "maildir:/srv/%d/%n", True, "maildir:/srv/ex.org::INBOX=e/x"),
+    ("..x@ex.org", "/srv/%n", False, "/srv/..x"),
+    ("bob", "/srv/%n%d", False, "/srv/bob"),              # an empty part of a component
+    ("ann", "%h/Maildir", False, "/h/Maildir"),           # home is not the recipient's
+    ("ann", "/srv/100%%/%n", False, "/srv/100%/ann"),
+])
+def test_safe_values_expand(user, template, location, want):
+    assert expand_path(template, user_values(user, "/h"), location=location) == want
+
+
+def test_quote_percent_keeps_a_names_percent_literal():
+    values = user_values("x%h", "/secret")
+    once = expand("pm-%u", values, quote_percent=RECIPIENT_KEYS)
+    assert once == "pm-x%%h" and expand(once, values) == "pm-x%h"

@@ -23,7 +23,6 @@ def static(args, **block):
 
 @pytest.mark.parametrize("name,expected", [
     ("ann@example.org", (5000, 5000, "/var/vmail/example.org/ann", {})),
-    ("bob", (5000, 5000, "/var/vmail//bob", {})),
     ("o'hara@example.org", (5000, 5000, "/var/vmail/example.org/o'hara", {})),
 ])
 def test_every_user_gets_the_template(name, expected):
@@ -72,23 +71,36 @@ def test_broken_templates_are_temporary(args, words):
         assert word in str(info.value)
 
 
-@pytest.mark.parametrize("name", ["..@..", "ann@..", "..", "ann@./x",
-                                  ".@example.org"])
-def test_dot_components_from_the_name_are_refused(name):
+# Issue 20.4: a recipient's value is a whole, safe path component or the name is
+# nobody here: "..@ex.org" would make /var/vmail/ex.org itself the home, "ex.org@."
+# the domain directory, "bob" (no domain) /var/vmail//bob = /var/vmail/bob.
+@pytest.mark.parametrize("name", ["..@..", "ann@..", "..", "ann@./x", ".@example.org",
+                                  "..@ex.org", "ex.org@.", "bob", "@ex.org",
+                                  "ann@a/b", "a/b@ex.org", "x%h@ex.org", "x%%h@ex.org",
+                                  "ann\0x@ex.org"])
+def test_unsafe_path_components_from_the_name_are_refused(name):
     warnings = []
     assert userdb.lookup(name, static(VMAIL), warnings=warnings) is None
-    assert any("refusing the home" in w for w in warnings)
+    assert any("refusing the home" in w for w in warnings), warnings
 
 
-def test_mail_location_is_checked_too():
-    args = "uid=5000 gid=5000 mail=maildir:/var/vmail/%n:INBOX=/x allow_all_users"
-    assert userdb.lookup("..", static(args)) is None
-    assert userdb.lookup("ann", static(args)).fields["mail"] == "maildir:/var/vmail/ann:INBOX=/x"
+@pytest.mark.parametrize("name", ["..", "x@ex.org:INBOX=/elsewhere", "x%h@ex.org"])
+def test_mail_location_is_checked_too(name):
+    args = "uid=5000 gid=5000 mail=maildir:/var/vmail/%d/%n:INBOX=/x allow_all_users"
+    warnings = []
+    assert userdb.lookup(name, static(args), warnings=warnings) is None
+    assert any("refusing the mail" in w for w in warnings), warnings
+    assert userdb.lookup("ann@a", static(args)).fields["mail"] == "maildir:/var/vmail/a/ann:INBOX=/x"
 
 
-def test_slash_in_a_value_is_cut():
-    user = userdb.lookup("ann@a/b", static(VMAIL))
-    assert user.home == "/var/vmail/a/ann"
+def test_a_colon_from_the_name_stays_inside_its_path():
+    """x@ex.org:INBOX=elsewhere must not add an INBOX= option to the location."""
+    from mailslot.storage.location import parse_mail_location
+    args = "uid=5000 gid=5000 mail=maildir:/var/vmail/%d/%n allow_all_users"
+    user = userdb.lookup("x@ex.org:INBOX=elsewhere", static(args))
+    assert user.fields["mail"] == "maildir:/var/vmail/ex.org::INBOX=elsewhere/x"
+    loc = parse_mail_location(user.fields["mail"], home="/h")
+    assert (loc.root, loc.inbox) == ("/var/vmail/ex.org:INBOX=elsewhere/x", None)
 
 
 def test_template_dots_are_allowed():

@@ -7,13 +7,16 @@ SCHEMA default), printable() (a name made safe for a log line) and template_fiel
 (static, sql, dovecot) import only this module, so no driver imports the walker that
 imports it.
 
-Errors: template_fields raises errors.UserdbError naming where a value does not expand.
+Errors: template_fields raises errors.UserdbError naming where a value does not expand,
+errors.UserUnknownError where a recipient's value cannot be the path component a
+field puts it in (issue 20.4; expand_field).
+
 Security: printable() bounds and escapes text that comes from a sender before a log
 line or error message carries it.
 """
 
 from mailslot import errors
-from mailslot.variables import expand
+from mailslot.variables import RECIPIENT_KEYS, UnsafeValueError, expand, expand_path
 
 
 class User:
@@ -58,7 +61,8 @@ def template_fields(template, values, where):
     """Parse "key=value key2=value2" (split on spaces), expanding each value.
 
     A key without '=' gets "". Raises errors.UserdbError naming where when a value
-    does not expand.
+    does not expand, errors.UserUnknownError when a recipient's value cannot be
+    part of the path a field builds (see expand_field).
     """
     fields = {}
     for item in template.split(" "):
@@ -70,7 +74,27 @@ def template_fields(template, values, where):
 
 
 def expand_field(value, values, where, key):
+    """Expand a userdb field's value for the user (values from user_values()).
+
+    home, mail and the settings that name files take a recipient's value only as a
+    safe path component (variables.expand_path: "..@ex.org", "ex.org@.", a '/', a
+    '%' are refused with errors.UserUnknownError, and a ':' in mail stays inside its
+    path); the other settings that are expanded again later get a recipient's '%'
+    as "%%", so that nothing from the name is ever expanded twice."""
+    from mailslot.config import PATH_TEMPLATES, USER_TEMPLATES
     try:
+        if key in ("mail", "mail_location"):
+            return expand_path(value, values, location=True)
+        if key == "home":
+            return expand_path(value, values)
+        if key in PATH_TEMPLATES:
+            return expand_path(value, values, separators="/;:", refuse=";")
+        if key in USER_TEMPLATES:
+            return expand(value, values, quote_percent=RECIPIENT_KEYS)
         return expand(value, values)
+    except UnsafeValueError as exc:
+        raise errors.UserUnknownError(
+            f"{where}: refusing the {key} built for user "
+            f"{printable(values.get('user', ''))}: {exc}") from None
     except ValueError as exc:
         raise errors.UserdbError(f"{where}: cannot expand field {key}: {exc}") from None

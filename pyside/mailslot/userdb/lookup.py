@@ -345,7 +345,12 @@ def _lookup_passwd_file(name, args, values, warnings):
             continue  # a passdb field
         key, eq, value = item[len("userdb_"):].partition("=")
         where = f"passwd-file {path}: user {username}"
-        fields[key] = expand_field(value, field_values, where, key) if eq else ""
+        try:
+            fields[key] = expand_field(value, field_values, where, key) if eq else ""
+        except errors.UserUnknownError as exc:
+            # userdb_mail=maildir:/srv/%d/%n for "user@..": this name is nobody.
+            warnings.append(str(exc))
+            return None
     return fields
 
 

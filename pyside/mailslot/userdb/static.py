@@ -20,17 +20,15 @@ let the MTA decide which recipients exist.
 Errors: a value that does not expand, a uid or gid name that does not exist (from
 userdb.lookup), a missing allow_all_users=yes: errors.UserdbError.
 
-Security: the recipient name is the sender's. As for per-domain passwd-files, each
-%value used in a field is cut at its first '/', and a home or mail location whose
-expansion has a "." or ".." path component that the template itself does not have
-(bob@.. with home=/var/vmail/%d/%n) is refused: the name is an unknown user here.
+Security: the recipient name is the sender's. A recipient's value in home, mail or
+a file-naming setting must make a whole, safe path component (userdb.expand_field,
+variables.expand_path): empty, ".", "..", or holding '/', '%' or NUL is refused
+(bob@.. or ..@ex.org with home=/var/vmail/%d/%n, or "bob" without a domain there):
+the name is an unknown user here. A ':' stays inside mail's path ("::").
 """
 
 from mailslot import errors
 from mailslot.userdb.common import template_fields
-
-# The fields that name a place on disk (checked for "." and ".." components).
-PATH_FIELDS = ("home", "mail")
 
 
 def lookup_static(name, args, values, warnings):
@@ -41,16 +39,11 @@ def lookup_static(name, args, values, warnings):
             "userdb static: cannot verify that a user exists without a passdb "
             "(mailslot has none): add allow_all_users=yes to args if every name the "
             "MTA hands over is a user, and put this userdb last")
-    # As Dovecot's path_fix(): a value never reaches past its own path component.
-    fixed = {k: (v.partition("/")[0] if isinstance(v, str) else v)
-             for k, v in values.items()}
-    fields = template_fields(template, fixed, "userdb static args")
-    for key in PATH_FIELDS:
-        if key in fields and _dot_components(fields[key]) > _dot_components(
-                _literal_part(template, key)):
-            warnings.append(f"userdb static: refusing the {key} built for user {name}")
-            return None
-    return fields
+    try:
+        return template_fields(template, values, "userdb static args")
+    except errors.UserUnknownError as exc:
+        warnings.append(str(exc))
+        return None
 
 
 def _split_args(args):
@@ -63,18 +56,3 @@ def _split_args(args):
         elif item:
             kept.append(item)
     return " ".join(kept), allow
-
-
-def _literal_part(template, key):
-    """The template text of field key (its value before expansion), or ""."""
-    for item in template.split(" "):
-        name, _, value = item.partition("=")
-        if name == key:
-            return value
-    return ""
-
-
-def _dot_components(path):
-    """How many "." and ".." components a path (or a mail location) has."""
-    return sum(part in (".", "..") for part in path.replace(":", "/").split("/"))
-
