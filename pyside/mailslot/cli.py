@@ -205,6 +205,11 @@ def main(argv=None):
 def report(text):
     """Write one line to stderr for the MTA's log."""
     line = " ".join(text.split())   # one line, whatever the reason carried
+    if not line.isprintable():
+        # A Sieve reject reason is the script's (or sender's) text: no control
+        # bytes or terminal escapes on the MTA's stderr (issue 20.9).
+        from .log import sanitize
+        line = sanitize(line)
     try:
         sys.stderr.write(f"{PROGRAM}: {line}\n")
         sys.stderr.flush()

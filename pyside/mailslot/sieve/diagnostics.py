@@ -13,8 +13,13 @@ started with a "sieve: info: started log at <time>." line.
 Errors: writing the user log never fails a delivery: an OSError there is handed to
 the admin log callback and the lines go nowhere else.
 
-Security: message texts may quote script content (sanitized by the callers to
-printable characters and bounded length).
+Security: messages quote script content and run-time values (the `error`
+command's text, a mailbox name made from a header), so a line may hold any
+character. The collector keeps them as they are (sieve-test prints them raw, as
+Pigeonhole's does); write_user_log() writes every control character (C0, DEL,
+C1, U+2028/9) and every byte that was not UTF-8 as "?" (log.sanitize, Dovecot's
+str_sanitize rule), so a script cannot forge a line or send terminal escapes
+through the user's log.
 """
 
 import os
@@ -88,8 +93,11 @@ def write_user_log(path, lines, admin_log=None):
                     pass
                 fd = os.open(path, flags | os.O_TRUNC, 0o600)
             stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
+            # why: one entry per line -- no control character (a newline would
+            # forge a line) or terminal escape from the script reaches the file.
+            from ..log import sanitize
             data = f"sieve: info: started log at {stamp}.\n" + "".join(
-                line + "\n" for line in lines)
+                sanitize(line) + "\n" for line in lines)
             os.write(fd, data.encode("utf-8", "surrogateescape"))
         finally:
             if fd >= 0:
