@@ -72,8 +72,16 @@ build: $(VENV)/.stamp
 demo: build
 	$(VPY) demo/run_demo.py
 
-test: build deps-test
+test: build deps-test pigeonhole-suite
 	$(VPY) -m pytest -q
+
+# Pigeonhole 0.5.19's own Sieve test suite (tests/pigeonhole), from Debian's source
+# package of dovecot through a private deb-src list; cached in build/pigeonhole.
+.PHONY: pigeonhole-suite
+pigeonhole-suite:
+	@if [ "$$(id -u)" = 0 ] || [ -d build/pigeonhole/dovecot-2.3-pigeonhole-0.5.19/tests ]; then \
+	  tests/pigeonhole/fetch-suite.sh build/pigeonhole; \
+	else echo "run make as root once to fetch Pigeonhole's test suite (apt-get source)"; exit 1; fi
 
 # The benchmark matrix (docs/benchmarks.md): both sides on identical inputs, with
 # plots (matplotlib, into .venv). bench-quick is the one-minute run a test uses.

@@ -6,6 +6,8 @@
     mailslot user [-c FILE] USER       print what the userdb says of USER
     mailslot sieve-test ...            run a Sieve script on a message (Pigeonhole's
     mailslot sievec SCRIPT             layout); compile and check a script
+    mailslot sieve-testsuite FILE      run one of Pigeonhole's .svtest files
+                                       (vnd.dovecot.testsuite, test-only)
 
 Errors: a bad configuration prints the ConfigError (file, line, key) and exits 75,
 as the delivery would; a usage mistake exits 64.
@@ -21,7 +23,8 @@ from .errors import EX_USAGE, MailslotError, exit_code_for
 USAGE = """usage: mailslot config [-c FILE] [-n]
        mailslot user [-c FILE] USER
        mailslot sieve-test [options] SCRIPT MESSAGE
-       mailslot sievec SCRIPT"""
+       mailslot sievec SCRIPT
+       mailslot sieve-testsuite [-F] [--json] FILE.svtest"""
 
 
 def main(argv=None):
@@ -42,6 +45,9 @@ def main(argv=None):
         if command == "sievec":
             from .sieve.tool import sievec_main
             return sievec_main(rest)
+        if command == "sieve-testsuite":
+            from .testsuite.tool import main as testsuite_main
+            return testsuite_main(rest)
     except MailslotError as exc:
         print(f"mailslot {command}: {exc}", file=sys.stderr)
         return exit_code_for(exc)
