@@ -31,8 +31,11 @@ def register():
     from . import commands, runtime
     name = runtime.EXTENSION
     if name not in extensions.EXTENSIONS:
+        # The validator loads the first module, the interpreter dispatches to
+        # the handlers of the last (as for <ext>, <ext>_runtime).
         extensions._MODULES["testsuite"] = commands
-        extensions.EXTENSIONS[name] = ("testsuite",)
+        extensions._MODULES["testsuite_runtime"] = runtime
+        extensions.EXTENSIONS[name] = ("testsuite", "testsuite_runtime")
     return name
 
 
