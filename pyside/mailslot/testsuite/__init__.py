@@ -18,10 +18,9 @@ Test-only: the extension is not in sieve.extensions.EXTENSIONS. Only tool.py
 registers it, in its own process, so `require "vnd.dovecot.testsuite"` is an
 unknown capability to every delivery and to sieve-test / sievec.
 
-Outgoing mail (redirect, reject, vacation, notify) is captured, never sent:
-redirect as the message itself; the other responses need the composition code
-of the outgoing-mail work, so a block that reads one with `test_message :smtp`
-is reported SKIPPED with that reason until that code exists.
+Outgoing mail (redirect, reject, vacation, notify) is composed by mailslot's
+own outgoing-mail code (mailslot.send: OutgoingMail with a CaptureTransport)
+and captured, never sent; test_message :smtp N reads it back.
 
 Security: this runs test scripts as the caller, writes nothing outside its own
 temporary directory (none at all: the mail store is in memory) and is never

@@ -40,8 +40,6 @@ EXTENSION = "vnd.dovecot.testsuite"
 DEFAULT_MESSAGE = (b"From: sender@example.com\nTo: recipient@example.org\n"
                    b"Subject: Frop!\n\nFriep!\n")
 
-NO_COMPOSITION = ("reading a %s message needs the outgoing-mail composition "
-                  "(vacation/reject/notify), which mailslot does not have yet")
 
 
 class TestFailed(Exception):
@@ -75,7 +73,7 @@ class CapturingDiagnostics(Diagnostics):
 
 
 class Outgoing:
-    """A captured outgoing message: data None when mailslot cannot compose it."""
+    """A captured outgoing message (composed by mailslot's send package)."""
 
     def __init__(self, kind, sender, recipient, data):
         self.kind = kind
@@ -137,9 +135,10 @@ class Suite:
 
     # -- messages and envelope ------------------------------------------------------
 
-    def set_message(self, data, sender=None, recipient=None):
+    def set_message(self, data, envelope=None):
         """Make data the current message; the envelope comes from its header
-        unless given (test_message :smtp gives the captured envelope)."""
+        unless given as (sender, recipient) (test_message :smtp gives the
+        captured envelope; a sender None is <>)."""
         from ..sieve.runner import Envelope
         from ..sieve.tool import default_envelope
         ctx = self.ctx
@@ -147,10 +146,9 @@ class Suite:
         ctx.message = MessageView(raw)
         ctx.address_cache = {}
         env_from, env_to, env_orig = default_envelope(raw)
-        if sender is not False:
-            env_from = sender if sender is not None else env_from
-        if recipient is not None:
-            env_to = env_orig = recipient
+        if envelope is not None:
+            env_from, env_to = envelope
+            env_orig = env_to
         ctx.envelope = Envelope(env_from, env_to, env_orig, self.user)
 
     def message_bytes(self, header_fields=None):
@@ -235,17 +233,8 @@ class Suite:
                 data = self.message_bytes(d.get("header_fields"))
                 if not self.store(d["mailbox"], data, create="create" in effects):
                     ok = False
-            elif kind == "redirect":
-                # Redirect sends the message itself (RFC 5228 4.2).
-                self.outbox.append(Outgoing("redirect", self.ctx.envelope.sender,
-                                            parse_path(d["address"]),
-                                            self.message_bytes()))
-            elif kind in ("reject", "ereject", "vacation", "notify"):
-                if kind == "vacation" and not d.get("send"):
-                    continue
-                if kind == "ereject":
-                    continue
-                self.outbox.append(Outgoing(kind, None, None, None))
+            elif kind in ("redirect", "reject", "vacation", "notify"):
+                self.send(kind, d, action)
         if not ok or (not keep_done and not self.implicit_done and
                       result.implicit_keep(None)):
             self.implicit_done = True
@@ -253,6 +242,37 @@ class Suite:
         result.last_seq = result.exec_seq
         result.exec_seq += 1
         return ok
+
+    def send(self, kind, d, action):
+        """Compose what an action sends with mailslot's outgoing-mail code and
+        capture it (one outbox entry per recipient, as Pigeonhole's testsuite)."""
+        import io
+        from ..send.compose import Original
+        from ..send.outgoing import OutgoingMail
+        from ..send.transport import CaptureTransport
+        env = self.ctx.envelope
+        to = _path(env.recipient)
+        transport = CaptureTransport()
+        out = OutgoingMail(self.conf, log=_Log(self.log), transport=transport,
+                           clock=lambda: self.ctx.now, hostname=TEST_HOSTNAME,
+                           envelope={"from": _path(env.sender), "to": to,
+                                     "orig_to": _path(env.orig_recipient) or to},
+                           user_address=self.conf.get("sieve_user_email") or to,
+                           dry_run=True)
+        data = self.message_bytes(d.get("header_fields"))
+        original = Original.from_message(RawMessage(data))
+        if kind == "redirect":
+            if out.redirect_loop(original, d["address"]) is None:
+                out.redirect(original, io.BytesIO(data), d["address"])
+        elif kind == "reject":
+            out.reject(original, d["reason"])
+        elif kind == "vacation":
+            out.vacation(original, d)
+        else:
+            out.notify(original, d)
+        for sender, recipients, message in transport.sent:
+            for rcpt in recipients:
+                self.outbox.append(Outgoing(kind, _addr(sender), _addr(rcpt), message))
 
     # -- scripts --------------------------------------------------------------------
 
@@ -365,6 +385,39 @@ class Suite:
             it = it.parent
 
 
+TEST_HOSTNAME = "testsuite.example.com"
+
+
+def _path(addr):
+    """An envelope Address as text ("" for <>)."""
+    if addr is None:
+        return ""
+    return "%s@%s" % (addr.localpart, addr.domain) if addr.domain else addr.localpart
+
+
+def _addr(text):
+    try:
+        return parse_path(text or "")
+    except AddressError:
+        return None
+
+
+class _Log:
+    """The outgoing-mail log, into the test log (errors are test_error's)."""
+
+    def __init__(self, diag):
+        self.diag = diag
+
+    def info(self, text):
+        pass
+
+    def warning(self, text):
+        self.diag.warning("", text)
+
+    def error(self, text):
+        self.diag.error("", text)
+
+
 class TestContext(RunContext):
     """The run context of a test file: ${tst.path} is the file's directory."""
 
@@ -445,9 +498,7 @@ def _message(it, op):
         if index >= len(suite.outbox):
             return False, "no outgoing SMTP message with index %d" % index
         msg = suite.outbox[index]
-        if msg.data is None:
-            raise Skip(NO_COMPOSITION % msg.kind)
-        suite.set_message(msg.data, sender=msg.sender, recipient=msg.recipient)
+        suite.set_message(msg.data, envelope=(msg.sender, msg.recipient))
         return True, ""
     folder = it.expand(folder)
     key = suite._folder_key(folder)
@@ -476,7 +527,9 @@ def run_message_print(it, op):
 
 
 def run_result_reset(it, op):
+    # The command (not test_script_run's reset) also forgets the sent mail.
     it.ctx.suite.reset_result(it)
+    it.ctx.suite.outbox = []
 
 
 def run_result_print(it, op):
