@@ -13,7 +13,11 @@ Errors: a bad configuration prints the ConfigError (file, line, key) and exits 7
 as the delivery would; a usage mistake exits 64.
 
 Security: runs as whoever calls it; it reads settings and user data but changes
-nothing except the settings cache, which it writes only where the caller may.
+nothing except the settings cache, which it writes only where the caller may, in
+the directory it opened the file from (openat/renameat, keyed on that open file).
+As root it refuses a configuration whose path another user could change (a
+directory or the file not root's, writable by others, or a symlink): every user
+trusts a root-owned cache (config.py, "the cache").
 """
 
 import sys

@@ -6,15 +6,20 @@ userdb fields (apply_overrides(..., source="userdb")), -o key=value.
 
 The pipe path must not pay for a YAML parser on every message, so a validated copy of
 the parsed file is cached beside it (".<name>.cache") in a line format read without
-any import, keyed on the file's device, inode, size, mtime and ctime. The cache is
-used only when it is a regular file owned by root or by us and writable by nobody
-else; its values pass the same validation as the YAML, so a corrupt or forged cache
-can at worst yield settings that the file itself could have said. It is written only
-where the running user may write (the admin's `mailslot config` refreshes the one
-beside a root-owned file).
+any import, keyed on the opened file's device, inode, size, mtime and ctime. The
+directory and the file are opened once and the key, the YAML and the cache all go
+through those descriptors (openat/renameat), so swapping a symlink between the steps
+cannot pair one file's key with another's settings. The cache is used only when it
+is a regular file owned by root or by us, writable by nobody else, and read whole
+(at most CACHE_MAX_BYTES, else the YAML is parsed); its values pass the same
+validation as the YAML. It is written only where the running user may write. As
+root (the admin's `mailslot config` or `mailslot user -c`, whose cache every user
+then trusts), a file whose path another user could change -- a directory on the way
+or the file not root's or writable by others, a symlink anywhere -- is refused.
 
 Errors: every problem is a ConfigError naming the file, the line and the key: an
-unknown key, a bad value, an unknown %variable, unreadable YAML. ConfigError is a
+unknown key, a bad value, an unknown %variable, unreadable YAML, a file root must
+refuse. ConfigError is a
 temporary failure (75): a typo must never bounce mail.
 """
 
@@ -158,30 +163,35 @@ def load_settings(path=None, *, use_cache=True):
     """Load and validate the settings file at path (default DEFAULT_CONFIG_PATH).
 
     A missing default file means the built-in defaults; a missing file named with
-    -c is an error.
+    -c is an error. The directory and the file are opened once: the cache key, the
+    YAML and the cache all come from those open descriptors (see "the cache").
     """
     explicit = path is not None
     path = path or DEFAULT_CONFIG_PATH
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        if explicit:
-            raise _error("configuration file not found", path) from None
+    opened = _open_config(path, explicit)
+    if opened is None:
         return default_settings()
-    except OSError as exc:
-        raise _error(f"cannot stat configuration: {exc.strerror}", path) from None
-    key = _cache_key(st)
-    if use_cache:
-        cached = _read_cache(path, key)
-        if cached is not None:
-            return cached
-    values = _parse_yaml_file(path)
-    settings = default_settings()
-    for name, (value, line) in values.items():
-        _apply(settings, name, value, path=path, line=line, from_text=False)
-    if use_cache:
-        _write_cache(path, key, settings)
-    return settings
+    dir_fd, fd, st = opened
+    try:
+        key = _cache_key(st)
+        cache_name = _cache_name(path)
+        if use_cache:
+            cached = _read_cache(dir_fd, cache_name, key)
+            if cached is not None:
+                return cached
+        _step("file-opened")
+        values = _parse_yaml(_read_config(fd, path), path)
+        settings = default_settings()
+        for name, (value, line) in values.items():
+            _apply(settings, name, value, path=path, line=line, from_text=False)
+        # Cache only what was read from a file that did not change meanwhile.
+        if use_cache and _cache_key(os.fstat(fd)) == key:
+            _step("before-cache-write")
+            _write_cache(dir_fd, cache_name, key, settings)
+        return settings
+    finally:
+        os.close(fd)
+        os.close(dir_fd)
 
 
 def apply_overrides(settings, pairs, *, source):
@@ -365,13 +375,8 @@ def _error(message, path, line=None, key=None):
 
 # -- YAML -----------------------------------------------------------------------------
 
-def _parse_yaml_file(path):
-    """Return {key: (python value, line)} for the top-level mapping of a YAML file."""
-    try:
-        with open(path, "rb") as f:
-            text = f.read()
-    except OSError as exc:
-        raise _error(f"cannot read configuration: {exc.strerror}", path) from None
+def _parse_yaml(text, path):
+    """Return {key: (python value, line)} for the top-level mapping of YAML text."""
     from .sitepath import enable_site_packages
     enable_site_packages()
     import yaml
@@ -404,31 +409,176 @@ def _parse_yaml_file(path):
         loader.dispose()
 
 
-# -- the cache ------------------------------------------------------------------------
+# -- opening the file, and the cache ----------------------------------------------------
+#
+# Root runs `mailslot config` / `mailslot user -c` to refresh a cache every user then
+# trusts (issue 20.2: a user who flips a symlinked directory between the steps must
+# not get a root-owned cache with their mail_location under the real file's key). So
+# the directory is opened once and everything happens relative to that descriptor:
+# the key is the opened file's fstat, the YAML is read from the same descriptor, the
+# cache is read with openat and written with openat + renameat in that directory.
+# As root, the directory is reached from "/" one component at a time without
+# following a symlink, every directory on the way and the file must be root's and
+# writable by no one else (a sticky directory such as /tmp excepted: its root-owned
+# entries cannot be replaced), else the file is refused (ConfigError).
 
-def _cache_path(path):
+# A settings cache is a few KiB; a larger one is refused (the YAML is parsed) rather
+# than read in part. The YAML file itself is bounded too.
+CACHE_MAX_BYTES = 4 * 1024 * 1024
+CONFIG_MAX_BYTES = 16 * 1024 * 1024
+_S_IFMT, _S_IFREG, _S_IFDIR, _S_ISVTX = 0o170000, 0o100000, 0o040000, 0o1000
+# Tests set this to a function of one step name, called between the steps that open
+# and use the files (they swap symlinks there); None in production.
+_step_hook = None
+
+
+def _step(name):
+    if _step_hook is not None:
+        _step_hook(name)
+
+
+def _open_config(path, explicit):
+    """Return (directory fd, file fd, file stat) for path, or None when the default
+    file does not exist. Raises ConfigError for anything else."""
     head, _, name = path.rpartition("/")
-    return f"{head}/.{name}.cache" if head else f".{name}.cache"
+    if not head:
+        head = "/" if path.startswith("/") else "."
+    if not name or name in (".", ".."):
+        raise _error("not a file name", path)
+    as_root = os.geteuid() == 0
+    try:
+        dir_fd = _open_root_directory(head, path) if as_root else \
+            os.open(head, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if explicit:
+            raise _error("configuration file not found", path) from None
+        return None
+    except OSError as exc:
+        raise _error(f"cannot open the configuration's directory: {exc.strerror}",
+                     path) from None
+    try:
+        _step("directory-opened")
+        # Root follows no symlink here: the file must be where the path says.
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if as_root else 0)
+        try:
+            fd = os.open(name, flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            if explicit:
+                raise _error("configuration file not found", path) from None
+            os.close(dir_fd)
+            return None
+        except OSError as exc:
+            import errno
+            if as_root and exc.errno == errno.ELOOP:     # O_NOFOLLOW met a symlink
+                raise _error("refusing a symlink as root (name the file itself)",
+                             path) from None
+            raise _error(f"cannot open configuration: {exc.strerror}", path) from None
+        st = os.fstat(fd)
+        if st.st_mode & _S_IFMT != _S_IFREG:
+            os.close(fd)
+            raise _error("not a regular file", path)
+        if as_root and (st.st_uid != 0 or st.st_mode & 0o022):
+            os.close(fd)
+            raise _error(f"refusing as root: the file is owned by uid {st.st_uid} or "
+                         "writable by others, so another user can change it", path)
+        return dir_fd, fd, st
+    except BaseException:
+        os.close(dir_fd)
+        raise
+
+
+def _open_root_directory(head, path):
+    """Open directory head as root: from "/" one component at a time, no symlink
+    followed, each directory root's and writable by no one else (sticky ones
+    excepted). Raises ConfigError when another user could change the path."""
+    if not head.startswith("/"):
+        head = os.getcwd().rstrip("/") + "/" + head
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    shown = ""
+    try:
+        _check_root_directory(fd, "/", path, sticky_ok=False)
+        parts = [p for p in head.split("/") if p and p != "."]
+        for i, part in enumerate(parts):
+            if part == "..":
+                raise _error("refusing '..' in the path as root", path)
+            shown += "/" + part
+            try:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                              | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                import errno
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):   # a symlink (or a file)
+                    raise _error(f"refusing as root: {shown} is a symlink or not a "
+                                 "directory (name the real path)", path) from None
+                raise
+            os.close(fd)
+            fd = nxt
+            _check_root_directory(fd, shown, path, sticky_ok=True)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_root_directory(fd, shown, path, *, sticky_ok):
+    st = os.fstat(fd)
+    writable = st.st_mode & 0o022
+    if st.st_uid != 0 or (writable and not (sticky_ok and st.st_mode & _S_ISVTX)):
+        raise _error(f"refusing as root: {shown} is owned by uid {st.st_uid} or "
+                     "writable by others, so another user can change the path", path)
+
+
+def _read_whole(fd, limit):
+    """All of fd's bytes, or None when there are more than limit."""
+    chunks, size = [], 0
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+
+
+def _read_config(fd, path):
+    try:
+        data = _read_whole(fd, CONFIG_MAX_BYTES)
+    except OSError as exc:
+        raise _error(f"cannot read configuration: {exc.strerror}", path) from None
+    if data is None:
+        raise _error(f"larger than {CONFIG_MAX_BYTES} bytes", path)
+    return data
+
+
+def _cache_name(path):
+    return f".{path.rpartition('/')[2]}.cache"
 
 
 def _cache_key(st):
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
-def _read_cache(path, key):
+def _read_cache(dir_fd, cache_name, key):
     try:
-        fd = os.open(_cache_path(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(cache_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
     except OSError:
         return None
     try:
         st = os.fstat(fd)
         # Trust only a regular file that root or we own and nobody else can write.
-        if (st.st_mode & 0o170000) != 0o100000 or st.st_uid not in (0, os.geteuid()) \
+        if (st.st_mode & _S_IFMT) != _S_IFREG or st.st_uid not in (0, os.geteuid()) \
                 or st.st_mode & 0o022:
             return None
-        data = os.read(fd, 1 << 20)
+        # Read whole, or not at all: a cut cache would read "43000" as "43".
+        data = _read_whole(fd, CACHE_MAX_BYTES)
+    except OSError:
+        return None
     finally:
         os.close(fd)
+    if data is None:
+        return None
     lines = data.decode("utf-8", "replace").split("\n")
     if len(lines) < 2 or lines[0] != CACHE_FORMAT or lines[1] != key:
         return None
@@ -482,24 +632,28 @@ def serialize_settings(settings):
     return out
 
 
-def _write_cache(path, key, settings):
-    cache = _cache_path(path)
-    head = cache.rpartition("/")[0] or "."
-    if not os.access(head, os.W_OK):
-        return
-    body = "\n".join([CACHE_FORMAT, key] + serialize_settings(settings)) + "\n"
-    tmp = f"{cache}.{os.getpid()}.tmp"
+def _write_cache(dir_fd, cache_name, key, settings):
+    """Write the cache in the opened directory: a new file, then renameat."""
+    body = ("\n".join([CACHE_FORMAT, key] + serialize_settings(settings)) + "\n").encode("utf-8")
+    tmp = f"{cache_name}.{os.getpid()}.tmp"
     try:
-        # Atomic replace: a reader sees the old cache or the new one, never half.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644, dir_fd=dir_fd)
+    except OSError:
+        return                              # not ours to write (or read-only): no cache
+    try:
         try:
-            os.write(fd, body.encode("utf-8"))
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view):]
         finally:
             os.close(fd)
-        os.rename(tmp, cache)
+        # Atomic replace, in the same directory: a reader sees the old cache or the
+        # new one, never half, and never one in another directory.
+        os.rename(tmp, cache_name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         except OSError:
             pass
 
