@@ -13,7 +13,7 @@ BUILD=${1:-build/pigeonhole}
 TARBALL=dovecot_2.3.19.1+dfsg1.orig-pigeonhole.tar.gz
 SUITE_DIR=dovecot-2.3-pigeonhole-0.5.19
 
-if [ -f "$BUILD/$SUITE_DIR/tests/testsuite.svtest" ]; then
+if [ -f "$BUILD/$SUITE_DIR/tests/testsuite.svtest" ] && [ -d "$BUILD/$SUITE_DIR/examples" ]; then
     exit 0
 fi
 mkdir -p "$BUILD/apt/lists/partial" "$BUILD/apt/cache/archives/partial" "$BUILD/apt/etc"
@@ -51,5 +51,7 @@ SRC
     /usr/lib/apt/apt-helper $APT download-file "$url" "$BUILD/$TARBALL.part" "$hash"
     mv "$BUILD/$TARBALL.part" "$BUILD/$TARBALL"
 fi
-tar -xzf "$BUILD/$TARBALL" -C "$BUILD" "$SUITE_DIR/tests" "$SUITE_DIR/src/testsuite"
+# examples/: tests/execute/examples.svtest compiles and runs them.
+tar -xzf "$BUILD/$TARBALL" -C "$BUILD" "$SUITE_DIR/tests" "$SUITE_DIR/examples" \
+    "$SUITE_DIR/src/testsuite"
 test -f "$BUILD/$SUITE_DIR/tests/testsuite.svtest"

@@ -34,6 +34,7 @@ SKIPS = os.path.join(HERE, "skips.txt")
 # Pigeonhole runs these expecting every test to fail (its Makefile: -F).
 EXPECT_FAILURE_DIR = "failures/"
 
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
 _BLOCK = re.compile(r'^\s*test\s+"((?:[^"\\]|\\.)*)"\s*\{?\s*$', re.M)
 
 
@@ -47,9 +48,10 @@ def suite_files():
 
 
 def static_blocks(rel):
-    """The test blocks of a file from its source: [(index, name)]."""
+    """The test blocks of a file from its source: [(index, name)] (those in
+    bracketed comments do not count)."""
     with open(os.path.join(TESTS, rel), encoding="utf-8", errors="replace") as fh:
-        text = fh.read()
+        text = _COMMENT.sub("", fh.read())
     return [(i, m.group(1)) for i, m in enumerate(_BLOCK.finditer(text), 1)]
 
 

@@ -179,7 +179,20 @@ class Suite:
     def create_mailbox(self, name):
         self.folders.setdefault(self._folder_key(name), [])
 
-    def store(self, name, data, create=False):
+    def store(self, name, data, flags=(), create=False):
+        """File data (with IMAP flags) into a mailbox of the in-memory store;
+        False (with the error in the log) when it cannot be, as Dovecot's
+        Maildir with "." as separator would refuse it."""
+        from ..errors import MailboxNameError
+        from ..mailbox_name import split_mailbox_name
+        try:
+            split_mailbox_name(name, prefix="", separator=".")
+            if "/" in name:
+                raise MailboxNameError("'/' is not allowed in a mailbox name")
+        except MailboxNameError as exc:
+            self.log.error("", "failed to store into mailbox '%s': Invalid mailbox "
+                           "name: %s" % (name, exc))
+            return False
         key = self._folder_key(name)
         if key not in self.folders:
             if not create:
@@ -187,7 +200,7 @@ class Suite:
                                "Mailbox doesn't exist: %s" % (name, name))
                 return False
             self.folders[key] = []
-        self.folders[key].append(data)
+        self.folders[key].append((data, list(flags)))
         return True
 
     # -- the result -----------------------------------------------------------------
@@ -226,19 +239,27 @@ class Suite:
                 continue
             self.executed.add(id(action))
             d = action.to_dict(result)
-            effects = {e.to_dict(result)["type"] for e in action.effects}
+            effects = {}
+            for effect in action.effects:
+                ed = effect.to_dict(result)
+                effects[ed["type"]] = ed
+            flags = effects.get("flags", {}).get("flags", ())
             kind = d["type"]
             if kind in ("store", "keep"):
                 keep_done = keep_done or kind == "keep"
                 data = self.message_bytes(d.get("header_fields"))
-                if not self.store(d["mailbox"], data, create="create" in effects):
+                if not self.store(d["mailbox"], data, flags, create="create" in effects):
                     ok = False
             elif kind in ("redirect", "reject", "vacation", "notify"):
                 self.send(kind, d, action)
         if not ok or (not keep_done and not self.implicit_done and
                       result.implicit_keep(None)):
             self.implicit_done = True
-            self.store(result.default_mailbox, self.message_bytes())
+            flags = []
+            for effect in result.implicit_effects:
+                if effect.name == "flags":
+                    flags = list(effect.resolve(result))
+            self.store(result.default_mailbox, self.message_bytes(), flags)
         result.last_seq = result.exec_seq
         result.exec_seq += 1
         return ok
@@ -505,7 +526,10 @@ def _message(it, op):
     mails = suite.folders.get(key, [])
     if index >= len(mails):
         return False, "no message in folder '%s' with index %d" % (folder, index)
-    suite.set_message(mails[index])
+    data, flags = mails[index]
+    suite.set_message(data)
+    # imap4flags starts from the flags the message has in its mailbox.
+    it.ctx.result.internal_flags = list(flags)
     return True, ""
 
 
