@@ -1,5 +1,5 @@
 # bob's Sieve script for make demo: list mail filed by List-Id, +detail folders,
-# a flag and a keyword on invoices, and one sender refused.
+# a flag and a keyword on invoices, and one sender refused (the rejection is mailed).
 require ["fileinto", "envelope", "subaddress", "variables", "imap4flags", "mailbox",
          "reject"];
 
@@ -9,7 +9,8 @@ if header :matches "List-Id" "*<*.*>*" {
     stop;
 }
 
-# This sender is refused: the MTA returns the reason to it.
+# This sender is refused: the rejection is mailed back to it (an MDN, as Dovecot
+# sends it).
 if address :is "from" "offers@spam.example" {
     reject "This address does not accept offers.";
     stop;

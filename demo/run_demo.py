@@ -14,7 +14,9 @@ The engine is installed as a package would install it (`make install
 DESTDIR=demo/out/root`). Each message in demo/messages/ is handed over with the
 arguments Postfix's pipe transport uses (`-f ${sender} -a ${recipient}
 -d ${user} -m ${extension}`). Then the Maildirs and their dovecot-uidlist files are
-read back and summarised.
+read back and summarised. Mail the engine sends (bob's Sieve rejection, alice's
+vacation reply) goes to a small SMTP server this script starts on 127.0.0.1
+(submission_host), and is shown whole.
 
 Run as an ordinary user, there is no relay (it needs root to install): the engine is
 run directly as that user, into demo/out/vmail/<you>/Maildir.
@@ -52,9 +54,10 @@ ENVELOPES = {
     "03-8bit.eml": ("juergen@example.de", "alice@example.org", 0),
     "04-detail.eml": ("announce-bounces@lists.example.com", "bob+lists@example.org", 0),
     "05-invoice.eml": ("orders@shop.example.com", "bob+Shopping@example.org", 0),
-    "06-offer.eml": ("offers@spam.example", "bob@example.org", 77),
+    "06-offer.eml": ("offers@spam.example", "bob@example.org", 0),
+    "07-question.eml": ("carol@example.net", "alice@example.org", 0),
 }
-SIEVE_USERS = ("bob",)          # users given demo/<user>.sieve as ~/.dovecot.sieve
+SIEVE_USERS = ("bob", "alice")  # users given demo/<user>.sieve as ~/.dovecot.sieve
 
 CONFIG_TEXT = """\
 # mailslot demo configuration (made by demo/run_demo.py)
@@ -67,6 +70,9 @@ recipient_delimiter: "+"
 lda_mailbox_autocreate: yes
 lda_mailbox_autosubscribe: yes
 first_valid_uid: {first_uid}
+hostname: mx.example.org
+postmaster_address: postmaster@example.org
+submission_host: {sink}
 userdb:
   - driver: passwd-file
     args: {users}
@@ -88,8 +94,28 @@ caller_mail_path = no
 
 
 def main():
+    sys.path.insert(0, REPO)
+    from tests.send.smtpsink import SmtpSink
+    with SmtpSink() as sink:
+        code = deliver_all(sink)
+        if code == 0:
+            show_sent(sink)
+        return code
+
+
+def show_sent(sink):
+    """Print what the engine sent to the SMTP sink, envelope first."""
+    print(f"Mail the engine sent (to the demo's SMTP server on {sink.address}):\n")
+    for mail in sink.wait(2):
+        print(f"  MAIL FROM:<{mail.sender}> RCPT TO:{', '.join(f'<{r}>' for r in mail.recipients)}")
+        for line in mail.data.decode("utf-8", "replace").split("\n"):
+            print("  | " + line)
+        print()
+
+
+def deliver_all(sink):
     as_root = os.geteuid() == 0
-    prepare(as_root)
+    prepare(as_root, sink.address)
     caller = pwd.getpwnam("nobody") if as_root else pwd.getpwuid(os.getuid())
     if as_root:
         import stat
@@ -118,7 +144,7 @@ def main():
     return 0
 
 
-def prepare(as_root):
+def prepare(as_root, sink_address):
     """Install the engine (and relay), write configuration, make the users' homes."""
     if os.path.isdir(OUT):
         shutil.rmtree(OUT)
@@ -139,12 +165,14 @@ def prepare(as_root):
         script = os.path.join(HERE, f"{name}.sieve")
         if name in SIEVE_USERS or (not as_root and os.path.exists(script)):
             target = os.path.join(home, ".dovecot.sieve")
-            shutil.copy(os.path.join(HERE, "bob.sieve"), target)
+            shutil.copy(script if os.path.exists(script)
+                        else os.path.join(HERE, "bob.sieve"), target)
             if as_root:
                 os.chown(target, uid, gid)
     write(USERS, "".join(lines))
     first_uid = min(uid for uid, _ in users.values())
-    write(CONFIG, CONFIG_TEXT.format(users=USERS, first_uid=first_uid))
+    write(CONFIG, CONFIG_TEXT.format(users=USERS, first_uid=first_uid,
+                                     sink=sink_address))
     if not as_root:
         return
     # The relay reads its policy from a path fixed at build time: build a copy whose

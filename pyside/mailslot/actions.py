@@ -1,4 +1,4 @@
-"""Carrying out a Sieve result: the local actions into storage, the rest logged.
+"""Carrying out a Sieve result: the local actions into storage, then the mail it sends.
 
 perform(result, ...) files the message as the result says: every store (fileinto)
 and keep into its mailbox with its flags, creating a mailbox for :create or when
@@ -7,36 +7,61 @@ status is not "success" keeps the message in the default mailbox (implicit keep)
 as Pigeonhole does. A store that fails falls back to INBOX: a message is never
 dropped because a folder was missing or broken.
 
-Sending is a later issue: redirect, vacation and notify are decided by the script
-and logged here, not sent. So that nothing is lost, a redirect that would have
-cancelled the implicit keep keeps the message instead. A reject with nothing filed
-raises RejectedError: with -e the reason goes to stderr with exit 77; without -e
-too, for now, so that the MTA returns the reason to the sender (dovecot-lda would
-send the rejection itself).
+Then the mail the script asked for goes out through the delivery's sender
+(send/outgoing.OutgoingMail): redirects, the vacation reply, notifications, or the
+rejection when nothing was filed. Saving comes first so that a send that fails
+after a copy is saved is only logged (the saved copy stands); a send that fails
+while nothing is saved is a temporary failure (SendError, 75), and the duplicate
+database keeps the MTA's retry from sending twice what already went out. Before
+anything is saved the transport is checked (no_new_privs with sendmail_path is
+refused then, not half-way). A redirect that would loop (send/redirect.py) is not
+sent and the message is kept instead. Sieve's duplicate marks are recorded when the
+run succeeded.
+
+Without a sender (sender=None) nothing is sent: redirect and vacation are logged
+and a redirect keeps the message, as before outgoing mail existed.
+
+A reject with nothing filed: with -e (or for ereject) RejectedError, the reason on
+stderr and exit 77 (the MTA refuses the message in its own dialogue); otherwise
+the rejection report is mailed to the sender (never to <> or for auto-submitted
+mail) and the delivery succeeds with nothing saved, as dovecot-lda does.
 
 Errors: StorageError when not even INBOX can take the message (temporary);
-RejectedError for a reject.
+RejectedError for -e and ereject; SendError as above.
 
 Security: mailbox names come from the user's script; they pass through the same
 validation as -m (deliver.mailbox_components), so none writes outside the mail root.
 """
 
-from .errors import MailboxNameError, RejectedError, StorageError
+from .errors import MailboxNameError, RejectedError, SendError, StorageError
+
+_SENDING = ("redirect", "vacation", "notify", "reject")
 
 
 def perform(result, storage, message, *, settings, opts, log, save_to, keep,
-            components):
+            components, sender=None, duplicates=None):
     """Carry out result; return the SaveResults of the copies saved ([] if none).
 
     The delivery passes its own steps in, so filing follows one set of rules:
     save_to (save into mailbox components, creating when allowed), keep (save into
     a mailbox name with the fallback to INBOX) and components (a name in the user's
-    namespace -> validated storage components).
+    namespace -> validated storage components). sender: an OutgoingMail or None;
+    duplicates: the user's DuplicateDB (for Sieve's duplicate marks) or None.
     """
     saved = []
     keep_anyway = result.status != "success"
     rejection = None
+    ereject = False
+    sends = []
+    original = None
     if not keep_anyway:
+        if sender is not None and any(a["type"] in _SENDING and _would_send(a)
+                                      for a in result.actions):
+            from .send.compose import Original
+            original = Original.from_message(message)
+            if not any(a["type"] == "reject" for a in result.actions) or \
+                    not opts.stderr_reject:
+                sender.check_transport()   # refused now, before anything is saved
         for action in result.actions:
             kind = action["type"]
             if kind in ("store", "keep"):
@@ -47,33 +72,96 @@ def perform(result, storage, message, *, settings, opts, log, save_to, keep,
                 else:
                     saved.append(saved_one)
             elif kind in ("reject", "ereject"):
-                rejection = action.get("reason", "")
+                rejection = action.get("reason") or ""
+                ereject = kind == "ereject"
             elif kind == "redirect":
-                log.error(f"sieve: redirect to <{action.get('address', '')}> not carried "
-                          "out: sending mail is not implemented yet; message kept")
-                if not action.get("copy"):
-                    keep_anyway = True
-            elif kind == "vacation":
-                if action.get("send"):
-                    log.info(f"sieve: vacation response to <{action.get('to', '')}> "
-                             "not sent: sending mail is not implemented yet")
-            elif kind == "notify":
-                log.info(f"sieve: notification by {action.get('method', '')} not sent: "
-                         "sending mail is not implemented yet")
-            # discard and duplicate_mark need nothing here.
+                if sender is None:
+                    log.error(f"sieve: redirect to <{action.get('address', '')}> not "
+                              "carried out: no outgoing mail; message kept")
+                    keep_anyway = keep_anyway or not action.get("copy")
+                    continue
+                loop = sender.redirect_loop(original, action["address"])
+                if loop:
+                    log.warning(f"sieve: redirect action: not forwarding to "
+                                f"<{action['address']}>: loop ({loop}); message kept")
+                    keep_anyway = keep_anyway or not action.get("copy")
+                else:
+                    sends.append(action)
+            elif kind in ("vacation", "notify"):
+                if sender is None:
+                    if action.get("send", True):
+                        log.info(f"sieve: {kind} action not carried out: no outgoing "
+                                 "mail")
+                else:
+                    sends.append(action)
+            # discard needs nothing here; duplicate marks are recorded below.
     if result.status != "success":
         # A failed script: only the implicit keep, into the default mailbox.
         kept = keep(storage, message, opts.mailbox, settings, opts, log)
         log.info("Execution of script failed, but implicit keep was successful "
                  f"(saved mail to {kept.mailbox})")
         saved.append(kept)
-    elif result.implicit_keep or keep_anyway:
+        return saved
+    if result.implicit_keep or keep_anyway:
         saved.append(keep(storage, message, result.implicit_keep_mailbox or opts.mailbox,
                           settings, opts, log,
                           flags=tuple(result.implicit_keep_flags or ())))
     elif rejection is not None and not saved:
-        raise RejectedError(rejection or "message rejected")
+        if ereject or opts.stderr_reject or sender is None:
+            raise RejectedError(rejection or "message rejected")
+        sends.append({"type": "reject", "reason": rejection})
+    if sends:
+        _send_all(sends, sender, original, message, saved, settings, log)
+    if duplicates is not None:
+        _mark_duplicates(result.actions, duplicates, log)
     return saved
+
+
+def _would_send(action):
+    return action["type"] != "vacation" or action.get("send")
+
+
+def _send_all(sends, sender, original, message, saved, settings, log):
+    """Send in the script's order; a failure defers only while nothing is saved."""
+    spool = None
+    try:
+        for action in sends:
+            kind = action["type"]
+            try:
+                if kind == "redirect":
+                    if spool is None:
+                        spool = _spool(message, settings)
+                    sender.redirect(original, spool, action["address"])
+                elif kind == "vacation":
+                    sender.vacation(original, action)
+                elif kind == "notify":
+                    sender.notify(original, action)
+                elif kind == "reject":
+                    sender.reject(original, action["reason"])
+            except SendError as exc:
+                if not saved:
+                    raise
+                log.error(f"sieve: {kind} action: {exc} (the message was saved)")
+    finally:
+        if spool is not None:
+            spool.close()
+
+
+def _spool(message, settings):
+    """A private copy of the message to stream from (the input is read once)."""
+    import tempfile
+    spool = tempfile.TemporaryFile(dir=settings.get("mail_temp_dir") or None)
+    message.write_to(spool.fileno())
+    return spool
+
+
+def _mark_duplicates(actions, duplicates, log):
+    for action in actions:
+        if action["type"] == "duplicate_mark":
+            try:
+                duplicates.mark(bytes.fromhex(action["key"]), action["period"])
+            except Exception as exc:
+                log.warning(f"sieve: duplicate database: {exc}")
 
 
 def _store(action, storage, message, settings, opts, log, save_to, components):

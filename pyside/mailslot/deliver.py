@@ -123,13 +123,15 @@ def file_by_sieve(storage, message, envelope, settings, opts, log, user):
         {"error": log.error, "warning": log.warning}.get(level, log.info)(text)
 
     plan = sieve.delivery_scripts(settings, user.home)
+    from .duplicates import for_home
+    duplicates = for_home(user.home)
     try:
         result = sieve.run(plan["scripts"], message, envelope, settings=settings,
                            mailbox_exists=exists, log=admin_log,
                            global_scripts=plan["global_scripts"],
                            user_log=plan["user_log"], discard_script=plan["discard"],
                            home=user.home, default_mailbox=opts.mailbox or "INBOX",
-                           user=user.name)
+                           user=user.name, duplicate=_QuietDuplicates(duplicates, log))
     except Exception as exc:  # a bug in Sieve must not lose or defer the message
         log.error(f"sieve: internal error {type(exc).__name__}: {exc}; "
                   "falling back to implicit keep")
@@ -137,13 +139,56 @@ def file_by_sieve(storage, message, envelope, settings, opts, log, user):
     try:
         return perform(result, storage, message, settings=settings, opts=opts, log=log,
                        save_to=save_to, keep=save_with_fallback,
-                       components=mailbox_components)
+                       components=mailbox_components,
+                       sender=_Lazy(lambda: outgoing_mail(settings, envelope, log,
+                                                          duplicates)),
+                       duplicates=duplicates)
     except RejectedError as exc:
         log.info(f"sieve: rejected: {exc}")
-        if not opts.stderr_reject:
-            log.warning("sieve: the rejection is returned through the MTA (exit 77): "
-                        "sending it as mail is not implemented yet")
         raise
+
+
+def outgoing_mail(settings, envelope, log, duplicates, *, transport=None, clock=None):
+    """The delivery's sender for Sieve's outgoing mail (send/outgoing.py); the
+    send package is imported only when a script actually sends."""
+    import time
+    from .send.outgoing import OutgoingMail
+    if transport is None:
+        from .send.transport import make_transport
+        transport = make_transport(settings, helo=settings["hostname"] or None)
+    hostname = settings["hostname"] or os.uname().nodename
+    final = envelope["to"] or ""
+    return OutgoingMail(settings, log=log, transport=transport, duplicates=duplicates,
+                        clock=clock or time.time, hostname=hostname,
+                        envelope=envelope,
+                        user_address=final if "@" in final else f"{final}@{hostname}")
+
+
+class _Lazy:
+    """Builds the sender on first use: a script that sends nothing imports nothing."""
+
+    def __init__(self, make):
+        self._make, self._made = make, None
+
+    def __getattr__(self, name):
+        if self._made is None:
+            self._made = self._make()
+        return getattr(self._made, name)
+
+
+class _QuietDuplicates:
+    """Sieve's duplicate test over the user's database: a database that cannot be
+    used is logged and means "not seen" (the test must never fail the delivery)."""
+
+    def __init__(self, db, log):
+        self.db, self.log = db, log
+
+    def check(self, key, period):
+        try:
+            return self.db.check(key)
+        except Exception as exc:
+            self.log.warning(f"sieve: duplicate database: {exc}")
+            return False
 
 
 def refuse_root():

@@ -33,8 +33,15 @@ def test_demo_delivers_through_the_relay_to_each_users_uid():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "-rwsr-x--- root:nogroup" in out
-    assert out.count(" ok\n") == 5
-    assert "exit 77: mailslot-lda: This address does not accept offers." in out
+    assert out.count(" ok\n") == 7
+    # The refused sender gets the rejection mailed (an MDN), alice's correspondent
+    # her vacation reply, both to the demo's SMTP server.
+    assert "  MAIL FROM:<> RCPT TO:<offers@spam.example>\n" in out
+    assert "  | Subject: Rejected: You have won!\n" in out
+    assert "  | This address does not accept offers.\n" in out
+    assert "  MAIL FROM:<> RCPT TO:<carol@example.net>\n" in out
+    assert "  | Auto-Submitted: auto-replied (vacation)\n" in out
+    assert "  | Subject: Auto: Frage zum Treffen in =?utf-8?b?S8O2bG4=?=\n" in out
     vmail = os.path.join(REPO, "demo", "out", "vmail")
     owners = {}
     for user in ("bob", "alice"):
@@ -44,6 +51,7 @@ def test_demo_delivers_through_the_relay_to_each_users_uid():
                     owners.setdefault(user, set()).add(
                         os.stat(os.path.join(dirpath, name)).st_uid)
     assert owners == {"bob": {5001}, "alice": {5002}}
+    assert "vacation action: sent vacation response to <carol@example.net>" in out
     bob = os.path.join(vmail, "bob", "Maildir")
     # Sieve: List-Id filing, the +detail folder, the flag and keyword; the offer was refused.
     assert len(os.listdir(os.path.join(bob, ".Lists.announce", "new"))) == 1

@@ -318,6 +318,14 @@ def sieve_test_main(argv):
         return 1
     if execute and status == OK and not as_json:
         text_out.append("".join(line + "\n" for line in _execute_lines(ctx)))
+        # The mail a delivery would send, whole; nothing is sent (send/preview.py).
+        from ..send.preview import preview
+        from .address import smtp_encode
+        text_out.append("".join(line + "\n" for line in preview(
+            ctx.result.to_dict()["actions"], data,
+            {k: smtp_encode(a.localpart, a.domain) if a is not None else ""
+             for k, a in (("from", env_sender), ("to", env_rcpt), ("orig_to", env_orig))},
+            conf, hostname=conf.get("hostname") or os.uname().nodename)))
     if as_json:
         import json
         data = ctx.result.to_dict()
@@ -364,14 +372,16 @@ def _execute_lines(ctx):
         if kind in ("store", "keep"):
             out.append("info: stored mail into mailbox '%s'." % d["mailbox"])
         elif kind == "redirect":
-            out.append("info: forwarded to <%s> (not sent by sieve-test)." % d["address"])
+            out.append("info: forwarded to <%s> (shown below, not sent by sieve-test)."
+                       % d["address"])
         elif kind in ("reject", "ereject"):
-            out.append("info: rejected message (not sent by sieve-test).")
+            out.append("info: rejected message (shown below, not sent by sieve-test).")
         elif kind == "discard":
             out.append("info: marked message to be discarded if not explicitly "
                        "delivered (discard action).")
         elif kind == "vacation":
-            out.append("info: sent vacation response (not sent by sieve-test).")
+            out.append("info: vacation response (shown below when one is due; not "
+                       "sent by sieve-test).")
     if result.to_dict()["implicit_keep"]:
         out.append("info: stored mail into mailbox '%s'." % result.default_mailbox)
     return out
