@@ -35,7 +35,7 @@ EXTENSIONS = {
     "copy": ("copy",),
     "include": ("include",),
     "body": ("body",),
-    "variables": ("variables",),
+    "variables": ("variables", "variables_runtime"),
     "enotify": ("enotify",),
     "environment": ("environment",),
     "mailbox": ("mailbox",),

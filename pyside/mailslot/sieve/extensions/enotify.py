@@ -14,7 +14,8 @@ from ..diagnostics import sanitize
 from ..match import match
 from ..result import Action
 from ..defs import CommandDef, TagDef, ValueTag
-from .core import link_match_tags, match_spec
+from .match_tags import link_match_tags, match_spec
+from .variables_runtime import encode_url  # noqa: F401 (re-exported)
 
 MAX_RECIPIENTS = 8
 MAX_HEADERS = 16
@@ -28,18 +29,6 @@ _QCHAR = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567
 
 class MailtoError(ValueError):
     pass
-
-
-def encode_url(text):
-    """:encodeurl (RFC 5435 4.2): percent-encode all but unreserved characters."""
-    out = []
-    for byte in text.encode("utf-8", "surrogateescape"):
-        ch = chr(byte)
-        if ch.isascii() and (ch.isalnum() or ch in "-._~"):
-            out.append(ch)
-        else:
-            out.append("%%%02X" % byte)
-    return "".join(out)
 
 
 def _pct_decode(text, allow_comma=True):

@@ -9,7 +9,7 @@ unknown item has no value and matches nothing.
 from .. import syntax as S
 from ..interpreter import TESTS
 from ..match import match
-from .core import SubjectMatchTest
+from .match_tags import SubjectMatchTest
 
 
 class Environment(SubjectMatchTest):

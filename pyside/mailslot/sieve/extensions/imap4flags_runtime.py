@@ -66,7 +66,7 @@ def _read_var(it, target):
 
 def _store(it, target, flags):
     if target is not None:
-        from .variables import assign
+        from .variables_runtime import assign
         assign(it, target, " ".join(flags))
 
 

@@ -229,7 +229,7 @@ def run_break(it, op):
 
 
 def run_extracttext(it, op):
-    from .variables import apply_modifier, assign
+    from .variables_runtime import apply_modifier, assign
     target, first, mods = op[2], op[3], op[4]
     part = it.loop_parts[-1][1]
     if part.children or part.maintype == "multipart" or part.message is not None:

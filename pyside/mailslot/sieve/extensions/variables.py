@@ -13,13 +13,13 @@ precedence first; two of equal precedence are an error.
 """
 
 from .. import syntax as S
-from ..interpreter import HANDLERS, TESTS
 from ..diagnostics import sanitize
 from ..limits import DEFAULT_MAX_VARIABLE_SCOPE_SIZE, MAX_MATCH_VALUES
-from ..match import match
 from ..defs import CommandDef, TagDef
 from ..defs import parse_variable_name
-from .core import SubjectMatchTest
+from .match_tags import SubjectMatchTest
+# The run-time half; importing it registers set and string.
+from .variables_runtime import apply_modifier, assign  # noqa: F401 (re-exported)
 
 PRECEDENCE = {"lower": 40, "upper": 40, "lowerfirst": 30, "upperfirst": 30,
               "quotewildcard": 20, "encodeurl": 15, "length": 10}
@@ -187,65 +187,3 @@ def load(v, name):
     v.register_command(Set(), name)
     v.register_command(StringTest(), name)
     return True
-
-
-# -- run time ---------------------------------------------------------------------
-
-def apply_modifier(it, name, value):
-    if name == "lower":
-        return _ascii_lower(value)
-    if name == "upper":
-        return _ascii_upper(value)
-    if name == "lowerfirst":
-        return _ascii_lower(value[:1]) + value[1:]
-    if name == "upperfirst":
-        return _ascii_upper(value[:1]) + value[1:]
-    if name == "quotewildcard":
-        return value.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
-    if name == "length":
-        return str(len(value))
-    if name == "encodeurl":
-        from .enotify import encode_url
-        return encode_url(value)
-    return value
-
-
-_LOWER = {c: c + 32 for c in range(65, 91)}
-_UPPER = {c: c - 32 for c in range(97, 123)}
-
-
-def _ascii_lower(text):
-    return text.lower() if text.isascii() else text.translate(_LOWER)
-
-
-def _ascii_upper(text):
-    return text.upper() if text.isascii() else text.translate(_UPPER)
-
-
-def run_set(it, op):
-    target, value, mods = op[2], op[3], op[4]
-    text = it.expand(value)
-    for mod in mods:
-        text = apply_modifier(it, mod, text)
-    assign(it, target, text)
-
-
-def assign(it, target, text):
-    if target[0] == "v":
-        it.set_variable(target[1], text)
-    else:
-        it.ctx.namespace_set(it, target[1], target[2], text)
-
-
-def test_string(it, op):
-    source = it.expand_list(op[2])
-    keys = it.expand_list(op[3])
-    spec = op[4]
-    if spec[0] == "count":
-        # RFC 5229 5: :count counts the non-empty strings.
-        source = [s for s in source if s != ""]
-    return match(it, spec, source, keys)
-
-
-HANDLERS["set"] = run_set
-TESTS["string"] = test_string
