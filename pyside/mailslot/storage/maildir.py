@@ -53,7 +53,7 @@ from ..errors import MailboxNameError, MailboxNotFoundError, StorageError
 from ..mailbox_name import INBOX, check_components, encode_mutf7
 from . import index, subscriptions
 from .locking import acquire_dotlock
-from . import SaveResult, Storage
+from .base import SaveResult, Storage
 from .dirs import NAME_MAX, DirOpener, Fds, current_umask, storage_error
 
 SUBDIRS = ("cur", "new", "tmp")          # the order Dovecot creates them in

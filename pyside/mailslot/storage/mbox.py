@@ -83,7 +83,8 @@ import os
 
 from ..errors import ConfigError, MailboxNameError, MailboxNotFoundError, StorageError
 from ..mailbox_name import INBOX, check_components, encode_mutf7
-from . import SaveResult, Storage, subscriptions
+from . import subscriptions
+from .base import SaveResult, Storage
 from .dirs import NAME_MAX, DirOpener, Fds, RefusedError, current_umask, storage_error
 from .mbox_append import append
 from .mbox_format import VARIANTS, flag_headers
