@@ -63,8 +63,10 @@ def _hostname(settings):
 
 def test_environment(it, op):
     value = environment_item(it, it.expand(op[2]))
-    values = [] if value is None else [value]
-    return match(it, op[4], values, it.expand_list(op[3]))
+    if value is None:
+        # RFC 5183 4: an unknown item fails the test, even for :count "eq" "0".
+        return False
+    return match(it, op[4], [value], it.expand_list(op[3]))
 
 
 TESTS["environment"] = test_environment
