@@ -15,7 +15,7 @@ Errors: reported to the validator (v.error) with Pigeonhole-style messages.
 
 from ..sieve import syntax as S
 from ..sieve.defs import CommandDef, TagDef
-from ..sieve.extensions.core import COMPARATOR_TAG, MATCH_TYPE_TAG, match_spec
+from ..sieve.extensions.match_tags import COMPARATOR_TAG, MATCH_TYPE_TAG, match_spec
 from ..sieve.diagnostics import sanitize
 
 # test_set's objects (Pigeonhole testsuite-objects.c): the message, and the

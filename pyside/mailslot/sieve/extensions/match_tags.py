@@ -113,7 +113,7 @@ def match_spec(v, node, keys_compiled, key_arg, default_cmp="i;ascii-casemap"):
     return (mtype, tags.get("relation"), cmp_name)
 
 
-def key_list_and_spec(v, node, key_arg, pos):
+def key_list_and_spec(v, node, key_arg, pos, default_cmp="i;ascii-casemap"):
     """The key list at positional pos and the match spec it allows: (keys, spec).
 
     None when either is refused (reported): the shared tail of every match test.
@@ -121,7 +121,7 @@ def key_list_and_spec(v, node, key_arg, pos):
     keys = v.positional_value(node, key_arg, "key list", pos, S.STRING_LIST)
     if keys is None:
         return None
-    spec = match_spec(v, node, keys, key_arg)
+    spec = match_spec(v, node, keys, key_arg, default_cmp)
     return None if spec is None else (keys, spec)
 
 
@@ -135,6 +135,7 @@ class SubjectMatchTest(CommandDef):
     positional = 2
     subject_name = "source"
     subject_type = S.STRING_LIST
+    default_comparator = "i;ascii-casemap"
 
     def registered(self, v, reg):
         link_match_tags(v, reg)
@@ -144,7 +145,8 @@ class SubjectMatchTest(CommandDef):
                                      self.subject_type)
         if subject is None:
             return False
-        matched = key_list_and_spec(v, node, node.positional[1], 2)
+        matched = key_list_and_spec(v, node, node.positional[1], 2,
+                                    self.default_comparator)
         if matched is None:
             return False
         node.data = (subject,) + matched

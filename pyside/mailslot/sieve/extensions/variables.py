@@ -177,6 +177,10 @@ class Set(CommandDef):
 
 class StringTest(SubjectMatchTest):
     name = "string"
+    # Pigeonhole's string test compares with i;octet when no :comparator is
+    # given (tst-string.c), not RFC 5228's i;ascii-casemap: scripts written
+    # for Dovecot rely on `string :is "${x}" "Foo"` being case-sensitive.
+    default_comparator = "i;octet"
 
 
 def load(v, name):
