@@ -231,3 +231,18 @@ def test_cache_of_another_owner_is_not_read(tmp_path):
     res = sieve.run([str(script)], RawMessage(MSG), ENVELOPE)
     assert res.header_fields is None
     assert res.actions == [{"type": "keep", "mailbox": "INBOX"}]
+
+
+def test_personal_include_dir_is_below_the_home_handed_in(tmp_path, monkeypatch):
+    """Issue 14: `include :personal` finds ~/sieve in the delivery's home, not
+    in $HOME (the core reads no environment)."""
+    for who in ("home", "decoy"):
+        (tmp_path / who / "sieve").mkdir(parents=True)
+        (tmp_path / who / "sieve" / "lib.sieve").write_text(
+            'require "fileinto";\nfileinto "From-%s";\n' % who)
+    monkeypatch.setenv("HOME", str(tmp_path / "decoy"))
+    script = tmp_path / "home" / "main.sieve"
+    script.write_text('require "include";\ninclude :personal "lib";\n')
+    res = sieve.run([str(script)], RawMessage(MSG), ENVELOPE,
+                    home=str(tmp_path / "home"))
+    assert res.actions == [{"type": "store", "mailbox": "From-home"}], res.errors
