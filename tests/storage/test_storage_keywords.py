@@ -117,7 +117,8 @@ def test_busy_uidlist_lock_allows_only_existing_keywords(home):
     assert info(r) == "a"
     assert r.uid is None and r.uid_error
     assert kwfile(home).read_bytes() == before
-    assert len(r.warnings) == 1 and "NewOne" in r.warnings[0] and "locked" in r.warnings[0]
+    assert len(r.warnings) == 2 and "NewOne" in r.warnings[0] and "locked" in r.warnings[0]
+    assert "saved without a UID" in r.warnings[1]          # issue 21.6
 
 
 def test_busy_lock_and_only_new_keywords_leaves_the_message_in_new(home):

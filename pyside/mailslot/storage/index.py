@@ -242,18 +242,40 @@ def inspect_uidlist(dir_fd):
 
 
 def append_records(state, basenames, *, fsync):
-    """Append one record per base name to an "ok" state; return the first UID."""
+    """Append one record per base name to an "ok" state; return the first UID.
+
+    All or nothing: a short write (RLIMIT_FSIZE, a disk full at a block boundary) or
+    a failed write or sync truncates the file back to its old length before the
+    OSError passes up -- a fragment left behind would have Dovecot append its own
+    record to it and number the message anew (issue 21.2). If even the truncation
+    fails, the error says so (the next append's inspect_uidlist cuts the partial
+    line).
+    """
     first = state.next_uid
     if first + len(basenames) - 1 > UID_MAX:
         raise ValueError("UIDs exhausted")
     data = "".join(format_record(first + i, b) for i, b in enumerate(basenames))
-    os.lseek(state.fd, 0, os.SEEK_END)
-    raw = data.encode("utf-8", "surrogateescape")
-    written = os.write(state.fd, raw)
-    if written != len(raw):
-        raise OSError(28, "short write to dovecot-uidlist")
-    if fsync:
-        os.fdatasync(state.fd)
+    old_end = os.lseek(state.fd, 0, os.SEEK_END)
+    view = memoryview(data.encode("utf-8", "surrogateescape"))
+    try:
+        while view:
+            written = os.write(state.fd, view)
+            if written <= 0:
+                raise OSError(28, "short write to dovecot-uidlist")
+            view = view[written:]
+        if fsync:
+            # Why: the UID is promised to readers only once it is on disk.
+            os.fdatasync(state.fd)
+    except OSError as exc:
+        try:
+            # Why: take the partial record back, as mbox takes back a cut append.
+            os.ftruncate(state.fd, old_end)
+        except OSError as again:
+            raise OSError(exc.errno, f"{exc.strerror or exc}; truncating the partial "
+                          f"record back to {old_end} bytes failed too: "
+                          f"{again.strerror or again}") from None
+        raise OSError(exc.errno, f"{exc.strerror or exc} (the partial record was "
+                      f"truncated back to {old_end} bytes)") from None
     state.next_uid = first + len(basenames)
     return first
 

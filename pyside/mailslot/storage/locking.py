@@ -1,10 +1,14 @@
 """Dotlocks, made and broken by Dovecot's rules (src/lib/file-dotlock.c, 2.3).
 
-A dotlock on <name> is the file <name>.lock in the same directory, created with
-O_EXCL (Dovecot's default, dotlock_use_excl=yes) or, for NFS, as a unique temp file
-hard-linked to the lock name. It holds "<pid>:<hostname>" (no newline), unless the
-lock file is itself the new content of <name> (keep_open=True, write_pid=False, as
-Dovecot's subscriptions file is rewritten: write into the lock, then replace()).
+A dotlock on <name> is the file <name>.lock in the same directory. It holds
+"<pid>:<hostname>" (no newline) and is born whole: the content and the mode go into
+a unique temp file first, which is then hard-linked to the lock name (atomic, and
+NFS-safe). Dovecot creates the lock with O_EXCL and writes into it afterwards, so a
+kill in between leaves an empty lock nobody breaks for its stale timeout (issue
+21.5); here a kill leaves at most the temp file, which locks nothing. A lock file
+that is itself the new content of <name> (keep_open=True, write_pid=False, as
+Dovecot's subscriptions file is rewritten: write into the lock, then replace()) is
+created with O_EXCL (use_excl, Dovecot's default) or the same link method.
 
 A lock is stale, and is removed, when:
   - it is older than STALE_PID_CHECK_SECS, names our hostname, and its pid is dead
@@ -239,12 +243,9 @@ class Dotlock:
 
 
 def _write_pid(fd, hostname):
-    try:
-        os.write(fd, f"{os.getpid()}:{hostname}".encode())
-    except OSError:
-        # Dovecot leaves the lock empty then: it still locks, only stale
-        # detection falls back to timestamps.
-        os.ftruncate(fd, 0)
+    data = f"{os.getpid()}:{hostname}".encode()
+    if os.write(fd, data) != len(data):
+        raise OSError(28, "short write to a dotlock")
 
 
 def _create_excl(state, mode, write_pid):
@@ -265,11 +266,16 @@ def _create_excl(state, mode, write_pid):
 
 
 def _create_link(state, mode, write_pid):
-    # NFS-safe: a unique temp file, then link() -- atomic even where O_EXCL is not.
+    # A unique temp file, written whole, then link(): the lock appears with its
+    # content or not at all (atomic, even on NFS where O_EXCL is not).
     temp = f".temp.{state.hostname}.{os.getpid()}.{os.urandom(6).hex()}"
     fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode, dir_fd=state.dir_fd)
     try:
+        if (os.fstat(fd).st_mode & 0o7777) != mode:
+            # Why here: the lock must be born with its mode too (umask 077 under
+            # the relay must not decide who can read Dovecot's lock files).
+            os.fchmod(fd, mode)
         if write_pid:
             _write_pid(fd, state.hostname)
         try:
@@ -314,7 +320,9 @@ def acquire_dotlock(dir_fd, name, *, hostname, stale_timeout, timeout=0,
     deadline = time.monotonic() + timeout
     wait = LOCK_WAIT_MIN_SECS
     prev_last_change = None
-    create = _create_excl if use_excl else _create_link
+    # A lock holding our pid is always born whole (_create_link); O_EXCL only for a
+    # lock that is itself the file's new content (write_pid=False).
+    create = _create_excl if (use_excl and not write_pid) else _create_link
     while True:
         if state.check(now):
             fd = create(state, mode, write_pid)

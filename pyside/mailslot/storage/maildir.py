@@ -312,17 +312,24 @@ class MaildirStorage(Storage):
             # Only a save with a keyword pays for the keyword code.
             from .keywords import split_keywords
             keywords, warnings = split_keywords(flags)
-        with Fds() as fds:
-            mbox_fd, mbox_path, _ = self._open_mailbox(name, fds, create=name == (INBOX,))
-            if not self._is_mailbox_dir(mbox_fd, name):
-                raise MailboxNotFoundError(f"mailbox {self.display_name(name)} does not exist")
-            perm = self.dirs.perm_of(mbox_fd)
-            # Dovecot re-creates missing tmp/new/cur of an existing mailbox.
-            sub = self._open_subdirs(mbox_fd, mbox_path, perm, fds, create=True)
-            base, size, vsize = self._write_tmp(source, sub["tmp"], mbox_path, perm)
-            uid, uid_error, path = self._commit(name, fds, sub, base, f"{base},S={size},W={vsize}",
-                                                letters, keywords, warnings,
-                                                (mbox_fd, mbox_path), perm)
+        mbox_path = self.display_name(name)
+        try:
+            with Fds() as fds:
+                mbox_fd, mbox_path, _ = self._open_mailbox(name, fds, create=name == (INBOX,))
+                if not self._is_mailbox_dir(mbox_fd, name):
+                    raise MailboxNotFoundError(
+                        f"mailbox {self.display_name(name)} does not exist")
+                perm = self.dirs.perm_of(mbox_fd)
+                # Dovecot re-creates missing tmp/new/cur of an existing mailbox.
+                sub = self._open_subdirs(mbox_fd, mbox_path, perm, fds, create=True)
+                base, size, vsize = self._write_tmp(source, sub["tmp"], mbox_path, perm)
+                uid, uid_error, path = self._commit(
+                    name, fds, sub, base, f"{base},S={size},W={vsize}", letters, keywords,
+                    warnings, (mbox_fd, mbox_path), perm)
+        except OSError as err:
+            # Only before the commit (_commit turns later failures into warnings):
+            # the error names the mailbox, never a bare "[Errno 5]".
+            raise storage_error("saving into", mbox_path, err) from None
         return SaveResult(self.display_name(name), uid, path, size, vsize, uid_error,
                           warnings=tuple(warnings))
 
@@ -461,22 +468,39 @@ class MaildirStorage(Storage):
                     except OSError:
                         pass
                     raise storage_error("syncing", f"{mbox_path}/{dest}", err) from None
+            # The message is committed: from here on nothing may fail the save (the
+            # MTA would deliver it twice); what goes wrong is a warning.
             uid = None
             if state is not None and state.status in ("ok", "missing"):
                 try:
                     uid = self._assign_uid(fds, ctl_fd, state, existing, final, perm)
                 except (OSError, ValueError) as err:
                     # The mail is saved; Dovecot will number it at its next sync.
-                    uid_error = f"dovecot-uidlist not updated: {getattr(err, 'strerror', None) or err}"
+                    uid_error = (f"{ctl_path}/{index.UIDLIST_NAME} not updated: "
+                                 f"{getattr(err, 'strerror', None) or err}")
+            if uid is None:
+                warnings.append(f"{path}: saved without a UID ({uid_error}); Dovecot "
+                                "numbers it at its next sync")
+            if state is not None:
+                closing, state = state, None
+                try:
+                    closing.close()
+                except OSError as err:
+                    warnings.append(f"{ctl_path}/{index.UIDLIST_NAME}: close failed "
+                                    f"after the save: {err.strerror or err}")
             return uid, uid_error, path
         finally:
             if state is not None:
-                state.close()
+                try:
+                    state.close()
+                except OSError:
+                    pass
             if lock is not None:
                 try:
                     lock.release()
-                except OSError:
-                    pass
+                except OSError as err:
+                    warnings.append(f"{ctl_path}/{index.UIDLIST_NAME}.lock: releasing "
+                                    f"failed: {err.strerror or err}")
 
     def _keyword_letters(self, ctl_fd, ctl_path, keywords, warnings, locked, perm, sub,
                          base):

@@ -389,7 +389,7 @@ class MboxStorage(Storage):
                 name, fds, create=False)
             path = f"{dir_path}/{fname}"
             journal, notes = self._open_journal(name, fds)
-            locks = None
+            locks = offset = None
             try:
                 locks = MboxLocks(self, dir_fd, dir_path, fname, is_inbox,
                                    self._open_mbox(dir_fd, dir_path, fname, is_inbox, name))
@@ -406,11 +406,14 @@ class MboxStorage(Storage):
                 return path, offset, notes
             finally:
                 guard.hold()
+                # After the commit (offset set) a failing close must not fail the save:
+                # the MTA would deliver it twice (issue 21.4). Before it, the save's
+                # own error is the one to report.
                 if locks is not None:
                     locks.release()
-                    locks.close()
+                    _close_quietly(locks.close, path, notes, offset)
                 if journal is not None:
-                    journal.close()
+                    _close_quietly(journal.close, journal.path, notes, offset)
 
     def _keywords_field(self, fd, path, keywords, notes):
         """The X-Keywords: field for keywords (see the docstring); notes gets the
@@ -476,3 +479,12 @@ class MboxStorage(Storage):
             os.close(fd)
             raise
         return fd
+
+
+def _close_quietly(close, path, notes, offset):
+    """close(); an OSError becomes a note once the message is saved (offset set)."""
+    try:
+        close()
+    except OSError as err:
+        if offset is not None:
+            notes.append(f"{path}: closing failed after the save: {err.strerror or err}")
