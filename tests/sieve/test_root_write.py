@@ -107,18 +107,26 @@ def test_root_only_path_follows_roots_own_symlink(tree):
 
 
 @pytest.mark.parametrize("mode", [0o775, 0o757])
-def test_group_or_world_writable_directory_is_refused(tree, mode):
+@pytest.mark.parametrize("where", ["ancestor", "directory"])
+def test_group_or_world_writable_directory_is_refused(tree, mode, where):
     base = tree[0]
     shared = os.path.join(base, "shared")
     os.mkdir(shared)
     os.chmod(shared, mode)
-    script = os.path.join(shared, "s.sieve")
+    target = shared
+    if where == "ancestor":        # shared/sub is root's, but shared is not
+        target = os.path.join(shared, "sub")
+        os.mkdir(target, 0o755)
+    script = os.path.join(target, "s.sieve")
     with open(script, "w") as f:
         f.write("keep;\n")
     proc = tool("sievec", [script])
     assert proc.returncode == 0
-    assert "writable by its group or by others" in proc.stderr
-    assert os.listdir(shared) == ["s.sieve"]
+    if where == "ancestor":        # the walk from / refuses it
+        assert "writable by its group or by others" in proc.stderr
+    else:                          # no cache where deliveries would not trust it
+        assert "others than the script's owner and root can change" in proc.stderr
+    assert os.listdir(target) == ["s.sieve"]
 
 
 def test_planted_symlink_at_the_target_name_is_replaced(tree):

@@ -64,8 +64,9 @@ sieve_default, sieve_discard, sieve_user_log) and the user's home:
                     user_log=plan["user_log"], discard_script=plan["discard"],
                     home=home, ...)
 
-home lets :personal includes find the user's script directory from the `sieve`
-setting; user= (the login, for the environment's "domain") is optional;
+home is the user's home from the userdb: :personal includes find the user's
+script directory there (or from the `sieve` setting), and the compile cache of
+the user's own scripts lives below it (never $HOME); user= (the login, for the environment's "domain") is optional;
 default_mailbox= is dovecot-lda's -m (where keep files; default INBOX).
 """
 

@@ -329,6 +329,17 @@ def save_program(path, program, settings, env, out_path=None):
         targets = cache_paths(path, settings.home, own=_own(st))
     problem = None
     for i, target in enumerate(targets):
+        if not out_path:
+            # A file lookup() would never trust is not worth writing.
+            try:
+                dst = os.stat(os.path.dirname(target) or ".")
+            except OSError:
+                dst = None          # the user's cache directory, made 0700 below
+            if dst is not None and not _trusted_dir(dst, _owners(st)):
+                problem = ("compiled script not saved in %s: others than the "
+                           "script's owner and root can change that directory"
+                           % (os.path.dirname(target) or "."))
+                continue
         try:
             write_file(target, data, mode, create_dir=i > 0)
             return None
