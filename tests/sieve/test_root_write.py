@@ -143,3 +143,29 @@ def test_planted_symlink_at_the_target_name_is_replaced(tree):
     assert tool("sievec", [script]).returncode == 0
     assert open(victim).read() == "untouched"
     assert not os.path.islink(os.path.join(adm, "s.msbin"))
+
+
+def test_root_is_whole_again_after_writing_as_a_user(tree):
+    """The drop is of the effective ids, for the write only: afterwards the tool
+    runs as root with its own gid and groups, and a refused write restores them too."""
+    base, uid, user, rootonly, msg = tree
+    os.symlink(rootonly, os.path.join(user, "evil"))     # the user's link to root's dir
+    os.lchown(os.path.join(user, "evil"), uid, uid)
+    code = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from mailslot.sieve.cache_write import write_file
+before = (os.geteuid(), os.getegid(), sorted(os.getgroups()))
+write_file(os.path.join(sys.argv[2], "x.msbin"), b"data", 0o644)
+try:
+    write_file(os.path.join(sys.argv[2], "evil", "y"), b"d", 0o644)
+except OSError as exc:
+    print("refused", exc.errno)
+print(before == (os.geteuid(), os.getegid(), sorted(os.getgroups())))
+"""
+    proc = subprocess.run([sys.executable, "-I", "-c", code, os.path.join(REPO, "pyside"),
+                           user], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "refused 13\nTrue\n", proc.stdout
+    assert os.stat(os.path.join(user, "x.msbin")).st_uid == uid
+    assert os.listdir(rootonly) == []

@@ -7,8 +7,10 @@ symlink planted at the target name is replaced, never followed, and a reader
 never sees a partial file.
 
 As root (an administrator running `mailslot sievec` or `mailslot sieve-test`),
-the target directory's path is walked from "/" one component at a time, each
-opened with O_NOFOLLOW and checked from what was opened (fstat):
+the target directory's path -- made absolute and normalised as written, so a
+".." removes the component before it, not a symlink's target -- is walked from
+"/" one component at a time, each opened with O_NOFOLLOW and checked from what
+was opened (fstat):
 
   * a directory owned by another user (or a symlink owned by one in a sticky
     directory) means that user can change everything below it: the write is
@@ -166,15 +168,23 @@ class _dropped_to:
 
     def __enter__(self):
         self.saved = (os.getegid(), os.getgroups())
-        os.setgroups([self.gid])
-        os.setegid(self.gid)
-        os.seteuid(self.uid)
+        try:
+            # why: groups and gid first, while still root; the uid last.
+            os.setgroups([self.gid])
+            os.setegid(self.gid)
+            os.seteuid(self.uid)
+        except OSError:
+            self._restore()
+            raise
         return self
 
     def __exit__(self, *exc):
-        # why: restore root for the rest of the tool's run (the uid first: only root
+        self._restore()
+        return False
+
+    def _restore(self):
+        # why: root again for the rest of the tool's run (the uid first: only root
         # may set the gid and groups back).
         os.seteuid(0)
         os.setegid(self.saved[0])
         os.setgroups(self.saved[1])
-        return False
