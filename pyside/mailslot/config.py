@@ -19,13 +19,19 @@ or the file not root's or writable by others, a symlink anywhere -- is refused.
 
 Errors: every problem is a ConfigError naming the file, the line and the key: an
 unknown key, a bad value, an unknown %variable, unreadable YAML, a file root must
-refuse. ConfigError is a
-temporary failure (75): a typo must never bounce mail.
+refuse. ConfigError is a temporary failure (75): a typo must never bounce mail. A
+file (or a set of -o options) with several mistakes is reported whole, so that one
+round of editing fixes them all: one ConfigError whose message lists each mistake
+with its line, at most MAX_REPORTED_ERRORS of them (and how many more there are);
+its .errors holds them. Unreadable YAML is one error: the parser cannot go on past it.
 """
 
 import os
 
 DEFAULT_CONFIG_PATH = "/etc/mailslot/mailslot.yaml"
+# The most settings errors one report lists (the rest are counted): enough for any
+# file a person edits, and the one line the MTA logs for the deferral stays short.
+MAX_REPORTED_ERRORS = 20
 CACHE_FORMAT = "mailslot-settings 1"
 
 BOOL_WORDS = {"yes": True, "true": True, "on": True, "1": True,
@@ -180,10 +186,13 @@ def load_settings(path=None, *, use_cache=True):
             if cached is not None:
                 return cached
         _step("file-opened")
-        values = _parse_yaml(_read_config(fd, path), path)
+        found = _Errors(path)
+        values = _parse_yaml(_read_config(fd, path), path, found)
         settings = default_settings()
         for name, (value, line) in values.items():
-            _apply(settings, name, value, path=path, line=line, from_text=False)
+            with found.collect():
+                _apply(settings, name, value, path=path, line=line, from_text=False)
+        found.raise_any()
         # Cache only what was read from a file that did not change meanwhile.
         if use_cache and _cache_key(os.fstat(fd)) == key:
             _step("before-cache-write")
@@ -200,8 +209,11 @@ def apply_overrides(settings, pairs, *, source):
     Keys are setting names, or namespace/<name>/<key> as in Dovecot. source names
     where they came from in error messages ("-o", "userdb").
     """
+    found = _Errors(source)
     for key, value in pairs:
-        _apply(settings, key, value, path=source, line=None, from_text=True)
+        with found.collect():
+            _apply(settings, key, value, path=source, line=None, from_text=True)
+    found.raise_any()
 
 
 def expand_user_settings(settings, values):
@@ -373,10 +385,62 @@ def _error(message, path, line=None, key=None):
     return ConfigError(message, file=path, line=line, key=key)
 
 
+class _Errors:
+    """The ConfigErrors of one file (or one set of overrides), reported together."""
+
+    def __init__(self, path):
+        self.path, self.errors, self.count = path, [], 0
+
+    def add(self, exc):
+        self.count += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(exc)
+
+    def collect(self):
+        return _Collect(self)
+
+    def raise_any(self):
+        """Raise nothing, the one error, or one ConfigError listing them all."""
+        if not self.errors:
+            return
+        if self.count == 1:
+            raise self.errors[0]
+        self.errors.sort(key=lambda e: e.line or 0)     # in the order of the file
+        # Each part without the file name the whole message starts with:
+        # "line 3: mail_fsync: invalid value ...".
+        parts = [str(e).removeprefix(f"{e.file} ").removeprefix(f"{e.file}: ")
+                 if e.file is not None else str(e) for e in self.errors]
+        more = self.count - len(self.errors)
+        tail = f"; and {more} more" if more else ""
+        exc = _error(f"{self.count} errors: " + "; ".join(parts) + tail, self.path)
+        exc.errors = list(self.errors)
+        raise exc
+
+
+class _Collect:
+    """with errors.collect(): a ConfigError in the block is noted, not raised."""
+
+    def __init__(self, errors):
+        self.errors = errors
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        from .errors import ConfigError
+        if isinstance(exc, ConfigError):
+            self.errors.add(exc)
+            return True
+        return False
+
+
 # -- YAML -----------------------------------------------------------------------------
 
-def _parse_yaml(text, path):
-    """Return {key: (python value, line)} for the top-level mapping of YAML text."""
+def _parse_yaml(text, path, found):
+    """Return {key: (python value, line)} for the top-level mapping of YAML text.
+
+    A key that is not a name, or a name given twice, is noted in found (_Errors)
+    and skipped; unreadable YAML raises at once."""
     from .sitepath import enable_site_packages
     enable_site_packages()
     import yaml
@@ -393,11 +457,13 @@ def _parse_yaml(text, path):
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
-                raise _error("expected a setting name", path, line)
+                found.add(_error("expected a setting name", path, line))
+                continue
             name = key_node.value
             if name in values:
-                raise _error(f"duplicate setting (first on line {values[name][1]})",
-                             path, line, name)
+                found.add(_error(f"duplicate setting (first on line {values[name][1]})",
+                                 path, line, name))
+                continue
             values[name] = (loader.construct_object(value_node, deep=True), line)
         return values
     except yaml.YAMLError as exc:

@@ -98,6 +98,19 @@ def test_bad_config_exits_75_naming_file_and_line(env):
     assert files_in(os.path.join(env.maildir, "new")) == []
 
 
+def test_every_config_mistake_is_on_the_one_line(env):
+    with open(env.conf, "a") as f:
+        f.write("mail_fsync: sometimes\nlda_mailbox_autocreat: yes\nlast_valid_uid: many\n")
+    proc = env.lda()
+    assert proc.returncode == 75
+    err = proc.stderr.decode()
+    assert err.count("\n") == 1, err
+    assert f"{env.conf}: 3 errors: line 5: mail_fsync: " in err, err
+    assert "line 6: lda_mailbox_autocreat: unknown setting" in err
+    assert "line 7: last_valid_uid: invalid number 'many'" in err
+    assert files_in(os.path.join(env.maildir, "new")) == []
+
+
 def test_unknown_user_exits_67(env):
     proc = env.lda("-d", "nosuchuser-mslt")
     assert proc.returncode == 67

@@ -142,3 +142,60 @@ def test_forged_cache_template_still_fails_at_expansion(tmp_path):
     with pytest.raises(ConfigError) as info:
         config.expand_user_settings(settings, {"user": "u", "home": "/h"})
     assert "mail_location" in str(info.value)
+
+
+# -- several mistakes: all reported, each with its line, bounded --------------------
+
+MANY_MISTAKES = ("hostname: a\n"                 # 1 fine
+                 "mail_locaton: x\n"             # 2 unknown
+                 "mail_fsync: sometimes\n"       # 3 bad enum
+                 "first_valid_uid: 500\n"        # 4 fine
+                 "hostname: b\n"                 # 5 duplicate
+                 "lda_mailbox_autocreate: maybe\n"  # 6 bad boolean
+                 "namespace:\n  inbox:\n    prefx: x\n")  # 7 unknown namespace key
+
+
+def test_every_error_is_reported_with_its_line(tmp_path):
+    path = write(tmp_path, MANY_MISTAKES)
+    with pytest.raises(ConfigError) as info:
+        config.load_settings(path, use_cache=False)
+    message = str(info.value)
+    assert message.startswith(f"{path}: 5 errors: "), message
+    for line, key in [(2, "mail_locaton"), (3, "mail_fsync"), (5, "hostname"),
+                      (6, "lda_mailbox_autocreate"), (7, "namespace/inbox/prefx")]:
+        assert f"line {line}: {key}: " in message, (line, key, message)
+    assert [(e.line, e.key) for e in info.value.errors] == [
+        (2, "mail_locaton"), (3, "mail_fsync"), (5, "hostname"),
+        (6, "lda_mailbox_autocreate"), (7, "namespace/inbox/prefx")]
+    assert "\n" not in message          # one line for the MTA's log
+    assert message.count(path) == 1
+
+
+def test_reported_errors_are_bounded(tmp_path):
+    path = write(tmp_path, "".join(f"no_such_setting_{i}: x\n" for i in range(500)))
+    with pytest.raises(ConfigError) as info:
+        config.load_settings(path, use_cache=False)
+    message = str(info.value)
+    assert len(info.value.errors) == config.MAX_REPORTED_ERRORS
+    assert message.startswith(f"{path}: 500 errors: ")
+    assert message.count("unknown setting") == config.MAX_REPORTED_ERRORS
+    assert message.endswith(f"; and {500 - config.MAX_REPORTED_ERRORS} more")
+    assert "line 20: no_such_setting_19" in message and "no_such_setting_20:" not in message
+
+
+def test_every_bad_override_is_reported():
+    with pytest.raises(ConfigError) as info:
+        config.apply_overrides(config.default_settings(),
+                               [("mail_fsync", "sometimes"), ("hostname", "ok"),
+                                ("no_such", "x")], source="-o")
+    message = str(info.value)
+    assert message.startswith("-o: 2 errors: ")
+    assert "mail_fsync: invalid value 'sometimes'" in message
+    assert "no_such: unknown setting" in message
+
+
+def test_a_file_with_errors_writes_no_cache(tmp_path):
+    path = write(tmp_path, MANY_MISTAKES)
+    with pytest.raises(ConfigError):
+        config.load_settings(path)
+    assert not os.path.exists(os.path.join(tmp_path, f".{os.path.basename(path)}.cache"))
