@@ -22,6 +22,7 @@ import os
 
 from .errors import (MailboxNameError, MailboxNotFoundError, PrivilegeError,
                      StorageError, UserUnknownError)
+from .homedir import check_mail_root
 
 RELAY_USER_VARIABLE = "MAILSLOT_RELAY_USER"
 INBOX = ("INBOX",)
@@ -75,6 +76,7 @@ def deliver(opts):
     storage = open_storage(settings["mail_location"], user=user.name, home=user.home,
                            hostname=os.uname().nodename,
                            mail_fsync=settings["mail_fsync"], settings=settings)
+    check_mail_root(storage.location, user)     # a missing home: made, or said what to do
     namespace = settings["namespace"]["inbox"]
     # No separator set: the format's own, as Dovecot ('.' Maildir++, '/' mbox and
     # LAYOUT=fs). Logged names then read as the user's client shows them.
