@@ -7,7 +7,8 @@
  * user's uid, gid and groups for good, and execs the Python engine under -I -S. Root
  * is held for these few hundred lines only; no Python ever runs as root.
  *
- * Order of steps (DESIGN.md, "The privilege model"), and nothing else:
+ * Order of steps (docs/architecture.md, "The privilege model"; SECURITY.md, "The
+ * relay, step by step"), and nothing else:
  *   1. umask 077, fds 0-2 open, other fds closed, signals reset, no core dumps
  *   2. read the policy file (path fixed at build time, root-owned, not writable by
  *      group or others, reached through root-owned directories only)

@@ -23,7 +23,7 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The engine's PATH: fixed, never the caller's (DESIGN.md, privilege model step 6). */
+/* The engine's PATH: fixed, never the caller's (SECURITY.md, "The relay, step by step"). */
 #define MS_FIXED_PATH "/usr/local/bin:/usr/bin:/bin"
 
 /* The variables MTAs export for a delivery (Postfix local(8) and pipe(8)): what -k
@@ -1000,7 +1000,8 @@ int ms_args_engine_argv(const struct ms_args *a, const char *interpreter, const 
     if (outmax < need || a->n_settings > MS_MAX_SETTINGS)
         return -1;
     out[n++] = interpreter;
-    /* -I: ignore PYTHON* and the user site; -S: no site module (DESIGN.md). */
+    /* -I: ignore PYTHON* and the user site; -S: no site module (docs/architecture.md,
+     * "Start-up is the speed"). */
     out[n++] = "-I";
     out[n++] = "-S";
     out[n++] = entry;

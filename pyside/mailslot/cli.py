@@ -19,9 +19,12 @@ by RFC 5321's limits.
 import os
 import sys
 
-# dovecot-lda's option letters: those that take an argument, and flags.
+# dovecot-lda's option letters: those that take an argument, and flags. No -D:
+# dovecot-lda 2.3 refuses it (exit 64) and so does mailslot; MAILSLOT_DEBUG=1 in the
+# environment prints the traceback of an internal error instead (DEBUG_VARIABLE).
 OPTIONS_WITH_ARGUMENT = "acdfmopr"
-FLAG_OPTIONS = "eknsD"
+FLAG_OPTIONS = "ekns"
+DEBUG_VARIABLE = "MAILSLOT_DEBUG"
 # RFC 5321 4.5.3.1.3: a reverse- or forward-path is at most 256 octets.
 MAX_PATH_LENGTH = 256
 MAX_ARGUMENT_LENGTH = 4096
@@ -46,7 +49,6 @@ class Options:
         self.stderr_reject = False    # -e
         self.keep_environment = False  # -k
         self.message_path = None      # -p
-        self.debug = False            # -D
         self.lookup = None            # --lookup USER (userdb issue)
 
 
@@ -102,8 +104,6 @@ def _set_flag(opts, letter):
         opts.no_create = True
     elif letter == "s":
         opts.subscribe = True
-    elif letter == "D":
-        opts.debug = True
 
 
 def _set_value(opts, letter, value):
@@ -181,6 +181,9 @@ def main(argv=None):
     if argv is None:
         argv = sys.argv[1:]
     from .errors import exit_code_for, MailslotError
+    # Read now: the delivery clears the environment (without -k) before it could be
+    # read when the traceback is due.
+    debug = bool(os.environ.get(DEBUG_VARIABLE))
     try:
         opts = parse_args(argv)
         if opts.lookup is not None:
@@ -196,7 +199,7 @@ def main(argv=None):
         return exit_code_for(KeyboardInterrupt())
     except Exception as exc:  # a bug: defer the message, never bounce it
         report(f"internal error: {type(exc).__name__}: {exc}")
-        if os.environ.get("MAILSLOT_DEBUG"):
+        if debug:
             import traceback
             traceback.print_exc()
         return exit_code_for(exc)

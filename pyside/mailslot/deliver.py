@@ -1,6 +1,6 @@
 """One delivery, start to finish: identity, settings, user, message, mailbox, log.
 
-deliver(opts) is the pipeline of DESIGN.md for one message and one recipient:
+deliver(opts) is the pipeline of docs/architecture.md for one message and one recipient:
 
     refuse root -> check the relay's promise -> settings (file, userdb, -o)
     -> user (userdb or the running uid) -> message (bounded headers, streamed body)
@@ -13,7 +13,7 @@ is saved, nothing afterwards turns the delivery into a failure the MTA would bou
 Errors: every failure is a MailslotError subclass; cli.main() maps it to the exit
 code. Running as root, or as another uid than the user's, is a PrivilegeError (75).
 
-Security: no Python code delivers as root (DESIGN.md, the privilege model); the
+Security: no Python code delivers as root (docs/architecture.md, the privilege model); the
 relay is the way to deliver for other uids. The target uid must lie inside
 first_valid_uid..last_valid_uid and may never be 0.
 """

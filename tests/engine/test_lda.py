@@ -271,7 +271,8 @@ def test_environment_cleared_unless_k(env):
     assert lines[1].endswith("env=kept saved mail to INBOX"), lines
 
 
-# Modules the plain pipe path must never import (DESIGN.md: start-up is the speed).
+# Modules the plain pipe path must never import (docs/architecture.md, "Start-up is
+# the speed").
 HEAVY_MODULES = ("yaml", "re", "email", "json", "logging", "argparse", "socket",
                  "subprocess", "tempfile", "shutil", "datetime", "mailslot.sieve.runner",
                  "prctl", "sqlite3", "psycopg2")

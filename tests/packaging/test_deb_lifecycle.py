@@ -34,11 +34,11 @@ LOCAL_RELAY_MODE = 0o4710          # the administrator's override: no read for s
 LOCAL_EDIT = "hostname: pkgtest.example.org\n"
 MSG = (b"From: s@example.org\nTo: mslt-pkguser@example.org\nSubject: package\n"
        b"Message-ID: <pkg@example.org>\n\nDelivered by the installed package.\n")
-RUNTIME_DEPENDENCIES = ("python3-yaml", "python3-prctl", "python3-cffi", "adduser")
+RUNTIME_DEPENDENCIES = ("python3-yaml", "python3-prctl", "adduser")
 PACKAGE_PATHS = ["/usr/lib/mailslot", "/etc/mailslot", "/usr/bin/mailslot",
                  "/usr/share/doc/mailslot", "/usr/share/man/man8/mailslot-relay.8.gz",
                  "/usr/share/man/man1/mailslot-lda.1.gz",
-                 "/lib/systemd/system/mailslot-lmtpd.socket"]
+                 "/usr/share/doc/mailslot/deployment.md"]
 LMTP_LINKS = ["/etc/systemd/system/sockets.target.wants/mailslot-lmtpd.socket",
               "/etc/systemd/system/multi-user.target.wants/mailslot-lmtpd.service"]
 

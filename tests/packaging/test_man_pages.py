@@ -1,4 +1,4 @@
-"""The six man pages: they render without warnings, and say what the code does.
+"""The five man pages: they render without warnings, and say what the code does.
 
 Plain roff with man(7) macros, so they build offline with groff (groff-base, which
 man-db needs). The consistency checks read the sources the pages describe: every
@@ -15,7 +15,7 @@ from tests.support import REPO
 
 MAN = os.path.join(REPO, "docs", "man")
 PAGES = ["mailslot-lda.1", "mailslot.1", "mailslot.yaml.5", "mailslot-relay.8",
-         "mailslot-dotlock.8", "mailslot-lmtpd.8"]
+         "mailslot-dotlock.8"]
 
 
 def _page(name):
@@ -46,8 +46,7 @@ def _engine_options():
         source = f.read()
     with_arg = re.search(r'^OPTIONS_WITH_ARGUMENT = "(\w+)"', source, re.M).group(1)
     flags = re.search(r'^FLAG_OPTIONS = "(\w+)"', source, re.M).group(1)
-    # -D (debug) is accepted for dovecot-lda compatibility and not documented.
-    return sorted(set(with_arg + flags) - {"D"})
+    return sorted(set(with_arg + flags))
 
 
 @pytest.mark.parametrize("letter", _engine_options())

@@ -6,6 +6,7 @@ empty local index), so nothing is fetched.
 """
 import ast
 import os
+import shutil
 import subprocess
 import tomllib
 import zipfile
@@ -87,8 +88,15 @@ def test_wheel_build_prints_no_deprecation_banner_and_declares_the_licence(tmp_p
     # A real build, as `make build` runs it (pip, isolated build environment from
     # the configured index), but of a wheel into tmp_path, verbose so the backend's
     # warnings are shown.
+    # Built from a copy: setuptools leaves build/ and *.egg-info in the source tree.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(os.path.join(REPO, name), src / name)
+    shutil.copytree(os.path.join(REPO, "pyside"), src / "pyside",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     proc = subprocess.run([os.path.join(REPO, ".venv", "bin", "python"), "-m", "pip", "wheel",
-                           "--no-deps", "-v", "-w", str(tmp_path), REPO],
+                           "--no-deps", "-v", "-w", str(tmp_path), str(src)],
                           capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-2000:]

@@ -33,15 +33,32 @@ def test_pre_creates_the_group_before_files_are_written(rpm_package):
 
 @pytest.mark.parametrize("page", ["man1/mailslot-lda.1", "man1/mailslot.1",
                                   "man5/mailslot.yaml.5", "man8/mailslot-relay.8",
-                                  "man8/mailslot-dotlock.8", "man8/mailslot-lmtpd.8"])
+                                  "man8/mailslot-dotlock.8"])
 def test_ships_man_page(rpm_package, page):
     files = rpm_files(rpm_package)
     assert any(p.startswith(f"/usr/share/man/{page}") for p in files)
 
 
-@pytest.mark.parametrize("requirement", ["python3-pyyaml", "python3-prctl", "python3-cffi"])
+@pytest.mark.parametrize("requirement", ["python3-pyyaml", "python3-prctl"])
 def test_requires_distribution_python_modules(rpm_package, requirement):
     assert requirement in run("rpm", "-qp", "--requires", rpm_package).split()
+
+
+def test_cffi_is_not_a_runtime_requirement(rpm_package):
+    # Only the tests load the C helpers through cffi (pyproject.toml's test extra).
+    assert "python3-cffi" not in run("rpm", "-qp", "--requires", rpm_package).split()
+
+
+@pytest.mark.parametrize("doc", ["README.md", "SECURITY.md", "architecture.md",
+                                 "deployment.md", "userdb.md", "sieve.md", "benchmarks.md",
+                                 "relay.policy.example"])
+def test_ships_the_documents_the_man_pages_point_to(rpm_package, doc):
+    assert [p for p in rpm_files(rpm_package)
+            if p.startswith("/usr/share/doc/") and p.endswith("/" + doc)], doc
+
+
+def test_ships_no_lmtp_server_parts(rpm_package):
+    assert not [p for p in rpm_files(rpm_package) if "lmtp" in p]
 
 
 def test_no_virtualenv_in_the_payload(rpm_package):

@@ -1,6 +1,6 @@
 """The Sieve case corpus, run through mailslot's sieve-test.
 
-One test per tests/sieve/cases/*.case (format: conftest.py). Each checks the
+One test per tests/sieve/cases/*.case (format: casefile.py). Each checks the
 printed result (exactly), the error lines, and the exit status.
 """
 

@@ -46,7 +46,8 @@ def test_empty_mailbox_means_inbox():
 
 
 @pytest.mark.parametrize("argv", [["-x"], ["-d"], ["-o", "novalue"], ["stray"],
-                                  ["-d", ""], ["-a", "bad address"], ["-q", "-d", "u"]])
+                                  ["-d", ""], ["-a", "bad address"], ["-q", "-d", "u"],
+                                  ["-D"], ["-e", "-D"]])
 def test_usage_errors_exit_64(argv):
     with pytest.raises(UsageError) as info:
         parse_args(argv)
@@ -55,3 +56,33 @@ def test_usage_errors_exit_64(argv):
 
 def test_quoted_local_part():
     assert parse_address('"john doe"@example.org') == '"john doe"@example.org'
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["environment cleared", "-k"])
+def test_mailslot_debug_prints_the_traceback_of_an_internal_error(monkeypatch, capsys, keep):
+    # The delivery clears the environment (unless -k) before the error surfaces:
+    # the variable must have been read before that.
+    import os
+    from mailslot import cli, deliver
+    from mailslot.errors import EX_TEMPFAIL
+
+    def failing_delivery(opts):
+        if not opts.keep_environment:
+            deliver.clear_environment()
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(deliver, "deliver", failing_delivery)
+    monkeypatch.setenv("MAILSLOT_DEBUG", "1")
+    monkeypatch.setattr(os, "environ", dict(os.environ))    # the test's own copy
+    assert cli.main(["-k"] if keep else []) == EX_TEMPFAIL
+    err = capsys.readouterr().err
+    assert "mailslot-lda: internal error: RuntimeError: a bug" in err
+    assert "Traceback (most recent call last)" in err
+
+
+def test_no_traceback_without_mailslot_debug(monkeypatch, capsys):
+    from mailslot import cli, deliver
+    monkeypatch.delenv("MAILSLOT_DEBUG", raising=False)
+    monkeypatch.setattr(deliver, "deliver", lambda opts: 1 / 0)
+    cli.main([])
+    err = capsys.readouterr().err
+    assert err == "mailslot-lda: internal error: ZeroDivisionError: division by zero\n"

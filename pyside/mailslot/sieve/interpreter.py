@@ -13,7 +13,7 @@ current loop depth (foreverypart) and the CPU time budget.
 
 Errors: a run-time error (an invalid redirect address made from a variable, too
 many actions, a CPU time overrun, ...) raises SieveRunError(location, message);
-Runtime.run() reports it and the delivery falls back to implicit keep, as
+runner.run_program() reports it and the delivery falls back to implicit keep, as
 Pigeonhole does. StopScript ends the whole run (stop); ReturnScript ends the
 current script (include's return).
 

@@ -54,7 +54,7 @@ Security notes:
     parents of the root the umask's default mode, not 0700.)
   - Nothing here imports more than os, stat and errno (and resource, only to
     explain an EFBIG): it is on the plain delivery path, whose start-up is the
-    product's speed (DESIGN.md).
+    product's speed (docs/architecture.md, "Start-up is the speed").
 """
 
 import errno

@@ -25,7 +25,8 @@ Errors: acquire_dotlock() returns None when the lock stays busy (at once with
 timeout=0, else after timeout seconds); any other failure is the OSError itself,
 which callers turn into their own StorageError with the path.
 
-The mbox issue adds fcntl/flock locking here.
+File locks (fcntl, flock, lockf: Dovecot's mbox lock methods) are at the end of
+this module: lock_file() takes one on an open fd, unlock_file() releases it.
 """
 
 import os
