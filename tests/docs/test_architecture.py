@@ -1,7 +1,8 @@
 """docs/architecture.md is the page the code cites, and it names what exists.
 
 Every tracked file is read (git ls-files): none may cite a design page outside the
-repository, every `docs/architecture.md, "<section>"` citation must name one of the
+repository, every citation of a section of docs/architecture.md (the file name, a
+comma, the section in double quotes) must name one of the
 page's headings, and every module and path the page's tables name must exist.
 """
 import os
