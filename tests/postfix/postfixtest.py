@@ -12,8 +12,9 @@ written. Each session gets, under one temp dir:
   homes/       the test users' homes
 
 Postfix listens on 127.0.0.1 only, on a free port, and is stopped by the fixture.
-The MTA lines are the shipped examples (packaging/examples/postfix/), with the
-install paths and the test's accounts substituted.
+The MTA lines are the shipped examples (packaging/examples/postfix/: master.cf-virtual,
+main.cf-virtual, vmailbox compiled with postmap, main.cf-system-users), the files
+docs/deployment.md shows, with the install paths, domain and accounts substituted.
 
 System users' mail goes to mbox files in a spool directory with the lock group
 (mailspool/, root:mail 2775 like /var/mail; mailslot-dotlock is built for it). Virtual users
@@ -44,6 +45,10 @@ SYSTEM_USER = "mslt-pfsys"
 SYSTEM_DOMAIN = "sys.mailslot.test"
 VIRTUAL_DOMAIN = "virt.mailslot.test"
 VIRTUAL_USERS = ("v1", "v2")
+# What the shipped examples name, replaced by the test's own.
+EXAMPLE_DOMAIN = "example.org"
+EXAMPLE_ADDRESSES = ("alice@example.org", "bob@example.org")
+EXAMPLE_VMAILBOX = "/etc/postfix/vmailbox"
 # The mbox storage (pyside/mailslot/storage/mbox.py) arrives with its own issue.
 FREE_ID_RANGE = range(61000, 62000)     # numeric ids with no passwd/group entry
 START_TIMEOUT = 30                      # seconds for master to accept SMTP
@@ -227,10 +232,33 @@ class PostfixInstance:
                 return line.replace("/usr/lib/mailslot/mailslot-lda", f"{lda} -c {self.settings}")
         raise PostfixError("main.cf-system-users has no mailbox_command line")
 
+    def example_vmailbox(self):
+        """The shipped vmailbox map, with the test's virtual addresses for its two."""
+        text = _read_example("vmailbox", keep_comments=True)
+        for example, user in zip(EXAMPLE_ADDRESSES, self.virtual):
+            if example not in text:
+                raise PostfixError(f"vmailbox has no line for {example}")
+            text = text.replace(example, user.address)
+        return text
+
+    def example_main_virtual(self, vmailbox):
+        """The shipped main.cf-virtual, pointed at the test's domain and map."""
+        text = _read_example("main.cf-virtual")
+        for example, ours in ((EXAMPLE_VMAILBOX, vmailbox), (EXAMPLE_DOMAIN, VIRTUAL_DOMAIN)):
+            if example not in text:
+                raise PostfixError(f"main.cf-virtual does not name {example}")
+            text = text.replace(example, ours)
+        return text.strip()
+
     def _write_postfix_config(self):
+        # The example map and its postmap, as docs/deployment.md says to compile it.
         vmailbox = os.path.join(self.pf_etc, "vmailbox")
         with open(vmailbox, "w") as f:
-            f.writelines(f"{v.address} ok\n" for v in self.virtual)
+            f.write(self.example_vmailbox())
+        # main.cf-system-users sets recipient_delimiter too: the same value, once.
+        system = self.example_mailbox_command()
+        virtual = "\n".join(line for line in self.example_main_virtual(vmailbox).splitlines()
+                            if line.strip() != "recipient_delimiter = +")
         main = f"""\
 # Private test instance: loopback only, no outbound mail, nothing from /etc/postfix.
 compatibility_level = 3.6
@@ -255,12 +283,9 @@ relay_transport = error:outbound mail is disabled in this test
 smtp_dns_support_level = disabled
 maillog_file = {self.maillog}
 maillog_file_prefixes = {self.base}
-{self.example_mailbox_command()}
+{system}
 recipient_delimiter = +
-virtual_mailbox_domains = {VIRTUAL_DOMAIN}
-virtual_mailbox_maps = texthash:{vmailbox}
-virtual_transport = mailslot
-mailslot_destination_recipient_limit = 1
+{virtual}
 # Retry deferred mail soon once the test has repaired the mailbox.
 minimal_backoff_time = 2s
 maximal_backoff_time = 4s
@@ -292,6 +317,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         for name, text in (("main.cf", main), ("master.cf", master)):
             with open(os.path.join(self.pf_etc, name), "w") as f:
                 f.write(text)
+        _run(["postmap", "-c", self.pf_etc, f"hash:{vmailbox}"])
 
     # -- running --------------------------------------------------------------------
 
@@ -413,6 +439,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def _read_example(name):
+def _read_example(name, keep_comments=False):
     with open(os.path.join(EXAMPLES, name)) as f:
-        return "".join(line for line in f if not line.lstrip().startswith("#"))
+        return "".join(line for line in f
+                       if keep_comments or not line.lstrip().startswith("#"))

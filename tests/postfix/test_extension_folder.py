@@ -28,3 +28,16 @@ def test_empty_extension_means_inbox(postfix):
                  b"Subject: no extension\nX-Test-Case: no-extension\n\nINBOX.\n")
     found = postfix.wait_for_message(os.path.join(v2.home, "Maildir"), b"no-extension")
     assert len(found) == 1, postfix.log()[-3000:]
+
+
+def test_extension_arrives_lower_cased(postfix):
+    # Postfix folds ${extension} to lower case (flag u of the shipped master.cf line),
+    # as docs/deployment.md and the example say: +Shopping files into "shopping".
+    v1 = postfix.virtual[0]
+    address = f"{v1.name}+Shopping@{v1.address.split('@')[1]}"
+    postfix.send("sender@example.net", [address],
+                 b"Subject: mixed case\nX-Test-Case: extension-case\n\nLower.\n")
+    maildir = os.path.join(v1.home, "Maildir")
+    found = postfix.wait_for_message(os.path.join(maildir, ".shopping"), b"extension-case")
+    assert len(found) == 1, postfix.log()[-3000:]
+    assert not os.path.exists(os.path.join(maildir, ".Shopping"))
