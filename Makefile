@@ -22,7 +22,7 @@ DEB_BENCH := hyperfine time
 # tests. Postfix is preseeded to "No configuration": no system instance is set up.
 DEB_PKG   := debhelper dh-python dpkg-dev fakeroot rpm
 
-.PHONY: all build deps-build deps-test demo test install bench bench-quick bench-deps clean
+.PHONY: all build deps-build deps-test demo test install bench bench-quick bench-deps clean exim
 
 all: build
 
@@ -47,6 +47,30 @@ deps-build:
 deps-test: deps-build
 	@[ "$$(id -u)" != 0 ] || echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 	$(call apt_install,$(DEB_TEST) $(DEB_PKG))
+	@[ "$$(id -u)" != 0 ] || $(MAKE) -s --no-print-directory exim
+
+# Exim for tests/postfix/test_exim.py. Debian's exim4-daemon-light conflicts with
+# postfix as a package (both are mail-transport-agent), but its binary runs from the
+# unpacked package with a private configuration: the .debs are fetched with
+# `apt-get download` (no install, nothing else changes) and unpacked under build/.
+EXIM_DIR      := build/exim
+EXIM_PACKAGES := exim4-daemon-light libidn12
+EXIM_BIN      := $(EXIM_DIR)/root/usr/sbin/exim4
+
+exim: $(EXIM_BIN)
+
+$(EXIM_BIN):
+	@[ "$$(id -u)" = 0 ] || { echo "fetching Exim's package needs root (apt-get download)"; exit 1; }
+	@rm -rf $(EXIM_DIR) && mkdir -p $(EXIM_DIR)/debs
+	@# _apt fetches into a directory it may write, so apt does not warn about it.
+	@! id -u _apt >/dev/null 2>&1 || chown _apt $(EXIM_DIR)/debs
+	@echo "apt-get download $(EXIM_PACKAGES)"
+	@cd $(EXIM_DIR)/debs && { apt-get download -qq $(EXIM_PACKAGES) 2>/dev/null || \
+	  { apt-get update -qq && apt-get download -qq $(EXIM_PACKAGES); }; }
+	@for deb in $(EXIM_DIR)/debs/*.deb; do dpkg-deb -x "$$deb" $(EXIM_DIR)/root; done
+	@# The tests run it as root: no setuid-root copy of Exim is left lying about.
+	@chmod u-s $@
+	@test -x $@
 
 # pip warns about every index location of the machine's pip configuration that has
 # no directory for a package ("WARNING: Location '...' is ignored: it is neither a
