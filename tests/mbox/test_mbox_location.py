@@ -73,3 +73,31 @@ def test_settings_default_to_the_schema(tmp_path):
         SCHEMA["mbox_write_locks"][1].split())
     assert (storage.lock_timeout, storage.change_timeout) == (300, 120)
     assert storage.variant == "mboxrd" and storage.privileged_group == ""
+
+
+# Issue 12.7: INBOX=~/.profile would turn every delivery into shell start-up code.
+@pytest.mark.parametrize("inbox", ["~/.profile", "~/.bashrc", "~/mail/../.forward",
+                                   "~//.profile", "@HOME@/.profile", "~/./.login"])
+def test_mbox_inbox_never_created_as_a_dot_file_in_home(tmp_path, inbox):
+    from tests.storage.sources import BytesSource, message
+    home = tmp_path / "home"
+    (home / "mail").mkdir(parents=True)
+    storage = open_storage(f"mbox:~/mail:INBOX={inbox.replace('@HOME@', str(home))}",
+                           user="t", home=str(home), hostname="h")
+    with pytest.raises(ConfigError) as info:
+        storage.save(("INBOX",), BytesSource(message(1)))
+    assert "dot file in the home directory" in str(info.value)
+    assert sorted(p.name for p in home.iterdir()) == ["mail"]
+
+
+@pytest.mark.parametrize("inbox, made", [("~/mbox", "mbox"), ("~/mail/.inbox", "mail/.inbox"),
+                                         ("~/Mail.d/inbox", "Mail.d/inbox")])
+def test_other_inbox_places_are_created(tmp_path, inbox, made):
+    from tests.storage.sources import BytesSource, message
+    home = tmp_path / "home"
+    (home / "mail").mkdir(parents=True)
+    (home / "Mail.d").mkdir()
+    storage = open_storage(f"mbox:~/mail:INBOX={inbox}", user="t", home=str(home),
+                           hostname="h")
+    storage.save(("INBOX",), BytesSource(message(1)))
+    assert (home / made).read_bytes().startswith(b"From ")

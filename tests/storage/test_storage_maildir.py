@@ -432,3 +432,40 @@ def test_deleted_uidlist_is_rebuilt_from_the_files(home):
     assert r.uid == 2           # the file already there is numbered first, as Dovecot would
     names = [line.split(" :")[1].strip() for line in lines(home / "Maildir" / "dovecot-uidlist")[1:]]
     assert names == [os.path.basename(first.path), os.path.basename(r.path)]
+
+
+# --- LAYOUT=fs: Dovecot's file names are not folders (issue 12.6) ----------------------
+
+@pytest.mark.parametrize("name", [
+    ("dovecot-uidlist",), ("subscriptions",), ("dovecot-keywords",),
+    ("dovecot-uidvalidity",), ("dovecot-uidvalidity.5f3a1b2c",), ("maildirsize",),
+    ("dovecot.index",), ("dovecot.index.log",), ("dovecot.list.index",),
+    ("dovecot-uidlist.lock",), ("dovecot-uidlist.tmp",), ("maildirfolder",),
+    ("dovecot-shared",), ("dovecot-acl",), ("a", "dovecot-uidlist"), ("a", "maildirsize"),
+    ("a", "cur"), (".temp.host.1.abc",),
+])
+@pytest.mark.parametrize("suffix", [":LAYOUT=fs", ":LAYOUT=fs:CONTROL=~/control"])
+def test_fs_layout_refuses_dovecots_file_names(home, name, suffix):
+    st = make(home, suffix)
+    st.save(("INBOX",), BytesSource(message(0)))
+    before = sorted(os.listdir(home / "Maildir"))
+    with pytest.raises(MailboxNameError):
+        st.create_mailbox(name)
+    with pytest.raises(MailboxNameError):
+        st.save(name, BytesSource(message(1)))
+    assert sorted(os.listdir(home / "Maildir")) == before
+
+
+@pytest.mark.parametrize("name", [("a", "subscriptions"), ("dovecot-lists",), ("Index",),
+                                  ("new-mail",)])
+def test_fs_layout_allows_names_that_only_look_alike(home, name):
+    st = make(home, ":LAYOUT=fs")
+    st.create_mailbox(name)
+    assert st.save(name, BytesSource(message(1))).uid == 1
+
+
+def test_maildirpp_keeps_such_names_as_folders(home):
+    """Maildir++ stores them as ".dovecot-uidlist": no clash, Dovecot does the same."""
+    st = make(home)
+    st.create_mailbox(("dovecot-uidlist",))
+    assert (home / "Maildir" / ".dovecot-uidlist" / "new").is_dir()

@@ -27,7 +27,11 @@ Errors: ConfigError (the engine answers 75: a typo must never bounce mail).
 
 Security: the paths come from the administrator's configuration or the userdb;
 they are taken as given (symlinks in them are the administrator's business).
-Only what lies beneath them is walked without following symlinks.
+Only what lies beneath them is walked without following symlinks. The location
+keeps the home it was parsed for: an mbox INBOX that would be a dot file directly
+in it (INBOX=~/.profile, a shell start-up file) is never created
+(MailLocation.is_home_dot_file; with the relay's caller_config, -o mail_location
+is the caller's to choose).
 """
 
 from ..errors import ConfigError
@@ -51,17 +55,42 @@ class MailLocation:
     """The parsed setting: absolute paths, or None where not given."""
 
     __slots__ = ("format", "root", "inbox", "control", "index", "layout",
-                 "subscriptions_name", "utf8", "source")
+                 "subscriptions_name", "utf8", "source", "home")
 
     def __init__(self, format, root, *, inbox=None, control=None, index=None,
                  layout="maildir++", subscriptions_name=DEFAULT_SUBSCRIPTIONS_NAME,
-                 utf8=False, source=""):
+                 utf8=False, source="", home=None):
         self.format, self.root, self.inbox = format, root, inbox
         self.control, self.index, self.layout = control, index, layout
         self.subscriptions_name, self.utf8, self.source = subscriptions_name, utf8, source
+        self.home = home
+
+    def is_home_dot_file(self, path):
+        """True if path is a dot file directly in the user's home (~/.profile,
+        ~/.bashrc, ~/.forward ...): a file the user's shell or mail system reads,
+        which mail storage must never create (issue 12.7)."""
+        if not self.home:
+            return False
+        head, _, name = _normalized(path).rpartition("/")
+        return name.startswith(".") and (head or "/") == _normalized(self.home)
 
     def __repr__(self):
         return f"MailLocation({self.source!r})"
+
+
+def _normalized(path):
+    """path with "//", "/./" and "x/.." folded (textually, as the kernel would if no
+    component were a symlink), without a trailing '/'."""
+    parts = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    return "/" + "/".join(parts)
 
 
 def _split_fields(data):
@@ -118,7 +147,8 @@ def parse_mail_location(value, *, home):
         raise ConfigError(f"mail root directory not given in: {value}", key="mail_location")
     if fields[0].startswith("INBOX="):
         raise ConfigError(f"mail root directory not given in: {value}", key="mail_location")
-    loc = MailLocation(fmt, _fix_path(fields[0], home, "mail root", value), source=value)
+    loc = MailLocation(fmt, _fix_path(fields[0], home, "mail root", value), source=value,
+                       home=home)
     if fmt == "mbox":
         loc.layout = "fs"
         loc.subscriptions_name = MBOX_SUBSCRIPTIONS_NAME

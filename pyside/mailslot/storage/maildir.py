@@ -20,7 +20,9 @@ written: there is never a partial file in new/ or cur/.
 
 Layouts: Maildir++ (INBOX is the root; folder a/b is the directory ".a.b" with
 tmp/ new/ cur/ and an empty maildirfolder file) and LAYOUT=fs (folder a/b is
-a/b/, parents are plain directories). Dovecot's LDA also leaves a maildirfolder
+a/b/, parents are plain directories; a component may not be cur/new/tmp nor the
+name of a file Dovecot keeps beside them, FS_RESERVED_NAMES: dovecot-uidlist,
+subscriptions at the top, maildirsize, dovecot.index*, ...). Dovecot's LDA also leaves a maildirfolder
 in an INBOX directory it had to create; mailslot does not, because Maildir++
 quota readers (maildirsize, Courier's deliverquota) take that file to mean "a
 subfolder: the quota file is in the parent". Components are stored in modified UTF-7
@@ -58,6 +60,17 @@ from .dirs import NAME_MAX, DirOpener, Fds, current_umask, storage_error
 
 SUBDIRS = ("cur", "new", "tmp")          # the order Dovecot creates them in
 MAILDIRFOLDER_NAME = "maildirfolder"
+# With LAYOUT=fs a folder is a directory beside a mailbox's own files, so a folder
+# may not take the name of one of them (issue 12.6): Dovecot's control and index
+# files (maildir-uidlist.c, maildir-keywords.c, mailbox-uidvalidity.c, the index
+# files, ACLs, the shared-folder marker), the Maildir++ quota and folder markers,
+# and the temp files of the link()ed dotlocks (locking.py).
+FS_RESERVED_NAMES = frozenset((
+    index.UIDLIST_NAME, index.UIDLIST_TEMP_NAME, index.UIDLIST_NAME + ".lock",
+    "dovecot-keywords", "dovecot-keywords.lock", "dovecot-shared", "dovecot-acl",
+    "dovecot-acl-list", "dovecot.mailbox.log", "maildirsize", MAILDIRFOLDER_NAME))
+FS_RESERVED_PREFIXES = (index.UIDVALIDITY_NAME, "dovecot.index", "dovecot.list.index",
+                        "dovecot-uidlist.", "dovecot-keywords.", ".temp.")
 # IMAP system flags -> Maildir info letters (maildir-filename-flags.c).
 FLAG_LETTERS = {"\\answered": "R", "\\seen": "S", "\\deleted": "T",
                 "\\draft": "D", "\\flagged": "F"}
@@ -157,6 +170,10 @@ class MaildirStorage(Storage):
             if self.fs_layout and part in SUBDIRS:
                 raise MailboxNameError(f"mailbox name component {part!r} is reserved by Maildir")
             e = self._encode(part)
+            if self.fs_layout and (e in FS_RESERVED_NAMES or e.startswith(FS_RESERVED_PREFIXES)
+                                   or (not enc and e == self.location.subscriptions_name)):
+                raise MailboxNameError(f"mailbox name component {part!r} is the name of a "
+                                       "file Dovecot keeps in a Maildir")
             if len(e.encode("utf-8")) > NAME_MAX:
                 raise MailboxNameError("mailbox name component is too long for the filesystem")
             enc.append(e)

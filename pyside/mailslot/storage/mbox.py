@@ -306,6 +306,10 @@ class MboxStorage(Storage):
 
     def _create_inbox(self, dir_fd, dir_path, fname):
         path = f"{dir_path}/{fname}"
+        if self.location.is_home_dot_file(path):
+            # INBOX=~/.profile would make every delivery write a shell start-up file.
+            raise ConfigError(f"refusing to create the mbox INBOX {path}: a dot file in "
+                              "the home directory", key="mail_location")
         try:
             self._create_file(dir_fd, fname, path, INBOX_MODE, None)
             return
