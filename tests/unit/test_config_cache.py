@@ -195,7 +195,8 @@ def test_an_oversized_cache_is_refused_not_cut(tree, monkeypatch):
     config.load_settings(path)
     monkeypatch.setattr(config, "CACHE_MAX_BYTES", 100)
     calls = []
+    real = config._parse_yaml
     monkeypatch.setattr(config, "_parse_yaml",
-                        lambda text, p, real=config._parse_yaml: calls.append(p) or real(text, p))
+                        lambda text, p, *rest: calls.append(p) or real(text, p, *rest))
     assert config.load_settings(path)["first_valid_uid"] == 1000
     assert calls == [path]                          # the YAML was parsed again
