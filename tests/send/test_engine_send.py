@@ -158,6 +158,18 @@ def test_redirect_headers_and_envelope(mailer):
     assert "discarded duplicate forward" in mailer.log(mailer.users[0])
 
 
+def test_sieve_max_redirects_is_enforced(mailer):
+    mailer.write_conf("sieve_max_redirects: 2\n")
+    mailer.script(mailer.users[0], "".join(f'redirect "r{i}@example.net";\n'
+                                           for i in range(3)))
+    proc = deliver_a(mailer)
+    assert proc.returncode == 0, proc.stderr
+    # The run fails ("number of redirect actions exceeds policy limit"): nothing is
+    # forwarded and the message is kept.
+    assert mailer.sink.wait(1, timeout=0.5) == []
+    assert len(mailer.inbox(mailer.users[0])) == 1
+
+
 def test_redirect_envelope_from_setting(mailer):
     mailer.write_conf("sieve_redirect_envelope_from: recipient\n")
     mailer.script(mailer.users[0], f'redirect "{B}";\n')
@@ -264,3 +276,40 @@ def test_no_new_privs_with_sendmail_path_defers_before_saving(mailer):
     assert proc.returncode == 75
     assert b"cannot work under no_new_privs" in proc.stderr
     assert mailer.inbox(user) == []
+
+
+# -- bounded memory ------------------------------------------------------------------
+
+MEASURE = ("import resource, subprocess, sys\n"
+           "with open(sys.argv[1], 'rb') as f:\n"
+           "    rc = subprocess.run(sys.argv[2:], stdin=f).returncode\n"
+           "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+
+
+def test_forwarding_a_large_message_keeps_memory_flat(mailer, tmp_path):
+    """A 64 MiB message is forwarded from a spooled copy in chunks: the engine's peak
+    RSS stays far below the message size (measured, not assumed)."""
+    import sys
+    user = mailer.users[0]
+    mailer.script(user, f'redirect "{B}";\n')
+    big = tmp_path / "big.eml"
+    line = b"x" * 99 + b"\n"
+    with open(big, "wb") as f:
+        f.write(MSG)
+        for _ in range(64 * 1024 * 1024 // len(line)):
+            f.write(line)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(big, 0o644)
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(big), "setpriv", f"--reuid={user.pw_uid}",
+         f"--regid={user.pw_gid}", "--init-groups", "--",
+         os.path.join(mailer.installed, "mailslot-lda"), "-c", mailer.conf,
+         "-f", "sender@example.com", "-r", A],
+        capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin", "USER": user.pw_name, "HOME": user.pw_dir})
+    rc, peak_kib = map(int, out.stdout.split())
+    assert rc == 0, out.stderr
+    (fwd,) = mailer.sink.wait(1, timeout=60)
+    assert len(fwd.data) > 64 * 1024 * 1024
+    print(f"engine peak RSS forwarding 64 MiB: {peak_kib} KiB")
+    assert peak_kib < 40 * 1024, f"peak RSS {peak_kib} KiB"

@@ -71,14 +71,17 @@ class Original:
     @classmethod
     def from_message(cls, message):
         """From an engine Message (or anything with header_fields/read_bytes)."""
+        fields = message.header_fields()
         head = getattr(message, "header_block", None)
         if callable(head):
             block = head()
         else:
-            block = getattr(message, "_head", None)
-            if block is None:
-                block = message.read_bytes()
-        return cls(message.header_fields(), block)
+            block = getattr(message, "_head", None)   # the engine's header read
+        if block is None:
+            # Rebuilt from the parsed fields (bounded): never the whole message.
+            block = b"".join(("%s: %s\n" % (n, v)).encode("utf-8", "surrogateescape")
+                             for n, v in fields)
+        return cls(fields, block)
 
     def values(self, name):
         low = name.lower()
