@@ -205,12 +205,16 @@ def test_delivered_to_the_target_is_a_loop(mailer):
     assert f"not forwarding to <{B}>: loop" in mailer.log(mailer.users[0])
 
 
-def test_redirect_failure_with_nothing_saved_defers(mailer):
+def test_redirect_failure_with_nothing_saved_defers_and_the_retry_forwards(mailer):
     mailer.script(mailer.users[0], f'redirect "{B}";\n')
     mailer.sink.fail_data = "451 4.3.0 try later"
     proc = deliver_a(mailer)
     assert proc.returncode == 75 and b"451 4.3.0 try later" in proc.stderr
     assert mailer.inbox(mailer.users[0]) == []
+    # The MTA's retry: the failed forward was not remembered, so it goes out now.
+    mailer.sink.fail_data = None
+    assert deliver_a(mailer).returncode == 0
+    assert [m.recipients for m in mailer.sink.wait(1)] == [[B]]
 
 
 def test_redirect_copy_failure_after_save_stands(mailer):

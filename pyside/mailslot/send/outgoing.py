@@ -108,7 +108,9 @@ class OutgoingMail:
         if msgid and self.duplicates is not None:
             key = "redirect\0%s\0%s\0%s" % (self.user_address, msgid, address.lower())
             try:
-                if self.duplicates.check(key):
+                # Claimed before sending (two deliveries of one message at once
+                # forward it once), forgotten if the send fails.
+                if not self.duplicates.claim(key, period):
                     self.log.info(f"sieve: redirect action: discarded duplicate forward "
                                   f"to <{address}>")
                     return False
@@ -123,20 +125,23 @@ class OutgoingMail:
         if sender == "<>":
             sender = ""
         chunks = redirect_chunks(spool, self.user_address)
-        if self.dry_run:
-            data = b"".join(chunks)
-            self.sent.append(compose.Outgoing(sender, [address], data, "redirect",
-                                              f"forward to <{address}>"))
-            self.transport.send(sender, [address], [data])
-        else:
-            self.transport.send(sender, [address], chunks)
-            self.sent.append(compose.Outgoing(sender, [address], b"", "redirect",
-                                              f"forward to <{address}>"))
-        if key is not None:
-            try:
-                self.duplicates.mark(key, period)
-            except Exception as exc:
-                self.log.warning(f"sieve: duplicate database: {exc}")
+        try:
+            if self.dry_run:
+                data = b"".join(chunks)
+                self.sent.append(compose.Outgoing(sender, [address], data, "redirect",
+                                                  f"forward to <{address}>"))
+                self.transport.send(sender, [address], [data])
+            else:
+                self.transport.send(sender, [address], chunks)
+                self.sent.append(compose.Outgoing(sender, [address], b"", "redirect",
+                                                  f"forward to <{address}>"))
+        except SendError:
+            if key is not None:
+                try:
+                    self.duplicates.forget(key)
+                except Exception as exc:
+                    self.log.warning(f"sieve: duplicate database: {exc}")
+            raise
         self.log.info(f"sieve: redirect action: forwarded to <{address}>")
         return True
 
