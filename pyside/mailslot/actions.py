@@ -26,6 +26,10 @@ stderr and exit 77 (the MTA refuses the message in its own dialogue); otherwise
 the rejection report is mailed to the sender (never to <> or for auto-submitted
 mail) and the delivery succeeds with nothing saved, as dovecot-lda does.
 
+One copy a mailbox (RFC 5228 2.10.3): a store or keep into a mailbox that already
+got a copy in this delivery is merged into it, also when a failed store's implicit
+keep lands in INBOX beside a fileinto "INBOX".
+
 Errors: StorageError when not even INBOX can take the message (temporary);
 RejectedError for -e and ereject; SendError as above.
 
@@ -49,6 +53,7 @@ def perform(result, storage, message, *, settings, opts, log, save_to, keep,
     duplicates: the user's DuplicateDB (for Sieve's duplicate marks) or None.
     """
     saved = []
+    filed = set()          # the mailboxes (storage components) that have a copy
     keep_anyway = result.status != "success"
     rejection = None
     ereject = False
@@ -66,10 +71,10 @@ def perform(result, storage, message, *, settings, opts, log, save_to, keep,
             kind = action["type"]
             if kind in ("store", "keep"):
                 saved_one = _store(action, storage, message, settings, opts, log,
-                                   save_to, components)
-                if saved_one is None:
+                                   save_to, components, filed)
+                if saved_one is False:
                     keep_anyway = True
-                else:
+                elif saved_one is not None:
                     saved.append(saved_one)
             elif kind in ("reject", "ereject"):
                 rejection = action.get("reason") or ""
@@ -103,9 +108,11 @@ def perform(result, storage, message, *, settings, opts, log, save_to, keep,
         saved.append(kept)
         return saved
     if result.implicit_keep or keep_anyway:
-        saved.append(keep(storage, message, result.implicit_keep_mailbox or opts.mailbox,
-                          settings, opts, log,
-                          flags=tuple(result.implicit_keep_flags or ())))
+        kept = _keep_once(storage, message, result.implicit_keep_mailbox or opts.mailbox,
+                          settings, opts, log, tuple(result.implicit_keep_flags or ()),
+                          keep, save_to, components, filed)
+        if kept is not None:
+            saved.append(kept)
     elif rejection is not None and not saved:
         if ereject or opts.stderr_reject or sender is None:
             raise RejectedError(rejection or "message rejected")
@@ -164,18 +171,52 @@ def _mark_duplicates(actions, duplicates, log):
                 log.warning(f"sieve: duplicate database: {exc}")
 
 
-def _store(action, storage, message, settings, opts, log, save_to, components):
-    """Save one store/keep action; None when it failed (the caller keeps instead)."""
+def _store(action, storage, message, settings, opts, log, save_to, components, filed):
+    """Save one store/keep action: its SaveResult, None when the mailbox already
+    has a copy (merged), False when it failed (the caller keeps instead)."""
     name_text = action.get("mailbox") or "INBOX"
     source = message
-    if action.get("header_fields"):
-        from .message import with_header_fields
-        source = with_header_fields(message, action["header_fields"])
+    if action.get("edited_header") is not None:
+        from .message import with_edited_header
+        source = with_edited_header(message, action["edited_header"].pieces())
     try:
         name = components(name_text, settings)
-        return save_to(storage, source, name, settings, opts,
-                       flags=tuple(action.get("flags") or ()),
-                       force_create=bool(action.get("create")))
+        if _key(name) in filed:
+            return None
+        saved = save_to(storage, source, name, settings, opts,
+                        flags=tuple(action.get("flags") or ()),
+                        force_create=bool(action.get("create")))
     except (MailboxNameError, StorageError) as exc:
         log.error(f"sieve: failed to store into mailbox {name_text!r}: {exc}")
+        return False
+    filed.add(_key(name))
+    return saved
+
+
+_INBOX = ("INBOX",)
+
+
+def _key(name):
+    """A mailbox's identity for merging: INBOX is case-insensitive."""
+    name = tuple(name)
+    return _INBOX if len(name) == 1 and name[0].upper() == "INBOX" else name
+
+
+def _keep_once(storage, message, target, settings, opts, log, flags, keep, save_to,
+               components, filed):
+    """The implicit keep, unless its mailbox already has a copy. With a copy in
+    INBOX already, a failing keep does not fall back there a second time."""
+    try:
+        name = _key(components(target or "INBOX", settings))
+    except MailboxNameError:
+        name = _INBOX        # keep() falls back to INBOX for an invalid name
+    if name in filed:
+        return None
+    if _INBOX not in filed:
+        return keep(storage, message, target, settings, opts, log, flags=flags)
+    try:
+        return save_to(storage, message, name, settings, opts, flags=flags)
+    except StorageError as exc:
+        log.error(f"Failed to save mail to mailbox {target}: {exc}; "
+                  "a copy is already in INBOX")
         return None

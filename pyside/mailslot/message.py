@@ -15,6 +15,9 @@ Malformed input never loses the message: NUL bytes, bare CRs, a missing blank li
 after the headers, over-long lines and a header block beyond the parse limits are
 all stored as they came; only the parsed view (header_fields) stops early.
 
+iter_fields/header_end are the one header parser, for this view and for Sieve's
+(sieve/mail.py): names, unfolding and the end of the header are decided once.
+
 Errors: a read error on the input is a MessageError (temporary). Writing errors are
 OSError and belong to the storage that called write_to.
 
@@ -24,13 +27,14 @@ invalid UTF-8, and whoever logs them must strip control characters (log.py does)
 
 import os
 
-# Postfix's header_size_limit default (102400 bytes): beyond it no MTA treats lines
-# as headers. We parse no further; the bytes are still stored.
+# Postfix's header_size_limit default (102400 bytes): read_message reads no further
+# before it starts storing; the bytes beyond are still stored.
 HEADER_PARSE_LIMIT = 102400
-# RFC 5322 2.1.1 allows 998 characters a line; a field longer than this is stored
-# but cut in the parsed view.
+# The delivery's own parsed view (header_fields: the log's Message-ID, Subject and
+# From, and Return-Path) keeps at most this many fields and cuts values at this
+# length. These bound only that view: Sieve parses the whole header with the same
+# parser (iter_fields), bounded by sieve_max_memory instead.
 HEADER_VALUE_LIMIT = 65536
-# Postfix's header_count limit is 1000 in practice for hop counting; parse no more.
 HEADER_FIELD_LIMIT = 1000
 # One read or write: large enough for few syscalls, small enough for flat memory.
 COPY_CHUNK = 256 * 1024
@@ -122,16 +126,20 @@ class Message:
         return self.sizes
 
     def read_bytes(self):
-        """Return the whole message as stored, reading the input to its end.
+        """Return the whole message (without the prepended lines) as one buffer.
 
-        For Sieve tests that need the body. Memory grows with the message: the
-        plain delivery path never calls this.
+        For Sieve tests that need the body. Memory: one copy of the message, grown
+        in place (a bytearray; no second copy while reading); the buffer then also
+        serves write_to, so it must be treated as read-only. The plain delivery path
+        never calls this.
         """
         if self.consumed:
             src = self.stored_path or self.link_source
             with open(src, "rb") as f:
                 return f.read()
-        pieces = [b"".join(self.prepend), self._head]
+        if self._eof and isinstance(self._head, bytearray):
+            return self._head
+        buf = bytearray(self._head)
         if not self._eof:
             carry = self._pending_cr
             while True:
@@ -139,50 +147,69 @@ class Message:
                 if not chunk:
                     break
                 data, carry = _to_lf(carry + chunk)
-                pieces.append(data)
-            pieces.append(carry)
-        whole = b"".join(pieces)
-        # Keep the rest as the new head: write_to still works afterwards.
-        self._head = whole[len(pieces[0]):]
+                buf += data
+            buf += carry
+        # The whole message is now the head: write_to still works afterwards.
+        self._head = buf
         self._eof = True
         self._pending_cr = b""
-        return whole
+        return buf
+
+    def header_block(self):
+        """Return (buffer, end): the header block is buffer[:end] (blank line included).
+
+        Reads on from the input only when the first read did not reach the end of
+        the header (a header larger than HEADER_PARSE_LIMIT): the whole header is
+        then in memory, as one copy of the message.
+        """
+        end = header_end(self._head)
+        if end == len(self._head) and not self._eof:
+            self.read_bytes()
+            end = header_end(self._head)
+        return self._head, end
 
 
 class EditedMessage:
-    """A copy of a message with its header replaced (Sieve editheader).
+    """A copy of a message with its header edited (Sieve editheader).
 
-    Built from Message.with_header_fields(); it writes the new header, then the
-    original body, and has no saved copy to hard-link.
+    pieces are (buffer, start, end) ranges and bytes objects, written in order
+    (the edited header, then the original body); the message's prepended lines
+    (lda_original_recipient_header) come first and its envelope sender stays, so
+    an edited copy differs from the original only where it was edited. Nothing is
+    copied: the ranges point into the original message's buffer.
     """
 
-    def __init__(self, header, body):
-        self._header, self._body = header, body
+    def __init__(self, message, pieces):
+        self._prepend = list(getattr(message, "prepend", ()))
+        self._pieces = pieces
+        self.envelope_sender = getattr(message, "envelope_sender", None)
+        self.from_line_sender = getattr(message, "from_line_sender", None)
         self.stored_path = None
         self.sizes = None
 
     def write_to(self, out_fd):
-        _write_all(out_fd, self._header)
-        _write_all(out_fd, self._body)
-        size = len(self._header) + len(self._body)
-        self.sizes = (size, size + self._header.count(b"\n") + self._body.count(b"\n"))
+        size = lines = 0
+        for piece in self._prepend:
+            _write_all(out_fd, piece)
+            size += len(piece)
+            lines += piece.count(b"\n")
+        for piece in self._pieces:
+            if isinstance(piece, tuple):
+                buf, start, end = piece
+                _write_all(out_fd, memoryview(buf)[start:end])
+                size += end - start
+                lines += buf.count(b"\n", start, end)
+            else:
+                _write_all(out_fd, piece)
+                size += len(piece)
+                lines += piece.count(b"\n")
+        self.sizes = (size, size + lines)
         return self.sizes
 
 
-def with_header_fields(message, fields):
-    """Return an EditedMessage: message's body under the header fields given.
-
-    fields are (name, value) pairs as Sieve's editheader left them; values are
-    unfolded text and are written one line each.
-    """
-    whole = message.read_bytes()
-    end = whole.find(b"\n\n")
-    body = whole[end + 1:] if end >= 0 else b"\n"
-    lines = []
-    for name, value in fields:
-        clean = value.replace("\r", " ").replace("\n", " ")
-        lines.append(f"{name}: {clean}\n".encode("utf-8", "surrogateescape"))
-    return EditedMessage(b"".join(lines), body)
+def with_edited_header(message, pieces):
+    """Return an EditedMessage: pieces (see EditedMessage) in place of message."""
+    return EditedMessage(message, pieces)
 
 
 def read_message(fd):
@@ -293,43 +320,81 @@ def _from_line_address(line):
 
 
 def _parse_fields(head):
-    """Parse the header block of head into [(name, value)], bounded."""
+    """Parse the header block of head into [(name, value)], bounded (the delivery's
+    own view: the log's fields and Return-Path; Sieve parses the whole header)."""
     fields = []
-    end = head.find(b"\n\n")
-    block = head[:end + 1] if end >= 0 else head
-    if len(block) > HEADER_PARSE_LIMIT:
-        block = block[:HEADER_PARSE_LIMIT]
-    name = None
-    value = []
-    for raw in block.split(b"\n"):
-        if raw[:1] in (b" ", b"\t") and name is not None:
-            value.append(raw)
-            continue
-        if name is not None:
-            fields.append(_field(name, value))
-            name = None
-            if len(fields) >= HEADER_FIELD_LIMIT:
-                break
-        colon = raw.find(b":")
-        if colon <= 0 or not _is_field_name(raw[:colon]):
-            if raw:
-                break      # not a header line: the header block ends here (malformed)
-            continue
-        name = raw[:colon]
-        value = [raw[colon + 1:]]
-    if name is not None and len(fields) < HEADER_FIELD_LIMIT:
-        fields.append(_field(name, value))
+    end = min(header_end(head), HEADER_PARSE_LIMIT)
+    for _, _, name, value in iter_fields(head, 0, end):
+        if len(fields) >= HEADER_FIELD_LIMIT:
+            break
+        fields.append(field_text(name, value[:HEADER_VALUE_LIMIT]))
     return fields
 
 
-def _is_field_name(name):
-    # RFC 5322 3.6.8: printable US-ASCII except ":" (and so no space).
-    return all(33 <= c <= 126 for c in name)
+# -- the header parser (one for the delivery and Sieve) --------------------------------
+
+def header_end(data, start=0, end=None):
+    """Offset just past the header block of data[start:end] (its blank line
+    included), or end when there is no blank line (all of it is header)."""
+    if end is None:
+        end = len(data)
+    if data.startswith(b"\n", start, end):
+        return start + 1
+    if data.startswith(b"\r\n", start, end):
+        return start + 2
+    lf = data.find(b"\n\n", start, end)
+    crlf = data.find(b"\n\r\n", start, end if lf < 0 else lf + 2)
+    if crlf >= 0:
+        return crlf + 3
+    return end if lf < 0 else lf + 2
 
 
-def _field(name, parts):
-    # RFC 5322 2.2.3: unfolding removes the line breaks and keeps the white space.
-    value = b"".join(p.rstrip(b"\r") for p in parts).strip(b" \t")
-    if len(value) > HEADER_VALUE_LIMIT:
-        value = value[:HEADER_VALUE_LIMIT]
-    return name.decode("ascii"), value.replace(b"\0", b"").decode("utf-8", "replace")
+def iter_fields(data, start=0, end=None):
+    """Yield (first, stop, name, value) for each field of the header data[start:end].
+
+    first..stop is the field's raw bytes (its lines with their line ends, so an
+    edited copy can keep them byte for byte); name is the bytes before the colon
+    without trailing white space; value is the unfolded value as Dovecot makes it:
+    line ends removed, a folding TAB becomes a space, NULs removed, leading and
+    trailing white space trimmed. A line without a colon (or with nothing before
+    it) is no field and is skipped; the header ends at the first empty line.
+    """
+    if end is None:
+        end = len(data)
+    pos = start
+    name = None
+    while pos < end:
+        nl = data.find(b"\n", pos, end)
+        stop = end if nl < 0 else nl + 1
+        line = data[pos:stop].rstrip(b"\n")
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if name is not None and line[:1] in (b" ", b"\t"):
+            # A folded TAB becomes a space (Dovecot's unfolding).
+            parts.append(b" " + line[1:] if line[:1] == b"\t" else line)
+            last = stop
+            pos = stop
+            continue
+        if name is not None:
+            yield first, last, name, _unfold(parts)
+            name = None
+        if line == b"":
+            return
+        colon = line.find(b":")
+        if colon > 0:
+            name = line[:colon].rstrip(b" \t")
+            parts = [line[colon + 1:]]
+            first, last = pos, stop
+        pos = stop
+    if name is not None:
+        yield first, last, name, _unfold(parts)
+
+
+def _unfold(parts):
+    value = b"".join(parts).strip(b" \t")
+    return value.replace(b"\0", b"") if b"\0" in value else value
+
+
+def field_text(name, value):
+    """(name, value) bytes of a parsed field -> str, invalid UTF-8 replaced."""
+    return name.decode("utf-8", "replace"), value.decode("utf-8", "replace")

@@ -128,7 +128,7 @@ def test_editheader_result_carries_the_edited_header(tmp_path):
                    'addheader "X-Sorted" "yes";\nfileinto "Sorted";\n')
     res, _ = run([script], tmp_path, settings={"sieve_extensions": "+editheader"})
     fields = res.actions[0]["header_fields"]
-    assert fields[0] == ["X-Sorted", "yes"]
+    assert fields[0] == ("X-Sorted", "yes")
     assert res.header_fields[0] == ("X-Sorted", "yes")
 
 

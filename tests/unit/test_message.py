@@ -63,8 +63,9 @@ def test_crlf_becomes_lf_even_across_reads():
 
 
 def test_folded_header_unfolded():
+    # One parser with Sieve's view: a folding TAB becomes a space, as in Dovecot.
     msg, _ = run_through(b"Subject: one\n\ttwo\n  three\n\nb\n")
-    assert msg.get("subject") == "one\ttwo  three"
+    assert msg.get("subject") == "one two  three"
 
 
 @pytest.mark.parametrize("data", [

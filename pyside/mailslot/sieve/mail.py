@@ -1,22 +1,31 @@
-"""The message as Sieve sees it: header fields (editable), size, MIME decoding.
+"""The message as Sieve sees it: header fields (editable), size, the body's bytes.
 
-MessageView wraps the host's message object, which offers header_fields() ->
-[(name, unfolded value)] and read_bytes() -> the raw message. On top of it:
-header_values(name) (raw), decoded_values(name) (RFC 2047 decoded, as the header
-test wants), size, and the editheader edits (added/deleted fields) that later
-tests and the stored copy see.
+MessageView wraps the host's message object, which offers header_block() ->
+(buffer, end) (the header is buffer[:end]) and read_bytes() -> the whole raw
+message as one buffer (bytes or bytearray, LF or CRLF line ends; read only by
+tests that need the body, and by size when the host has no size()). The view
+parses the whole header with the delivery's parser (message.iter_fields): no
+field count or byte limit, only the run's memory budget (sieve_max_memory, see
+memory.py) bounds it. On top of it: header_values(name) (raw), decoded_values(name)
+(RFC 2047 decoded, as the header test wants), size, and the editheader edits
+(add_field / delete_fields) that later tests and the stored copy see.
 
-RawMessage is a message made from bytes (sieve-test reads a file): it parses the
-header block like Dovecot does (unfolding turns a folded TAB into a space, values
-are trimmed).
+An edited copy keeps every original line it did not edit byte for byte:
+HeaderSnapshot.pieces() lists (buffer, start, end) ranges of the original message
+and the bytes of the added fields, so a stored copy is written without copying
+the message (message.with_edited_header).
+
+RawMessage is a message made from bytes (sieve-test reads a file).
 
 decode_words(text) decodes RFC 2047 encoded-words; adjacent encoded-words
 separated only by white space join without it (RFC 2047 6.2).
 
-Errors: none; undecodable text is kept as it is (invalid bytes become U+FFFD).
+Errors: none for malformed input (invalid bytes become U+FFFD);
+MemoryLimitExceeded when the header needs more than the run's budget.
 """
 
-HEADER_PARSE_LIMIT = 1 << 20
+from ..message import field_text, header_end, iter_fields
+from .memory import FIELD_COST, Budget
 
 
 class RawMessage:
@@ -24,65 +33,19 @@ class RawMessage:
 
     def __init__(self, data):
         self.data = data
-        self._fields = None
+
+    def header_block(self):
+        return self.data, header_end(self.data)
 
     def header_fields(self):
-        if self._fields is None:
-            self._fields = parse_header_block(self.data)
-        return self._fields
+        data, end = self.header_block()
+        return [field_text(n, v) for _, _, n, v in iter_fields(data, 0, end)]
 
     def read_bytes(self):
         return self.data
 
-
-def header_block_end(data):
-    """Offset of the body (after the blank line) in data, or len(data)."""
-    pos = 0
-    n = len(data)
-    while pos < n:
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            return n
-        line = data[pos:nl]
-        if line == b"" or line == b"\r":
-            return nl + 1
-        pos = nl + 1
-    return n
-
-
-def parse_header_block(data):
-    """[(name, value)] of a raw message's header, unfolded as Dovecot does."""
-    end = header_block_end(data)
-    block = data[:min(end, HEADER_PARSE_LIMIT)]
-    fields = []
-    name = None
-    parts = []
-    for raw in block.split(b"\n"):
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if raw[:1] in (b" ", b"\t") and name is not None:
-            # A folded TAB becomes a space (Dovecot's CLEAN_ONELINE).
-            parts.append(b" " + raw[1:] if raw[:1] == b"\t" else raw)
-            continue
-        if name is not None:
-            fields.append(_make_field(name, parts))
-            name = None
-        colon = raw.find(b":")
-        if colon <= 0:
-            if raw == b"":
-                break
-            continue
-        name = raw[:colon].rstrip(b" \t")
-        parts = [raw[colon + 1:]]
-    if name is not None:
-        fields.append(_make_field(name, parts))
-    return fields
-
-
-def _make_field(name, parts):
-    value = b"".join(parts).strip(b" \t")
-    return (name.decode("utf-8", "replace"),
-            value.replace(b"\0", b"").decode("utf-8", "replace"))
+    def size(self):
+        return len(self.data)
 
 
 # -- RFC 2047 ---------------------------------------------------------------------
@@ -195,21 +158,100 @@ def _match_word(text, start):
 
 # -- the view -----------------------------------------------------------------------
 
+# Where an added field goes in the stored copy (a field's "span" is its original
+# byte range, or one of these).
+TOP, BOTTOM = "top", "bottom"
+
+
+class HeaderSnapshot:
+    """The header as one editheader state left it (immutable): fields and spans."""
+
+    __slots__ = ("fields", "spans", "buf", "hend", "originals")
+
+    def __init__(self, fields, spans, buf, hend, originals):
+        self.fields = fields          # tuple of (name, value)
+        self.spans = spans            # tuple: (start, stop), TOP or BOTTOM
+        self.buf = buf                # the original message's buffer
+        self.hend = hend              # end of its header block (blank line included)
+        self.originals = originals    # every original field's span, in order
+
+    def pieces(self):
+        """The edited message as (buffer, start, end) ranges and bytes.
+
+        Added fields first (top) and last (bottom); between them the original
+        header with the deleted fields cut out, every other byte as it was
+        (lines that are no field included); then the blank line and the body.
+        Adjacent ranges are merged, so the list grows with the edits only.
+        """
+        buf = self.buf
+        out = [_field_line(f) for f, sp in zip(self.fields, self.spans) if sp == TOP]
+        kept = (sp for sp in self.spans if isinstance(sp, tuple))
+        want = next(kept, None)
+        lines_end = _blank_line_start(buf, self.hend)
+        run_start = 0          # the original bytes kept so far run from here
+        for span in self.originals:
+            if span == want:
+                want = next(kept, None)
+                continue
+            if span[0] > run_start:
+                out.append((buf, run_start, span[0]))
+            run_start = span[1]    # a deleted field: skip its bytes
+        if lines_end > run_start:
+            out.append((buf, run_start, lines_end))
+        out += [_field_line(f) for f, sp in zip(self.fields, self.spans)
+                if sp == BOTTOM]
+        if len(buf) > lines_end:
+            out.append((buf, lines_end, len(buf)))     # the blank line and the body
+        return out
+
+
+def _field_line(field):
+    name, value = field
+    clean = value.replace("\r", " ").replace("\n", " ")
+    return f"{name}: {clean}\n".encode("utf-8", "surrogateescape")
+
+
+def _blank_line_start(buf, hend):
+    """Where the blank line ending the header starts (hend when there is none)."""
+    if hend == 0 or buf[hend - 1] != 10:
+        return hend
+    start = buf.rfind(b"\n", 0, hend - 1) + 1
+    line = buf[start:hend - 1]
+    return start if line in (b"", b"\r") else hend
+
+
 class MessageView:
     """Header access for the interpreter, with editheader edits applied."""
 
-    def __init__(self, message):
+    def __init__(self, message, budget=None):
         self.message = message
-        self._fields = None       # list of [name, value] once edited/read
+        self.budget = budget if budget is not None else Budget(None)
+        self._fields = None       # tuple of (name, value)
+        self._spans = None        # tuple of spans (see HeaderSnapshot)
+        self._originals = ()
+        self._buf = None
+        self._hend = 0
         self._index = None
-        self._raw = None
         self._size = None
         self.edited = False
-        self._mime = None
+        self.mime_cache = None    # mime.message_tree() keeps the part tree here
+
+    def _load(self):
+        buf, hend = self.message.header_block()
+        fields = []
+        spans = []
+        charge = self.budget.charge
+        for first, stop, name, value in iter_fields(buf, 0, hend):
+            charge(FIELD_COST + 2 * (stop - first), "the message header")
+            fields.append(field_text(name, value))
+            spans.append((first, stop))
+        self._buf, self._hend = buf, hend
+        self._fields = tuple(fields)
+        self._spans = self._originals = tuple(spans)
 
     def fields(self):
         if self._fields is None:
-            self._fields = [(n, v) for n, v in self.message.header_fields()]
+            self._load()
         return self._fields
 
     def _build_index(self):
@@ -226,36 +268,58 @@ class MessageView:
     def decoded_values(self, name):
         return [decode_words(v) if "=?" in v else v for v in self.header_values(name)]
 
-    def raw_bytes(self):
-        if self._raw is None:
-            self._raw = self.message.read_bytes()
-        return self._raw
-
     def size(self):
         if self._size is None:
             size = getattr(self.message, "size", None)
             if callable(size):
                 size = size()
-            if size is None:
-                size = len(self.raw_bytes())
+            if not isinstance(size, int):
+                size = len(self.message.read_bytes())
             self._size = size
         return self._size
 
+    def body_range(self):
+        """(buffer, start, end): the body of the message (the whole message read)."""
+        data = self.message.read_bytes()
+        if self._buf is None or self._buf is not data:
+            # The header block was read before the rest: find it in the whole.
+            hend = header_end(data)
+        else:
+            hend = self._hend
+        return data, hend, len(data)
+
     # editheader --------------------------------------------------------------------
 
-    def set_fields(self, fields):
-        self._fields = fields
+    def add_field(self, name, value, last):
+        """addheader: a new field at the top (or the bottom with :last)."""
+        self.fields()
+        self.budget.charge(FIELD_COST + len(name) + 4 * len(value), "an added header")
+        if last:
+            self._set(self._fields + ((name, value),), self._spans + (BOTTOM,))
+        else:
+            self._set(((name, value),) + self._fields, (TOP,) + self._spans)
+
+    def delete_fields(self, positions):
+        """deleteheader: remove the fields at these positions of fields()."""
+        drop = set(positions)
+        keep = [i for i in range(len(self.fields())) if i not in drop]
+        self._set(tuple(self._fields[i] for i in keep),
+                  tuple(self._spans[i] for i in keep))
+
+    def _set(self, fields, spans):
+        self.budget.charge(16 * len(fields), "an edited header")
+        self._fields, self._spans = fields, spans
         self._index = None
         self.edited = True
-        self._mime = None
+        self.mime_cache = None
 
-    def body_bytes(self):
-        data = self.raw_bytes()
-        return data[header_block_end(data):]
-
-    def mime(self):
-        """The MIME tree of the (edited) message; see mime.py."""
-        if self._mime is None:
-            from .mime import parse_message
-            self._mime = parse_message(self.fields(), self.body_bytes())
-        return self._mime
+    def snapshot(self):
+        """The header as it is now, for an action that files the message."""
+        self.fields()
+        buf = self._buf
+        data = self.message.read_bytes()
+        if buf is not data:
+            # The host read the rest after the header: spans are the same offsets.
+            buf = data
+        return HeaderSnapshot(self._fields, self._spans, buf, self._hend,
+                              self._originals)

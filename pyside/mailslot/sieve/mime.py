@@ -1,73 +1,92 @@
 """MIME structure for Sieve's body, mime, foreverypart and extracttext tests.
 
-parse_message(fields, body) builds the part tree of a message (RFC 2045/2046):
-a Part has its header fields, content type and parameters, and either a body
-(a leaf), children (multipart, with preamble and epilogue) or an enclosed
-message (message/rfc822). flat_parts() lists the parts in the order Pigeonhole
-walks them: each part, then what it contains, a multipart's epilogue after its
-children.
+message_tree(view) builds (once per header version) the part tree of the
+message a MessageView shows (RFC 2045/2046): a Part has its header fields,
+content type and parameters, and either a body (a leaf), children (multipart,
+with preamble and epilogue) or an enclosed message (message/rfc822).
+flat_parts() lists the parts in the order Pigeonhole walks them: each part, then
+what it contains, a multipart's epilogue after its children.
 
-Part.content() gives a part's body transfer-decoded (base64, quoted-printable)
-and, for text parts, converted from its charset to str; text() additionally
-turns text/html and application/xhtml+xml into plain text the way Dovecot's
-mail-html2text does (tags become a space, entities are decoded, script, style
-and comments are dropped).
+Parsing works by offsets: a part records (buffer, start, end) ranges into the one
+copy of the message the host gave (a transfer-encoded message/rfc822 part is
+decoded once into its own buffer); nothing splits the message into lines, so
+memory is O(parts), not O(message x depth), whatever the nesting or the number
+of lines. Each part is charged to the run's memory budget (memory.py). Decoding a
+part's body (content(), chunks()) is in bodytext.py.
 
 Limits: at most MAX_MIME_DEPTH levels and MAX_MIME_PARTS parts are parsed; what
 is beyond is treated as the body of the last part. Nothing here raises for
-malformed input.
+malformed input (MemoryLimitExceeded is the run's memory bound).
 """
 
+from ..message import field_text, header_end, iter_fields
 from .limits import MAX_MIME_DEPTH, MAX_MIME_PARTS
-from .mail import decode_charset, decode_words, header_block_end, parse_header_block
+from .memory import FIELD_COST, PART_COST
+from .mail import decode_charset
 
 
 class Part:
-    __slots__ = ("fields", "ctype", "params", "disposition", "disp_params", "raw",
-                 "children", "preamble", "epilogue", "message", "parent",
-                 "is_epilogue", "_content", "_text", "header_text")
+    """One MIME part; ranges are (buffer, start, end) into a message buffer."""
 
-    def __init__(self, fields, parent=None):
+    __slots__ = ("fields", "ctype", "params", "disposition", "disp_params", "body",
+                 "children", "preamble_range", "epilogue_range", "message", "parent",
+                 "header_range", "tree")
+
+    def __init__(self, fields, parent, tree):
         self.fields = fields
         self.parent = parent
+        self.tree = tree
         self.ctype, self.params = parse_content_type(
             _first(fields, "content-type"),
             "message/rfc822" if parent is not None and
             parent.ctype == "multipart/digest" else "text/plain")
         disp = _first(fields, "content-disposition")
         self.disposition, self.disp_params = parse_parameters(disp) if disp else ("", {})
-        self.raw = b""
+        self.body = (b"", 0, 0)
         self.children = []
-        self.preamble = None
-        self.epilogue = None
+        self.preamble_range = None
+        self.epilogue_range = None
         self.message = None
-        self.is_epilogue = False
-        self._content = None
-        self._text = None
-        self.header_text = None
+        self.header_range = None
 
     @property
     def maintype(self):
         return self.ctype.split("/", 1)[0]
+
+    @property
+    def raw(self):
+        return _bytes(self.body)
+
+    @property
+    def preamble(self):
+        return None if self.preamble_range is None else _bytes(self.preamble_range)
+
+    @property
+    def epilogue(self):
+        return None if self.epilogue_range is None else _bytes(self.epilogue_range)
+
+    @property
+    def header_text(self):
+        return None if self.header_range is None else _bytes(self.header_range)
 
     def header_values(self, name):
         low = name.lower()
         return [v for n, v in self.fields if n.lower() == low]
 
     def content(self):
-        """The decoded body as str (the body test's :content / :raw view)."""
-        if self._content is None:
-            self._content = _decode_body(self, self.raw)
-        return self._content
+        """The decoded body as str (the body test's :content view), charged."""
+        from .bodytext import part_text
+        return part_text(self, False, self.tree.budget)
 
     def text(self):
-        """The body as plain text (:text, extracttext)."""
-        if self._text is None:
-            content = self.content()
-            if self.ctype in ("text/html", "application/xhtml+xml") and content:
-                content = html_to_text(content)
-            self._text = content
-        return self._text
+        """The body as plain text (:text, extracttext), charged."""
+        from .bodytext import part_text
+        return part_text(self, True, self.tree.budget)
+
+
+def _bytes(rng):
+    buf, start, end = rng
+    return bytes(buf[start:end])
 
 
 def _first(fields, name):
@@ -184,164 +203,144 @@ def parse_content_type(value, default="text/plain"):
     return f"{main}/{sub}", params
 
 
-def _decode_body(part, raw):
-    cte = (_first(part.fields, "content-transfer-encoding") or "").strip().lower()
-    data = raw
-    if cte == "base64":
-        data = _b64(raw)
-    elif cte == "quoted-printable":
-        data = _qp(raw)
-    if part.maintype == "text" or part.maintype == "message" or \
-            part.ctype == "application/xhtml+xml":
-        return decode_charset(data, part.params.get("charset", "us-ascii"))
-    return data.decode("utf-8", "replace")
-
-
-def _b64(raw):
-    import binascii
-    clean = bytes(c for c in raw if c in
-                  b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
-    clean = clean[:len(clean) - len(clean) % 4] if len(clean) % 4 == 1 else clean
-    clean += b"=" * (-len(clean) % 4)
-    try:
-        return binascii.a2b_base64(clean)
-    except binascii.Error:
-        return b""
-
-
-def _qp(raw):
-    out = bytearray()
-    for line in raw.split(b"\n"):
-        had_cr = line.endswith(b"\r")
-        if had_cr:
-            line = line[:-1]
-        stripped = line.rstrip(b" \t")
-        soft = stripped.endswith(b"=")
-        if soft:
-            stripped = stripped[:-1]
-        i = 0
-        n = len(stripped)
-        while i < n:
-            c = stripped[i]
-            if c == 0x3D and i + 3 <= n and _ishex(stripped[i + 1:i + 3]):
-                out.append(int(stripped[i + 1:i + 3], 16))
-                i += 3
-                continue
-            out.append(c)
-            i += 1
-        if not soft:
-            out += b"\r\n" if had_cr else b"\n"
-    if raw and not raw.endswith(b"\n") and out.endswith(b"\n"):
-        del out[-1:]
-        if out.endswith(b"\r"):
-            del out[-1:]
-    return bytes(out)
-
-
-def _ishex(pair):
-    return len(pair) == 2 and all(c in b"0123456789abcdefABCDEF" for c in pair)
-
-
 # -- parsing -----------------------------------------------------------------------
 
-def _split_lines(data):
-    """Lines with their endings (LF or CRLF)."""
-    return data.splitlines(keepends=True)
+class _Tree:
+    """What the parts of one tree share: the budget and the part count."""
 
+    __slots__ = ("budget", "parts")
 
-def _boundary_of(line, boundary):
-    """'open', 'close' or None: is line a delimiter of boundary?"""
-    b = b"--" + boundary
-    if not line.startswith(b):
-        return None
-    rest = line[len(b):].rstrip(b"\r\n")
-    if rest.startswith(b"--"):
-        return "close"
-    if rest.strip(b" \t") == b"":
-        return "open"
-    return None
-
-
-class _Counter:
-    def __init__(self):
+    def __init__(self, budget):
+        self.budget = budget
         self.parts = 0
 
 
-def parse_message(fields, body, depth=0, parent=None, counter=None):
-    """Build the part tree from header fields and body bytes."""
-    counter = counter or _Counter()
-    part = Part(fields, parent)
-    counter.parts += 1
-    _fill(part, body, depth, counter)
+def message_tree(view):
+    """The MIME tree of the message view shows (its edited header), cached."""
+    if view.mime_cache is None:
+        buf, start, end = view.body_range()
+        tree = _Tree(view.budget)
+        view.mime_cache = parse_message(list(view.fields()), buf, start, end, tree)
+    return view.mime_cache
+
+
+def parse_message(fields, buf, start, end, tree, depth=0, parent=None):
+    """Build the part tree of a message: its header fields and its body range."""
+    part = _new_part(fields, parent, tree)
+    _fill(part, buf, start, end, depth)
     return part
 
 
-def _fill(part, body, depth, counter):
+def _new_part(fields, parent, tree):
+    tree.budget.charge(PART_COST, "the MIME structure")
+    tree.parts += 1
+    return Part(fields, parent, tree)
+
+
+def _parse_fields(buf, start, end, budget):
+    fields = []
+    for first, stop, name, value in iter_fields(buf, start, end):
+        budget.charge(FIELD_COST + 2 * (stop - first), "a MIME part header")
+        fields.append(field_text(name, value))
+    return fields
+
+
+def _fill(part, buf, start, end, depth):
+    tree = part.tree
     if part.maintype == "multipart" and "boundary" in part.params and \
-            depth < MAX_MIME_DEPTH and counter.parts < MAX_MIME_PARTS:
+            depth < MAX_MIME_DEPTH and tree.parts < MAX_MIME_PARTS:
         boundary = part.params["boundary"].encode("utf-8", "surrogateescape")
-        lines = _split_lines(body)
-        preamble = []
-        sections = []
-        current = None
-        epilogue = None
-        for line in lines:
-            if epilogue is not None:
-                epilogue.append(line)
-                continue
-            kind = _boundary_of(line, boundary) if line.startswith(b"--") else None
-            if kind == "open":
-                current = []
-                sections.append(current)
-            elif kind == "close":
-                epilogue = []
-            elif current is None:
-                preamble.append(line)
-            else:
-                current.append(line)
-        part.preamble = _strip_last_eol(b"".join(preamble)) if preamble else b""
-        part.raw = part.preamble
-        if epilogue:
-            part.epilogue = b"".join(epilogue)
-        for section in sections:
-            if counter.parts >= MAX_MIME_PARTS:
+        preamble_end, sections, epilogue = _split_multipart(buf, start, end,
+                                                            b"--" + boundary)
+        part.preamble_range = (buf, start, _strip_eol(buf, start, preamble_end))
+        part.body = part.preamble_range
+        if epilogue is not None and epilogue < end:
+            part.epilogue_range = (buf, epilogue, end)
+        for s_start, s_end in sections:
+            if tree.parts >= MAX_MIME_PARTS:
                 break
-            data = _strip_last_eol(b"".join(section))
-            end = header_block_end(data)
-            child_fields = parse_header_block(data) if end > 0 else []
-            child = Part(child_fields, part)
-            counter.parts += 1
+            s_end = _strip_eol(buf, s_start, s_end)
+            hend = header_end(buf, s_start, s_end)
+            fields = _parse_fields(buf, s_start, hend, tree.budget) if hend > s_start \
+                else []
+            child = _new_part(fields, part, tree)
             part.children.append(child)
-            _fill(child, data[end:], depth + 1, counter)
+            _fill(child, buf, hend, s_end, depth + 1)
         return
     if part.ctype == "message/rfc822" and depth < MAX_MIME_DEPTH and \
-            counter.parts < MAX_MIME_PARTS:
-        raw = _decode_transfer(part, body)
-        end = header_block_end(raw)
-        inner_fields = parse_header_block(raw)
-        part.header_text = raw[:end]
-        part.raw = body
-        part.message = parse_message(inner_fields, raw[end:], depth + 1, part, counter)
+            tree.parts < MAX_MIME_PARTS:
+        part.body = (buf, start, end)
+        inner, istart, iend = _decode_transfer(part, buf, start, end, tree.budget)
+        hend = header_end(inner, istart, iend)
+        fields = _parse_fields(inner, istart, hend, tree.budget)
+        part.header_range = (inner, istart, hend)
+        part.message = parse_message(fields, inner, hend, iend, tree, depth + 1, part)
         return
-    part.raw = body
+    part.body = (buf, start, end)
 
 
-def _decode_transfer(part, body):
+def _split_multipart(buf, start, end, delim):
+    """Find the delimiter lines of a multipart body in buf[start:end].
+
+    Returns (preamble end, [(section start, section end)], epilogue start or
+    None). A delimiter is a line that starts with delim followed by white space
+    only ("open") or by "--" ("close"); the line break before it belongs to it
+    (RFC 2046 5.1.1), which _strip_eol removes from what precedes.
+    """
+    sections = []
+    preamble_end = None
+    current = None
+    pos = start
+    while pos < end:
+        if buf.startswith(delim, pos, end) and (pos == start or buf[pos - 1] == 10):
+            at = pos
+        else:
+            at = buf.find(b"\n" + delim, pos, end)
+            if at < 0:
+                break
+            at += 1
+        nl = buf.find(b"\n", at, end)
+        line_end = end if nl < 0 else nl + 1
+        rest = buf[at + len(delim):line_end]
+        if rest.startswith(b"--"):
+            kind = "close"
+        elif rest.rstrip(b"\r\n").strip(b" \t") == b"":
+            kind = "open"
+        else:
+            pos = at + 1
+            continue
+        if current is None:
+            preamble_end = at
+        else:
+            sections.append((current, at))
+        if kind == "close":
+            return preamble_end, sections, line_end
+        current = line_end
+        pos = line_end
+    if current is None:
+        return end, sections, None
+    sections.append((current, end))
+    return preamble_end, sections, None
+
+
+def _strip_eol(buf, start, end):
+    """End of buf[start:end] without its last line break."""
+    if end - start >= 2 and buf[end - 2] == 13 and buf[end - 1] == 10:
+        return end - 2
+    if end > start and buf[end - 1] == 10:
+        return end - 1
+    return end
+
+
+def _decode_transfer(part, buf, start, end, budget):
+    """An encoded message/rfc822 body decoded into its own buffer (charged)."""
     cte = (_first(part.fields, "content-transfer-encoding") or "").strip().lower()
-    if cte == "base64":
-        return _b64(body)
-    if cte == "quoted-printable":
-        return _qp(body)
-    return body
-
-
-def _strip_last_eol(data):
-    """The line break before a boundary belongs to the boundary (RFC 2046 5.1.1)."""
-    if data.endswith(b"\r\n"):
-        return data[:-2]
-    if data.endswith(b"\n"):
-        return data[:-1]
-    return data
+    if cte not in ("base64", "quoted-printable"):
+        return buf, start, end
+    from .bodytext import decode_transfer
+    budget.charge(end - start, "a decoded message/rfc822 part")
+    data = decode_transfer(cte, buf, start, end)
+    return data, 0, len(data)
 
 
 class Entry:
@@ -369,23 +368,27 @@ def flat_parts(root):
             pending.append((part.message, False))
         for child in part.children:
             pending.append((child, False))
-        if part.epilogue:
+        if part.epilogue_range is not None:
             pending.append((part, True))
         stack.extend(reversed(pending))
     return out
 
 
-def entry_content(entry, text=False):
-    """The body test's value for an entry (None: the entry has no body)."""
+def entry_range(entry):
+    """What the body test reads of an entry: (kind, (buf, start, end)).
+
+    kind is "ascii" (a preamble, an epilogue: us-ascii text), "header" (an
+    enclosed message's header, UTF-8) or "part" (a leaf body, decoded as the
+    part says).
+    """
     part = entry.part
     if entry.epilogue:
-        return decode_charset(part.epilogue or b"", "us-ascii")
+        return "ascii", part.epilogue_range
     if part.message is not None:
-        # message/rfc822: the enclosed header is this part's content.
-        return (part.header_text or b"").decode("utf-8", "replace")
+        return "header", part.header_range
     if part.children or part.maintype == "multipart":
-        return decode_charset(part.preamble or b"", "us-ascii")
-    return part.text() if text else part.content()
+        return "ascii", part.preamble_range or (b"", 0, 0)
+    return "part", part.body
 
 
 def wanted(types, ctype):
@@ -400,128 +403,3 @@ def wanted(types, ctype):
         elif t.lower() == ctype:
             return True
     return False
-
-
-# -- html2text ----------------------------------------------------------------------
-
-_WS = " \t\r\n"
-
-
-def _entity(name):
-    import html.entities
-    cp = html.entities.name2codepoint.get(name)
-    if cp is None:
-        low = name.lower()
-        for key, value in html.entities.name2codepoint.items():
-            if key.lower() == low:
-                cp = value
-                break
-    if cp is not None:
-        return chr(cp)
-    if name.startswith("#x"):
-        digits = name[2:]
-        if digits and all(c in "0123456789abcdefABCDEF" for c in digits):
-            return _chr(int(digits, 16))
-    elif name.startswith("#"):
-        digits = name[1:]
-        if digits.isdigit():
-            return _chr(int(digits))
-    return None
-
-
-def _chr(cp):
-    if 0 <= cp <= 0x10FFFF and not (0xD800 <= cp <= 0xDFFF):
-        return chr(cp)
-    return ""
-
-
-def _add_space(out):
-    if out and out[-1][-1:] not in ("", " ", "\t", "\r", "\n"):
-        out.append(" ")
-
-
-def html_to_text(html):
-    """Plain text of an HTML document, as Dovecot's mail-html2text makes it."""
-    out = []
-    i = 0
-    n = len(html)
-    low = None
-    while i < n:
-        c = html[i]
-        if c == "<":
-            rest = html[i + 1:i + 13]
-            if rest.startswith("!--"):
-                end = html.find("--", i + 4)
-                # Comment: ends at "--" followed by optional white space and ">".
-                while end >= 0:
-                    j = end + 2
-                    while j < n and html[j] in _WS:
-                        j += 1
-                    if j < n and html[j] == ">":
-                        i = j + 1
-                        break
-                    end = html.find("--", end + 2)
-                else:
-                    i = n
-                continue
-            if low is None:
-                low = html.lower()
-            if low.startswith("script", i + 1) and i + 7 < n and \
-                    (html[i + 7] in _WS or html[i + 7] == ">"):
-                end = low.find("</script>", i + 8)
-                i = n if end < 0 else end + 9
-                _add_space(out)
-                continue
-            if low.startswith("style", i + 1) and i + 6 < n and \
-                    (html[i + 6] in _WS or html[i + 6] == ">"):
-                end = low.find("</style>", i + 7)
-                i = n if end < 0 else end + 8
-                _add_space(out)
-                continue
-            if low.startswith("![cdata[", i + 1):
-                end = html.find("]]>", i + 9)
-                out.append(html[i + 9:n if end < 0 else end])
-                i = n if end < 0 else end + 3
-                continue
-            # An ordinary tag: skip to '>' outside quotes.
-            j = i + 1
-            quote = None
-            while j < n:
-                ch = html[j]
-                if quote:
-                    if ch == "\\":
-                        j += 2
-                        continue
-                    if ch == quote:
-                        quote = None
-                elif ch in "\"'":
-                    quote = ch
-                elif ch == ">":
-                    break
-                j += 1
-            i = j + 1
-            if j < n:
-                _add_space(out)
-            continue
-        if c == "&":
-            j = i + 1
-            while j < n and j - i - 1 < 10 and html[j] != ";" and html[j] not in _WS:
-                j += 1
-            if j < n and html[j] == ";" and j - i - 1 < 10:
-                value = _entity(html[i + 1:j])
-                if value:
-                    out.append(value)
-                i = j + 1
-            else:
-                i += 1   # a broken entity: the '&' is dropped
-            continue
-        j = i
-        while j < n and html[j] not in "<&":
-            j += 1
-        out.append(html[i:j])
-        i = j
-    return "".join(out)
-
-
-def decode_header_value(value):
-    return decode_words(value)

@@ -151,15 +151,14 @@ class StoreAction(Action):
     def check_duplicate(self, result, other):
         return 1 if self.equals(other, result) else 0
 
-    header_fields = None   # the edited header (editheader) when the action ran
+    header = None   # mail.HeaderSnapshot: the edited header (editheader) when it ran
 
     def print_lines(self, result):
         return [" * store message in folder: %s" % sanitize(self.target(result), 128)], False
 
     def to_dict(self, result):
         d = {"type": "keep" if self.keep else "store", "mailbox": self.target(result)}
-        if self.header_fields is not None:
-            d["header_fields"] = [list(f) for f in self.header_fields]
+        _add_header(d, self.header)
         return d
 
 
@@ -167,16 +166,22 @@ class KeepAction(Action):
     """keep in a script sequence (Pigeonhole's multiscript keep: no store def)."""
 
     kind = "keep"
-    header_fields = None
+    header = None
 
     def print_lines(self, result):
         return [" * keep"], False
 
     def to_dict(self, result):
         d = {"type": "keep", "mailbox": result.default_mailbox}
-        if self.header_fields is not None:
-            d["header_fields"] = [list(f) for f in self.header_fields]
+        _add_header(d, self.header)
         return d
+
+
+def _add_header(d, header):
+    """An edited header: its fields, and the snapshot the stored copy is made of."""
+    if header is not None:
+        d["header_fields"] = header.fields
+        d["edited_header"] = header
 
 
 class RedirectAction(Action):

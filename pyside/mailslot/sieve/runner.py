@@ -24,6 +24,7 @@ from .cpu import CpuTimeExceeded, cpu_guard
 from .diagnostics import Diagnostics
 from .interpreter import CpuLimitError, Interpreter, SieveRunError, StopScript
 from .mail import MessageView
+from .memory import Budget, MemoryLimitExceeded
 from .result import FlagsEffect, Result
 from .settings import SieveSettings
 from .location import expand_home as _expand_home, parse_location
@@ -106,7 +107,7 @@ class RunContext:
     def __init__(self, message, envelope, settings, diag, mailbox_exists=None,
                  duplicate=None, user=None, log=None, now=None):
         self.message = message if isinstance(message, MessageView) \
-            else MessageView(message)
+            else MessageView(message, Budget(settings.max_memory))
         self.envelope = Envelope.from_host(envelope)
         self.settings = settings
         self.diag = diag
@@ -170,6 +171,12 @@ def run_program(ctx, program):
     except SieveRunError as exc:
         ctx.diag.error(exc.location, exc.message)
         return TEMP_FAILURE if exc.temporary else FAILURE
+    except MemoryLimitExceeded as exc:
+        ctx.diag.error(interp.location(), exc.message())
+        return RESOURCE_LIMIT
+    except MemoryError:
+        ctx.diag.error(interp.location(), "execution ran out of memory")
+        return RESOURCE_LIMIT
     except RecursionError:
         ctx.diag.error("", "execution exceeded nesting limit")
         return RESOURCE_LIMIT
@@ -323,7 +330,7 @@ def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=N
     res.errors = diag.error_lines()
     res.warnings = [line for line in diag.lines if ": warning: " in line]
     if ctx.message.edited:
-        res.header_fields = list(ctx.message.fields())
+        res.header_fields = ctx.message.fields()
     _report(failed_script[0], diag, status, global_scripts, user_log, log)
     return res
 

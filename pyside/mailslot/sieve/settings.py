@@ -2,7 +2,7 @@
 
 SieveSettings.from_mapping(m) reads the sieve_* names an administrator carries
 over from Dovecot (sieve_max_actions, sieve_max_redirects, sieve_max_cpu_time,
-sieve_max_script_size, sieve_extensions, sieve_global_extensions,
+sieve_max_script_size, sieve_max_memory (mailslot's own), sieve_extensions, sieve_global_extensions,
 sieve_variables_max_scope_size, sieve_variables_max_variable_size,
 sieve_vacation_*, sieve_spamtest_*, sieve_virustest_*, sieve_dir,
 sieve_global_dir, sieve_global, sieve_user_log, recipient_delimiter,
@@ -18,6 +18,7 @@ from .limits import (DEFAULT_MAX_ACTIONS, DEFAULT_MAX_CPU_TIME, DEFAULT_MAX_REDI
                      DEFAULT_MAX_SCRIPT_SIZE, DEFAULT_MAX_VARIABLE_SCOPE_SIZE,
                      DEFAULT_MAX_VARIABLE_SIZE, VACATION_DEFAULT_PERIOD,
                      VACATION_MAX_PERIOD, VACATION_MIN_PERIOD)
+from .memory import DEFAULT_MAX_MEMORY
 
 _SIZE_UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _TIME_UNITS = {"": 1, "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
@@ -66,6 +67,7 @@ class SieveSettings:
         self.max_actions = DEFAULT_MAX_ACTIONS
         self.max_redirects = DEFAULT_MAX_REDIRECTS
         self.max_cpu_time = DEFAULT_MAX_CPU_TIME
+        self.max_memory = DEFAULT_MAX_MEMORY
         self.max_variable_size = DEFAULT_MAX_VARIABLE_SIZE
         self.max_scope_size = DEFAULT_MAX_VARIABLE_SCOPE_SIZE
         self.max_include_depth = 10
@@ -131,6 +133,7 @@ class SieveSettings:
         number("sieve_max_actions", "max_actions")
         number("sieve_max_redirects", "max_redirects")
         number("sieve_max_cpu_time", "max_cpu_time", parse_time)
+        number("sieve_max_memory", "max_memory")
         number("sieve_variables_max_variable_size", "max_variable_size")
         number("sieve_variables_max_scope_size", "max_scope_size")
         number("sieve_include_max_nesting_depth", "max_include_depth")

@@ -70,34 +70,107 @@ def load(v, name):
     return True
 
 
-def body_values(it, transform, types):
+def body_sources(it, transform, types):
+    """The values the body test looks at, undecoded: (kind, part, range, html)."""
     view = it.ctx.message
     if transform == "raw":
-        return [view.body_bytes().decode("utf-8", "replace")]
-    from ..mime import entry_content, flat_parts, wanted
+        return [("raw", None, view.body_range(), False)]
+    from ..mime import entry_range, flat_parts, message_tree, wanted
     if transform == "text":
         types = ["application/xhtml+xml", "text"]
-    values = []
-    for entry in flat_parts(view.mime()):
-        ctype = entry.part.ctype
-        if not wanted(types, ctype):
+    out = []
+    for entry in flat_parts(message_tree(view)):
+        if not wanted(types, entry.part.ctype):
             continue
-        leaf = not entry.epilogue and entry.part.message is None and \
-            not entry.part.children and entry.part.maintype != "multipart"
-        values.append(entry_content(entry, text=(transform == "text" and leaf)))
-    return values
+        kind, rng = entry_range(entry)
+        out.append((kind, entry.part, rng, transform == "text" and kind == "part"))
+    return out
 
 
 def test_body(it, op):
     transform, types, keys, spec = op[2], op[3], op[4], op[5]
     types = it.expand_list(types) if types is not None else [""]
-    values = body_values(it, transform, types)
+    sources = body_sources(it, transform, types)
+    keys = it.expand_list(keys)
     saved = it.match_values_enabled
     it.match_values_enabled = False
     try:
-        return match(it, spec, values, it.expand_list(keys))
+        return _match_sources(it, spec, sources, keys)
     finally:
         it.match_values_enabled = saved
+
+
+def _match_sources(it, spec, sources, keys):
+    """Match body values; :contains and :is stream them, the rest are built whole
+    (charged to the memory budget)."""
+    from ..bodytext import materialize, text_chunks
+    from ..match import COMPARATORS, ascii_fold
+    mtype, _, cmp_name = spec
+    fold = COMPARATORS[cmp_name].fold
+    budget = it.ctx.message.budget
+    if mtype == "count":
+        return match(it, spec, [""] * len(sources), keys)
+    if mtype in ("contains", "is") and cmp_name in ("i;octet", "i;ascii-casemap"):
+        pieces = [text_chunks(kind, part, rng, html, budget)
+                  for kind, part, rng, html in sources]
+        if mtype == "contains":
+            return _stream_contains(pieces, keys, fold if fold is ascii_fold else None)
+        return _stream_is(pieces, keys, fold if fold is ascii_fold else None)
+    values = []
+    held = 0
+    try:
+        for kind, part, rng, html in sources:
+            text, cost = materialize(text_chunks(kind, part, rng, html, budget), budget,
+                                     "a body part")
+            held += cost
+            budget.charge(cost, "a body part")    # the folded copy a match makes
+            held += cost
+            values.append(text)
+        return match(it, spec, values, keys)
+    finally:
+        budget.release(held)
+
+
+def _stream_contains(values, keys, fold):
+    if not keys:
+        return False
+    if "" in keys:
+        return bool(values)
+    folded = [fold(k) for k in keys] if fold else keys
+    overlap = max(len(k) for k in folded) - 1
+    for pieces in values:
+        tail = ""
+        for piece in pieces:
+            window = tail + (fold(piece) if fold else piece)
+            for k in folded:
+                if k in window:
+                    return True
+            tail = window[-overlap:] if overlap else ""
+    return False
+
+
+def _stream_is(values, keys, fold):
+    if not keys:
+        return False
+    folded = [fold(k) for k in keys] if fold else keys
+    longest = max(len(k) for k in keys)
+    for pieces in values:
+        got = []
+        size = 0
+        for piece in pieces:
+            size += len(piece)
+            if size > longest:
+                break        # longer than every key: cannot be equal
+            got.append(piece)
+        else:
+            value = "".join(got)
+            if value == "":
+                if "" in keys:
+                    return True
+                continue
+            if (fold(value) if fold else value) in folded:
+                return True
+    return False
 
 
 TESTS["body"] = test_body

@@ -119,7 +119,7 @@ def run_keep(it, op):
     else:
         action = StoreAction(it.location(), None)
     if it.ctx.message.edited:
-        action.header_fields = list(it.ctx.message.fields())
+        action.header = it.ctx.message.snapshot()
     it.result.add(it, action, make_effects(it, op[2]), keep=True)
 
 

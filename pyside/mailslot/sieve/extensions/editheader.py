@@ -188,14 +188,8 @@ def run_addheader(it, op):
     if size > settings.get("editheader_max_header_size", 2048):
         it.error("addheader action: specified header value `%s' is too large (%d bytes)"
                  % (sanitize(value, 80), size))
-    view = it.ctx.message
-    fields = list(view.fields())
     value = " ".join(value.replace("\r\n", "\n").split("\n"))
-    if op[4]:
-        fields.append((name, value))
-    else:
-        fields.insert(0, (name, value))
-    view.set_fields(fields)
+    it.ctx.message.add_field(name, value, op[4])
 
 
 def run_deleteheader(it, op):
@@ -210,7 +204,7 @@ def run_deleteheader(it, op):
                    "forbidden; modification denied" % sanitize(name, 80))
         return
     view = it.ctx.message
-    fields = list(view.fields())
+    fields = view.fields()
     low = name.lower()
     positions = [i for i, (n, _) in enumerate(fields) if n.lower() == low]
     if last:
@@ -231,7 +225,7 @@ def run_deleteheader(it, op):
     finally:
         it.match_values_enabled = saved
     if drop:
-        view.set_fields([f for i, f in enumerate(fields) if i not in drop])
+        view.delete_fields(drop)
 
 
 HANDLERS["addheader"] = run_addheader

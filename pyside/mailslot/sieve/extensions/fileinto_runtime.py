@@ -26,7 +26,7 @@ def run_fileinto(it, op):
                  % folder)
     action = StoreAction(it.location(), folder)
     if it.ctx.message.edited:
-        action.header_fields = list(it.ctx.message.fields())
+        action.header = it.ctx.message.snapshot()
     it.result.add(it, action, make_effects(it, op[3]))
 
 

@@ -195,6 +195,11 @@ def load(v, name):
 
 # -- run time ---------------------------------------------------------------------
 
+def _tree(it):
+    from ..mime import message_tree
+    return message_tree(it.ctx.message)
+
+
 def _all_parts(root):
     from ..mime import flat_parts
     return [e.part for e in flat_parts(root) if not e.epilogue]
@@ -211,7 +216,7 @@ def run_foreverypart(it, op):
     if it.loop_parts:
         parts = _descendants(it.loop_parts[-1][1])
     else:
-        parts = _all_parts(it.ctx.message.mime())
+        parts = _all_parts(_tree(it))
     for part in parts:
         it.loop_parts.append((name, part))
         try:
@@ -234,8 +239,10 @@ def run_extracttext(it, op):
     part = it.loop_parts[-1][1]
     if part.children or part.maintype == "multipart" or part.message is not None:
         text = ""
+    elif mods:
+        text = part.text()       # a modifier sees the whole text (charged)
     else:
-        text = part.text()
+        text = _leading_text(it, part, first)
     if first is not None:
         data = text.encode("utf-8", "surrogateescape")
         if first < len(data):
@@ -243,6 +250,23 @@ def run_extracttext(it, op):
     for mod in mods:
         text = apply_modifier(it, mod, text)
     assign(it, target, text)
+
+
+def _leading_text(it, part, first):
+    """Enough of a part's text for a variable (no modifiers): the variable keeps
+    at most :first and at most max_variable_size bytes, so the rest is not read."""
+    from ..bodytext import text_chunks
+    limit = it.ctx.settings.max_variable_size
+    if first is not None:
+        limit = min(limit, first) if limit else first
+    got = []
+    size = 0
+    for piece in text_chunks("part", part, part.body, True, it.ctx.message.budget):
+        got.append(piece)
+        size += len(piece)
+        if limit and size > limit:
+            break
+    return "".join(got)
 
 
 def mime_header_values(it, p, names, decoded):
@@ -255,7 +279,7 @@ def mime_header_values(it, p, names, decoded):
         parts = [current] + (_descendants(current) if anychild else [])
         use_view = False
     elif anychild:
-        parts = _all_parts(it.ctx.message.mime())
+        parts = _all_parts(_tree(it))
         use_view = False
     else:
         parts = None
