@@ -140,6 +140,9 @@ SCHEMA = {
     "sieve_vacation_to_header_ignore_envelope": ("bool", False),
     "sieve_duplicate_default_period": ("time", 12 * 3600),
     "sieve_duplicate_max_period": ("time", 2 * 24 * 3600),
+    # mailslot's own: the memory a Sieve run may use beyond one copy of the message
+    # (sieve/memory.py: DEFAULT_MAX_MEMORY).
+    "sieve_max_memory": ("size", 32 * 1024 ** 2),
 }
 
 NAMESPACE_KEYS = {"prefix": "str", "separator": "str", "inbox": "bool"}

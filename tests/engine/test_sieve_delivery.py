@@ -215,3 +215,60 @@ def test_two_copies_after_the_input_is_consumed(box, location):
             big not in open(os.path.join(home, "mail", "inbox"), "rb").read()
     log = box.log()
     assert "saved mail to One" in log and "saved mail to Two" in log
+
+
+# An edited copy (editheader) keeps every line it did not edit byte for byte
+# (issue 20.3): folded lines with their TABs, a field with space before its colon,
+# a line that is no field, the 1500 fields after field 1000, the header the
+# delivery adds (lda_original_recipient_header) and, in mbox, the envelope sender
+# of the From_ line.
+EDIT_HEAD = (b"Received: from a.example.org\n\tby b.example.org;\n  Fri, 4 Dec 2026\n"
+             b"X-Spaced   : a value\n"
+             b"this line is no field\n"
+             b"X-Del: remove me\n"
+             + b"".join(b"X-N: %d\n" % i for i in range(1500))
+             + b"Subject: kept\n")
+EDIT_BODY = b"\nbody line\n"
+EDIT_SCRIPT = ('require ["editheader", "fileinto"];\n'
+               'addheader "X-Top" "1";\naddheader :last "X-Bottom" "2";\n'
+               'deleteheader "X-Del";\nfileinto "Ed";\n')
+EDITED = (b"X-Original-To: orig@example.org\n" + b"X-Top: 1\n"
+          + EDIT_HEAD.replace(b"X-Del: remove me\n", b"") + b"X-Bottom: 2\n" + EDIT_BODY)
+
+
+def test_edited_copy_keeps_every_unedited_line_maildir(box):
+    box.script(EDIT_SCRIPT)
+    proc = box.deliver("-o", "sieve_extensions=+editheader",
+                       "-o", "lda_original_recipient_header=X-Original-To",
+                       "-a", "orig@example.org", input=EDIT_HEAD + EDIT_BODY)
+    assert proc.returncode == 0, proc.stderr
+    name = box.files(".Ed")[0]
+    with open(os.path.join(box.maildir, ".Ed", "new", name), "rb") as f:
+        assert f.read() == EDITED
+
+
+def test_edited_copy_keeps_the_envelope_sender_mbox(box):
+    box.script(EDIT_SCRIPT)
+    proc = box.deliver("-o", "sieve_extensions=+editheader",
+                       "-o", "mail_location=mbox:~/mail:INBOX=~/mail/inbox",
+                       "-o", "lda_original_recipient_header=X-Original-To",
+                       "-a", "orig@example.org",
+                       input=b"From sender@example.net  Fri Dec  4 10:00:00 2026\n"
+                       + EDIT_HEAD + EDIT_BODY)
+    assert proc.returncode == 0, proc.stderr
+    with open(os.path.join(os.path.dirname(box.maildir), "mail", "Ed"), "rb") as f:
+        data = f.read()
+    assert data.startswith(b"From sender@example.net "), data[:80]
+    assert EDITED[:-len(EDIT_BODY)] in data
+
+
+def test_one_copy_a_mailbox_when_a_fileinto_fails(box):
+    # RFC 5228 2.10.3: the failed fileinto's implicit keep and fileinto "INBOX"
+    # are one delivery to INBOX (issue 12.12), not two copies.
+    box.script('require "fileinto";\nfileinto "Missing";\nfileinto "INBOX";\n')
+    proc = box.deliver("-n")
+    assert proc.returncode == 0, proc.stderr
+    assert len(box.files()) == 1, box.log()
+    assert "failed to store into mailbox 'Missing'" in box.log()
+    assert box.log().count("saved mail to INBOX") == 1
+

@@ -10,10 +10,12 @@ whole interface is one call:
 scripts         ordered script paths: sieve_before..., the personal script,
                 sieve_after... (a missing file is skipped). Pass
                 global_scripts=set(...) to say which are the administrator's.
-message         an object with .header_fields() -> [(name, unfolded value str)]
-                (RFC 2047 words undecoded) and .read_bytes() -> the raw message
-                (read only by body/mime tests and size); an optional .size()
-                -> int spares reading it for the size test.
+message         an object with .header_block() -> (buffer, end), the raw
+                header being buffer[:end], and .read_bytes() -> the whole raw
+                message as one buffer (bytes or bytearray, read only by
+                body/mime/editheader and size; treated as read-only); an
+                optional .size() -> int spares reading it for the size test.
+                The engine's message.Message and mail.RawMessage offer them.
 envelope        a mapping or object with "from" (sender; "" or "<>" is null),
                 "to" (recipient), "orig_to" (original recipient, optional) and
                 "auth" (authenticated user, optional).
@@ -45,12 +47,14 @@ run() returns a SieveResult:
                       duplicate_mark {"key" (hex), "period", "handle", "last"}:
                                  mark key in the duplicate store if the
                                  delivery succeeds
-                    a store/keep may carry "header_fields" when editheader
+                    a store/keep may carry "header_fields" (a tuple of
+                    (name, value)) and "edited_header" (a mail.HeaderSnapshot:
+                    .pieces() is the edited message to write) when editheader
                     changed the message before it was filed.
   .implicit_keep    True when the message must also be kept in
                     .implicit_keep_mailbox with .implicit_keep_flags
   .errors           Pigeonhole-style lines "<script>: line N: error: <msg>."
-  .header_fields    the edited header when editheader changed it, else None
+  .header_fields    the edited header (a tuple) when editheader changed it, else None
 
 Nothing in run() raises for a bad script or message: errors end in implicit
 keep, as in Pigeonhole. Only the tools (sieve-test, sievec: tool.py) print.
