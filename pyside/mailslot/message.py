@@ -155,7 +155,7 @@ class Message:
         self._pending_cr = b""
         return buf
 
-    def header_block(self):
+    def header_buffer(self):
         """Return (buffer, end): the header block is buffer[:end] (blank line included).
 
         Reads on from the input only when the first read did not reach the end of

@@ -24,9 +24,6 @@ PACKAGE = "mailslot"
 KNOWN_CYCLES = {
     # core: parse_address and report() move out of cli.py (issue 14.1, 14.3).
     frozenset({"mailslot.cli", "mailslot.deliver"}),
-    # sievemem: one header parser / message model for sieve/mail.py and
-    # sieve/mime.py (issue 14.4, 12.1).
-    frozenset({"mailslot.sieve.mail", "mailslot.sieve.mime"}),
 }
 
 

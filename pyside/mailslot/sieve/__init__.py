@@ -10,7 +10,7 @@ whole interface is one call:
 scripts         ordered script paths: sieve_before..., the personal script,
                 sieve_after... (a missing file is skipped). Pass
                 global_scripts=set(...) to say which are the administrator's.
-message         an object with .header_block() -> (buffer, end), the raw
+message         an object with .header_buffer() -> (buffer, end), the raw
                 header being buffer[:end], and .read_bytes() -> the whole raw
                 message as one buffer (bytes or bytearray, read only by
                 body/mime/editheader and size; treated as read-only); an

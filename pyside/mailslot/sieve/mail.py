@@ -1,6 +1,6 @@
 """The message as Sieve sees it: header fields (editable), size, the body's bytes.
 
-MessageView wraps the host's message object, which offers header_block() ->
+MessageView wraps the host's message object, which offers header_buffer() ->
 (buffer, end) (the header is buffer[:end]) and read_bytes() -> the whole raw
 message as one buffer (bytes or bytearray, LF or CRLF line ends; read only by
 tests that need the body, and by size when the host has no size()). The view
@@ -27,6 +27,9 @@ MemoryLimitExceeded when the header needs more than the run's budget.
 from ..message import field_text, header_end, iter_fields
 from .memory import FIELD_COST, Budget
 
+# The offset of the body in a raw message (after the blank line), or its length.
+header_block_end = header_end
+
 
 class RawMessage:
     """A message held in memory as bytes (the sieve-test and test-suite source)."""
@@ -34,11 +37,11 @@ class RawMessage:
     def __init__(self, data):
         self.data = data
 
-    def header_block(self):
+    def header_buffer(self):
         return self.data, header_end(self.data)
 
     def header_fields(self):
-        data, end = self.header_block()
+        data, end = self.header_buffer()
         return [field_text(n, v) for _, _, n, v in iter_fields(data, 0, end)]
 
     def read_bytes(self):
@@ -237,7 +240,7 @@ class MessageView:
         self.mime_cache = None    # mime.message_tree() keeps the part tree here
 
     def _load(self):
-        buf, hend = self.message.header_block()
+        buf, hend = self.message.header_buffer()
         fields = []
         spans = []
         charge = self.budget.charge
@@ -277,6 +280,10 @@ class MessageView:
                 size = len(self.message.read_bytes())
             self._size = size
         return self._size
+
+    def raw_bytes(self):
+        """The whole raw message (the host's one buffer; read-only)."""
+        return self.message.read_bytes()
 
     def body_range(self):
         """(buffer, start, end): the body of the message (the whole message read)."""

@@ -189,6 +189,10 @@ def _pct_decode(text, charset):
     return decode_charset(bytes(data), charset or "us-ascii")
 
 
+def _ishex(pair):
+    return len(pair) == 2 and all(c in b"0123456789abcdefABCDEF" for c in pair)
+
+
 def parse_content_type(value, default="text/plain"):
     """(type/subtype lower-cased, params); invalid or missing -> the default."""
     if value is None:
