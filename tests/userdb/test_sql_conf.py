@@ -157,3 +157,12 @@ def test_bad_queries_are_userdb_errors(template, words):
 
 def test_modifier_letters_match_the_variables_module():
     assert set(MODIFIER_LETTERS) == set(variables._MODIFIERS)
+
+
+def test_double_quoted_variable_is_a_parameter_for_sqlite_and_refused_for_pgsql():
+    parts, params = compile_query('SELECT h FROM t WHERE u = "%n" AND "col" = 1', VALUES, "t")
+    assert render_query(parts, "?") == 'SELECT h FROM t WHERE u = ? AND "col" = 1'
+    assert params == ["Ann"]
+    with pytest.raises(errors.UserdbError) as info:
+        compile_query('SELECT h FROM t WHERE u = "%n"', VALUES, "t", driver="pgsql")
+    assert "column name" in str(info.value)

@@ -186,3 +186,27 @@ def test_database_is_opened_read_only(tmp_path, database):
         userdb.lookup("ann@example.org", conf(tmp_path, database, write))
     assert "readonly" in str(info.value)
     assert os.stat(database).st_mtime_ns == before
+
+
+# Issue 20.8: Dovecot pastes the name into "%n" and SQLite reads a double-quoted word
+# that names no column as a string, so such a query finds the user there.
+@pytest.mark.parametrize("query", [
+    'SELECT home, uid, gid FROM users WHERE username = "%n" AND domain = "%d"',
+    'SELECT home, uid, gid FROM users WHERE username || \'@\' || domain = "%n@%d"',
+])
+def test_double_quoted_variables_mean_what_they_mean_to_dovecot(tmp_path, database, query):
+    user = userdb.lookup("ann@example.org", conf(tmp_path, database, query))
+    assert (user.uid, user.home) == (5000, "/v/ann")
+    hostile = userdb.lookup('x" OR 1=1 --@example.org', conf(tmp_path, database, query))
+    assert hostile is None                      # a value, never SQL
+
+
+def test_double_quoted_column_names_stay_identifiers(tmp_path, database):
+    query = 'SELECT "home", uid, gid FROM "users" WHERE "username" = \'%n\''
+    assert userdb.lookup("ann@example.org", conf(tmp_path, database, query)).home == "/v/ann"
+
+
+def test_like_takes_the_name_as_a_pattern_as_in_dovecot(tmp_path, database):
+    """docs/userdb.md: with LIKE '%n' a '_' in the name matches any character."""
+    query = "SELECT home, uid, gid FROM users WHERE username LIKE '%n'"
+    assert userdb.lookup("a_n", conf(tmp_path, database, query)).home == "/v/ann"

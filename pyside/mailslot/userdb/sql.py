@@ -2,7 +2,7 @@
 
     userdb:
       - driver: sql
-        args: /etc/mailslot/sql.conf        # a dovecot-sql.conf.ext works unchanged
+        args: /etc/mailslot/sql.conf        # Dovecot's dovecot-sql.conf.ext format
 
 args is the path of a file in Dovecot's dovecot-sql.conf.ext format (db-sql.c,
 read as lib-settings/settings.c reads it: "key = value" lines, '#' comments, a
@@ -25,7 +25,11 @@ pasted into the SQL. A quoted SQL string that holds %variables ('%n', '%n@%d',
 '%u%%') becomes one parameter whose value is the expanded string; a %variable
 outside quotes becomes a parameter of its own; '%%' is '%'. So '%u' in a Dovecot
 query means exactly what it meant there, whatever the name holds (quotes,
-semicolons, backslashes). As in Dovecot, the first row answers, its columns are
+semicolons, backslashes). A double-quoted "%n" is a string to SQLite (Dovecot
+pastes the name there, and SQLite takes a double-quoted word that names no column
+as a string): one parameter too; to PostgreSQL it is a column name, refused. As in
+Dovecot, LIKE '%n' compares with the name as a pattern: a '_' or '%' in the name
+matches any character(s) -- write '=' unless that is meant. As in Dovecot, the first row answers, its columns are
 the userdb fields (uid, gid, home, mail, quota_rule, user, any setting override),
 NULL columns are left out; no row means "unknown user". More than one row adds a
 warning.
@@ -45,7 +49,7 @@ import os
 
 from mailslot import errors
 from mailslot.userdb.common import setting
-from mailslot.variables import expand
+from mailslot.variables import expand, referenced
 
 # Dovecot's defaults (src/auth/db-sql.c, default_db_sql_settings).
 DEFAULT_USER_QUERY = ("SELECT home, uid, gid FROM users "
@@ -78,7 +82,8 @@ def lookup_sql(name, args, values, warnings, settings):
     if not connect:
         raise errors.UserdbError(f"sql: connect string not set in configuration file {path}")
     template = conf.get("user_query", DEFAULT_USER_QUERY)
-    parts, params = compile_query(template, values, f"sql {path}: user_query")
+    parts, params = compile_query(template, values, f"sql {path}: user_query",
+                                  driver=driver)
     if any("\0" in p for p in params):
         return None  # no database row can be asked for with a NUL in its key
     timeout = setting(settings, "userdb_timeout")
@@ -188,12 +193,17 @@ def _value_of(text, where):
 
 # --- the query --------------------------------------------------------------------
 
-def compile_query(template, values, where):
+def compile_query(template, values, where, *, driver="sqlite"):
     """Split template into SQL text and bound parameters.
 
     Returns (parts, params): parts is a list of SQL text strings and None, one None
     per parameter, in order. Raises errors.UserdbError when a quoted string or a
     comment is not closed or a %variable does not expand.
+
+    A double-quoted "%n": Dovecot pastes the name between the double quotes, and
+    SQLite reads a double-quoted word that names no column as a string literal,
+    so for SQLite it is one parameter, as '%n' is. PostgreSQL reads it as a column
+    name (Dovecot's query fails there), so for pgsql it is an error saying so.
     """
     parts, params, text = [], [], []
     i, end = 0, len(template)
@@ -218,8 +228,16 @@ def compile_query(template, values, where):
                 text.append(template[i:close + 1])
             i = close + 1
         elif c == '"':
-            close, _ = _quoted(template, i, '"', where)   # an identifier: kept as is
-            text.append(template[i:close + 1])
+            close, content = _quoted(template, i, '"', where)
+            if "%" in content and _has_variables(content):
+                if driver != "sqlite":
+                    raise errors.UserdbError(
+                        f"{where}: {template[i:close + 1]} is a column name to "
+                        f"{driver} (Dovecot's query fails there too): write "
+                        f"'{content}' for the value")
+                bind(_expand(content, values, where))
+            else:
+                text.append(template[i:close + 1])      # an identifier: kept as is
             i = close + 1
         elif template.startswith("--", i):
             close = template.find("\n", i)
@@ -307,6 +325,14 @@ def _variable_end(template, i, where):
             if depth == 0:
                 return k + 1
     raise errors.UserdbError(f"{where}: unclosed '%{{' in the query")
+
+
+def _has_variables(text):
+    """True if text holds a %variable (not only '%%' or a stray '%')."""
+    try:
+        return bool(referenced(text))
+    except ValueError:
+        return False
 
 
 def _expand(text, values, where):
