@@ -190,7 +190,9 @@ def load_settings(path=None, *, use_cache=True):
                 return cached
         _step("file-opened")
         found = _Errors(path)
-        values = _parse_yaml(_read_config(fd, path), path, found)
+        values, problems = _parse_yaml(_read_config(fd, path), path)
+        for problem in problems:
+            found.add(problem)
         settings = default_settings()
         for name, (value, line) in values.items():
             with found.collect():
@@ -439,11 +441,12 @@ class _Collect:
 
 # -- YAML -----------------------------------------------------------------------------
 
-def _parse_yaml(text, path, found):
-    """Return {key: (python value, line)} for the top-level mapping of YAML text.
+def _parse_yaml(text, path):
+    """Return ({key: (python value, line)}, [ConfigError]) for the top-level mapping
+    of YAML text.
 
-    A key that is not a name, or a name given twice, is noted in found (_Errors)
-    and skipped; unreadable YAML raises at once."""
+    A key that is not a name, or a name given twice, is an error in the list and is
+    skipped; unreadable YAML raises at once."""
     from .sitepath import enable_site_packages
     enable_site_packages()
     import yaml
@@ -452,23 +455,23 @@ def _parse_yaml(text, path, found):
     try:
         node = loader.get_single_node()
         if node is None:
-            return {}
+            return {}, []
         if not isinstance(node, yaml.MappingNode):
             raise _error("expected a mapping of setting: value",
                          path, node.start_mark.line + 1)
-        values = {}
+        values, problems = {}, []
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
-                found.add(_error("expected a setting name", path, line))
+                problems.append(_error("expected a setting name", path, line))
                 continue
             name = key_node.value
             if name in values:
-                found.add(_error(f"duplicate setting (first on line {values[name][1]})",
-                                 path, line, name))
+                problems.append(_error(f"duplicate setting (first on line {values[name][1]})",
+                                       path, line, name))
                 continue
             values[name] = (loader.construct_object(value_node, deep=True), line)
-        return values
+        return values, problems
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
