@@ -54,9 +54,10 @@ print(json.dumps(out))
 
 
 def forged_cache(script, settings, home, is_global, source=FORGED,
-                 extensions=None):
+                 extensions=None, tweak=None):
     """A well-formed cache for script whose program is `source` compiled with
-    editheader on (extensions: override what the program declares)."""
+    editheader on (extensions: override what the program declares; tweak(ops):
+    edit the compiled ops as a user with a text editor could)."""
     sset = SieveSettings.from_mapping(settings, home)
     sset.home = home
     env = make_env(sset, global_script=is_global)
@@ -69,6 +70,8 @@ def forged_cache(script, settings, home, is_global, source=FORGED,
     data = cache.program_to_data(program)
     if extensions is not None:
         data["extensions"] = extensions
+    if tweak is not None:
+        tweak(data["ops"])
     payload = cache.encode({"settings": cache.settings_key(env, sset), "program": data})
     return cache.MAGIC + b"%08x\n" % zlib.crc32(payload) + payload
 
@@ -246,3 +249,45 @@ def test_personal_include_dir_is_below_the_home_handed_in(tmp_path, monkeypatch)
     res = sieve.run([str(script)], RawMessage(MSG), ENVELOPE,
                     home=str(tmp_path / "home"))
     assert res.actions == [{"type": "store", "mailbox": "From-home"}], res.errors
+
+
+@pytest.mark.parametrize("period", [1, 0, -5, "1"])
+def test_users_own_cache_cannot_lower_the_vacation_period(tmp_path, period):
+    """A user may write the cache of their own script, but the administrator's
+    sieve_vacation_min_period still holds (it is checked again at run time)."""
+    script = tmp_path / "s.sieve"
+    script.write_text("keep;\n")
+
+    def tweak(ops):
+        assert ops[0][0] == "vacation"
+        ops[0][2]["seconds"] = period
+
+    data = forged_cache(str(script), {}, None, False, extensions=["vacation"],
+                        source='require "vacation";\nvacation :days 1 "away";\n',
+                        tweak=tweak)
+    (tmp_path / "s.msbin").write_bytes(data)
+    os.chmod(tmp_path / "s.msbin", 0o600)
+    res = sieve.run([str(script)], RawMessage(MSG), ENVELOPE)
+    vacation = [a for a in res.actions if a["type"] == "vacation"]
+    assert vacation and vacation[0]["seconds"] == 86400, res.to_dict()
+
+
+def test_users_own_cache_cannot_raise_the_duplicate_period(tmp_path):
+    """sieve_duplicate_max_period holds at run time too."""
+    script = tmp_path / "s.sieve"
+    script.write_text("keep;\n")
+
+    def tweak(ops):
+        test = ops[0][2][0][0]
+        assert test[0] == "duplicate"
+        ops[0][2][0] = (test[:5] + (10 ** 9,) + test[6:],) + tuple(ops[0][2][0][1:])
+
+    data = forged_cache(str(script), {}, None, False, extensions=["duplicate"],
+                        source='require "duplicate";\n'
+                               'if duplicate :uniqueid "x" :seconds 100 { discard; }\n',
+                        tweak=tweak)
+    (tmp_path / "s.msbin").write_bytes(data)
+    os.chmod(tmp_path / "s.msbin", 0o600)
+    res = sieve.run([str(script)], RawMessage(MSG), ENVELOPE)
+    marks = [a for a in res.actions if a["type"] == "duplicate_mark"]
+    assert marks and marks[0]["period"] == 2 * 24 * 3600, res.to_dict()

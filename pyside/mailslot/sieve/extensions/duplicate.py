@@ -129,6 +129,13 @@ def test_duplicate(it, op):
     if value is None:
         return False
     period = op[5] if op[5] is not None else int(ctx.settings.duplicate_default_period)
+    # why: the validator bounds a literal period, but a compiled program may come
+    # from a cache its user wrote (cache.py); the administrator's bound holds here.
+    if not isinstance(period, int) or period < 0:
+        period = int(ctx.settings.duplicate_default_period)
+    hi = ctx.settings.duplicate_max_period
+    if hi > 0 and period > hi:
+        period = int(hi)
     last = op[6]
     key = _key(handle, value, last)
     seen = getattr(ctx, "duplicates_seen", None)

@@ -185,6 +185,13 @@ def run_vacation(it, op):
     seconds = p["seconds"]
     if seconds is None:
         seconds = int(ctx.settings.vacation_default_period)
+    # why: the validator clamped a literal period, but a compiled program may come
+    # from a cache its user wrote (cache.py); the administrator's bounds hold here.
+    lo, hi = ctx.settings.vacation_min_period, ctx.settings.vacation_max_period
+    if not isinstance(seconds, int) or seconds < lo:
+        seconds = int(lo)
+    elif hi > 0 and seconds > hi:
+        seconds = int(hi)
     subject = it.expand(p["subject"]) if p["subject"] is not None else None
     from_ = it.expand(p["from"]) if p["from"] is not None else None
     from_address = None
