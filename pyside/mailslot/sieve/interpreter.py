@@ -125,7 +125,8 @@ class Interpreter:
         return [v if v.__class__ is str else expand(v) for v in values]
 
     def set_variable(self, name, value):
-        if len(value) > self.max_variable_size:
+        # The limit is in bytes (UTF-8), as Pigeonhole's; len() counts characters.
+        if len(value) > self.max_variable_size or not value.isascii():
             value = _truncate_utf8(value, self.max_variable_size)
         self.variables[name] = value
 

@@ -144,7 +144,7 @@ class RunContext:
     def namespace_set(self, it, namespace, name, value):
         if namespace == "global":
             limit = self.settings.max_variable_size
-            if len(value) > limit:
+            if len(value) > limit or not value.isascii():   # a limit in bytes
                 from .interpreter import _truncate_utf8
                 value = _truncate_utf8(value, limit)
             self.global_vars[name] = value

@@ -11,15 +11,41 @@ from ..interpreter import HANDLERS, TESTS
 from ..match import match
 
 
-def encode_url(text):
-    """:encodeurl (RFC 5435 4.2): percent-encode all but unreserved characters."""
+def encode_url(text, limit=0):
+    """:encodeurl (RFC 5435 4.2): percent-encode all but unreserved characters.
+
+    With a limit (sieve_variables_max_variable_size, in bytes) the result stops
+    before the first character whose whole encoding would not fit, as
+    Pigeonhole's does: a %XX sequence of one character is never cut.
+    """
     out = []
-    for byte in text.encode("utf-8", "surrogateescape"):
-        ch = chr(byte)
+    size = 0
+    for ch in text:
         if ch.isascii() and (ch.isalnum() or ch in "-._~"):
-            out.append(ch)
+            piece = ch
         else:
-            out.append("%%%02X" % byte)
+            piece = "".join("%%%02X" % b for b in ch.encode("utf-8", "surrogateescape"))
+        if limit and size + len(piece) > limit:
+            break
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
+
+
+def quote_wildcard(text, limit=0):
+    """:quotewildcard: backslash before * ? and \\; with a limit (bytes) the
+    result stops before a character (with its backslash) that would not fit."""
+    if not limit:
+        return text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
+    out = []
+    size = 0
+    for ch in text:
+        piece = "\\" + ch if ch in "*?\\" else ch
+        n = len(piece) if piece.isascii() else len(piece.encode("utf-8", "surrogateescape"))
+        if size + n > limit:
+            break
+        out.append(piece)
+        size += n
     return "".join(out)
 
 
@@ -33,11 +59,11 @@ def apply_modifier(it, name, value):
     if name == "upperfirst":
         return _ascii_upper(value[:1]) + value[1:]
     if name == "quotewildcard":
-        return value.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
+        return quote_wildcard(value, it.max_variable_size)
     if name == "length":
         return str(len(value))
     if name == "encodeurl":
-        return encode_url(value)
+        return encode_url(value, it.max_variable_size)
     return value
 
 
