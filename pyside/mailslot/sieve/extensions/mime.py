@@ -182,7 +182,10 @@ def load(v, name):
         tag = MimeTag()
         for command in ("header", "address", "exists"):
             v.register_external_tag(command, tag)
-            for ident in ("anychild",) + OPTIONS:
+            # RFC 5703 4.1: :type, :subtype, :contenttype and :param belong to
+            # header only; address and exists take just :anychild.
+            options = ("anychild",) + (OPTIONS if command == "header" else ())
+            for ident in options:
                 v.register_external_tag(command, MimeOptionTag(ident))
     elif name == "foreverypart":
         v.register_command(ForEveryPart(), name)
