@@ -252,8 +252,12 @@ class Suite:
                     ok = False
             elif kind in ("redirect", "reject", "vacation", "notify"):
                 self.send(kind, d, action)
-        if not ok or (not keep_done and not self.implicit_done and
-                      result.implicit_keep(None)):
+        if not ok and not self.implicit_done:
+            # A failed action: the implicit keep of the message as it came,
+            # without the script's edits or flags (Pigeonhole's failure keep).
+            self.implicit_done = True
+            self.store(result.default_mailbox, self.ctx.message.raw_bytes())
+        elif not keep_done and not self.implicit_done and result.implicit_keep(None):
             self.implicit_done = True
             flags = []
             for effect in result.implicit_effects:
