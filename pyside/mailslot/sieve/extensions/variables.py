@@ -33,8 +33,12 @@ def declare(v, name, line):
     limit = v.env.settings.get("variables_max_scope_size",
                                DEFAULT_MAX_VARIABLE_SCOPE_SIZE)
     if len(v.variables) >= limit:
-        v.error(line, "(implicit) declaration of new variable '%s' exceeds the limit "
-                "(max variables: %d)" % (name, limit))
+        # Reported once, like Pigeonhole: later declarations past the limit
+        # fail silently (the script does not compile either way).
+        if not v.ext_context.get("variables_scope_full"):
+            v.ext_context["variables_scope_full"] = True
+            v.error(line, "(implicit) declaration of new variable '%s' exceeds the "
+                    "limit (max variables: %d)" % (name, limit))
         return False
     v.variables.add(low)
     return True
