@@ -183,6 +183,9 @@ class Notify(CommandDef):
             except MailtoError as exc:
                 v.error(arg.line, "notify command: mailto URI: %s" % exc)
                 return False
+            if node.tags.get("options") is not None and \
+                    not _check_options(v, node, scheme.lower()):
+                return False
         frm = node.tags.get("from")
         if isinstance(frm, str):
             try:
@@ -200,6 +203,47 @@ class Notify(CommandDef):
 
     def compile(self, c, node):
         return ("notify", node.line, node.data)
+
+
+def _option_problem(option):
+    """Why an :options item is not "<optionname>=<value>" (RFC 5435 3.4), or None.
+
+    optionname = (ALPHA / DIGIT) *(ALPHA / DIGIT / "." / "-" / "_"); the value
+    holds no CR or LF. The messages are Pigeonhole's (its value message does
+    say "notify command:" twice).
+    """
+    if option == "":
+        return "notify command: empty option specified"
+    i = 0
+    if option[0].isascii() and option[0].isalnum():
+        i = 1
+        while i < len(option) and option[i].isascii() and \
+                (option[i].isalnum() or option[i] in ".-_"):
+            i += 1
+    if i == 0 or i >= len(option) or option[i] != "=":
+        return ("notify command: invalid option name specified in option '%s'"
+                % sanitize(option, 80))
+    if "\n" in option or "\r" in option:
+        return ("notify command: notify command: invalid option value specified in "
+                "option '%s'" % sanitize(option, 80))
+    return None
+
+
+def _check_options(v, node, scheme):
+    """Check literal :options items (the first bad one is reported); mailto
+    takes no options, so good ones are dropped with a warning, as Pigeonhole."""
+    arg = node.tags["options_arg"]
+    values = node.tags["options"]
+    for value, line in zip(values, arg.string_lines()):
+        if not isinstance(value, str):
+            continue    # a variable: checked when the notify runs
+        problem = _option_problem(value)
+        if problem:
+            v.error(line, problem)
+            return False
+    v.warning(arg.line, "notify command: method '%s' accepts no options" % scheme)
+    node.tags["options"] = None
+    return True
 
 
 class ValidNotifyMethod(CommandDef):
