@@ -169,3 +169,35 @@ print(before == (os.geteuid(), os.getegid(), sorted(os.getgroups())))
     assert proc.stdout == "refused 13\nTrue\n", proc.stdout
     assert os.stat(os.path.join(user, "x.msbin")).st_uid == uid
     assert os.listdir(rootonly) == []
+
+
+@pytest.mark.parametrize("how", ["symlinked-dir", "symlinked-file"])
+def test_trace_file_is_not_steered_into_roots_directory(tree, how):
+    """sieve-test -t as root: a user's symlink (to a directory, or at the file
+    name) does not get root to write its trace where the user cannot."""
+    base, uid, user, rootonly, msg = tree
+    script = os.path.join(user, "real", "s.sieve")
+    victim = os.path.join(rootonly, "trace")
+    if how == "symlinked-dir":
+        os.symlink(rootonly, os.path.join(user, "evil"))
+        os.lchown(os.path.join(user, "evil"), uid, uid)
+        trace = os.path.join(user, "evil", "trace")
+    else:
+        trace = os.path.join(user, "trace")
+        os.symlink(victim, trace)
+        os.lchown(trace, uid, uid)
+    proc = tool("sieve-test", ["-C", "-t", trace, script, msg])
+    assert proc.returncode == 1
+    assert "failed to open trace file" in proc.stderr
+    assert not os.path.exists(victim)
+
+
+def test_trace_file_in_roots_own_directory_is_written(tree):
+    base, uid, user, rootonly, msg = tree
+    script = os.path.join(user, "real", "s.sieve")
+    trace = os.path.join(rootonly, "trace")
+    proc = tool("sieve-test", ["-C", "-t", trace, script, msg])
+    assert proc.returncode == 0, proc.stderr
+    with open(trace) as f:
+        assert "s: line 2: fileinto" in f.read()
+    assert os.stat(trace).st_uid == 0 and os.stat(trace).st_mode & 0o777 == 0o600

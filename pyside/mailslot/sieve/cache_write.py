@@ -4,7 +4,8 @@ write_file(target, data, mode, create_dir) replaces target with data: a temp
 file is created with O_EXCL|O_NOFOLLOW in the opened target directory, written,
 given mode, and renamed over target in that same directory (renameat), so a
 symlink planted at the target name is replaced, never followed, and a reader
-never sees a partial file.
+never sees a partial file. open_append(path) opens a file for appending (the
+sieve-test trace) under the same rules.
 
 As root (an administrator running `mailslot sievec` or `mailslot sieve-test`),
 the target directory's path -- made absolute and normalised as written, so a
@@ -67,6 +68,25 @@ def write_file(target, data, mode, create_dir=False):
     else:
         dfd = _open_dir(directory, create_dir)
     _write_at(dfd, name, data, mode)
+
+
+def open_append(path, mode=0o600):
+    """An fd appending to path (created with mode), never through a symlink at
+    its name; as root, its directory is found by the same walk as write_file()
+    (sieve-test's -t trace file)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    directory, name = os.path.split(path)
+    if os.geteuid() != 0:
+        return os.open(path, flags, mode)
+    dfd, owner = _walk_as_root(os.path.abspath(directory or "."), False)
+    if dfd is None:
+        # why: another user controls the path; open it with their rights only.
+        with _dropped_to(*owner):
+            return os.open(path, flags, mode)
+    try:
+        return os.open(name, flags, mode, dir_fd=dfd)
+    finally:
+        os.close(dfd)
 
 
 def _open_dir(directory, create):

@@ -260,7 +260,12 @@ def sieve_test_main(argv):
     ctx.enabled_extensions = enabled if enabled is not None else \
         enabled_extensions(settings.extensions)[0]
     if trace_file:
-        ctx.trace = _Trace(trace_file)
+        try:
+            ctx.trace = _Trace(trace_file)
+        except OSError as exc:
+            err.write("sieve-test: Fatal: failed to open trace file %s: %s\n"
+                      % (trace_file, exc.strerror or exc))
+            return 1
     compile_failed = []
 
     def loader(path, is_main, name_by_path):
@@ -395,7 +400,12 @@ class _Trace:
     """-t: a plain trace of the commands run (not Pigeonhole's format)."""
 
     def __init__(self, path):
-        self.fh = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")
+        if path == "-":
+            self.fh = sys.stdout
+        else:
+            # As root, opened without following what another user can change.
+            from .cache_write import open_append
+            self.fh = os.fdopen(open_append(path), "a", encoding="utf-8")
 
     def write(self, line):
         self.fh.write(line + "\n")
