@@ -63,3 +63,25 @@ def run_as(entry, argv, *, input=None, env=None, cwd=None, timeout=60):
            "--init-groups", "--"] + list(argv)
     return subprocess.run(cmd, input=input, env=base_env, cwd=cwd or "/",
                           capture_output=True, timeout=timeout)
+
+
+# A fixed clock for everything that stamps a date (log lines, Maildir names, mbox
+# From_ lines, UIDVALIDITY): 2026-03-05 07:08:09.25 UTC, a one-digit day, so that a
+# space- or zero-padded day is checked whatever the date the tests run on.
+FIXED_TIME = 1772694489.25
+FIXED_DAY_UTC = "Thu Mar 05 07:08:09 2026"        # Dovecot's From_ line date, UTC
+
+
+def fixed_clock():
+    return FIXED_TIME
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    """TZ=UTC for the test (local-time stamps become predictable), restored after."""
+    import time
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

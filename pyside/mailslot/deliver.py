@@ -19,6 +19,7 @@ first_valid_uid..last_valid_uid and may never be 0.
 """
 
 import os
+import time
 
 from .errors import (MailboxNameError, MailboxNotFoundError, PrivilegeError,
                      StorageError, UserUnknownError)
@@ -31,8 +32,11 @@ INBOX = ("INBOX",)
 KEPT_ENVIRONMENT = ("USER", "HOME", "LOGNAME", "PATH", "TZ", "LANG", "LC_ALL")
 
 
-def deliver(opts):
-    """Deliver the message on stdin (or opts.message_path); return EX_OK."""
+def deliver(opts, clock=time.time):
+    """Deliver the message on stdin (or opts.message_path); return EX_OK.
+
+    clock: seconds since the epoch, for the log's stamps and what the save dates
+    (Maildir names, mbox From_ lines); tests fix it."""
     refuse_root()
     if RELAY_USER_VARIABLE in os.environ:
         from .privilege import verify_relay_promise
@@ -53,7 +57,7 @@ def deliver(opts):
                       info_log_path=settings["info_log_path"],
                       syslog_facility=settings["syslog_facility"],
                       deliver_log_format=settings["deliver_log_format"],
-                      home=user.home)
+                      home=user.home, clock=clock)
     for warning in user.warnings:
         log.warning(warning)
     if opts.sender_invalid is not None:
@@ -75,7 +79,8 @@ def deliver(opts):
     # the hostname setting is for the mail mailslot sends.
     storage = open_storage(settings["mail_location"], user=user.name, home=user.home,
                            hostname=os.uname().nodename,
-                           mail_fsync=settings["mail_fsync"], settings=settings)
+                           mail_fsync=settings["mail_fsync"], settings=settings,
+                           clock=clock)
     check_mail_root(storage.location, user)     # a missing home: made, or said what to do
     namespace = settings["namespace"]["inbox"]
     # No separator set: the format's own, as Dovecot ('.' Maildir++, '/' mbox and

@@ -12,6 +12,7 @@ from mailslot.storage import open_storage
 from mailslot.storage.location import parse_mail_location
 from tests.mbox.mboxtest import check_structure, journal_active, read_messages
 from tests.storage.sources import BytesSource, message
+from tests.support import FIXED_DAY_UTC, fixed_clock, utc  # noqa: F401 (utc: a fixture)
 
 
 def make(home, suffix="", **kwargs):
@@ -158,6 +159,15 @@ def test_from_line_names_the_envelope_sender(tmp_path, source_kind, word):
     result = make(tmp_path).save(("INBOX",), source)
     with open(result.mbox_path, "rb") as f:
         assert f.readline().startswith(b"From " + word.encode() + b"  ")
+
+
+def test_from_line_is_dated_by_the_injected_clock(tmp_path, utc):
+    # A one-digit day: Dovecot's mbox_from_create() writes it zero-padded ("Mar 05"),
+    # whatever the date the test runs on; TZ=UTC makes the local time known.
+    result = make(tmp_path, clock=fixed_clock).save(
+        ("INBOX",), BytesSource(message(), envelope_sender="s@example.org"))
+    with open(result.mbox_path, "rb") as f:
+        assert f.readline() == f"From s@example.org  {FIXED_DAY_UTC}\n".encode()
 
 
 def test_one_spool_serves_every_copy(tmp_path):

@@ -10,6 +10,7 @@ from mailslot.errors import MailboxNameError, StorageError
 from mailslot.storage import index
 
 from tests.storage.sources import TEST_HOST as HOST, BytesSource, maildir_storage, message
+from tests.support import FIXED_TIME, fixed_clock
 
 NAME_RE = re.compile(r"^(\d+)\.M(\d+)P(\d+)\.testhost,S=(\d+),W=(\d+)$")
 HEADER_RE = re.compile(r"^3 V(\d+) N(\d+) G([0-9a-f]{32})\n$")
@@ -31,17 +32,37 @@ def lines(path):
 
 # --- file names and modes -------------------------------------------------------------
 
-def test_file_name_is_dovecots(home):
-    st = make(home)
+@pytest.fixture
+def fresh_stamps(monkeypatch):
+    """The process-wide guards that keep names and UIDVALIDITYs increasing, reset:
+    a fixed clock earlier than what a previous test saw must still be used."""
+    from mailslot.storage import maildir
+    monkeypatch.setattr(maildir, "_last_stamp", (0, 0))
+    monkeypatch.setattr(index, "_fallback_uid_validity", 0)
+
+
+def test_file_name_is_dovecots(home, fresh_stamps):
+    st = make(home, clock=fixed_clock)
     data = message(1)
     r = st.save(("INBOX",), BytesSource(data))
     assert os.path.dirname(r.path) == str(home / "Maildir" / "new")
     m = NAME_RE.match(os.path.basename(r.path))
     assert m, r.path
     assert int(m.group(3)) == os.getpid()
-    assert abs(int(m.group(1)) - time.time()) < 60
-    assert 0 <= int(m.group(2)) < 1_000_000
+    # <sec>.M<usec>: the injected clock's seconds and microseconds.
+    assert (int(m.group(1)), int(m.group(2))) == (int(FIXED_TIME), 250000)
     assert (int(m.group(4)), int(m.group(5))) == (len(data), len(data) + data.count(b"\n"))
+    # The same instant again: the next microsecond, as Dovecot keeps names unique.
+    again = NAME_RE.match(os.path.basename(st.save(("INBOX",), BytesSource(data)).path))
+    assert (int(again.group(1)), int(again.group(2))) == (int(FIXED_TIME), 250001)
+
+
+def test_system_clock_is_the_default(home):
+    before = time.time_ns() // 1000
+    r = make(home).save(("INBOX",), BytesSource(message(1)))
+    after = time.time_ns() // 1000
+    m = NAME_RE.match(os.path.basename(r.path))
+    assert before <= int(m.group(1)) * 1_000_000 + int(m.group(2)) <= after + 1000
 
 
 def test_names_are_unique_and_ordered_within_a_process(home):
@@ -283,16 +304,16 @@ def test_subscriptions_lock_is_waited_for(home):
 
 # --- dovecot-uidlist ---------------------------------------------------------------------
 
-def test_uidlist_format(home):
-    st = make(home)
+def test_uidlist_format(home, fresh_stamps):
+    st = make(home, clock=fixed_clock)
     a = st.save(("INBOX",), BytesSource(message(1)))
     b = st.save(("INBOX",), BytesSource(message(2)), flags=("\\Seen",))
     content = lines(home / "Maildir" / "dovecot-uidlist")
     m = HEADER_RE.match(content[0])
     assert m, content[0]
     # UIDVALIDITY starts from the clock (Dovecot's fallback when no
-    # dovecot-uidvalidity exists yet); within one process it only grows.
-    assert int(m.group(1)) >= int(time.time()) - 60
+    # dovecot-uidvalidity exists yet): the injected one.
+    assert int(m.group(1)) == int(FIXED_TIME)
     assert content[1:] == [f"1 :{os.path.basename(a.path)}\n",
                            f"2 :{os.path.basename(b.path).partition(':')[0]}\n"]
 

@@ -47,12 +47,14 @@ FSYNC_MODES = ("optimized", "always", "never")
 
 
 def open_storage(mail_location, *, user, home, hostname, mail_fsync="optimized",
-                 settings=None, dotlock_helper=None):
+                 settings=None, dotlock_helper=None, clock=None):
     """Return the Storage for a mail_location whose %variables are already expanded.
 
     settings: the engine's settings dict (mbox reads mbox_* and
     mail_privileged_group from it). dotlock_helper: the mailslot-dotlock binary
-    (default: beside the installed engine).
+    (default: beside the installed engine). clock: seconds since the epoch for what
+    a save dates (Maildir names, a new UIDVALIDITY, mbox From_ lines); None is the
+    system clock. Tests pass a fixed one.
     """
     from .location import parse_mail_location
 
@@ -64,9 +66,12 @@ def open_storage(mail_location, *, user, home, hostname, mail_fsync="optimized",
     location = parse_mail_location(mail_location, home=home)
     if location.format == "maildir":
         from .maildir import MaildirStorage
-        return MaildirStorage(location, user=user, hostname=hostname, mail_fsync=mail_fsync)
+        if clock is None:
+            return MaildirStorage(location, user=user, hostname=hostname, mail_fsync=mail_fsync)
+        return MaildirStorage(location, user=user, hostname=hostname, mail_fsync=mail_fsync,
+                              clock=clock)
     if location.format == "mbox":
         from .mbox import MboxStorage
         return MboxStorage(location, user=user, hostname=hostname, mail_fsync=mail_fsync,
-                           settings=settings, dotlock_helper=dotlock_helper)
+                           settings=settings, dotlock_helper=dotlock_helper, clock=clock)
     raise ConfigError(f"the {location.format} format is not supported", key="mail_location")

@@ -318,10 +318,10 @@ def write_new_uidlist(dir_fd, header, basenames, *, mode, fsync):
 _fallback_uid_validity = 0
 
 
-def _uid_validity_fallback():
+def _uid_validity_fallback(clock=time.time):
     """The current time, never repeating within this process (Dovecot's fallback)."""
     global _fallback_uid_validity
-    now = int(time.time()) & 0xFFFFFFFF
+    now = int(clock()) & 0xFFFFFFFF
     if _fallback_uid_validity < now:
         _fallback_uid_validity = now
     else:
@@ -356,7 +356,7 @@ def _rename_marker(root_fd, value):
     return None
 
 
-def _rescan_uid_validity(root_fd, mode):
+def _rescan_uid_validity(root_fd, mode, clock):
     values = []
     prefix = UIDVALIDITY_NAME + "."
     for entry in os.listdir(root_fd):
@@ -366,7 +366,7 @@ def _rescan_uid_validity(root_fd, mode):
             values.append(int(digits, 16))
     if not values:
         for _ in range(UIDVALIDITY_RETRY_COUNT):
-            value = _uid_validity_fallback()
+            value = _uid_validity_fallback(clock)
             try:
                 marker = os.open(f"{prefix}{value:08x}",
                                  os.O_RDWR | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o444,
@@ -386,23 +386,24 @@ def _rescan_uid_validity(root_fd, mode):
             pass
     value = _rename_marker(root_fd, hi)
     if value is None:
-        return _uid_validity_fallback()
+        return _uid_validity_fallback(clock)
     _write_uid_validity(root_fd, value, mode)
     return value
 
 
-def next_uid_validity(root_fd, *, mode=0o600):
+def next_uid_validity(root_fd, *, mode=0o600, clock=time.time):
     """Return the next UIDVALIDITY for a new mailbox (Dovecot's mailbox_uidvalidity_next).
 
     root_fd is the root control directory (CONTROL=, else the mail root). mode is
     the root's file creation mode. Falls back to the current time if the files
-    cannot be used, as Dovecot does.
+    cannot be used, as Dovecot does; clock (seconds since the epoch) is that time,
+    injected by tests.
     """
     try:
         try:
             fd = os.open(UIDVALIDITY_NAME, os.O_RDWR | _OPEN_FLAGS, dir_fd=root_fd)
         except FileNotFoundError:
-            return _rescan_uid_validity(root_fd, mode)
+            return _rescan_uid_validity(root_fd, mode, clock)
         try:
             raw = os.read(fd, 8)
             try:
@@ -410,14 +411,14 @@ def next_uid_validity(root_fd, *, mode=0o600):
             except ValueError:
                 cur = 0
             if cur == 0:
-                return _rescan_uid_validity(root_fd, mode)
+                return _rescan_uid_validity(root_fd, mode, clock)
             value = _rename_marker(root_fd, cur)
             if value is None:
-                return _rescan_uid_validity(root_fd, mode)
+                return _rescan_uid_validity(root_fd, mode, clock)
             os.pwrite(fd, b"%08x" % value, 0)
             return value
         finally:
             os.close(fd)
     except OSError:
         # Dovecot does not fail a mailbox creation over this file either.
-        return _uid_validity_fallback()
+        return _uid_validity_fallback(clock)

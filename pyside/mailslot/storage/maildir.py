@@ -78,10 +78,13 @@ FLAG_LETTERS = {"\\answered": "R", "\\seen": "S", "\\deleted": "T",
 _last_stamp = (0, 0)
 
 
-def _unique_stamp():
-    """(sec, usec), strictly increasing within this process (as Dovecot's)."""
+def _unique_stamp(clock=time.time):
+    """(sec, usec) of clock(), strictly increasing within this process (as Dovecot's)."""
     global _last_stamp
-    ns = time.time_ns()
+    if clock is time.time:
+        ns = time.time_ns()         # exact, where a float would round the microseconds
+    else:
+        ns = round(clock() * 1_000_000) * 1000
     stamp = (ns // 1_000_000_000, (ns // 1000) % 1_000_000)
     if stamp <= _last_stamp:
         sec, usec = _last_stamp
@@ -138,8 +141,10 @@ def flag_letters(flags):
 class MaildirStorage(Storage):
     """Maildir++ or LAYOUT=fs Maildir below one mail root."""
 
-    def __init__(self, location, *, user, hostname, mail_fsync):
+    def __init__(self, location, *, user, hostname, mail_fsync, clock=time.time):
         self.location = location
+        # Seconds since the epoch: file names and a new UIDVALIDITY (tests fix it).
+        self.clock = clock
         self.user = user
         self.hostname = hostname
         self.fsync = mail_fsync != "never"
@@ -313,7 +318,7 @@ class MaildirStorage(Storage):
         root = self._control_root()
         root_fd = fds.add(self.dirs.open_root(root, create=True))
         perm = self.dirs.perm_of(root_fd)
-        return index.next_uid_validity(root_fd, mode=perm.file_mode)
+        return index.next_uid_validity(root_fd, mode=perm.file_mode, clock=self.clock)
 
     def subscribe(self, name):
         name = check_components(name)
@@ -355,7 +360,7 @@ class MaildirStorage(Storage):
     def _new_tmp(self, tmp_fd, perm, tmp_path):
         """Create a unique tmp file; return (base name, fd)."""
         while True:
-            sec, usec = _unique_stamp()
+            sec, usec = _unique_stamp(self.clock)
             base = f"{sec}.M{usec}P{os.getpid()}.{self.name_host}"
             try:
                 fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -382,7 +387,7 @@ class MaildirStorage(Storage):
             return None
         if (st.st_mode & 0o170000) != 0o100000 or st.st_size != sizes[0]:
             return None
-        sec, usec = _unique_stamp()
+        sec, usec = _unique_stamp(self.clock)
         base = f"{sec}.M{usec}P{os.getpid()}.{self.name_host}"
         try:
             os.link(stored, base, dst_dir_fd=tmp_fd, follow_symlinks=False)

@@ -136,8 +136,10 @@ class MboxStorage(Storage):
     keeps_source_copy = True
 
     def __init__(self, location, *, user, hostname, mail_fsync, settings=None,
-                 dotlock_helper=None):
+                 dotlock_helper=None, clock=None):
         self.location = location
+        # Seconds since the epoch for the From_ line's date (None: now); tests fix it.
+        self.clock = clock
         self.user = user
         self.hostname = hostname
         self.mail_fsync = mail_fsync
@@ -406,7 +408,8 @@ class MboxStorage(Storage):
                 if keywords:
                     extra += self._keywords_field(locks.mbox_fd, path, keywords, notes)
                 offset = append(locks, path, journal, spool, sender, extra, guard,
-                                variant=self.variant, fsync=self.fsync)
+                                variant=self.variant, fsync=self.fsync,
+                                when=self.clock() if self.clock else None)
                 return path, offset, notes
             finally:
                 guard.hold()

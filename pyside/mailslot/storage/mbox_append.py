@@ -30,8 +30,8 @@ COPY_CHUNK = 256 * 1024
 IN_MEMORY_MAX = 1024 * 1024
 
 
-def append(locks, path, journal, spool, sender, extra, guard, *, variant, fsync):
-    """Append the message; return the offset of its From_ line.
+def append(locks, path, journal, spool, sender, extra, guard, *, variant, fsync, when=None):
+    """Append the message; return the offset of its From_ line (dated when, default now).
 
     The message is encoded once. Up to IN_MEMORY_MAX it is encoded into memory
     first, so that the journal records the append's total length and a whole
@@ -46,7 +46,7 @@ def append(locks, path, journal, spool, sender, extra, guard, *, variant, fsync)
         fix = _separator_fix(fd, length, path)
     except OSError as err:
         raise storage_error("reading", path, err) from None
-    head = from_line(sender)
+    head = from_line(sender, when)
     pieces = _encoded(spool, extra, variant)
     if spool.size <= IN_MEMORY_MAX:
         taken = list(pieces)
