@@ -3,7 +3,9 @@
     python3 saver.py <mail_location> <home> <json plan>
 
 The plan is a list of steps, each {"op": "save"|"create"|"subscribe", "name": [...],
-"body": str, "flags": [...], "link_previous": bool}. For every save it prints one
+"body": str, "flags": [...], "link_previous": bool}, or {"op": "fsize_limit",
+"file": <path below home>, "room": n}: from then on RLIMIT_FSIZE is that file's
+size plus n bytes (a real `ulimit -f` for the saves that follow). For every save it prints one
 JSON line: {"mailbox", "uid", "path", "size", "vsize", "uid_error", "warnings"}.
 The message source is tests/message_source.py's BytesSource (bytes in memory).
 """
@@ -25,11 +27,17 @@ def main():
                            hostname=socket.gethostname())
     previous = None
     for step in plan:
-        name = tuple(step["name"])
+        name = tuple(step.get("name", ()))
         if step["op"] == "create":
             storage.create_mailbox(name)
         elif step["op"] == "subscribe":
             storage.subscribe(name)
+        elif step["op"] == "fsize_limit":
+            import resource
+            import signal
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # Python's default
+            limit = os.stat(os.path.join(home, step["file"])).st_size + step["room"]
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
         elif step["op"] == "save":
             stored = previous if step.get("link_previous") else None
             source = BytesSource(step["body"].encode("utf-8"), stored)

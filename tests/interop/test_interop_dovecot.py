@@ -244,3 +244,33 @@ def test_folders_and_subscriptions_are_laid_out_as_dovecot_does(dovecot_factory,
         assert mine == f.read()
     assert_clean_log(ours)
     assert_clean_log(theirs)
+
+
+@pytest.mark.parametrize("room", [0, 9])
+def test_uidlist_append_cut_by_ulimit_keeps_dovecots_uids(dovecot_factory, room):
+    """Issues 12.9 / 21.2: a uidlist append cut by RLIMIT_FSIZE (room=9: a short
+    write; 0: EFBIG) is truncated back, so Dovecot numbers the message after the
+    others and keeps that UID; before, it glued its record to the fragment and the
+    UID moved (97 -> 98)."""
+    env = dovecot_factory(mail_location="maildir:~/Maildir")
+    saved = save_plan(env, [{"op": "save", "name": ["INBOX"], "body": message(i)}
+                            for i in range(40)])
+    assert [s["uid"] for s in saved] == list(range(1, 41))
+    assert [r["uid"] for r in env.fetch("uid")] == [str(i) for i in range(1, 41)]
+    uidlist = os.path.join(env.home, "Maildir", "dovecot-uidlist")
+    with open(uidlist, "rb") as f:
+        before = f.read()
+    cut = save_plan(env, [{"op": "fsize_limit", "file": "Maildir/dovecot-uidlist",
+                           "room": room},
+                          {"op": "save", "name": ["INBOX"], "body": message(40)}])
+    with open(uidlist, "rb") as f:
+        assert f.read() == before                       # no fragment left
+    for _ in range(2):          # numbered once, and the number stays
+        rows = env.fetch("uid hdr.subject")
+        assert [(r["uid"], r["hdr.subject"]) for r in rows][-2:] == [
+            ("40", "message 39"), ("41", "message 40")]
+    assert cut[0]["uid"] is None and "truncated back" in cut[0]["uid_error"], cut
+    assert any("saved without a UID" in w for w in cut[0]["warnings"]), cut
+    more = save_plan(env, [{"op": "save", "name": ["INBOX"], "body": message(41)}])
+    assert more[0]["uid"] == 42
+    assert_clean_log(env)

@@ -201,3 +201,24 @@ def test_dotlock_has_its_mode_from_birth(tmp_path):
     finally:
         os.umask(old)
         os.close(dir_fd)
+
+
+def test_release_removes_the_lock_even_when_its_close_fails(tmp_path, monkeypatch):
+    dir_fd = os.open(str(tmp_path), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        lock = locking.acquire_dotlock(dir_fd, "subscriptions", hostname="h",
+                                       stale_timeout=30, write_pid=False, keep_open=True)
+        real_close = os.close
+
+        def close(fd):
+            real_close(fd)
+            if fd == lock_fd:
+                raise OSError(errno.EIO, "Input/output error")
+        lock_fd = lock.fd
+        monkeypatch.setattr(locking.os, "close", close)
+        with pytest.raises(OSError):
+            lock.release()
+        monkeypatch.undo()
+        assert not (tmp_path / "subscriptions.lock").exists()
+    finally:
+        os.close(dir_fd)

@@ -216,14 +216,23 @@ class Dotlock:
         """Remove the lock if it is still ours; return False if someone replaced it."""
         if not self.held:
             return False
-        self._close()
-        if not self.is_ours():
-            return False
+        close_error = None
         try:
-            os.unlink(self.lock_name, dir_fd=self.dir_fd)
-        except FileNotFoundError:
-            return False
-        return True
+            self._close()
+        except OSError as exc:
+            # Why go on: a failing close must not leave the lock behind for its
+            # stale timeout (issue 21.4); the error passes up once it is removed.
+            close_error = exc
+        removed = False
+        if self.is_ours():
+            try:
+                os.unlink(self.lock_name, dir_fd=self.dir_fd)
+                removed = True
+            except FileNotFoundError:
+                pass
+        if close_error is not None:
+            raise close_error
+        return removed
 
     def replace(self):
         """Rename the lock file over its target (write-then-rename); False if lost."""
