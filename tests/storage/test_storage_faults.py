@@ -222,3 +222,24 @@ def test_release_removes_the_lock_even_when_its_close_fails(tmp_path, monkeypatc
         assert not (tmp_path / "subscriptions.lock").exists()
     finally:
         os.close(dir_fd)
+
+
+@pytest.mark.parametrize("fmt", ["maildir:~/Maildir", "mbox:~/mail:INBOX=~/mail/inbox"])
+def test_a_stray_oserror_before_the_commit_names_the_mailbox(home, monkeypatch, fmt):
+    """Issue 21.6: "internal error: OSError: [Errno 5] ..." said nothing of where."""
+    from mailslot.errors import StorageError
+    st = open_storage(fmt, user="t", home=str(home), hostname=TEST_HOST)
+    st.save(("INBOX",), BytesSource(message(1)))
+    def broken(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+    if fmt.startswith("maildir"):
+        monkeypatch.setattr(st, "_open_subdirs", broken)
+    else:
+        monkeypatch.setattr(st, "_open_journal", broken)
+    with pytest.raises(StorageError) as info:
+        st.save(("INBOX",), BytesSource(message(2)))
+    text = str(info.value)
+    # Maildir names the mailbox's directory, mbox the mailbox (its file is not
+    # known yet at every step).
+    assert text.startswith(("saving into INBOX:", f"saving into {home}/Maildir:")), text
+    assert "Input/output error" in text

@@ -200,3 +200,23 @@ def test_an_oversized_cache_is_refused_not_cut(tree, monkeypatch):
                         lambda text, p, *rest: calls.append(p) or real(text, p, *rest))
     assert config.load_settings(path)["first_valid_uid"] == 1000
     assert calls == [path]                          # the YAML was parsed again
+
+
+@pytest.mark.parametrize("step", ["directory-opened", "file-opened", "before-cache-write"])
+def test_swap_at_each_named_step_changes_nothing_read_or_written(tree, monkeypatch, step):
+    """The loader's own step hook: the directory swapped at one step (as its owner
+    may) never mixes the two files -- what is returned and what is cached are the
+    real file's, because everything after the directory's open goes through fds."""
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)   # the owner's view: symlinks allowed
+    link = os.path.join(tree, "link")
+
+    def hook(name):
+        if name == step:
+            os.unlink(link)
+            os.symlink("forged", link)
+    monkeypatch.setattr(config, "_step_hook", hook)
+    settings = config.load_settings(os.path.join(link, "mailslot.yaml"))
+    assert settings["mail_location"] == "maildir:~/Maildir"
+    assert cache_of(os.path.join(tree, "forged")) is None
+    text = cache_of(os.path.join(tree, "real"))
+    assert text is not None and "mail_location\tmaildir:~/Maildir" in text.split("\n")

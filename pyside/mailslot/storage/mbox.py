@@ -357,6 +357,9 @@ class MboxStorage(Storage):
             self._guard = self.helper.guard = guard
             try:
                 path, offset, notes = self._save(name, spool, sender, extra, guard, keywords)
+            except OSError as err:
+                # A stray OSError names the mailbox, never a bare "[Errno 5]".
+                raise storage_error("saving into", self.display_name(name), err) from None
             finally:
                 self._guard = self.helper.guard = None
         return SaveResult(self.display_name(name), None, None, spool.size, spool.vsize,
