@@ -51,6 +51,7 @@ def deliver(opts, clock=time.time):
     values["hostname"] = settings["hostname"] or os.uname().nodename
     values["pid"] = str(os.getpid())
     expand_user_settings(settings, values)
+    check_mail_root(settings, user)     # a missing home: made, or said what to do
 
     from .log import DeliveryLog
     log = DeliveryLog(user=user.name, log_path=settings["log_path"],
@@ -81,7 +82,6 @@ def deliver(opts, clock=time.time):
                            hostname=os.uname().nodename,
                            mail_fsync=settings["mail_fsync"], settings=settings,
                            clock=clock)
-    check_mail_root(storage.location, user)     # a missing home: made, or said what to do
     namespace = settings["namespace"]["inbox"]
     # No separator set: the format's own, as Dovecot ('.' Maildir++, '/' mbox and
     # LAYOUT=fs). Logged names then read as the user's client shows them.

@@ -1,7 +1,9 @@
 """Before the first save: the user's home and mail root exist, or say what to do.
 
-check_mail_root(location, user) looks at the directory a delivery into INBOX needs
-(the INBOX= path of mail_location, else its root) and decides as dovecot-lda does:
+check_mail_root(settings, user) looks at the directory a delivery into INBOX needs
+(the INBOX= path of the expanded mail_location, else its root) and decides as
+dovecot-lda does. It runs before the delivery log is opened, so that a log_path in
+a missing home gets this explanation too, not "cannot open the log":
 
   - it exists: nothing to do (one stat on the plain path);
   - it is missing but a parent the user may write exists: the storage creates what
@@ -47,9 +49,12 @@ def needed_directory(location):
     return location.root
 
 
-def check_mail_root(location, user):
-    """Make sure the user's INBOX can be created or opened; see the module doc."""
-    path = needed_directory(location)
+def check_mail_root(settings, user):
+    """Make sure the user's INBOX can be created or opened; see the module doc.
+
+    settings: the user's settings, %variables expanded (mail_location)."""
+    from .storage.location import parse_mail_location
+    path = needed_directory(parse_mail_location(settings["mail_location"], home=user.home))
     if not path or _exists(path):
         return
     home = (user.home or "").rstrip("/")

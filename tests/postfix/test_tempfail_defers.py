@@ -41,3 +41,31 @@ def test_readonly_maildir_defers_then_delivers(postfix):
     assert len(found) == 1, postfix.log()[-3000:]
     assert postfix.wait_for_log(rf"{queue_id}: to=<{v1.address}>.*status=sent")
     assert "status=bounced" not in postfix.log()
+
+
+def test_missing_home_defers_with_what_to_do(postfix):
+    # A virtual user whose home is gone, below a directory only root may write: the
+    # relay lets the engine decide (chdir ENOENT), the engine says what is missing
+    # and what to do, Postfix keeps the mail; once the home is back it is delivered.
+    v2 = postfix.virtual[1]
+    moved = v2.home + ".away"
+    os.rename(v2.home, moved)
+    marker = b"X-Test-Case: missing-home"
+    try:
+        postfix.send("sender@example.net", [v2.address],
+                     b"Subject: no home yet\n" + marker + b"\n\nLater.\n")
+        deferred = postfix.wait_for_log(
+            rf"pipe\[\d+\]: (\w+): to=<{v2.address}>, relay=mailslot,.*dsn=4\.\d\.\d, "
+            r"status=deferred \(temporary failure\. Command output: mailslot-lda: ([^)]*)")
+        assert deferred, postfix.log()[-3000:]
+        queue_id, reason = deferred.group(1), deferred.group(2)
+        assert reason.startswith(f"home {v2.home} does not exist (create it owned by "
+                                 f"uid {v2.uid}"), reason
+        assert queue_id in postfix.deferred()
+        assert not os.path.exists(v2.home)
+    finally:
+        os.rename(moved, v2.home)
+    postfix.flush()
+    assert len(postfix.wait_for_message(os.path.join(v2.home, "Maildir"), marker)) == 1, \
+        postfix.log()[-3000:]
+    assert postfix.wait_for_log(rf"{queue_id}: to=<{v2.address}>.*status=sent")
