@@ -230,3 +230,29 @@ def test_notification_headers():
     assert msg["X-Priority"] == "1 (Highest)" and msg["Importance"] == "High"
     assert msg["X-Tag"] == "one two"
     assert msg.get_content() == "Notification of new message.\n"
+
+
+def test_outgoing_dsn_goes_to_the_sender_never_to_null():
+    from mailslot.send.outgoing import OutgoingMail
+    from mailslot.send.transport import CaptureTransport
+
+    class Log:
+        lines = []
+
+        def info(self, text):
+            self.lines.append(text)
+
+    for sender, expect in (("sender@example.com", 1), ("", 0), ("<>", 0)):
+        capture = CaptureTransport()
+        out = OutgoingMail({"postmaster_address": "postmaster@example.org"}, log=Log(),
+                           transport=capture, hostname="mx.example.org",
+                           clock=lambda: NOW, user_address="user@example.org",
+                           envelope={"from": sender, "to": "user@example.org",
+                                     "orig_to": ""})
+        out.dsn(original())
+        assert len(capture.sent) == expect
+        if expect:
+            env_from, rcpts, data = capture.sent[0]
+            assert env_from == "" and rcpts == [sender]
+            status = parse(data).get_payload()[1].get_payload()[1]["Status"]
+            assert status == "5.2.2"

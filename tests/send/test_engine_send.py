@@ -244,6 +244,14 @@ def test_notify_mailto(mailer):
     assert len(mailer.inbox(mailer.users[0])) == 1
 
 
+def test_notify_about_null_sender_mail_is_sent_from_null(mailer):
+    mailer.script(mailer.users[0], 'require "enotify";\n'
+                  'notify "mailto:alert@example.net";\n')
+    assert deliver_a(mailer, sender="<>").returncode == 0
+    (note,) = mailer.sink.wait(1)
+    assert note.sender == "" and note.recipients == ["alert@example.net"]
+
+
 def test_notify_not_for_auto_submitted_mail(mailer):
     mailer.script(mailer.users[0], 'require "enotify";\n'
                   'notify "mailto:alert@example.net";\n')

@@ -2,11 +2,13 @@
 
     out = OutgoingMail(settings, log=log, transport=..., duplicates=db,
                        clock=time.time, hostname=..., envelope=..., user_address=...)
-    out.prepare(actions, original)  # before saving: transport usable? loops?
+    out.check_transport()           # before saving: SendError if it cannot work
+    out.redirect_loop(original, address)   # before saving: why not to forward
     out.reject(original, reason)    # -> True sent / False not to be sent
     out.redirect(original, spool, address)
     out.vacation(original, action)
     out.notify(original, action)
+    out.dsn(original, status="5.2.2", diagnostic=...)   # over quota (issue 16)
 
 The rules (RFC 3834, 5230, 5429, 5436 and Pigeonhole's):
 - a rejection goes to the envelope sender, never to <> and never in answer to a
@@ -17,8 +19,8 @@ The rules (RFC 3834, 5230, 5429, 5436 and Pigeonhole's):
 - a vacation reply goes out only when Sieve's decision says so (vacation.decide)
   and the (handle, sender) pair was not answered within the period: the duplicate
   database claims the pair before sending, and forgets it if the send fails;
-- a notification is not sent for a message that is itself Auto-Submitted, nor to
-  <> recipients.
+- a notification is not sent for a message that is itself Auto-Submitted, and
+  one about a message from <> is sent from <>.
 
 Failures: every method raises SendError when the transport fails. The caller
 (actions.perform) turns it into a temporary failure only while no copy of the
@@ -97,6 +99,23 @@ class OutgoingMail:
             reason_template=self.settings.get("rejection_reason"))
         self._send_outgoing(out)
         self.log.info(f"sieve: reject action: rejected message from <{sender}> (reject)")
+        return True
+
+    def dsn(self, original, *, status="5.2.2", diagnostic="Quota exceeded (mailbox "
+            "for user is full)"):
+        """A failure DSN to the envelope sender (over quota with quota_full_tempfail
+        off: the quota issue calls this); never to <>."""
+        sender = self.envelope.get("from") or ""
+        if not sender or sender == "<>":
+            self.log.info(f"not sending a DSN ({status}) to <>: discarded")
+            return False
+        out = compose.dsn(original, status=status, diagnostic=diagnostic,
+                          final_rcpt=self.envelope.get("to") or "",
+                          orig_rcpt=self.envelope.get("orig_to") or "", sender=sender,
+                          hostname=self.hostname, postmaster=self._postmaster(),
+                          now=self.clock())
+        self._send_outgoing(out)
+        self.log.info(f"sent a DSN ({status}) to <{sender}>")
         return True
 
     def redirect(self, original, spool, address):
@@ -191,6 +210,11 @@ class OutgoingMail:
         out = compose.notification(original, action, owner=self.user_address,
                                    postmaster=self._postmaster(),
                                    hostname=self.hostname, now=self.clock())
+        if not sender or sender == "<>":
+            # RFC 5436 2.7 (and Pigeonhole): a notification about a message with
+            # the null sender goes out with the null sender, so it cannot bounce
+            # into a loop.
+            out.sender = ""
         self._send_outgoing(out)
         self.log.info("sieve: notify action: sent " + out.describe)
         return True
