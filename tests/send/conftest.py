@@ -15,19 +15,26 @@ import pytest
 from tests.support import IS_ROOT, ensure_user, run_as, world_tempdir
 from tests.send.smtpsink import SmtpSink
 
+HOMES = "/tmp/mailslot-send-homes"
+
 
 @pytest.fixture(scope="session")
 def send_users():
     if not IS_ROOT:
         pytest.skip("needs root to create test users (CI runs as root)")
-    base = world_tempdir("mailslot-send-homes-")
+    # A fixed base: the users' homes never change between sessions, so usermod
+    # (which refuses while any process runs with the uid) is needed only once.
+    base = HOMES
+    os.makedirs(base, exist_ok=True)
+    os.chmod(base, 0o755)
     users = []
     for name in ("mslt-snd1", "mslt-snd2"):
-        ensure_user(name, os.path.join(base, name))
-        subprocess.run(["usermod", "--home", os.path.join(base, name), name], check=True)
-        users.append(ensure_user(name, os.path.join(base, name)))
+        home = os.path.join(base, name)
+        entry = ensure_user(name, home)
+        if entry.pw_dir != home:
+            subprocess.run(["usermod", "--home", home, name], check=True)
+        users.append(ensure_user(name, home))
     yield users
-    shutil.rmtree(base, ignore_errors=True)
 
 
 class Mailer:
