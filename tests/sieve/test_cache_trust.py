@@ -72,7 +72,8 @@ def forged_cache(script, settings, home, is_global, source=FORGED,
         data["extensions"] = extensions
     if tweak is not None:
         tweak(data["ops"])
-    payload = cache.encode({"settings": cache.settings_key(env, sset), "program": data})
+    payload = cache.encode({"settings": cache.settings_key(env, sset), "dirs": {},
+                            "program": data})
     return cache.MAGIC + b"%08x\n" % zlib.crc32(payload) + payload
 
 
@@ -158,7 +159,11 @@ def test_root_compiled_admin_cache_is_used(site):
     cpath = beside(script)
     st = os.stat(cpath)
     assert st.st_uid == 0 and st.st_mode & 0o777 == 0o644
-    out = run_as(uid, script, home, {"sieve_before": script}, True)
+    # The delivery's settings name the user's own script location (its default),
+    # which a script that includes nothing does not depend on.
+    out = run_as(uid, script, home, {"sieve_before": script,
+                                     "sieve": "file:~/sieve;active=~/.dovecot.sieve"},
+                 True)
     assert out["actions"] == [{"type": "store", "mailbox": "Admin"}], out
     assert not out["compiled"]
 
@@ -291,3 +296,21 @@ def test_users_own_cache_cannot_raise_the_duplicate_period(tmp_path):
     res = sieve.run([str(script)], RawMessage(MSG), ENVELOPE)
     marks = [a for a in res.actions if a["type"] == "duplicate_mark"]
     assert marks and marks[0]["period"] == 2 * 24 * 3600, res.to_dict()
+
+
+def test_admin_script_including_personal_scripts_is_not_shared(tmp_path):
+    """A global script that includes :personal depends on whose home it ran
+    for: one user's compiled includes never serve another user."""
+    admin = tmp_path / "admin"
+    admin.mkdir()
+    script = admin / "before.sieve"
+    script.write_text('require "include";\ninclude :personal :optional "lib";\n')
+    for who in ("alice", "bob"):
+        (tmp_path / who / "sieve").mkdir(parents=True)
+        (tmp_path / who / "sieve" / "lib.sieve").write_text(
+            'require "fileinto";\nfileinto "%s";\n' % who)
+    settings = {"sieve_before": str(script)}
+    for who in ("alice", "bob", "alice"):
+        res = sieve.run([str(script)], RawMessage(MSG), ENVELOPE, settings=settings,
+                        global_scripts={str(script)}, home=str(tmp_path / who))
+        assert res.actions == [{"type": "store", "mailbox": who}], (who, res.errors)

@@ -7,8 +7,9 @@ of the script's real path; home is the user's home from the userdb, handed in
 by the caller -- never $HOME). lookup() returns the cached Program only when the
 file is trusted and valid for the script as it is now: same format version,
 same source (path, mtime, size, inode of the script and of every included
-script), same compile settings, extensions that are all enabled for this
-script, and an intact CRC-32. Anything else -- an old or foreign file, a
+script), same compile settings (and the same :personal/:global include
+directories, when the script includes anything), extensions that are all
+enabled for this script, and an intact CRC-32. Anything else -- an old or foreign file, a
 truncated write, a changed include -- is ignored and the script recompiled by
 the caller (script.load_program), which then saves the new program here.
 
@@ -150,12 +151,35 @@ def program_from_data(data, enabled=None):
 
 
 def settings_key(env, settings):
-    """What else the compiled form depends on besides the sources."""
+    """What else the compiled form depends on besides the sources. The include
+    directories are not in it: they are recorded per program, only when a
+    compile resolved a name in them (see _used_dirs)."""
     parts = [",".join(sorted(env.enabled)), "G" if env.global_script else "P",
              repr(sorted((k, str(v)) for k, v in env.settings.items())),
-             str(settings.max_script_size), str(settings.sieve_dir),
-             str(settings.global_dir)]
+             str(settings.max_script_size)]
     return "|".join(parts)
+
+
+def _used_dirs(env):
+    """{location: directory} of the :personal/:global directories a compile with
+    env looked names up in (a program that includes nothing depends on none: an
+    administrator's script compiled by root then fits every user)."""
+    resolver = env.include
+    used = getattr(resolver, "used", None) or {}
+    return {loc: (base if base is None else str(base)) for loc, base in used.items()}
+
+
+def _dirs_match(recorded, env):
+    if not isinstance(recorded, dict):
+        return False
+    resolver = env.include
+    for loc, base in recorded.items():
+        if loc not in ("personal", "global") or resolver is None:
+            return False
+        now = resolver.base(loc)
+        if (None if now is None else str(now)) != base:
+            return False
+    return True
 
 
 def _dep_key(path):
@@ -270,6 +294,8 @@ def lookup(path, env, settings, name):
             continue
         try:
             record = _parse_file(data, skey)
+            if not _dirs_match(record.get("dirs"), env):
+                continue
             program = program_from_data(record.get("program"), env.enabled)
             if program.name != name or not program.deps or \
                     program.deps[0][0] != real:
@@ -308,7 +334,7 @@ def save_program(path, program, settings, env, out_path=None):
     script that only root may cache: compiled per delivery).
     """
     from .cache_write import write_file
-    record = {"settings": settings_key(env, settings),
+    record = {"settings": settings_key(env, settings), "dirs": _used_dirs(env),
               "program": program_to_data(program)}
     payload = encode(record)
     data = MAGIC + b"%08x\n" % zlib.crc32(payload) + payload

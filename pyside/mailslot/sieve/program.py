@@ -48,9 +48,18 @@ class Resolver:
         self.home = home
         self.personal_dir = personal_dir
         self.global_dir = global_dir
+        # Which directories a compile resolved names in: a compiled program depends
+        # on them (cache.py keys a cache by a directory only when it was used, so
+        # an administrator's script compiled once fits every user's delivery).
+        self.used = {}
+
+    def base(self, location):
+        """The directory :personal or :global names resolve in (None: none)."""
+        return self.personal_dir if location == "personal" else self.global_dir
 
     def locate(self, location, name):
-        base = self.personal_dir if location == "personal" else self.global_dir
+        base = self.base(location)
+        self.used[location] = base
         if not base:
             return None
         if base.startswith("file:"):
