@@ -103,6 +103,12 @@ def parse_mailto(uri):
             name, eq, value = item.partition("=")
             if not eq:
                 raise MailtoError("invalid header field name")
+            for raw, part in ((name, "name"), (value, "value")):
+                for ch in raw:
+                    # RFC 6068 2: hfname and hfvalue are *qchar (or %XX).
+                    if ch != "%" and ch not in _QCHAR and ord(ch) < 0x80:
+                        raise MailtoError("invalid character '%s' in header field "
+                                          "%s part" % (ch, part))
             name = _pct_decode(name)
             value = _pct_decode(value)
             low = name.lower()
