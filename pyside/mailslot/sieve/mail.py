@@ -272,6 +272,9 @@ class MessageView:
         return [decode_words(v) if "=?" in v else v for v in self.header_values(name)]
 
     def size(self):
+        """The message's size in bytes; after editheader, the edited message's
+        (Pigeonhole's size test sees the edited mail): minus the deleted fields'
+        original lines, plus the added ones, with the header's line ending."""
         if self._size is None:
             size = getattr(self.message, "size", None)
             if callable(size):
@@ -279,7 +282,16 @@ class MessageView:
             if not isinstance(size, int):
                 size = len(self.message.read_bytes())
             self._size = size
-        return self._size
+        if not self.edited:
+            return self._size
+        kept = {sp for sp in self._spans if isinstance(sp, tuple)}
+        removed = sum(stop - start for start, stop in self._originals
+                      if (start, stop) not in kept)
+        crlf = 1 if self._buf.find(b"\r\n", 0, self._hend) >= 0 else 0
+        added = sum(len(_field_line(f)) + crlf
+                    for f, sp in zip(self._fields, self._spans)
+                    if not isinstance(sp, tuple))
+        return self._size - removed + added
 
     def raw_bytes(self):
         """The whole raw message (the host's one buffer; read-only)."""
