@@ -170,6 +170,18 @@ def _settings_dict(ctx):
     return ctx.settings.validation_settings()
 
 
+def _unfold_added(value):
+    """An added value as a header test reads it back, as Pigeonhole folds it:
+    a line break before a space or tab is dropped (RFC 5322 unfolding), one
+    before other text becomes a tab (the fold Pigeonhole inserts), trailing
+    line breaks go."""
+    lines = value.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n").split("\n")
+    out = lines[0]
+    for line in lines[1:]:
+        out += line if line[:1] in (" ", "\t") else "\t" + line
+    return out
+
+
 def run_addheader(it, op):
     name = it.expand(op[2])
     value = it.expand(op[3])
@@ -188,7 +200,7 @@ def run_addheader(it, op):
     if size > settings.get("editheader_max_header_size", 2048):
         it.error("addheader action: specified header value `%s' is too large (%d bytes)"
                  % (sanitize(value, 80), size))
-    value = " ".join(value.replace("\r\n", "\n").split("\n"))
+    value = _unfold_added(value)
     it.ctx.message.add_field(name, value, op[4])
 
 
