@@ -135,7 +135,16 @@ def _send_all(sends, sender, original, message, saved, settings, log):
         for action in sends:
             kind = action["type"]
             try:
-                if kind == "redirect":
+                if kind == "redirect" and action.get("edited_header") is not None:
+                    # editheader ran before this redirect: forward that copy.
+                    from .message import with_edited_header
+                    edited = _spool(with_edited_header(
+                        message, action["edited_header"].pieces()), settings)
+                    try:
+                        sender.redirect(original, edited, action["address"])
+                    finally:
+                        edited.close()
+                elif kind == "redirect":
                     if spool is None:
                         spool = _spool(message, settings)
                     sender.redirect(original, spool, action["address"])

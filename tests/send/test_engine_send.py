@@ -158,6 +158,25 @@ def test_redirect_headers_and_envelope(mailer):
     assert "discarded duplicate forward" in mailer.log(mailer.users[0])
 
 
+def test_redirect_forwards_the_copy_editheader_left_at_that_point(mailer):
+    # Pigeonhole's editheader/alternating.svtest: add; redirect; delete; keep.
+    mailer.script(mailer.users[0], 'require "editheader";\n'
+                  'addheader "X-Added" "before redirect";\n'
+                  f'redirect "{B}";\n'
+                  'deleteheader "X-Added";\n'
+                  'deleteheader "Subject";\n'
+                  'keep;\n')
+    proc = deliver_a(mailer, MSG, "-o", "sieve_extensions=+editheader")
+    assert proc.returncode == 0, proc.stderr
+    (fwd,) = mailer.sink.wait(1)
+    head = fwd.data.split(b"\n\n")[0].split(b"\n")
+    assert b"X-Added: before redirect" in head
+    assert b"Subject: Hello there" in head
+    assert fwd.data.endswith(b"\n\nbody line\n")
+    (kept,) = mailer.inbox(mailer.users[0])
+    assert b"X-Added" not in kept and b"Subject:" not in kept
+
+
 def test_sieve_max_redirects_is_enforced(mailer):
     mailer.write_conf("sieve_max_redirects: 2\n")
     mailer.script(mailer.users[0], "".join(f'redirect "r{i}@example.net";\n'

@@ -204,11 +204,15 @@ class RedirectAction(Action):
     def check_duplicate(self, result, other):
         return 1 if self.equals(other, result) else 0
 
+    header = None   # mail.HeaderSnapshot: the edited header when redirect ran
+
     def print_lines(self, result):
         return [" * redirect message to: <%s>" % self.address()], False
 
     def to_dict(self, result):
-        return {"type": "redirect", "address": self.address()}
+        d = {"type": "redirect", "address": self.address()}
+        _add_header(d, self.header)
+        return d
 
 
 class RejectAction(Action):

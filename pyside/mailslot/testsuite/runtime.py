@@ -29,7 +29,7 @@ import os
 from ..sieve.address import AddressError, parse_path
 from ..sieve.diagnostics import Diagnostics
 from ..sieve.interpreter import HANDLERS, TESTS, SieveRunError, StopScript
-from ..sieve.mail import MessageView, RawMessage, header_block_end
+from ..sieve.mail import MessageView, RawMessage
 from ..sieve.match import match
 from ..sieve.result import KeepAction, Result
 from ..sieve.runner import OK, RunContext, run_program
@@ -151,18 +151,16 @@ class Suite:
             env_orig = env_to
         ctx.envelope = Envelope(env_from, env_to, env_orig, self.user)
 
-    def message_bytes(self, header_fields=None):
-        """The current message as bytes, with editheader's changes if any."""
+    def message_bytes(self, snapshot=None):
+        """The current message as bytes: as an action's header snapshot (see
+        sieve/mail.py HeaderSnapshot) left it, else with the edits so far."""
         view = self.ctx.message
-        data = view.raw_bytes()
-        fields = header_fields
-        if fields is None and view.edited:
-            fields = view.fields()
-        if fields is None:
-            return data
-        head = "".join("%s: %s\n" % (n, v) for n, v in fields)
-        return head.encode("utf-8", "surrogateescape") + b"\n" + \
-            data[header_block_end(data):]
+        if snapshot is None and view.edited:
+            snapshot = view.snapshot()
+        if snapshot is None:
+            return view.raw_bytes()
+        return b"".join(p if isinstance(p, bytes) else p[0][p[1]:p[2]]
+                        for p in snapshot.pieces())
 
     # -- mail store -----------------------------------------------------------------
 
@@ -247,7 +245,7 @@ class Suite:
             kind = d["type"]
             if kind in ("store", "keep"):
                 keep_done = keep_done or kind == "keep"
-                data = self.message_bytes(d.get("header_fields"))
+                data = self.message_bytes(d.get("edited_header"))
                 if not self.store(d["mailbox"], data, flags, create="create" in effects):
                     ok = False
             elif kind in ("redirect", "reject", "vacation", "notify"):
@@ -284,7 +282,7 @@ class Suite:
                                      "orig_to": _path(env.orig_recipient) or to},
                            user_address=self.conf.get("sieve_user_email") or to,
                            dry_run=True)
-        data = self.message_bytes(d.get("header_fields"))
+        data = self.message_bytes(d.get("edited_header"))
         original = Original.from_message(RawMessage(data))
         if kind == "redirect":
             if out.redirect_loop(original, d["address"]) is None:

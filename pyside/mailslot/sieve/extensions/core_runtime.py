@@ -137,6 +137,9 @@ def run_redirect(it, op):
     if it.ctx.settings.max_redirects == 0:
         it.error("local policy prohibits the use of a redirect action")
     action = RedirectAction(it.location(), local, domain)
+    if it.ctx.message.edited:
+        # Pigeonhole forwards the message as editheader left it at this point.
+        action.header = it.ctx.message.snapshot()
     it.result.add(it, action, make_effects(it, op[3]),
                   instance_limit=it.ctx.settings.max_redirects)
 
