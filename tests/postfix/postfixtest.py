@@ -13,8 +13,10 @@ written. Each session gets, under one temp dir:
 
 Postfix listens on 127.0.0.1 only, on a free port, and is stopped by the fixture.
 The MTA lines are the shipped examples (packaging/examples/postfix/: master.cf-virtual,
-main.cf-virtual, vmailbox compiled with postmap, main.cf-system-users), the files
-docs/deployment.md shows, with the install paths, domain and accounts substituted.
+master.cf-vmail, main.cf-virtual, vmailbox compiled with postmap,
+main.cf-system-users), the files docs/deployment.md shows, with the install paths,
+domains and accounts substituted; master.cf-vmail's service is renamed (vmailslot)
+so that it can run beside the relay's, for its own domain (transport_maps).
 
 System users' mail goes to mbox files in a spool directory with the lock group
 (mailspool/, root:mail 2775 like /var/mail; mailslot-dotlock is built for it). Virtual users
@@ -23,7 +25,9 @@ carry userdb_mail=maildir:~/Maildir in the passwd-file.
 Accounts: a caller group and pipe user for the relay (mslt-pfsec, mslt-pfmta), a
 system user delivered by local(8)'s mailbox_command (mslt-pfsys), and two virtual
 users (v1, v2 @ virt.mailslot.test) with uids that have no passwd entry, resolved
-by the relay and the engine from the passwd-file.
+by the relay and the engine from the passwd-file; recipe 3's vmail uid
+(mslt-pfvmail) and its one mailbox vm1@vmail.mailslot.test, in the same passwd-file
+with the vmail uid.
 """
 import grp
 import os
@@ -44,6 +48,13 @@ PIPE_USER = "mslt-pfmta"
 SYSTEM_USER = "mslt-pfsys"
 SYSTEM_DOMAIN = "sys.mailslot.test"
 VIRTUAL_DOMAIN = "virt.mailslot.test"
+# Recipe 3 (master.cf-vmail): one uid for every mailbox of its domain, no relay.
+VMAIL_USER = "mslt-pfvmail"
+VMAIL_DOMAIN = "vmail.mailslot.test"
+VMAIL_NAME = "vm1"
+VMAIL_SERVICE = "vmailslot"             # master.cf-vmail's service, renamed beside the relay's
+# What the example main.cf-virtual's domain stands for here: both virtual domains.
+VIRTUAL_DOMAINS = f"{VIRTUAL_DOMAIN} {VMAIL_DOMAIN}"
 VIRTUAL_USERS = ("v1", "v2")
 # What the shipped examples name, replaced by the test's own.
 EXAMPLE_DOMAIN = "example.org"
@@ -103,9 +114,9 @@ def _exists(kind, name):
 
 
 def remove_accounts():
-    for user in (PIPE_USER, SYSTEM_USER):
+    for user in (PIPE_USER, SYSTEM_USER, VMAIL_USER):
         subprocess.run(["userdel", "-f", user], capture_output=True)
-    for group in (CALLER_GROUP, SYSTEM_USER):
+    for group in (CALLER_GROUP, SYSTEM_USER, VMAIL_USER):
         subprocess.run(["groupdel", group], capture_output=True)
 
 
@@ -164,6 +175,17 @@ class PostfixInstance:
         _run(["useradd", "-U", "-m", "-d", home, "-s", "/usr/sbin/nologin", SYSTEM_USER])
         os.chmod(home, 0o700)
         self.system_user = pwd.getpwnam(SYSTEM_USER)
+        # The vmail uid and its mailboxes' homes below one directory it owns.
+        vmail_base = os.path.join(self.homes, "vmail")
+        _run(["useradd", "-r", "-U", "-M", "-d", vmail_base, "-s", "/usr/sbin/nologin",
+              VMAIL_USER])
+        self.vmail_user = pwd.getpwnam(VMAIL_USER)
+        os.mkdir(vmail_base, 0o700)
+        os.chown(vmail_base, self.vmail_user.pw_uid, self.vmail_user.pw_gid)
+        self.vmail = VirtualUser(VMAIL_NAME, self.vmail_user.pw_uid,
+                                 os.path.join(vmail_base, VMAIL_NAME))
+        self.vmail.gid = self.vmail_user.pw_gid
+        self.vmail.address = f"{VMAIL_NAME}@{VMAIL_DOMAIN}"
         for name, uid in zip(VIRTUAL_USERS, _free_ids(len(VIRTUAL_USERS))):
             home = os.path.join(self.homes, name)
             os.mkdir(home, 0o700)
@@ -182,7 +204,7 @@ class PostfixInstance:
 
     def _write_mailslot_settings(self):
         lines = [f"{v.address}::{v.uid}:{v.gid}::{v.home}::userdb_mail=maildir:~/Maildir"
-                 for v in self.virtual]
+                 for v in self.virtual + [self.vmail]]
         self._write_root_file(self.passwd_file, "\n".join(lines) + "\n")
         location = f"mbox:~/mail:INBOX={self.mail_spool}/%u"
         self._write_root_file(self.settings, (
@@ -239,12 +261,23 @@ class PostfixInstance:
             if example not in text:
                 raise PostfixError(f"vmailbox has no line for {example}")
             text = text.replace(example, user.address)
-        return text
+        return text + f"{self.vmail.address}   ok\n"
+
+    def example_vmail_line(self):
+        """The shipped master.cf-vmail entry as the service VMAIL_SERVICE, run as the
+        test's vmail user, pointed at this install."""
+        text = _read_example("master.cf-vmail")
+        if not text.startswith("mailslot ") or "user=vmail " not in text:
+            raise PostfixError("master.cf-vmail is not a 'mailslot' service with user=vmail")
+        text = VMAIL_SERVICE + text[len("mailslot"):]
+        text = text.replace("user=vmail ", f"user={VMAIL_USER} ")
+        lda = os.path.join(self.libdir, "mailslot-lda")
+        return text.replace("/usr/lib/mailslot/mailslot-lda", f"{lda} -c {self.settings}")
 
     def example_main_virtual(self, vmailbox):
         """The shipped main.cf-virtual, pointed at the test's domain and map."""
         text = _read_example("main.cf-virtual")
-        for example, ours in ((EXAMPLE_VMAILBOX, vmailbox), (EXAMPLE_DOMAIN, VIRTUAL_DOMAIN)):
+        for example, ours in ((EXAMPLE_VMAILBOX, vmailbox), (EXAMPLE_DOMAIN, VIRTUAL_DOMAINS)):
             if example not in text:
                 raise PostfixError(f"main.cf-virtual does not name {example}")
             text = text.replace(example, ours)
@@ -259,6 +292,10 @@ class PostfixInstance:
         system = self.example_mailbox_command()
         virtual = "\n".join(line for line in self.example_main_virtual(vmailbox).splitlines()
                             if line.strip() != "recipient_delimiter = +")
+        # Recipe 3's domain goes to its own service (master.cf-vmail's, renamed).
+        transport = os.path.join(self.pf_etc, "transport")
+        with open(transport, "w") as f:
+            f.write(f"{VMAIL_DOMAIN} {VMAIL_SERVICE}:\n")
         main = f"""\
 # Private test instance: loopback only, no outbound mail, nothing from /etc/postfix.
 compatibility_level = 3.6
@@ -286,6 +323,8 @@ maillog_file_prefixes = {self.base}
 {system}
 recipient_delimiter = +
 {virtual}
+transport_maps = texthash:{transport}
+{VMAIL_SERVICE}_destination_recipient_limit = 1
 # Retry deferred mail soon once the test has repaired the mailbox.
 minimal_backoff_time = 2s
 maximal_backoff_time = 4s
@@ -313,7 +352,8 @@ virtual   unix  -       n       n       -       -       virtual
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
-{self.example_master_line()}"""
+{self.example_master_line()}
+{self.example_vmail_line()}"""
         for name, text in (("main.cf", main), ("master.cf", master)):
             with open(os.path.join(self.pf_etc, name), "w") as f:
                 f.write(text)

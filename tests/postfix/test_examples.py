@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.postfix.postfixtest import EXAMPLES, VIRTUAL_DOMAIN
+from tests.postfix.postfixtest import EXAMPLES, VIRTUAL_DOMAINS, VMAIL_SERVICE
 
 
 def postconf(postfix, *args):
@@ -34,7 +34,7 @@ def test_main_cf_has_every_example_parameter(postfix, name):
     lda = os.path.join(postfix.libdir, "mailslot-lda")
     for key, value in example_parameters(name).items():
         value = (value.replace("/etc/postfix/vmailbox", vmailbox)
-                 .replace("example.org", VIRTUAL_DOMAIN)
+                 .replace("example.org", VIRTUAL_DOMAINS)
                  .replace("/usr/lib/mailslot/mailslot-lda", f"{lda} -c {postfix.settings}"))
         assert postconf(postfix, "-h", key).strip() == value, key
 
@@ -51,3 +51,12 @@ def test_vmailbox_map_is_compiled_with_postmap(postfix):
 def test_pipe_service_is_the_example_line(postfix):
     service = postconf(postfix, "-M", "mailslot/unix")
     assert service.split() == postfix.example_master_line().split()
+
+
+def test_vmail_service_is_the_example_line(postfix):
+    service = postconf(postfix, "-M", f"{VMAIL_SERVICE}/unix")
+    assert service.split() == postfix.example_vmail_line().split()
+    with open(os.path.join(EXAMPLES, "master.cf-vmail")) as f:
+        example = " ".join(line for line in f if not line.lstrip().startswith("#")).split()
+    # Only the service name, the user and the install path differ from the file.
+    assert len(service.split()) == len(example) + 2         # "-c <settings>"
