@@ -1,0 +1,71 @@
+"""An administrator's sieve_before script, compiled by root with `mailslot sievec`,
+runs from that cache in a real delivery -- and without it, is compiled per
+delivery and never cached where the user could rewrite it (issue 20.6).
+
+Whether the delivery compiled is read from the modules it imported
+(python -X importtime): a run from the cache imports no validator.
+"""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.support import needs_root, run_as, world_tempdir
+
+pytestmark = needs_root
+
+MSG = b"From: a@example.org\nTo: b@example.org\nSubject: hi\n\nHello.\n"
+
+
+@pytest.fixture
+def site(installed, mail_users):
+    """A user with an empty home, a config, and a root-owned admin directory."""
+    user = mail_users[1]
+    for entry in os.listdir(user.pw_dir):
+        path = os.path.join(user.pw_dir, entry)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) \
+            else os.unlink(path)
+    admin = world_tempdir("mslt-sieve-admin-")
+    conf = os.path.join(admin, "mailslot.yaml")
+    with open(conf, "w") as f:
+        f.write(f"mail_location: maildir:~/Maildir\nlog_path: {user.pw_dir}/log\n"
+                "first_valid_uid: 100\n")
+    os.chmod(conf, 0o644)
+    yield user, admin, conf
+    shutil.rmtree(admin, ignore_errors=True)
+
+
+def deliver_traced(user, installed, conf, *args):
+    """Deliver as user; return (proc, set of modules the engine imported)."""
+    proc = run_as(user, ["/usr/bin/python3", "-X", "importtime", "-I", "-S",
+                         os.path.join(installed, "mailslot-lda"), "-c", conf]
+                  + list(args), input=MSG)
+    imported = {line.split("|")[-1].strip() for line in
+                proc.stderr.decode().splitlines() if line.startswith("import time:")}
+    return proc, imported
+
+
+def test_root_compiled_admin_script_runs_from_its_cache(site, installed):
+    user, admin, conf = site
+    script = os.path.join(admin, "before.sieve")
+    with open(script, "w") as f:
+        f.write('require "fileinto";\nfileinto "Admin";\n')
+    os.chmod(script, 0o644)
+    before = "sieve_before=" + script
+    # Not compiled by root yet: compiled for the delivery, cached nowhere.
+    proc, imported = deliver_traced(user, installed, conf, "-o", before)
+    assert proc.returncode == 0, proc.stderr
+    assert "mailslot.sieve.validator" in imported
+    assert sorted(os.listdir(admin)) == ["before.sieve", "mailslot.yaml"]
+    assert not os.path.exists(os.path.join(user.pw_dir, ".cache"))
+    # Root compiles it beside the script; the next delivery uses that.
+    sievec = subprocess.run([os.path.join(installed, "mailslot"), "sievec", script],
+                            capture_output=True, text=True)
+    assert sievec.returncode == 0 and sievec.stderr == "", sievec.stderr
+    proc, imported = deliver_traced(user, installed, conf, "-o", before)
+    assert proc.returncode == 0, proc.stderr
+    assert "mailslot.sieve.validator" not in imported
+    admin_box = os.path.join(user.pw_dir, "Maildir", ".Admin", "new")
+    assert len(os.listdir(admin_box)) == 2
