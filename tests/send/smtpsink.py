@@ -7,6 +7,7 @@
 It speaks enough RFC 5321 for smtplib (EHLO/HELO, MAIL, RCPT, DATA with
 dot-unstuffing, RSET, NOOP, QUIT) on a socket in a thread of the test process.
 fail_data = "451 4.3.0 try later" makes it refuse every message after DATA.
+auth=True offers AUTH PLAIN and records the (user, password) pairs in .logins.
 data is what arrived between DATA and the final dot, CRLF turned to LF.
 """
 
@@ -24,8 +25,10 @@ class Received:
 
 
 class SmtpSink:
-    def __init__(self, fail_data=None):
+    def __init__(self, fail_data=None, auth=False):
         self.fail_data = fail_data
+        self.auth = auth
+        self.logins = []
         self.messages = []
         self.commands = []
         self._lock = threading.Lock()
@@ -86,7 +89,15 @@ class SmtpSink:
                     self.commands.append(cmd)
                 verb = cmd[:4].upper()
                 if verb == "EHLO":
-                    conn.sendall(b"250-sink.test\r\n250-8BITMIME\r\n250 PIPELINING\r\n")
+                    conn.sendall(b"250-sink.test\r\n250-8BITMIME\r\n"
+                                 + (b"250-AUTH PLAIN\r\n" if self.auth else b"")
+                                 + b"250 PIPELINING\r\n")
+                elif verb == "AUTH" and self.auth:
+                    import base64
+                    _, user, password = base64.b64decode(cmd.split()[2]).split(b"\0")
+                    with self._lock:
+                        self.logins.append((user.decode(), password.decode()))
+                    say("235 2.7.0 Authentication successful")
                 elif verb == "HELO":
                     say("250 sink.test")
                 elif verb == "MAIL":

@@ -82,6 +82,25 @@ def test_smtp_envelope_and_dot_stuffing():
     assert "mail from:<>" in [c.lower() for c in sink.commands]
 
 
+def test_smtp_auth_when_configured():
+    with SmtpSink(auth=True) as sink:
+        t = make_transport({"submission_host": sink.address, "submission_user": "mx1",
+                            "submission_password": "s3cret", "submission_timeout": 5})
+        t.send("a@example.org", ["b@example.org"], [b"x\n"])
+        assert sink.logins == [("mx1", "s3cret")]
+        assert sink.wait(1)[0].sender == "a@example.org"
+
+
+def test_starttls_required_but_not_offered_is_refused_not_downgraded():
+    with SmtpSink() as sink:
+        t = make_transport({"submission_host": sink.address, "submission_ssl": "starttls",
+                            "submission_timeout": 5})
+        with pytest.raises(SendError):
+            t.send("", ["b@example.org"], [b"x\n"])
+        assert sink.wait(1, timeout=0.3) == []
+        assert not any(c.lower().startswith("mail") for c in sink.commands)
+
+
 def test_smtp_refusal_is_a_send_error():
     with SmtpSink(fail_data="451 4.3.0 try later") as sink:
         t = SmtpTransport(sink.address, timeout=5)
@@ -116,3 +135,19 @@ def test_settings_choose_the_transport():
     assert make_transport({"sendmail_path": "/usr/sbin/sendmail"}).name == "sendmail"
     smtp = make_transport({"submission_host": "127.0.0.1:2525", "submission_timeout": 7})
     assert smtp.name == "smtp" and smtp.port == 2525 and smtp.timeout == 7
+
+
+@pytest.mark.parametrize("script", [
+    "#!/bin/sh\nexec sleep 30\n",                       # never reads, never exits
+    "#!/bin/sh\ncat > /dev/null\nexec sleep 30\n",      # reads, never exits
+])
+def test_a_hanging_sendmail_is_cut_off_at_the_timeout(tmp_path, script):
+    import time
+    path = tmp_path / "sendmail"
+    path.write_text(script)
+    path.chmod(0o755)
+    t = SendmailTransport(str(path), timeout=1, nnp=lambda: False)
+    start = time.monotonic()
+    with pytest.raises(SendError):
+        t.send("", ["a@example.org"], [b"x" * 1024 * 1024])
+    assert time.monotonic() - start < 5
