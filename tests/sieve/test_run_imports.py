@@ -13,8 +13,9 @@ import sys
 
 from tests.support import REPO
 
-SCRIPT = """require ["fileinto", "envelope", "imap4flags"];
+SCRIPT = """require ["fileinto", "envelope", "imap4flags", "variables"];
 if header :contains "subject" "keyword" { fileinto "Folder"; stop; }
+if header :matches "subject" "*" { set :lower "subject" "${1}"; }
 if address :is "from" "sender@example.com" { fileinto "Folder"; stop; }
 if header :matches "list-id" "*list.example.net*" { fileinto "Lists"; stop; }
 if envelope :is "from" "bounce@example.org" { addflag "\\\\Flagged"; }
@@ -35,7 +36,8 @@ COMPILER = ("mailslot.sieve.lexer", "mailslot.sieve.parser", "mailslot.sieve.val
             "mailslot.sieve.syntax", "mailslot.sieve.defs",
             "mailslot.sieve.extensions.core", "mailslot.sieve.extensions.fileinto",
             "mailslot.sieve.extensions.envelope",
-            "mailslot.sieve.extensions.imap4flags")
+            "mailslot.sieve.extensions.imap4flags", "mailslot.sieve.extensions.variables",
+            "mailslot.sieve.extensions.match_tags", "mailslot.sieve.compiler")
 
 
 def run_modules(script):
@@ -56,7 +58,8 @@ def test_cached_run_imports_no_compiler(tmp_path):
     for needed in ("mailslot.sieve.extensions.core_runtime",
                    "mailslot.sieve.extensions.fileinto_runtime",
                    "mailslot.sieve.extensions.envelope_runtime",
-                   "mailslot.sieve.extensions.imap4flags_runtime"):
+                   "mailslot.sieve.extensions.imap4flags_runtime",
+                   "mailslot.sieve.extensions.variables_runtime"):
         assert needed in modules
     # Extensions the script does not require are not imported; nor are re, json.
     assert "mailslot.sieve.extensions.regex" not in modules
