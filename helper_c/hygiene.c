@@ -46,17 +46,49 @@ void ms_refuse(int code, const char *fmt, ...)
     exit(code);
 }
 
-/* fds 0, 1 and 2 must be open, or a later open() would become our stdout. */
-static void open_std_fds(void)
+/* fds 0, 1 and 2 as the caller left them. What a caller who closed them gets: in a
+ * set-id program (AT_SECURE) glibc's start-up code, before main, opens a closed fd 0
+ * as /dev/full WRITE-only and closed fds 1 and 2 as /dev/null READ-only
+ * (csu/check_fds.c), so that a later open cannot become stdout; run without set-id
+ * (the sanitizer builds, root) they stay closed. Either way none of them is usable:
+ * fd 0 cannot be read (no message) and 1 and 2 cannot be written (the engine's
+ * Python exits 120 when it cannot flush them). So: 1 and 2, if closed or not
+ * writable, become /dev/null opened for writing (a closed stderr loses only the
+ * refusal's stderr copy; syslog keeps it); fd 0, if closed or not readable, is a
+ * refusal when the program reads it (75: the message is the MTA's, it retries). */
+static int fd_usable(int fd, int want_read)
 {
-    int fd;
+    int fl = fcntl(fd, F_GETFL);
 
+    if (fl < 0)
+        return 0;
+    fl &= O_ACCMODE;
+    return want_read ? fl == O_RDONLY || fl == O_RDWR : fl == O_WRONLY || fl == O_RDWR;
+}
+
+static void setup_std_fds(int need_stdin)
+{
+    int fd, stdin_ok = fd_usable(0, 1);
+
+    /* First fill every hole (so the opens below cannot land on 0-2 by accident). */
     for (fd = 0; fd <= 2; fd++) {
         if (fcntl(fd, F_GETFD) >= 0)
             continue;
-        if (errno != EBADF || open("/dev/null", O_RDWR | O_NOCTTY) != fd)
-            ms_refuse(EX_TEMPFAIL, "fd-setup: cannot open /dev/null as fd %d", fd);
+        if (errno != EBADF || open("/dev/null", O_RDONLY | O_NOCTTY) != fd)
+            ms_refuse(EX_TEMPFAIL, "stdio: cannot open /dev/null as fd %d", fd);
     }
+    for (fd = 1; fd <= 2; fd++) {
+        int nfd;
+        if (fd_usable(fd, 0))
+            continue;
+        nfd = open("/dev/null", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+        if (nfd < 0 || dup2(nfd, fd) != fd)
+            ms_refuse(EX_TEMPFAIL, "stdio: cannot open /dev/null for writing as fd %d", fd);
+        (void) close(nfd);
+    }
+    if (need_stdin && !stdin_ok)
+        ms_refuse(EX_TEMPFAIL, "stdio: stdin (fd 0) is closed or not open for reading: "
+                  "no message to deliver");
 }
 
 /* No fd the caller left open may reach the program we exec, nor be written by us. */
@@ -106,7 +138,7 @@ void ms_unblock_signals(void)
         ms_refuse(EX_TEMPFAIL, "signals: cannot unblock signals");
 }
 
-char **ms_hygiene_start(const char *progname)
+char **ms_hygiene_start(const char *progname, int need_stdin)
 {
     char **caller_env = environ;
     struct rlimit no_core = {0, 0};
@@ -118,7 +150,7 @@ char **ms_hygiene_start(const char *progname)
      * zones) must never see it. The relay copies allowed values out of caller_env. */
     environ = empty_environ;
     reset_signals();
-    open_std_fds();
+    setup_std_fds(need_stdin);
     close_other_fds();
     /* A core of a setuid process could hold the policy or another user's data. */
     if (setrlimit(RLIMIT_CORE, &no_core) != 0)
@@ -126,90 +158,6 @@ char **ms_hygiene_start(const char *progname)
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
         ms_refuse(EX_TEMPFAIL, "dumpable: cannot mark the process non-dumpable");
     return caller_env;
-}
-
-static int dir_is_trusted(const struct stat *st)
-{
-    if (!S_ISDIR(st->st_mode) || st->st_uid != 0)
-        return 0;
-    /* A sticky directory (/tmp) lets only an entry's owner rename or remove it. */
-    return (st->st_mode & (S_IWGRP | S_IWOTH)) == 0 || (st->st_mode & S_ISVTX) != 0;
-}
-
-int ms_open_trusted(const char *path, int path_only, struct stat *st, const char **why)
-{
-    char comp[NAME_MAX + 1];
-    const char *p = path, *slash;
-    int dirfd, fd;
-    size_t n;
-
-    if (path == NULL || path[0] != '/') {
-        *why = "not an absolute path";
-        return -1;
-    }
-    dirfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (dirfd < 0 || fstat(dirfd, st) != 0 || !dir_is_trusted(st)) {
-        *why = "/ is not root-owned";
-        goto fail;
-    }
-    for (;;) {
-        while (*p == '/')
-            p++;
-        slash = strchr(p, '/');
-        n = slash ? (size_t) (slash - p) : strlen(p);
-        if (n == 0 || n > NAME_MAX) {
-            *why = "bad path component";
-            goto fail;
-        }
-        memcpy(comp, p, n);
-        comp[n] = '\0';
-        if (slash == NULL)
-            break;
-        /* Walk with O_NOFOLLOW, checking each directory we pass through. */
-        fd = openat(dirfd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        (void) close(dirfd);
-        dirfd = fd;
-        if (dirfd < 0) {
-            *why = errno == ELOOP || errno == ENOTDIR ? "a directory on the path is a symlink"
-                                                      : "cannot open a directory on the path";
-            goto fail;
-        }
-        if (fstat(dirfd, st) != 0 || !dir_is_trusted(st)) {
-            *why = "a directory on the path is writable by others or not root-owned";
-            goto fail;
-        }
-        p = slash;
-    }
-    fd = openat(dirfd, comp,
-                (path_only ? O_PATH : O_RDONLY | O_NONBLOCK | O_NOCTTY) | O_NOFOLLOW | O_CLOEXEC);
-    (void) close(dirfd);
-    dirfd = -1;
-    if (fd < 0) {
-        *why = errno == ELOOP ? "is a symlink" : errno == ENOENT ? "does not exist"
-                                                                 : "cannot be opened";
-        return -1;
-    }
-    /* Judge the file we opened, not the name: a swap after this changes nothing. */
-    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
-        *why = "is not a regular file";
-        (void) close(fd);
-        return -1;
-    }
-    if (st->st_uid != 0) {
-        *why = "is not owned by root";
-        (void) close(fd);
-        return -1;
-    }
-    if ((st->st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-        *why = "is writable by group or others";
-        (void) close(fd);
-        return -1;
-    }
-    return fd;
-fail:
-    if (dirfd >= 0)
-        (void) close(dirfd);
-    return -1;
 }
 
 long ms_read_all(int fd, char *buf, size_t cap)

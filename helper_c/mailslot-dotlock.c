@@ -504,7 +504,7 @@ int main(int argc, char **argv)
     uid_t uid;
     int dirfd;
 
-    (void) ms_hygiene_start("mailslot-dotlock");
+    (void) ms_hygiene_start("mailslot-dotlock", 0);
     uid = getuid();
     caller_gid = getgid();
     mail_gid = getegid();

@@ -50,6 +50,7 @@
 #define _GNU_SOURCE
 #include "hygiene.h"
 #include "relay_rules.h"
+#include "trusted.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -69,6 +70,11 @@
 #include <sys/wait.h>
 #include <sysexits.h>
 #include <unistd.h>
+
+/* The dotlock helper's group (Makefile MAIL_GROUP): never held by the engine. */
+#ifndef MAILSLOT_MAIL_GROUP
+#define MAILSLOT_MAIL_GROUP "mail"
+#endif
 
 #ifndef MAILSLOT_POLICY_PATH
 #define MAILSLOT_POLICY_PATH "/etc/mailslot/relay.policy"
@@ -91,25 +97,77 @@ struct cap_data {
 struct caller {
     uid_t uid;
     gid_t gid;
-    gid_t groups[NGROUPS_MAX];
+    gid_t *groups;             /* on the heap, sized to the caller's count */
     int n_groups;
 };
 
+/* malloc that answers 75 instead of failing later: a caller's RLIMIT_AS or
+ * RLIMIT_DATA must give a reason, never a crash. */
+static void *checked_alloc(size_t n, const char *what)
+{
+    void *p = malloc(n > 0 ? n : 1);
+
+    if (p == NULL)
+        ms_refuse(EX_TEMPFAIL, "memory: cannot allocate %zu bytes for %s (the caller's "
+                  "RLIMIT_AS or RLIMIT_DATA?)", n, what);
+    return p;
+}
+
 static void read_caller(struct caller *c)
 {
+    int n;
+
     c->uid = getuid();
     c->gid = getgid();
-    c->n_groups = getgroups(NGROUPS_MAX, c->groups);
+    /* Sized to what the caller has (up to NGROUPS_MAX, 65536): a fixed 256 KiB array
+     * on the stack crashed the relay under a small RLIMIT_STACK. */
+    n = getgroups(0, NULL);
+    if (n < 0)
+        ms_refuse(EX_TEMPFAIL, "caller-ids: cannot read the caller's groups");
+    c->groups = checked_alloc((size_t) n * sizeof(gid_t), "the caller's groups");
+    c->n_groups = getgroups(n, c->groups);
     if (c->n_groups < 0)
         ms_refuse(EX_TEMPFAIL, "caller-ids: cannot read the caller's groups");
+}
+
+/* The relay's own floor: below these a caller's limits would crash it (a stack
+ * overflow is a SIGSEGV no code can answer), so it refuses first, with a reason.
+ * Measured (Debian 12, NSS files, execing /usr/bin/true): the relay runs with 32 KiB
+ * of stack (at 24 KiB it dies in the loader, before main, where nothing of ours
+ * runs) and 3 MiB of address space; the floors leave 4x and 10x room for NSS
+ * modules and syslog. tests/relay/test_limits.py runs it just above and below. */
+#ifndef RELAY_STACK_FLOOR
+#define RELAY_STACK_FLOOR (128 * 1024)
+#endif
+#ifndef RELAY_MEMORY_FLOOR
+#define RELAY_MEMORY_FLOOR (32L * 1024 * 1024)
+#endif
+
+static void check_limits(void)
+{
+    static const struct { int resource; const char *name; rlim_t floor; } limits[] = {
+        {RLIMIT_STACK, "RLIMIT_STACK", RELAY_STACK_FLOOR},
+        {RLIMIT_AS, "RLIMIT_AS", RELAY_MEMORY_FLOOR},
+        {RLIMIT_DATA, "RLIMIT_DATA", RELAY_MEMORY_FLOOR},
+    };
+    struct rlimit rl;
+    size_t i;
+
+    for (i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+        if (getrlimit(limits[i].resource, &rl) != 0)
+            ms_refuse(EX_TEMPFAIL, "rlimit: cannot read %s", limits[i].name);
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < limits[i].floor)
+            ms_refuse(EX_TEMPFAIL, "rlimit: the caller's %s (%lu bytes) is below the "
+                      "relay's %lu", limits[i].name, (unsigned long) rl.rlim_cur,
+                      (unsigned long) limits[i].floor);
+    }
 }
 
 /* Step 2: the policy, through ms_open_trusted: a policy swapped or made writable
  * under us is refused, and we parse the bytes of the file we checked. */
 static void load_policy(struct ms_policy *pol)
 {
-    static char buf[MS_POLICY_MAX_BYTES];
-    char err[512];
+    char err[512], *buf;
     const char *why = "";
     struct stat st;
     long len;
@@ -118,35 +176,68 @@ static void load_policy(struct ms_policy *pol)
     fd = ms_open_trusted(MAILSLOT_POLICY_PATH, 0, &st, &why);
     if (fd < 0)
         ms_refuse(EX_TEMPFAIL, "policy-unsafe: %s %s", MAILSLOT_POLICY_PATH, why);
-    len = ms_read_all(fd, buf, sizeof(buf));
+    if (st.st_size > MS_POLICY_MAX_BYTES)
+        ms_refuse(EX_TEMPFAIL, "policy-unsafe: %s is larger than %d bytes",
+                  MAILSLOT_POLICY_PATH, MS_POLICY_MAX_BYTES);
+    buf = checked_alloc((size_t) st.st_size, "the policy");
+    len = ms_read_all(fd, buf, (size_t) st.st_size);
     (void) close(fd);
     if (len < 0)
-        ms_refuse(EX_TEMPFAIL, "policy-unsafe: %s cannot be read or is too large",
+        ms_refuse(EX_TEMPFAIL, "policy-unsafe: %s cannot be read or changed while read",
                   MAILSLOT_POLICY_PATH);
     if (ms_policy_parse(buf, (size_t) len, pol, err, sizeof(err)) != 0)
         ms_refuse(EX_TEMPFAIL, "%s (in %s)", err, MAILSLOT_POLICY_PATH);
+    free(buf);
 }
 
-/* Resolve the policy's caller group names to gids (NSS, as root, clean environ). */
-static size_t caller_group_ids(const struct ms_policy *pol, unsigned long *gids)
+/* Resolve n group names of the policy to gids (NSS, as root, clean environ). Group 0
+ * is refused: as a caller group it would make every root-group process a caller, as
+ * an extra target group it would hand the engine root's group. */
+static void group_ids(const char *what, char (*names)[MS_NAME_MAX + 1], size_t n,
+                      unsigned long *gids)
 {
     size_t i;
 
-    for (i = 0; i < pol->n_caller_groups; i++) {
+    for (i = 0; i < n; i++) {
         struct group *gr;
         errno = 0;
-        gr = getgrnam(pol->caller_groups[i]);
+        gr = getgrnam(names[i]);
         if (gr == NULL)
-            ms_refuse(EX_TEMPFAIL, "policy-group: caller group %s does not exist",
-                      pol->caller_groups[i]);
-        /* Group 0 as a caller group would make every root-group process a caller. */
+            ms_refuse(EX_TEMPFAIL, "policy-group: %s %s does not exist", what, names[i]);
         if (gr->gr_gid == 0)
-            ms_refuse(EX_TEMPFAIL, "policy-group: caller group %s is gid 0",
-                      pol->caller_groups[i]);
+            ms_refuse(EX_TEMPFAIL, "policy-group: %s %s is gid 0", what, names[i]);
         gids[i] = (unsigned long) gr->gr_gid;
     }
     endgrent();
-    return pol->n_caller_groups;
+}
+
+/* The mail group (the dotlock helper's, fixed at build time) as a gid, 0 if the
+ * system has no such group: no Python code may ever run with it. */
+static unsigned long mail_group_id(void)
+{
+    struct group *gr = getgrnam(MAILSLOT_MAIL_GROUP);
+    unsigned long gid = gr != NULL ? (unsigned long) gr->gr_gid : 0;
+
+    endgrent();
+    return gid;
+}
+
+/* target_extra_groups may name neither the mail group nor a caller group: the
+ * engine would hold what the relay exists to keep from it. */
+static void check_extra_groups(const struct ms_policy *pol, const unsigned long *extra,
+                               const unsigned long *caller_gids, unsigned long mail_gid)
+{
+    size_t i, j;
+
+    for (i = 0; i < pol->n_extra_groups; i++) {
+        if (mail_gid != 0 && extra[i] == mail_gid)
+            ms_refuse(EX_TEMPFAIL, "policy-group: target_extra_groups names the mail "
+                      "group %s", pol->extra_groups[i]);
+        for (j = 0; j < pol->n_caller_groups; j++)
+            if (extra[i] == caller_gids[j])
+                ms_refuse(EX_TEMPFAIL, "policy-group: target_extra_groups names the "
+                          "caller group %s", pol->extra_groups[i]);
+    }
 }
 
 /* Step 3: the caller must hold a caller group as real gid or supplementary group.
@@ -203,8 +294,7 @@ static void resolve_nss(const char *user, struct ms_target *t)
 static void resolve_passwd_file(const struct ms_policy *pol, const char *user,
                                 struct ms_target *t)
 {
-    static char buf[MS_PASSWD_MAX_BYTES];
-    char err[512];
+    char err[512], *buf;
     const char *why = "";
     struct stat st;
     long len;
@@ -213,12 +303,19 @@ static void resolve_passwd_file(const struct ms_policy *pol, const char *user,
     fd = ms_open_trusted(pol->passwd_file, 0, &st, &why);
     if (fd < 0)
         ms_refuse(EX_TEMPFAIL, "passwd-file-unsafe: %s %s", pol->passwd_file, why);
-    len = ms_read_all(fd, buf, sizeof(buf));
+    /* Sized to the file (a static 64 MiB buffer crashed the relay under a small
+     * RLIMIT_AS): bounded by MS_PASSWD_MAX_BYTES, allocated checked. */
+    if (st.st_size > MS_PASSWD_MAX_BYTES)
+        ms_refuse(EX_TEMPFAIL, "passwd-file-unsafe: %s is larger than %ld bytes",
+                  pol->passwd_file, (long) MS_PASSWD_MAX_BYTES);
+    buf = checked_alloc((size_t) st.st_size, "the passwd-file");
+    len = ms_read_all(fd, buf, (size_t) st.st_size);
     (void) close(fd);
     if (len < 0)
-        ms_refuse(EX_TEMPFAIL, "passwd-file-unsafe: %s cannot be read or is too large",
+        ms_refuse(EX_TEMPFAIL, "passwd-file-unsafe: %s cannot be read or changed while read",
                   pol->passwd_file);
     rc = ms_passwd_file_find(buf, (size_t) len, user, t, err, sizeof(err));
+    free(buf);
     if (rc < 0)
         ms_refuse(EX_TEMPFAIL, "%s (in %s)", err, pol->passwd_file);
     if (rc == 0)
@@ -230,7 +327,7 @@ static void resolve_passwd_file(const struct ms_policy *pol, const char *user,
 static void drop_privileges(uid_t uid, gid_t gid, const gid_t *groups, size_t n)
 {
     uid_t ru, eu, su;
-    gid_t rg, eg, sg, now[NGROUPS_MAX];
+    gid_t rg, eg, sg, now[MS_MAX_TARGET_GROUPS];
     struct cap_header h = {CAP_VERSION_3, 0};
     struct cap_data caps[2];
     int got, i;
@@ -253,7 +350,8 @@ static void drop_privileges(uid_t uid, gid_t gid, const gid_t *groups, size_t n)
         ms_refuse(EX_TEMPFAIL, "drop-verify: uids are not all %lu", (unsigned long) uid);
     if (getresgid(&rg, &eg, &sg) != 0 || rg != gid || eg != gid || sg != gid)
         ms_refuse(EX_TEMPFAIL, "drop-verify: gids are not all %lu", (unsigned long) gid);
-    got = getgroups(NGROUPS_MAX, now);
+    /* At most MS_MAX_TARGET_GROUPS were set; more now (EINVAL) is a surprise too. */
+    got = getgroups(MS_MAX_TARGET_GROUPS, now);
     if (got < 0 || (size_t) got != n)
         ms_refuse(EX_TEMPFAIL, "drop-verify: supplementary groups differ");
     for (i = 0; i < got; i++) {
@@ -370,20 +468,47 @@ static void resolve_lookup(const struct ms_policy *pol, const char *interpreter,
         ms_refuse(EX_TEMPFAIL, "%s", err);
 }
 
-/* The interpreter and entry must be root's, through root's directories: whoever can
- * change them runs code as every target. Returns the resolved path in out. */
-static void check_program(const char *what, const char *path, char *out)
+/* The interpreter and entries must be root's, through root's directories: whoever
+ * can change them runs code as every target. The path is walked as written (no
+ * realpath first: a symlink is followed only where root put it, trusted.h), and out
+ * gets it as written: the relay execs that very path. */
+static void check_program(const char *what, const char *path, char *out, size_t outlen)
 {
     const char *why = "";
     struct stat st;
     int fd;
 
-    if (realpath(path, out) == NULL)
-        ms_refuse(EX_TEMPFAIL, "engine-unsafe: %s %s: %s", what, path, strerror(errno));
-    fd = ms_open_trusted(out, 1, &st, &why);
+    if (strlen(path) >= outlen)
+        ms_refuse(EX_TEMPFAIL, "engine-unsafe: %s %s: path too long", what, path);
+    fd = ms_open_program(path, &st, &why);
     if (fd < 0)
-        ms_refuse(EX_TEMPFAIL, "engine-unsafe: %s %s %s", what, out, why);
+        ms_refuse(EX_TEMPFAIL, "engine-unsafe: %s %s %s", what, path, why);
     (void) close(fd);
+    memcpy(out, path, strlen(path) + 1);
+}
+
+/* The package tree an entry imports from (the policy's engine_tree, else "python"
+ * beside the entry, where pyside/entry/mailslot-lda looks), and everything in it,
+ * __pycache__ included: a module or .pyc someone else can write is code run as
+ * every target. */
+static void check_engine_tree(const struct ms_policy *pol, const char *entry)
+{
+    char tree[MS_PATH_MAX], where[MS_PATH_MAX];
+    const char *why = "", *slash;
+
+    if (pol->engine_tree[0] != '\0') {
+        (void) snprintf(tree, sizeof(tree), "%s", pol->engine_tree);
+    } else {
+        slash = strrchr(entry, '/');
+        if (slash == NULL || (size_t) (slash - entry) + sizeof("/python") > sizeof(tree))
+            ms_refuse(EX_TEMPFAIL, "engine-unsafe: entry %s has no directory", entry);
+        memcpy(tree, entry, (size_t) (slash - entry));
+        memcpy(tree + (slash - entry), "/python", sizeof("/python"));
+    }
+    if (ms_check_tree(tree, &why, where, sizeof(where)) != 0)
+        ms_refuse(EX_TEMPFAIL, "engine-unsafe: engine tree %s%s %s%s", tree, where, why,
+                  pol->engine_tree[0] == '\0' ? " (engine_tree not set: the directory "
+                  "\"python\" beside the entry)" : "");
 }
 
 int main(int argc, char **argv)
@@ -393,18 +518,21 @@ int main(int argc, char **argv)
     static char user[MS_USER_MAX + 1], engine_user[MS_USER_MAX + 1];
     static struct ms_policy pol;
     static struct caller caller;
+    static struct ms_target t;
     char err[512], *env[MS_ENV_MAX + 1];
     const char *engine_argv[4 + 2 * 7 + 2 * MS_MAX_SETTINGS + 4 + 1];
-    unsigned long caller_gids[MS_MAX_CALLER_GROUPS];
+    unsigned long caller_gids[MS_MAX_CALLER_GROUPS], extra_gids[MS_MAX_EXTRA_GROUPS];
+    unsigned long mail_gid;
     gid_t groups[MS_MAX_TARGET_GROUPS];
     struct ms_args args;
-    struct ms_target t;
-    size_t n_caller_gids, i;
+    size_t i;
     char **caller_env;
     int rc;
 
-    /* Step 1. */
-    caller_env = ms_hygiene_start("mailslot-relay");
+    /* Step 1: the process state, stdio (fd 0 must be the message), then the
+     * caller's limits, before anything could be crashed by them. */
+    caller_env = ms_hygiene_start("mailslot-relay", 1);
+    check_limits();
     read_caller(&caller);
     if (geteuid() != 0)
         ms_refuse(EX_TEMPFAIL, "relay-not-root: mailslot-relay must be installed setuid root");
@@ -413,8 +541,11 @@ int main(int argc, char **argv)
     load_policy(&pol);
 
     /* Step 3. */
-    n_caller_gids = caller_group_ids(&pol, caller_gids);
-    check_caller(&caller, caller_gids, n_caller_gids);
+    group_ids("caller group", pol.caller_groups, pol.n_caller_groups, caller_gids);
+    check_caller(&caller, caller_gids, pol.n_caller_groups);
+    mail_gid = mail_group_id();
+    group_ids("target_extra_groups group", pol.extra_groups, pol.n_extra_groups, extra_gids);
+    check_extra_groups(&pol, extra_gids, caller_gids, mail_gid);
 
     /* Step 4. */
     rc = ms_args_parse(argc, argv, &pol, &args, err, sizeof(err));
@@ -431,19 +562,28 @@ int main(int argc, char **argv)
     if (rc == 0)
         ms_refuse(EX_NOUSER, "unknown-user: %s: %s", args.user, err);
 
-    /* Step 5. The engine's programs are checked first: the lookup child runs them. */
-    check_program("interpreter", pol.interpreter, interpreter);
-    check_program("entry", pol.entry, entry);
+    /* Step 5. The engine's programs and tree are checked first: the lookup child
+     * runs them. */
+    check_program("interpreter", pol.interpreter, interpreter, sizeof(interpreter));
+    check_program("entry", pol.entry, entry, sizeof(entry));
+    check_engine_tree(&pol, entry);
     if (pol.resolver == MS_RESOLVE_NSS)
         resolve_nss(user, &t);
     else if (pol.resolver == MS_RESOLVE_PASSWD_FILE)
         resolve_passwd_file(&pol, user, &t);
     else {
-        check_program("lookup_entry", pol.lookup_entry, lookup_entry);
+        check_program("lookup_entry", pol.lookup_entry, lookup_entry, sizeof(lookup_entry));
+        if (pol.engine_tree[0] == '\0' && strcmp(lookup_entry, entry) != 0)
+            check_engine_tree(&pol, lookup_entry);
         resolve_lookup(&pol, interpreter, lookup_entry, user, args.config, &t);
     }
-    if (ms_target_check(&pol, &t, caller_gids, n_caller_gids, err, sizeof(err)) != 0)
-        ms_refuse(EX_NOPERM, "%s", err);
+    /* The engine's groups: the target's primary gid, plus only those of its groups
+     * the policy names in target_extra_groups (issue: a target in mail, sudo, disk
+     * or docker kept those groups in the engine). */
+    ms_target_groups(&t, extra_gids, pol.n_extra_groups);
+    if (ms_target_check(&pol, &t, caller_gids, pol.n_caller_groups, mail_gid, err,
+                        sizeof(err)) != 0)
+        ms_refuse(EX_TEMPFAIL, "%s", err);
 
     /* Step 6. t.user (USER, LOGNAME, MAILSLOT_RELAY_USER) is the account resolved;
      * the engine's -d keeps the detail, if any. */

@@ -1,7 +1,11 @@
 /*
- * relay_rules.h -- the pure rules of mailslot-relay: policy parser, argv validator,
- * user name formatter (username_format), range checks, target parsers (passwd-file
- * line, lookup answer), environment builder, recipient_delimiter detail stripper.
+ * relay_rules.h -- the pure rules of mailslot-relay, one file per job:
+ *   relay_policy.c  the policy parser and the id range check
+ *   relay_names.c   the -d user name: validity, recipient_delimiter, username_format
+ *   relay_argv.c    the dovecot-lda command line, and the engine's canonical argv
+ *   relay_env.c     the engine's environment from an allow-list
+ *   relay_target.c  passwd-file line, lookup answer, the target's groups and check
+ *   relay_common.c  shared helpers (relay_common.h) and ms_path_is_valid
  *
  * Nothing declared here makes a system call, allocates memory or reads global state:
  * every function works on the buffers it is given and writes only into the structures
@@ -34,6 +38,7 @@
 #define MS_MAX_ARGS 64                 /* argc bound for the whole command line */
 #define MS_MAX_RANGES 16               /* ranges per target_uids / target_gids */
 #define MS_MAX_CALLER_GROUPS 8
+#define MS_MAX_EXTRA_GROUPS 8          /* target_extra_groups */
 #define MS_MAX_PASS_ENV 32
 #define MS_ENV_NAME_MAX 64
 #define MS_ENV_VALUE_MAX 1024          /* a caller's variable value passed through */
@@ -66,8 +71,11 @@ struct ms_policy {
     size_t n_target_uids;
     struct ms_range target_gids[MS_MAX_RANGES];
     size_t n_target_gids;
+    char extra_groups[MS_MAX_EXTRA_GROUPS][MS_NAME_MAX + 1];  /* target_extra_groups */
+    size_t n_extra_groups;
     char interpreter[MS_PATH_MAX];
     char entry[MS_PATH_MAX];
+    char engine_tree[MS_PATH_MAX];     /* "" when absent: "python" beside the entry */
     int resolver;                      /* MS_RESOLVE_* */
     char passwd_file[MS_PATH_MAX];
     char lookup_user[MS_NAME_MAX + 1];
@@ -191,13 +199,21 @@ int ms_passwd_file_find(const char *buf, size_t len, const char *user,
 int ms_lookup_answer_parse(const char *buf, size_t len, struct ms_target *target,
                            char *err, size_t errlen);
 
+/* Targets: the groups the engine gets. target->groups (whatever the resolver found,
+ * e.g. NSS's getgrouplist) becomes the primary gid first, then, in their order, only
+ * those of its other groups that are among the n extra_gids (the policy's
+ * target_extra_groups, resolved by the relay). */
+void ms_target_groups(struct ms_target *target, const unsigned long *extra_gids, size_t n);
+
 /* Targets: 0 if the target's uid, gid, groups and home are allowed by the policy,
  * else -1 with err naming the rule. uid 0 and gid 0 are never allowed, nor is a
- * supplementary group that is one of the caller groups (caller_gids, resolved by the
- * relay), nor a home that is not an absolute path. */
+ * group that is one of the caller groups (caller_gids, resolved by the relay) or
+ * the mail group (mail_gid; 0 when the system has none), nor a home that is not an
+ * absolute path. The relay answers every refusal with 75: the policy or the userdb
+ * is wrong, not the caller, and the mail must wait until the administrator fixes it. */
 int ms_target_check(const struct ms_policy *pol, const struct ms_target *target,
                     const unsigned long *caller_gids, size_t n_caller_gids,
-                    char *err, size_t errlen);
+                    unsigned long mail_gid, char *err, size_t errlen);
 
 /* Paths: 1 if s is an absolute path of printable ASCII without "//", "/./" or "/../"
  * components and shorter than MS_PATH_MAX, else 0. allow_space admits ' '. */

@@ -56,7 +56,7 @@ def test_lda_page_documents_every_option(letter):
 
 
 def _policy_keys():
-    with open(os.path.join(REPO, "helper_c", "relay_rules.c")) as f:
+    with open(os.path.join(REPO, "helper_c", "relay_policy.c")) as f:
         source = f.read()
     table = re.search(r"policy_keys\[K_COUNT\] = \{(.*?)\};", source, re.S).group(1)
     return re.findall(r'"(\w+)"', table)

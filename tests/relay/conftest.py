@@ -59,6 +59,7 @@ def relay_install(accounts, tmp_path_factory):
         os.chmod(inst.relay, 0o4750)
         shutil.copy(HERE / "fixture_engine.py", inst.entry)
         os.chmod(inst.entry, 0o644)
+        inst.make_engine_tree()
         for user in (ALICE, BOB):
             home = inst.homes / user
             home.mkdir(mode=0o700)

@@ -17,7 +17,9 @@ from pathlib import Path
 
 
 REPO = Path(__file__).resolve().parents[2]
-HELPER_C = REPO / "helper_c"
+# MAILSLOT_HELPER_C: build another copy of the sources (e.g. an older commit, to see
+# a test fail without its fix).
+HELPER_C = Path(os.environ.get("MAILSLOT_HELPER_C", REPO / "helper_c"))
 HERE = Path(__file__).resolve().parent
 PYTHON = "/usr/bin/python3"
 
@@ -70,6 +72,19 @@ class RelayInstall:
         self.entry = base / "lib" / "fixture_engine.py"
         self.lookup_entry = base / "lib" / "fixture_lookup.py"
         self.homes = base / "home"
+        # The package tree the relay checks beside the entry (engine_tree's default),
+        # laid out as `make install` lays out the engine's: a package, byte-compiled.
+        self.tree = base / "lib" / "python"
+
+    def make_engine_tree(self):
+        pkg = self.tree / "fixturepkg"
+        pkg.mkdir(parents=True, mode=0o755)
+        (pkg / "__init__.py").write_text("VALUE = 1\n")
+        os.chmod(pkg / "__init__.py", 0o644)
+        subprocess.run([PYTHON, "-m", "compileall", "-q", str(pkg)], check=True)
+        for path in [self.tree] + list(self.tree.rglob("*")):
+            os.chown(path, 0, 0)
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
 
     def uid(self, name):
         return self.accounts[name].pw_uid
@@ -105,11 +120,15 @@ class RelayInstall:
         os.replace(tmp, self.policy_path)
 
     def run(self, args, user=MTA, env=None, input=b"Subject: t\n\nbody\n", preexec=None,
-            pass_fds=(), relay=None, prefix=()):
-        """Run the relay as user (via setpriv); returns CompletedProcess."""
+            pass_fds=(), relay=None, prefix=(), via_shell=False):
+        """Run the relay as user (via setpriv); returns CompletedProcess. via_shell:
+        setpriv execs a shell that execs the relay, so the exec is made by a process
+        that holds the user's ids and no capability (setpriv's own exec is root's)."""
         cmd = list(prefix)
         if user is not None:
             cmd += ["setpriv", f"--reuid={user}", f"--regid={self.gid(user)}", "--init-groups"]
+        if via_shell:
+            cmd += ["sh", "-c", 'exec "$@"', "relay"]
         cmd += [str(relay or self.relay)] + list(args)
         return subprocess.run(cmd, input=input, capture_output=True, timeout=120,
                               env=env if env is not None else {"PATH": "/usr/bin:/bin"},

@@ -8,7 +8,10 @@ import os
 import resource
 import signal
 
-from tests.relay.relaytest import ALICE, BOB, MTA, PYTHON, SECMAIL, EXTRA, report_of
+import pytest
+
+from tests.relay.relaytest import (ALICE, BOB, EXTRA, FARGROUP, PYTHON, SECMAIL,
+                                   assert_refused, report_of)
 
 ALLOWED_ENV = {"PATH", "HOME", "USER", "LOGNAME", "MAILSLOT_RELAY_USER", "MAILSLOT_RELAY_HOME",
                "MAILSLOT_RELAY_UID", "MAILSLOT_RELAY_GID", "MAILSLOT_RELAY_GROUPS"}
@@ -19,7 +22,42 @@ def test_engine_runs_as_target_with_exact_ids(relay):
     uid, gid = relay.uid(ALICE), relay.gid(ALICE)
     assert rep["resuid"] == [uid, uid, uid]
     assert rep["resgid"] == [gid, gid, gid]
-    assert rep["groups"] == sorted({gid, grp.getgrnam(EXTRA).gr_gid})
+    # alice is also in EXTRA, which the policy does not name: the engine gets her
+    # primary gid only.
+    assert rep["groups"] == [gid]
+
+
+def test_extra_groups_only_those_the_policy_names(relay):
+    relay.write_policy(target_extra_groups=f"{EXTRA}, {FARGROUP}")
+    rep = report_of(relay.run(["-d", ALICE]))
+    # EXTRA is alice's and named; FARGROUP is named but not alice's: not given.
+    assert rep["groups"] == sorted({relay.gid(ALICE), grp.getgrnam(EXTRA).gr_gid})
+    assert rep["env"]["MAILSLOT_RELAY_GROUPS"] == \
+        f"{relay.gid(ALICE)},{grp.getgrnam(EXTRA).gr_gid}"
+
+
+@pytest.mark.parametrize("group, why", [
+    (SECMAIL, "caller group"),
+    ("mail", "mail group"),
+    ("root", "gid 0"),
+    ("mslt-no-such-group", "does not exist"),
+])
+def test_extra_groups_may_not_name_a_caller_mail_or_root_group(relay, group, why):
+    relay.write_policy(target_extra_groups=group)
+    proc = relay.run(["-d", ALICE])
+    assert_refused(proc, 75, "policy-group")
+    assert why in proc.stderr.decode()
+
+
+def test_target_in_the_mail_group_is_deferred(relay):
+    # The mail group as the target's primary gid (target_gids widened to it by
+    # mistake): no Python code runs with it, and the mail waits (75).
+    mail = grp.getgrnam("mail").gr_gid
+    relay.passwd_file.write_text(f"mailer::60001:{mail}::{relay.homes}/mailer::\n")
+    os.chmod(relay.passwd_file, 0o644)
+    relay.write_policy(resolver="passwd-file", passwd_file=str(relay.passwd_file),
+                       target_gids=f"{mail},60001-60010")
+    assert_refused(relay.run(["-d", "mailer"]), 75, "target-mail-group")
 
 
 def test_engine_holds_no_secmail_and_no_root(relay):

@@ -538,7 +538,7 @@ def test_target_check(rules):
         for i, g in enumerate(groups):
             t.groups[i] = g
         t.n_groups = len(groups)
-        rc = lib.ms_target_check(pol, t, secmail, 1, err, 512)
+        rc = lib.ms_target_check(pol, t, secmail, 1, 8, err, 512)
         return "ok" if rc == 0 else ffi.string(err).decode().split(":")[0]
 
     assert check(1001, 1001, [1001, 100]) == "ok"
@@ -549,3 +549,23 @@ def test_target_check(rules):
     assert check(1001, 99, [99]) == "target-gid-range"
     assert check(1001, 1001, [1001, 120]) == "target-caller-group"
     assert check(1001, 1001, [1001], b"home") == "target-home"
+    assert check(1001, 1001, [1001, 8]) == "target-mail-group"
+
+
+@pytest.mark.parametrize("gid, found, extra, expect", [
+    (1001, [1001, 8, 27, 100], [], [1001]),                 # primary gid only
+    (1001, [8, 27, 1001, 100], [100], [1001, 100]),         # primary first, then named
+    (1001, [1001, 100, 100, 27], [27, 100], [1001, 100, 27]),  # resolver's order, no dups
+    (1001, [], [], [1001]),                                 # a resolver without groups
+    (1001, [1001], [1001], [1001]),
+    (1001, [100], [200], [1001]),                           # named but not the target's
+])
+def test_target_groups(rules, gid, found, extra, expect):
+    ffi, lib, _ = rules
+    t = ffi.new("struct ms_target *")
+    t.gid = gid
+    for i, g in enumerate(found):
+        t.groups[i] = g
+    t.n_groups = len(found)
+    lib.ms_target_groups(t, ffi.new("unsigned long[]", extra or [0]), len(extra))
+    assert list(t.groups[0:t.n_groups]) == expect
