@@ -7,10 +7,12 @@
  * lets only the mail group create files, so a delivery agent running as the user
  * cannot create <user>.lock there. This helper holds the mail group for that one job:
  *
- *   lock    create <spool>/<name>.lock, NFS-safe: a unique temp file holding
- *           "<pid>:<host>" (the pid of our parent, the engine that holds the lock),
- *           hard-linked to the lock name, success judged by the temp file's link
- *           count; a stale lock (the rule below) is removed; checks LOCK_ATTEMPTS
+ *   lock    create <spool>/<name>.lock, NFS-safe and born whole: a unique temp file
+ *           holding "<pid>:<host>" (the pid of our parent, the engine that holds
+ *           the lock) is written first and only then hard-linked to the lock name,
+ *           success judged by the temp file's link count, so a kill at any point
+ *           never leaves an empty lock (at worst a temp file, which no one waits
+ *           on); a stale lock (the rule below) is removed; checks LOCK_ATTEMPTS
  *           times, LOCK_DELAY_SECONDS apart
  *   trylock the same, checking once (Dovecot's DOTLOCK_CREATE_FLAG_NONBLOCK; a
  *           stale lock is still broken): for a caller that already holds another
@@ -54,11 +56,17 @@
  * directory (every object is checked by fstatat/fstat without following symlinks).
  * The mail group is the effective gid only around the calls that need it.
  *
+ * Which locks may be removed at all: only a plausible one, owned by the caller or
+ * root and no larger than LOCK_READ_MAX; any other file at the lock name is refused
+ * at once (lock-foreign, lock-implausible: 75), never judged stale. Logins ending
+ * in ".lock" are refused (spool-name): their spool file is another login's lock.
+ *
  * Exit codes: 0 done; 64 EX_USAGE bad command line; 67 EX_NOUSER the caller's uid
  * has no login; 75 EX_TEMPFAIL lock not obtained in time (lock-timeout, also for
- * trylock), I/O error, unsafe spool directory; 77 EX_NOPERM a refusal (not the
- * caller's own spool file, a symlink, wrong owner or link count, a lock that is not
- * ours, something other than a regular file at the lock name). Diagnostics: one line
+ * trylock), a file at the lock name that is not a plausible lock, I/O error, unsafe
+ * spool directory; 77 EX_NOPERM a refusal (not the caller's own spool file, a
+ * symlink, wrong owner or link count, a lock that is not ours, something other than
+ * a regular file at the lock name, a login that ends in ".lock"). Diagnostics: one line
  * "mailslot-dotlock: <rule>: <detail>" on stderr and syslog.
  */
 #define _GNU_SOURCE
@@ -110,6 +118,7 @@
 
 static gid_t mail_gid;     /* the set-group-id we were installed with */
 static gid_t caller_gid;   /* the caller's real gid */
+static uid_t caller_uid;   /* the caller's real uid */
 
 /* Hold the mail group only for the calls that create or remove names in the spool
  * directory: every other call runs with the caller's own gid. */
@@ -134,12 +143,16 @@ static void lower_mail_group(void)
     set_effective_gid(caller_gid, "put down");
 }
 
-/* A login we are willing to make a file name of. */
+/* A login we are willing to make a file name of. Not one ending in ".lock": the
+ * spool file of a user "bob.lock" IS bob's lock name, so such a user could hold
+ * bob's lock for ever, and a helper run for bob could remove that user's spool. */
 static int login_is_safe(const char *s)
 {
     size_t n = strlen(s), i;
 
     if (n == 0 || n > 64 || s[0] == '.' || s[0] == '-')
+        return 0;
+    if (n >= 5 && strcmp(s + n - 5, ".lock") == 0)
         return 0;
     for (i = 0; i < n; i++) {
         unsigned char c = (unsigned char) s[i];
@@ -275,6 +288,19 @@ static int stat_lock(int dirfd, const char *lockname, struct stat *st)
     if (!S_ISREG(st->st_mode))
         ms_refuse(EX_NOPERM, "lock-type: %s/%s is not a regular file", MAILSLOT_SPOOL_DIR,
                   lockname);
+    /* Only a plausible lock may ever be judged stale and removed: one the caller's
+     * programs (owner the caller) or root's made, no larger than a "pid:host" line.
+     * Anything else at the name is someone's file (the spool of a user named
+     * "<login>.lock", made before such logins were refused): never removed, and
+     * said at once rather than waited on. The administrator must look (75). */
+    if (st->st_uid != caller_uid && st->st_uid != 0)
+        ms_refuse(EX_TEMPFAIL, "lock-foreign: %s/%s is owned by uid %lu, neither the caller "
+                  "nor root: not a lock of this spool file, never removed", MAILSLOT_SPOOL_DIR,
+                  lockname, (unsigned long) st->st_uid);
+    if (st->st_size > LOCK_READ_MAX)
+        ms_refuse(EX_TEMPFAIL, "lock-implausible: %s/%s holds %lld bytes, more than a lock "
+                  "(%d): never removed", MAILSLOT_SPOOL_DIR, lockname,
+                  (long long) st->st_size, LOCK_READ_MAX);
     return 1;
 }
 
@@ -506,6 +532,7 @@ int main(int argc, char **argv)
 
     (void) ms_hygiene_start("mailslot-dotlock", 0);
     uid = getuid();
+    caller_uid = uid;
     caller_gid = getgid();
     mail_gid = getegid();
     /* The effective uid is the caller's own; make all three uids the real one. */
@@ -528,8 +555,8 @@ int main(int argc, char **argv)
     if (uid == 0)
         ms_refuse(EX_NOPERM, "caller-root: root needs no helper");
     if (!login_is_safe(pw->pw_name))
-        ms_refuse(EX_NOPERM, "spool-name: login of uid %lu is not a safe file name",
-                  (unsigned long) uid);
+        ms_refuse(EX_NOPERM, "spool-name: login of uid %lu is not a safe file name (or "
+                  "ends in \".lock\", another login's lock name)", (unsigned long) uid);
     (void) snprintf(login, sizeof(login), "%s", pw->pw_name);
     endpwent();
 

@@ -14,11 +14,15 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-HELPER_C = REPO / "helper_c"
+# MAILSLOT_HELPER_C: build another copy of the sources (e.g. an older commit, to see
+# a test fail without its fix).
+HELPER_C = Path(os.environ.get("MAILSLOT_HELPER_C", REPO / "helper_c"))
 MAIL_GROUP = "mail"
 ALICE = "mslt-dalice"
 BOB = "mslt-dbob"
-USERS = [ALICE, BOB]
+# A login useradd accepts whose spool file is ALICE's lock name.
+ALICE_LOCK = ALICE + ".lock"
+USERS = [ALICE, BOB, ALICE_LOCK]
 # The test build's mbox_dotlock_change_timeout, in seconds.
 CHANGE_TIMEOUT = 3
 
@@ -67,7 +71,7 @@ class DotlockInstall:
 
     def leftovers(self):
         """Names in the spool directory other than spool files."""
-        return sorted(p.name for p in self.spool.iterdir() if p.name not in USERS)
+        return sorted(p.name for p in self.spool.iterdir() if p.name not in (ALICE, BOB))
 
 
 def assert_refused(proc, code, rule):

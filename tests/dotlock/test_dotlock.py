@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.dotlock.dotlocktest import ALICE, BOB, CHANGE_TIMEOUT, assert_refused
+from tests.dotlock.dotlocktest import ALICE, ALICE_LOCK, BOB, CHANGE_TIMEOUT, assert_refused
 
 
 def ok(proc):
@@ -298,3 +298,100 @@ def test_installed_mode_is_setgid_mail(dotlock):
     st = os.stat(dotlock.helper)
     assert stat.S_IMODE(st.st_mode) == 0o2755
     assert st.st_gid == dotlock.mail_gid and st.st_uid == 0
+
+
+# --- only a plausible lock is ever removed (issue: another user's spool deleted) -------
+
+def test_login_ending_in_lock_is_refused(dotlock):
+    # Its spool file would be ALICE's lock name.
+    for cmd in ("create", "lock", "trylock", "touch", "unlock"):
+        proc = dotlock.run(ALICE_LOCK, cmd, str(dotlock.spool_file(ALICE_LOCK)))
+        assert_refused(proc, 77, "spool-name")
+    assert dotlock.leftovers() == []
+
+
+def _spool_of_alice_lock(dotlock, content):
+    """ALICE_LOCK's spool file (made before such logins were refused), which is also
+    ALICE's lock name, holding content, its mtime old enough to be read for a pid."""
+    path = dotlock.lock_file(ALICE)
+    path.write_text(content)
+    os.chown(path, dotlock.accounts[ALICE_LOCK].pw_uid, dotlock.mail_gid)
+    os.chmod(path, 0o600)
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    return path
+
+
+@pytest.mark.parametrize("cmd", ["lock", "trylock"])
+def test_another_users_file_at_the_lock_name_is_never_removed(dotlock, cmd):
+    # "pid:host" of a dead local pid: a lock of ALICE's would be broken at once. It is
+    # ALICE_LOCK's mail, so it stays, and ALICE is told why (75, the MTA retries).
+    dotlock.make_spool(ALICE)
+    spool = _spool_of_alice_lock(dotlock, f"{dead_pid()}:{HOST}\nmail of mslt-dalice.lock\n")
+    before = spool.read_bytes()
+    proc = dotlock.run(ALICE, cmd, str(dotlock.spool_file(ALICE)))
+    assert_refused(proc, 75, "lock-foreign")
+    assert spool.read_bytes() == before
+    assert dotlock.leftovers() == [spool.name]
+
+
+def test_another_users_pid_1_lock_is_named_not_waited_on(dotlock):
+    # "1:<host>" (pid 1 is always alive) in a file another user owns: before, ALICE
+    # waited out every attempt for ever; now she is refused at once with the reason.
+    dotlock.make_spool(ALICE)
+    _spool_of_alice_lock(dotlock, f"1:{HOST}\n")
+    started = time.monotonic()
+    proc = dotlock.run(ALICE, "lock", str(dotlock.spool_file(ALICE)))
+    assert_refused(proc, 75, "lock-foreign")
+    assert time.monotonic() - started < 1.0      # no LOCK_DELAY_SECONDS wait
+
+
+def test_implausibly_large_lock_is_never_removed(dotlock):
+    # The caller's own file, but no lock holds 4 KiB: never judged stale, even once
+    # it has aged past the change timeout.
+    dotlock.make_spool(ALICE)
+    lock = plant_lock(dotlock, f"{dead_pid()}:{HOST}\n" + "x" * 4096)
+    time.sleep(CHANGE_TIMEOUT + 1)
+    before = lock.read_bytes()
+    proc = dotlock.run(ALICE, "lock", str(dotlock.spool_file(ALICE)))
+    assert_refused(proc, 75, "lock-implausible")
+    assert lock.read_bytes() == before
+
+
+def test_roots_stale_lock_is_still_broken(dotlock):
+    # Owner root (a root-run mail tool's lock) stays breakable by the usual rule.
+    dotlock.make_spool(ALICE)
+    lock = plant_lock(dotlock, f"{dead_pid()}:{HOST}\n", mtime_age=10)
+    os.chown(lock, 0, dotlock.mail_gid)
+    ok(dotlock.run(ALICE, "lock", str(dotlock.spool_file(ALICE))))
+    assert lock.read_text() == f"{os.getpid()}:{HOST}\n"
+
+
+# --- a lock is born whole (issue: a kill left an empty lock for 120 s) -----------------
+
+def test_a_killed_helper_never_leaves_an_empty_lock(dotlock):
+    # SIGKILL the helper at many points of a lock; whatever is at the lock name
+    # afterwards is a whole "pid:host" line (the content is written to a temp file
+    # before it is linked into place). Temp files may be left; they are no lock.
+    import random
+    import signal
+    rng = random.Random(1204)
+    dotlock.make_spool(ALICE)
+    entry = dotlock.accounts[ALICE]
+    seen_locks = 0
+    for trial in range(150):
+        proc = subprocess.Popen(
+            ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups",
+             str(dotlock.helper), "lock", str(dotlock.spool_file(ALICE))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0, 0.004))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        lock = dotlock.lock_file(ALICE)
+        if lock.exists():
+            seen_locks += 1
+            content = lock.read_text()
+            pid, _, host = content.rstrip("\n").partition(":")
+            assert pid.isdigit() and host == HOST and content.endswith("\n"), (trial, content)
+            lock.unlink()
+    assert seen_locks > 0       # the kills did land after the link, too
