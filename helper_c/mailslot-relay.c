@@ -593,7 +593,7 @@ int main(int argc, char **argv)
         ms_refuse(EX_TEMPFAIL, "%s", err);
     if (ms_args_engine_argv(&args, interpreter, entry, engine_argv,
                             sizeof(engine_argv) / sizeof(engine_argv[0])) < 0)
-        ms_refuse(EX_TEMPFAIL, "usage: command line too long for the engine");
+        ms_refuse(EX_TEMPFAIL, "engine-argv: command line too long for the engine");
 
     /* Step 7. */
     for (i = 0; i < t.n_groups; i++)
