@@ -5,11 +5,13 @@
  * Postfix pipe user "mailslot", group secmail) runs it exactly as it would run
  * dovecot-lda -d user; the relay checks who called, resolves the user, drops to the
  * user's uid, gid and groups for good, and execs the Python engine under -I -S. Root
- * is held for these few hundred lines only; no Python ever runs as root.
+ * is held until the drop (SECURITY.md states how many lines of C that is); no Python
+ * ever runs as root.
  *
  * Order of steps (docs/architecture.md, "The privilege model"; SECURITY.md, "The
  * relay, step by step"), and nothing else:
- *   1. umask 077, fds 0-2 open, other fds closed, signals reset, no core dumps
+ *   1. umask 077, fds 1-2 writable and fd 0 readable (else 75), other fds closed,
+ *      signals reset, no core dumps; the caller's rlimits at least the relay's floor
  *   2. read the policy file (path fixed at build time, root-owned, not writable by
  *      group or others, reached through root-owned directories only)
  *   3. validate the caller from the kernel's ids: real gid or supplementary groups
@@ -20,15 +22,17 @@
  *      engine gets -d formatted WITH its detail ("bob+lists") when its own rule
  *      (strip, then auth_username_format) leads back to the same name, so Sieve's
  *      :detail still works without -a/-r; otherwise it gets the resolved name
- *   5. resolve the target (NSS, a root-owned Dovecot passwd-file, or an unprivileged
- *      lookup child), then check uid, gid and groups against the policy's ranges
+ *   5. check the interpreter and entries as their paths are written, and the engine's
+ *      package tree; resolve the target (NSS, a root-owned Dovecot passwd-file, or an
+ *      unprivileged lookup child); its groups become its primary gid plus only those
+ *      the policy's target_extra_groups names; check uid, gid and groups
  *   6. build the environment from an allow-list
  *   7. drop: setgroups -> setresgid -> setresuid, verify, prove setuid(0) fails
  *   8. chdir(home), exec interpreter -I -S entry <validated argv>
  *
  * What it trusts: the kernel's view of the caller's ids; root-owned files reached
- * through root-owned directories (the policy file, the passwd-file, the interpreter
- * and entry point); NSS as configured by root. Not trusted: argv, the environment,
+ * through root-owned directories (the policy file, the passwd-file, the interpreter,
+ * the entry point and the engine's package tree: trusted.c); NSS as configured by root. Not trusted: argv, the environment,
  * inherited fds, signal state, resource limits, anything the lookup child says (its
  * answer is parsed and range-checked like any other).
  *
@@ -37,11 +41,15 @@
  *   67 EX_NOUSER   the target user does not exist (or username_format makes no
  *                  valid user name of -d, e.g. %d of a name without a domain, or
  *                  -d is only a detail, "+lists")
- *   75 EX_TEMPFAIL anything that is not the caller's or the recipient's fault: a bad
- *                  or unsafe policy file, a failed or surprising privilege drop, an
- *                  unreadable userdb. The MTA keeps the message and retries.
- *   77 EX_NOPERM   a refusal by policy: caller outside the caller groups, -c/-o/-p
- *                  not allowed, target uid/gid 0, out of range, or in a caller group
+ *   75 EX_TEMPFAIL anything that is not the caller's fault: a bad or unsafe policy,
+ *                  engine or userdb, a target the policy does not allow (uid/gid 0,
+ *                  out of range, the mail or a caller group: the administrator's
+ *                  mistake, so the mail waits instead of bouncing), a failed or
+ *                  surprising privilege drop, the caller's limits, no stdin. The MTA
+ *                  keeps the message and retries.
+ *   77 EX_NOPERM   what the caller did wrong: outside the caller groups, -c/-o/-p
+ *                  not allowed by the policy
+ * Every rule with its code: mailslot-relay(8) REFUSALS, tests/relay/test_refusal_table.py.
  * After a successful exec the engine's exit code is the MTA's answer.
  *
  * Diagnostics: every refusal is one line "mailslot-relay: <rule>: <detail>" on stderr

@@ -214,7 +214,8 @@ int ms_args_engine_argv(const struct ms_args *a, const char *interpreter, const 
     if (outmax < need || a->n_settings > MS_MAX_SETTINGS)
         return -1;
     out[n++] = interpreter;
-    /* -I: ignore PYTHON* and the user site; -S: no site module (DESIGN.md). */
+    /* -I: ignore PYTHON* and the user site; -S: no site module (docs/architecture.md,
+     * "Start-up is the speed"). */
     out[n++] = "-I";
     out[n++] = "-S";
     out[n++] = entry;

@@ -20,7 +20,8 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The engine's PATH: fixed, never the caller's (DESIGN.md, privilege model step 6). */
+/* The engine's PATH: fixed, never the caller's (SECURITY.md, "The relay, step by
+ * step", step 6). */
 #define MS_FIXED_PATH "/usr/local/bin:/usr/bin:/bin"
 
 /* The variables MTAs export for a delivery (Postfix local(8) and pipe(8)): what -k
