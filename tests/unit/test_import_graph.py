@@ -6,9 +6,10 @@ relative and absolute: a lazy import still ties the two modules together. An edg
 goes to the module an import names: `from . import x` to the submodule x when x is
 one, else to the package; `from .a import b` to a (or to a.b when that is a module).
 Strongly connected components of that graph are the cycles; each one found is
-printed as a path. Not seen: imports of a computed name (__import__ in the Sieve
-extension loader, sieve/extensions/__init__.py), which load an extension by the
-name a script requires and never import back.
+printed as a path. Not seen: imports of a computed name -- the Sieve extension
+loader's __import__ (sieve/extensions/__init__.py), which loads an extension
+module by the name a script requires; those modules import the interpreter to
+register their handlers in it, a plug-in registry rather than a static cycle.
 
 KNOWN_CYCLES lists the cycles other work in flight is removing, with who removes
 them. The test fails on any cycle not listed, and on a listed one that no longer
