@@ -182,3 +182,33 @@ def test_python_mailbox_reads_every_case_back(tmp_path):
     assert got == want
     assert got[sorted(CASES).index("From in body")] == CASES["From in body"][0]
     os.unlink(path)
+
+
+def test_a_50_mb_padded_field_is_encoded_in_bounded_memory():
+    """Peak RSS of a child encoding "X-UID" + 50 MB of blanks (then a colon), fed in
+    64 KiB chunks as the spool feeds it: the field is dropped, memory barely moves."""
+    import json
+    import resource
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            encoder = MboxEncoder("mboxrd")
+            out = [encoder.feed(b"Subject: x\nX-UID")]
+            blanks = b" \t" * 32768
+            for _ in range(800):                       # 800 x 64 KiB = 50 MiB
+                out.append(encoder.feed(blanks))
+            out.append(encoder.feed(b": 7\nT: b\n\nbody\n"))
+            out.append(encoder.finish())
+            grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+            os.write(write_end, json.dumps([b"".join(out).decode(), grown]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as f:
+        text, grown_kib = json.loads(f.read())
+    assert text == "Subject: x\nT: b\n\nbody\n"
+    assert grown_kib < 4 * 1024, grown_kib           # under 4 MiB above the start
