@@ -1,8 +1,8 @@
 """Before the first save: the user's home and mail root exist, or say what to do.
 
 check_mail_root(settings, user) looks at the directory a delivery into INBOX needs
-(the INBOX= path of the expanded mail_location, else its root) and decides as
-dovecot-lda does. It runs before the delivery log is opened, so that a log_path in
+(the INBOX= path of the expanded mail_location, else its root), and at the home
+when a log file is to be written in it, and decides as dovecot-lda does. It runs before the delivery log is opened, so that a log_path in
 a missing home gets this explanation too, not "cannot open the log":
 
   - it exists: nothing to do (one stat on the plain path);
@@ -52,14 +52,21 @@ def needed_directory(location):
 def check_mail_root(settings, user):
     """Make sure the user's INBOX can be created or opened; see the module doc.
 
-    settings: the user's settings, %variables expanded (mail_location)."""
+    settings: the user's settings, %variables expanded (mail_location, log_path,
+    info_log_path)."""
     from .storage.location import parse_mail_location
     path = needed_directory(parse_mail_location(settings["mail_location"], home=user.home))
-    if not path or _exists(path):
-        return
     home = (user.home or "").rstrip("/")
-    if home and not _exists(home) and (path == home or path.startswith(home + "/")):
+    # A log file in the home needs the home as much as a mailbox in it does (the
+    # Postfix test's mbox spool is outside the home, its log_path ~/mailslot.log).
+    logs_in_home = home and any(
+        _within(settings.get(key) or "", home) for key in ("log_path", "info_log_path"))
+    if (not path or _exists(path)) and not logs_in_home:
+        return
+    if home and (logs_in_home or _within(path, home)) and not _exists(home):
         _make_home(home, user)
+        return
+    if not path or _exists(path):
         return
     existing = _first_existing_parent(path)
     if existing is None or os.access(existing, os.W_OK | os.X_OK):
@@ -90,6 +97,11 @@ def _make_home(home, user):
     except OSError as exc:
         raise StorageError(f"home {home} does not exist and cannot be created "
                            f"({exc.strerror}): create it owned by uid {user.uid}") from None
+
+
+def _within(path, home):
+    """True when path is home or below it (a log path may still say ~/)."""
+    return path == home or path.startswith((home + "/", "~/"))
 
 
 def _nobody(user):

@@ -364,6 +364,10 @@ postlog   unix-dgram n  -       n       -       1       postlogd
     def postfix(self, *args):
         return _run(["postfix", "-c", self.pf_etc] + list(args))
 
+    def postfix_tool(self, tool, *args):
+        """Run one of Postfix's administration tools (postsuper ...) on this instance."""
+        return _run([tool, "-c", self.pf_etc] + list(args))
+
     def start(self):
         self.postfix("start")
         deadline = time.monotonic() + START_TIMEOUT

@@ -54,3 +54,22 @@ def test_local_delivery_is_logged_by_both(postfix):
         r"\(delivered to command: \S+/mailslot-lda")
     log = os.path.join(postfix.system_user.pw_dir, "mailslot.log")
     assert "saved mail to INBOX" in open(log).read()
+
+
+def test_root_mail_through_local_says_to_alias_root(postfix):
+    # local(8) runs mailbox_command for root as default_privs (nobody, home
+    # /nonexistent): the engine defers with what to do instead of a bare EACCES or
+    # "cannot open the log". (A real site aliases root, docs/deployment.md.)
+    postfix.send("sender@example.net", [f"root@{SYSTEM_DOMAIN}"],
+                 b"Subject: for the postmaster\nX-Test-Case: root-mail\n\nHello root.\n")
+    deferred = postfix.wait_for_log(
+        rf"(?m)local\[\d+\]: (\w+): to=<root@{SYSTEM_DOMAIN}>, relay=local,.*status=deferred "
+        r"\(temporary failure\. Command output: mailslot-lda: (.*)\)$")
+    assert deferred, postfix.log()[-3000:]
+    queue_id, reason = deferred.group(1), deferred.group(2)
+    try:
+        assert reason.startswith("home /nonexistent of nobody (uid "), reason
+        assert "alias root to a real user in /etc/aliases" in reason
+    finally:
+        # Not retried for ever by the rest of the session.
+        postfix.postfix_tool("postsuper", "-d", queue_id)
