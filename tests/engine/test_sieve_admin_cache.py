@@ -69,3 +69,26 @@ def test_root_compiled_admin_script_runs_from_its_cache(site, installed):
     assert "mailslot.sieve.validator" not in imported
     admin_box = os.path.join(user.pw_dir, "Maildir", ".Admin", "new")
     assert len(os.listdir(admin_box)) == 2
+
+
+def test_sievec_with_the_deliveries_settings_file_matches_them(site, installed):
+    """sievec -c mailslot.yaml compiles with the deliveries' own settings: a
+    global-only extension (editheader) and a limit, and the cache is used."""
+    user, admin, conf = site
+    with open(conf, "a") as f:
+        f.write('sieve_global_extensions: "+editheader"\nsieve_max_actions: 10\n')
+    script = os.path.join(admin, "before.sieve")
+    with open(script, "w") as f:
+        f.write('require ["editheader", "fileinto"];\naddheader "X-Seen" "admin";\n'
+                'fileinto "Admin";\n')
+    os.chmod(script, 0o644)
+    sievec = subprocess.run([os.path.join(installed, "mailslot"), "sievec", "-c", conf,
+                             script], capture_output=True, text=True)
+    assert sievec.returncode == 0 and sievec.stderr == "", sievec.stderr
+    proc, imported = deliver_traced(user, installed, conf, "-o", "sieve_before=" + script)
+    assert proc.returncode == 0, proc.stderr
+    assert "mailslot.sieve.validator" not in imported
+    box = os.path.join(user.pw_dir, "Maildir", ".Admin", "new")
+    (name,) = os.listdir(box)
+    with open(os.path.join(box, name), "rb") as f:
+        assert f.read().startswith(b"X-Seen: admin\n")

@@ -19,7 +19,8 @@ or From, the recipient from Envelope-To or To, else sender@example.com /
 recipient@example.com.
 
 -c reads sieve settings from a Dovecot-style configuration file (key = value,
-plugin { } blocks), so one file can configure both this and Pigeonhole's tool.
+plugin { } blocks), so one file can configure both this and Pigeonhole's tool,
+or from mailslot's own settings file (a name ending in .yaml or .yml).
 """
 
 import os
@@ -85,7 +86,17 @@ def _getopt(argv, spec, long_flags=()):
 
 
 def read_config(path):
-    """Read key = value settings from a Dovecot-style file (sections flattened)."""
+    """Read key = value settings from a Dovecot-style file (sections flattened),
+    or mailslot's own settings file (*.yaml, *.yml: the deliveries' settings,
+    so that sievec compiles an administrator's script exactly as they will)."""
+    if path.endswith((".yaml", ".yml")):
+        from ..config import load_settings
+        from ..errors import ConfigError
+        try:
+            # why: no settings cache written by a root-run tool (use_cache=False).
+            return dict(load_settings(path, use_cache=False))
+        except ConfigError as exc:
+            raise OSError(str(exc)) from None
     settings = {}
     with open(path, encoding="utf-8", errors="replace") as fh:
         for raw in fh:
