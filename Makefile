@@ -77,10 +77,11 @@ $(EXIM_BIN):
 # file nor a directory"), once per package: noise, not news. Those lines are dropped; every
 # other line and pip's exit status are kept.
 PIP_QUIET := sed -u "/^WARNING: Location '.*' is ignored: /d"
-define pip
-	@echo "pip install $(1)"
-	@{ $(VPY) -m pip install -q $(1) 2>&1; echo "pip-exit=$$?"; } | $(PIP_QUIET) \
+pip_run = echo "pip install $(1)"; \
+	{ $(VPY) -m pip install -q $(1) 2>&1; echo "pip-exit=$$?"; } | $(PIP_QUIET) \
 	  | awk '/^pip-exit=/ { sub("pip-exit=", ""); exit $$0 } { print }'
+define pip
+	@$(call pip_run,$(1))
 endef
 
 $(VENV)/.stamp: pyproject.toml | deps-build
@@ -111,7 +112,7 @@ pigeonhole-suite:
 # plots (matplotlib, into .venv). bench-quick is the one-minute run a test uses.
 bench-deps: build
 	$(call apt_install,$(DEB_BENCH))
-	@$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install -q 'matplotlib>=3.6'
+	@$(VPY) -c 'import matplotlib' 2>/dev/null || { $(call pip_run,'matplotlib>=3.6'); }
 
 bench: bench-deps
 	$(VPY) bench/run_bench.py
