@@ -18,7 +18,8 @@ that never repeat for the account (src/lib-storage/mailbox-uidvalidity.c): the
 file holds the last value in hex, and an empty marker dovecot-uidvalidity.<hex>
 is renamed to the next value, which makes the increment atomic.
 
-Errors: OSError passes up to the storage, which names the path. A uidlist that
+Errors: OSError passes up to the storage, which names the path; an append is all or
+nothing (append_records truncates a short or failed one back). A uidlist that
 cannot be used (unknown version, garbage, UIDs exhausted) is reported as
 UidlistState.unusable: the message is then saved without a UID, and Dovecot
 rebuilds the list at its next sync -- the mail is never refused for it.

@@ -16,7 +16,10 @@ One save, in this order (src/lib-storage/index/maildir/maildir-save.c):
      Dovecot would when missing); without it the file stays in new/ without a
      UID, and Dovecot assigns one at its next sync -- as dovecot-lda does.
 Any failure before the message is durable in new/ or cur/ removes what was
-written: there is never a partial file in new/ or cur/.
+written: there is never a partial file in new/ or cur/. After that point nothing
+fails the save (the MTA would deliver it twice): a uidlist that could not be
+updated (its partial record truncated back), a failing close or lock release are
+SaveResult.warnings, and a save without a UID is always named there.
 
 Layouts: Maildir++ (INBOX is the root; folder a/b is the directory ".a.b" with
 tmp/ new/ cur/ and an empty maildirfolder file) and LAYOUT=fs (folder a/b is
