@@ -306,3 +306,18 @@ def test_engine_tree_named_by_the_policy_is_the_one_checked(relay):
         assert report_of(relay.run(["-d", ALICE]))
     finally:
         shutil.rmtree(other)
+
+
+def test_symlinks_with_dotdot_and_merged_usr_are_walked(relay):
+    # /bin -> usr/bin (merged /usr) then /usr/bin/python3 -> python3.X: both root's in
+    # root-only directories; and an entry link whose text climbs with "..".
+    if not os.path.islink("/bin"):
+        pytest.skip("/bin is not a symlink here")
+    link = relay.entry.parent / "up-link.py"
+    os.symlink(f"../{relay.entry.parent.name}/{relay.entry.name}", link)
+    try:
+        relay.write_policy(interpreter="/bin/python3", entry=str(link))
+        rep = report_of(relay.run(["-d", ALICE]))
+        assert rep["argv"][0] == str(link)
+    finally:
+        os.unlink(link)
