@@ -256,10 +256,13 @@ def _reply_to_mailbox(original, address):
 def _from_mailbox(text):
     """A :from value ("Name <a@b>" or "a@b"), validated by Sieve, re-rendered."""
     from email.utils import parseaddr
-    name, addr = parseaddr(H.clean(text))
+    text = H.clean(text).strip()
+    name, addr = parseaddr(text)
     if not addr or "@" not in addr:
-        return "<%s>" % H.clean(text).strip("<> ")
-    return H.mailbox(name, addr)
+        return "<%s>" % text.strip("<> ")
+    if "<" in text:
+        return text           # "Name <a@b>" as the script wrote it, as Pigeonhole
+    return "<%s>" % addr
 
 
 def vacation_reply(original, decision, action, *, hostname, now, max_subject=256):
@@ -322,7 +325,9 @@ def _mime_entity(text):
     return b"".join(out), _body_text(body)
 
 
-_IMPORTANCE = {1: ("1 (Highest)", "High"), 3: ("5 (Lowest)", "Low")}
+# RFC 5435 3.6 :importance -> X-Priority / Importance, as Pigeonhole writes them.
+_IMPORTANCE = {1: ("1 (Highest)", "High"), 2: ("3 (Normal)", "Normal"),
+               3: ("5 (Lowest)", "Low")}
 
 
 def notification(original, action, *, owner, postmaster, hostname, now):
@@ -333,12 +338,17 @@ def notification(original, action, *, owner, postmaster, hostname, now):
         subj = original.decoded("subject")
         subject = "Notification: " + subj if subj else "Notification of new message"
     frm = action.get("from")
+    from email.utils import parseaddr
+    from_addr = parseaddr(H.clean(frm))[1] if frm else ""
+    if "@" not in from_addr:
+        frm, from_addr = None, ""      # no usable :from (a variable made it invalid)
     head = [
         H.x_sieve(),
         H.field("Message-ID", H.message_id(hostname, now)),
         H.field("Date", H.date(now)),
         H.field("Subject", H.unstructured(subject)),
-        H.field("From", _from_mailbox(frm) if frm else H.mailbox("Postmaster", postmaster)),
+        # :from as the script wrote it (Pigeonhole does the same), one line.
+        H.field("From", frm if frm else H.mailbox("Postmaster", postmaster)),
     ]
     to = [r["address"] for r in action.get("recipients") or () if not r.get("cc")]
     cc = [r["address"] for r in action.get("recipients") or () if r.get("cc")]
@@ -363,11 +373,7 @@ def notification(original, action, *, owner, postmaster, hostname, now):
              H.field("Content-Type", "text/plain; charset=%s"
                      % ("US-ASCII" if ascii_body else "utf-8")),
              H.field("Content-Transfer-Encoding", "7bit" if ascii_body else "8bit")]
-    sender = ""
-    if frm:
-        from email.utils import parseaddr
-        sender = parseaddr(H.clean(frm))[1]
-    sender = sender or postmaster
+    sender = from_addr or postmaster
     return Outgoing(sender, recipients, b"".join(head) + b"\n" + _body_text(body),
                     "notification", "mail notification to %s"
                     % ", ".join("<%s>" % r for r in recipients))
