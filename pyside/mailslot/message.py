@@ -195,10 +195,13 @@ class EditedMessage:
             lines += piece.count(b"\n")
         for piece in self._pieces:
             if isinstance(piece, tuple):
+                # In COPY_CHUNK slices: buf may be any buffer (bytes, an mmap).
                 buf, start, end = piece
-                _write_all(out_fd, memoryview(buf)[start:end])
+                for pos in range(start, end, COPY_CHUNK):
+                    data = buf[pos:min(pos + COPY_CHUNK, end)]
+                    _write_all(out_fd, data)
+                    lines += data.count(b"\n")
                 size += end - start
-                lines += buf.count(b"\n", start, end)
             else:
                 _write_all(out_fd, piece)
                 size += len(piece)
@@ -338,9 +341,10 @@ def header_end(data, start=0, end=None):
     included), or end when there is no blank line (all of it is header)."""
     if end is None:
         end = len(data)
-    if data.startswith(b"\n", start, end):
+    # Slices, not startswith: data may be any buffer with find (bytes, an mmap).
+    if data[start:min(start + 1, end)] == b"\n":
         return start + 1
-    if data.startswith(b"\r\n", start, end):
+    if data[start:min(start + 2, end)] == b"\r\n":
         return start + 2
     lf = data.find(b"\n\n", start, end)
     crlf = data.find(b"\n\r\n", start, end if lf < 0 else lf + 2)

@@ -64,10 +64,10 @@ def decide(test, transform, key):
     return script_text
 
 
-def run(tmp_path, text):
+def run(tmp_path, text, data=MESSAGE):
     path = tmp_path / "s.sieve"
     path.write_text(text, encoding="utf-8")
-    res = sieve.run([str(path)], RawMessage(MESSAGE), {"from": "a@b.c", "to": "d@e.f"},
+    res = sieve.run([str(path)], RawMessage(data), {"from": "a@b.c", "to": "d@e.f"},
                     cache=False)
     assert res.status == "success", res.errors
     return [a["mailbox"] for a in res.actions if a["type"] == "store"] == ["Yes"]
@@ -98,3 +98,30 @@ def test_is_streams_as_matches_does(tmp_path, monkeypatch, chunk):
             assert streamed == whole, (transform, key)
             hits += streamed
     assert hits >= 2
+
+
+def test_any_buffer_serves_as_the_message(tmp_path):
+    # The host may hand a bytearray or an mmap of its spool file, not only bytes:
+    # header, body, MIME and the edited copy work on each alike.
+    import mmap
+    from mailslot.message import with_edited_header
+    from mailslot.sieve.mail import MessageView
+    path = tmp_path / "m"
+    path.write_bytes(MESSAGE)
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    copies = set()
+    for data in (MESSAGE, bytearray(MESSAGE), mapped):
+        assert run(tmp_path, decide(":contains", ':content "text"', "Köln"), data)
+        assert run(tmp_path, decide(":matches", ":text", "*END marker*"), data)
+        view = MessageView(RawMessage(data))
+        view.add_field("X-Top", "1", False)
+        view.delete_fields([i for i, (name, _) in enumerate(view.fields())
+                            if name == "Subject"])
+        out = tmp_path / "out"
+        with open(out, "wb") as f:
+            size, _ = with_edited_header(RawMessage(data), view.snapshot().pieces()) \
+                .write_to(f.fileno())
+        copies.add(out.read_bytes())
+        assert size == len(MESSAGE) - len(b"Subject: parts\n") + len(b"X-Top: 1\n")
+    assert copies == {b"X-Top: 1\n" + MESSAGE.replace(b"Subject: parts\n", b"")}

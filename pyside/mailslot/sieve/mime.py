@@ -296,7 +296,8 @@ def _split_multipart(buf, start, end, delim):
     current = None
     pos = start
     while pos < end:
-        if buf.startswith(delim, pos, end) and (pos == start or buf[pos - 1] == 10):
+        if pos + len(delim) <= end and buf[pos:pos + len(delim)] == delim and \
+                (pos == start or buf[pos - 1] == 10):
             at = pos
         else:
             at = buf.find(b"\n" + delim, pos, end)
