@@ -254,8 +254,8 @@ def _fill(part, buf, start, end, depth):
     if part.maintype == "multipart" and "boundary" in part.params and \
             depth < MAX_MIME_DEPTH and tree.parts < MAX_MIME_PARTS:
         boundary = part.params["boundary"].encode("utf-8", "surrogateescape")
-        preamble_end, sections, epilogue = _split_multipart(buf, start, end,
-                                                            b"--" + boundary)
+        preamble_end, sections, epilogue = _split_multipart(
+            buf, start, end, b"--" + boundary, MAX_MIME_PARTS - tree.parts)
         part.preamble_range = (buf, start, _strip_eol(buf, start, preamble_end))
         part.body = part.preamble_range
         if epilogue is not None and epilogue < end:
@@ -283,11 +283,11 @@ def _fill(part, buf, start, end, depth):
     part.body = (buf, start, end)
 
 
-def _split_multipart(buf, start, end, delim):
+def _split_multipart(buf, start, end, delim, limit):
     """Find the delimiter lines of a multipart body in buf[start:end].
 
     Returns (preamble end, [(section start, section end)], epilogue start or
-    None). A delimiter is a line that starts with delim followed by white space
+    None); at most limit sections are kept (the rest are found, not listed). A delimiter is a line that starts with delim followed by white space
     only ("open") or by "--" ("close"); the line break before it belongs to it
     (RFC 2046 5.1.1), which _strip_eol removes from what precedes.
     """
@@ -316,7 +316,7 @@ def _split_multipart(buf, start, end, delim):
             continue
         if current is None:
             preamble_end = at
-        else:
+        elif len(sections) < limit:
             sections.append((current, at))
         if kind == "close":
             return preamble_end, sections, line_end
@@ -324,7 +324,8 @@ def _split_multipart(buf, start, end, delim):
         pos = line_end
     if current is None:
         return end, sections, None
-    sections.append((current, end))
+    if len(sections) < limit:
+        sections.append((current, end))
     return preamble_end, sections, None
 
 
