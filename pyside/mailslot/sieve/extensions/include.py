@@ -287,7 +287,12 @@ def run_include(it, op):
                             % key.split(":", 1)[1])
     stack.append(key)
     try:
-        Interpreter(ctx, program).run()
+        child = Interpreter(ctx, program)
+        # An included script runs inside the includer's foreverypart loops: its
+        # own loops walk the current part's children and count toward the
+        # nesting limit (Pigeonhole's parent_loop_level).
+        child.loop_parts = list(it.loop_parts)
+        child.run()
     finally:
         stack.pop()
 

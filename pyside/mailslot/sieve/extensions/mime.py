@@ -216,6 +216,10 @@ def _descendants(part):
 
 def run_foreverypart(it, op):
     name, block = op[2], op[3]
+    if len(it.loop_parts) >= MAX_LOOP_DEPTH:
+        # Only reachable through include (the compiler checks one script).
+        it.error("new program loop exceeds the nesting limit (<= %d levels)"
+                 % MAX_LOOP_DEPTH)
     if it.loop_parts:
         parts = _descendants(it.loop_parts[-1][1])
     else:
