@@ -484,8 +484,11 @@ def header_addresses(value):
     if value == "":
         return [""]
     items = parse_address_list(value)
+    # 8-bit in the addr-spec makes it invalid, as in Pigeonhole 0.5.19 (no
+    # RFC 6532 internationalised addresses); a display name may have it.
     valid = [a for a in items
-             if a is not None and a.domain is not None and a.localpart != ""]
+             if a is not None and a.domain is not None and a.localpart != ""
+             and a.localpart.isascii() and a.domain.isascii()]
     if valid:
         return valid
     if items:
