@@ -87,8 +87,20 @@ def body_sources(it, transform, types):
     return out
 
 
+def _has_body(view):
+    data, start, end = view.body_range()
+    if start < end:
+        return True
+    return data.endswith(b"\n\n") or data.endswith(b"\n\r\n") or \
+        data in (b"\n", b"\r\n")
+
+
 def test_body(it, op):
     transform, types, keys, spec = op[2], op[3], op[4], op[5]
+    if not _has_body(it.ctx.message):
+        # RFC 5173 5: a header not followed by an empty line has no body at all,
+        # and every body test is false, even for "".
+        return False
     types = it.expand_list(types) if types is not None else [""]
     sources = body_sources(it, transform, types)
     keys = it.expand_list(keys)
