@@ -194,16 +194,21 @@ def _ishex(pair):
 
 
 def parse_content_type(value, default="text/plain"):
-    """(type/subtype lower-cased, params); invalid or missing -> the default."""
+    """(type/subtype lower-cased, params); missing -> the default.
+
+    A Content-Type that is there but invalid ("text", "text/plain/stupid", empty)
+    gives "" -- a part of no type, which only a body :content "" test takes, as
+    in Pigeonhole (not text/plain: Dovecot's parser rejects it).
+    """
     if value is None:
         return default, {}
     token, params = parse_parameters(value)
     if "/" not in token:
-        return default, params
+        return "", params
     main, _, sub = token.partition("/")
     main, sub = main.strip(), sub.strip()
     if not main or not sub or any(c in _TSPECIALS or c.isspace() for c in main + sub):
-        return default, params
+        return "", params
     return f"{main}/{sub}", params
 
 
