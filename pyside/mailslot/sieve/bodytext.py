@@ -93,12 +93,21 @@ def _decoded(byte_chunks, charset):
         yield text
 
 
+# RFC 2045 6.1 (and RFC 3030's binary): what a part's content can be decoded from.
+KNOWN_TRANSFER_ENCODINGS = ("7bit", "8bit", "binary", "quoted-printable", "base64")
+
+
 def text_chunks(kind, part, rng, html=False, budget=None):
     """The str pieces of one body value (see the module docstring)."""
     if kind != "part":
         yield from _decoded(_byte_chunks(rng), "utf-8")
         return
-    cte = (_first(part.fields, "content-transfer-encoding") or "").strip().lower()
+    raw_cte = _first(part.fields, "content-transfer-encoding")
+    cte = (raw_cte or "").strip().lower()
+    if raw_cte is not None and cte not in KNOWN_TRANSFER_ENCODINGS:
+        # A transfer encoding that cannot be undone: Pigeonhole gives the part
+        # no content (it matches nothing but :is "").
+        return
     data = transfer_chunks(cte, rng)
     if part.maintype in ("text", "message") or part.ctype == "application/xhtml+xml":
         pieces = _decoded(data, part.params.get("charset", "us-ascii"))
