@@ -99,6 +99,18 @@ KNOWN_TRANSFER_ENCODINGS = ("7bit", "8bit", "binary", "quoted-printable", "base6
 
 def text_chunks(kind, part, rng, html=False, budget=None):
     """The str pieces of one body value (see the module docstring)."""
+    if kind == "header":
+        # An enclosed message's header as Pigeonhole gives it: its fields with
+        # CRLF line ends, without the empty line that ends it.
+        buf, start, end = rng
+        data = bytes(buf[start:end])
+        if data.endswith(b"\r\n\r\n"):
+            data = data[:-2]
+        elif data.endswith(b"\n\n"):
+            data = data[:-1]
+        yield from _decoded([data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")],
+                            "utf-8")
+        return
     if kind != "part":
         yield from _decoded(_byte_chunks(rng), "utf-8")
         return
