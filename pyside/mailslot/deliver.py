@@ -90,7 +90,8 @@ def deliver(opts, clock=time.time):
     storage.display_separator = namespace["separator"]
     from . import sieve
     if sieve.has_scripts(settings, user.home):
-        saved = file_by_sieve(storage, message, envelope, settings, opts, log, user)
+        saved = file_by_sieve(storage, message, envelope, settings, opts, log, user,
+                              now=clock())
     else:
         saved = [save_with_fallback(storage, message, opts.mailbox, settings, opts, log)]
     log_saved(log, saved, message, envelope, namespace.get("prefix", ""))
@@ -114,8 +115,9 @@ def log_saved(log, saved, message, envelope, prefix):
         report(f"message delivered, but logging it failed: {exc}")
 
 
-def file_by_sieve(storage, message, envelope, settings, opts, log, user):
-    """Run the user's Sieve scripts and carry out the result; return the saves."""
+def file_by_sieve(storage, message, envelope, settings, opts, log, user, now=None):
+    """Run the user's Sieve scripts and carry out the result; return the saves.
+    now: the delivery's time, for Sieve's currentdate (None: the system clock)."""
     from . import sieve
     from .actions import perform
     from .errors import RejectedError
@@ -138,7 +140,8 @@ def file_by_sieve(storage, message, envelope, settings, opts, log, user):
                            global_scripts=plan["global_scripts"],
                            user_log=plan["user_log"], discard_script=plan["discard"],
                            home=user.home, default_mailbox=opts.mailbox or "INBOX",
-                           user=user.name, duplicate=_QuietDuplicates(duplicates, log))
+                           user=user.name, duplicate=_QuietDuplicates(duplicates, log),
+                           now=now)
     except Exception as exc:  # a bug in Sieve must not lose or defer the message
         log.error(f"sieve: internal error {type(exc).__name__}: {exc}; "
                   "falling back to implicit keep")

@@ -47,3 +47,34 @@ def test_log_and_maildir_name_use_the_injected_clock(mail_users):
     # Dovecot's default log_timestamp "%b %d %H:%M:%S ": the day zero-padded.
     assert re.match(r"Mar 05 07:08:09 lda\(mslt-eng1\)<\d+>: Info: msgid=<c@example.org>: "
                     r"saved mail to INBOX\n$", log), log
+
+
+def test_sieve_currentdate_is_the_deliverys_clock(mail_users):
+    # currentdate :zone "+0000" compares with the injected time, not today's.
+    user = mail_users[1]
+    home = user.pw_dir
+    import shutil
+    for entry in os.listdir(home):
+        path = os.path.join(home, entry)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) \
+            else os.unlink(path)
+    with open(os.path.join(home, ".dovecot.sieve"), "w") as f:
+        f.write('require ["date", "fileinto", "relational"];\n'
+                'if currentdate :zone "+0000" :is "date" "2026-03-05" { fileinto "fixed"; }\n'
+                'elsif currentdate :zone "+0000" :value "ge" "year" "2000" '
+                '{ fileinto "today"; }\n')
+    os.chown(os.path.join(home, ".dovecot.sieve"), user.pw_uid, user.pw_gid)
+    confdir = world_tempdir("mailslot-clock-")
+    conf = os.path.join(confdir, "mailslot.yaml")
+    with open(conf, "w") as f:
+        f.write(f"mail_location: maildir:~/Maildir\nlog_path: {home}/clock.log\n"
+                "first_valid_uid: 100\n")
+    os.chmod(conf, 0o644)
+    code = CHILD.replace("PYSIDE", repr(os.path.join(REPO, "pyside"))) \
+                .replace("FIXED", repr(FIXED_TIME))
+    proc = run_as(user, ["/usr/bin/python3", "-I", "-c", code, "-c", conf],
+                  input=b"Subject: when\n\nx\n", env={"TZ": "UTC"})
+    assert proc.returncode == 0, proc.stderr
+    assert len(os.listdir(os.path.join(home, "Maildir", ".fixed", "new"))) == 1, \
+        open(os.path.join(home, "clock.log")).read()
+    assert not os.path.exists(os.path.join(home, "Maildir", ".today"))

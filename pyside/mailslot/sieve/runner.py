@@ -254,8 +254,11 @@ def _drop_failed_script_actions(result):
 
 def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=None,
         duplicate=None, user=None, user_log=None, global_scripts=None, cache=True,
-        discard_script=None, home=None, default_mailbox=None):
+        discard_script=None, home=None, default_mailbox=None, now=None):
     """Run the delivery's scripts; see the package docstring for the contract.
+
+    now: the delivery's time (seconds since the epoch) for currentdate and the
+    date test's defaults; None is the system clock.
 
     scripts: ordered paths (sieve_before..., the personal script, sieve_after...).
     global_scripts: the subset of scripts that are administrator scripts (their
@@ -279,7 +282,7 @@ def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=N
     from .limits import USER_LOG_MAX_ERRORS
     diag = Diagnostics(max_errors=USER_LOG_MAX_ERRORS)
     ctx = RunContext(message, envelope, sset, diag, mailbox_exists, duplicate,
-                     user, log)
+                     user, log, now=now)
     failed_script = [None]
 
     def loader(path):
