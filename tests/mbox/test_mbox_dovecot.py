@@ -10,6 +10,7 @@ stay free of errors and warnings throughout.
 """
 
 import json
+import os
 import threading
 
 import pytest
@@ -141,6 +142,22 @@ def test_dovecot_lda_and_mailslot_deliver_at_the_same_time(env, order):
     assert [s for s in subjects if s.startswith("ms-")] == [f"ms-{i}" for i in range(count)]
     with open(f"{env.home}/mail/inbox", "rb") as f:
         assert check_structure(f.read()) == 2 * count
+    assert env.log_problems() == []
+
+
+def test_a_lock_temp_file_is_no_mailbox_to_dovecot(env):
+    """A dotlock is written into a temp file beside the mbox, then linked into place:
+    Dovecot must not take that file (while it exists, or left behind by a SIGKILL)
+    for a mailbox."""
+    from mailslot.storage.locking import temp_lock_name
+
+    save(env, MESSAGES[:1])
+    leftover = os.path.join(env.home, "mail", temp_lock_name("host"))
+    with open(leftover, "w") as f:
+        f.write("4242:host")
+    env.give(leftover)
+    out = env.doveadm("mailbox", "list").stdout.decode()
+    assert out.split() == ["INBOX"], out
     assert env.log_problems() == []
 
 

@@ -275,10 +275,22 @@ def _create_excl(state, mode, write_pid):
     return fd
 
 
+def temp_lock_name(hostname):
+    """The unique temp file a lock is written into before it is linked into place.
+
+    Why it ends in ".lock": it lies beside the mailbox it locks, and Dovecot's mbox
+    storage takes every other file in a mail directory for a mailbox (a dovecot-lda
+    running alongside logged "Mailbox .temp...: open() failed", and a temp file left
+    by a kill would show in IMAP as a folder); names ending in ".lock" are Dovecot's
+    own lock files, never listed.
+    """
+    return f".temp.{hostname}.{os.getpid()}.{os.urandom(6).hex()}.lock"
+
+
 def _create_link(state, mode, write_pid):
     # A unique temp file, written whole, then link(): the lock appears with its
     # content or not at all (atomic, even on NFS where O_EXCL is not).
-    temp = f".temp.{state.hostname}.{os.getpid()}.{os.urandom(6).hex()}"
+    temp = temp_lock_name(state.hostname)
     fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode, dir_fd=state.dir_fd)
     try:
