@@ -4,10 +4,10 @@
  * ms_hygiene_start() puts the process in a known state before anything else runs:
  * umask 077, fds 1-2 open for writing (on /dev/null if the caller closed them: glibc
  * gives a set-id program a read-only /dev/null there), fd 0 readable when the program
- * needs it (else a refusal), every other fd
- * closed, every signal disposition back to default and every signal blocked,
- * RLIMIT_CORE 0 and not dumpable, and an empty environ (the caller's is returned so
- * the relay can copy allowed values out of it, and is never read by libc again).
+ * needs it (else a refusal), every other fd closed, every signal disposition back to
+ * default and every signal blocked, RLIMIT_CORE 0 and not dumpable, and an empty
+ * environ (the caller's is returned so the relay can copy allowed values out of it,
+ * and is never read by libc again).
  *
  * ms_refuse() ends the process with a sysexits code after one line on stderr and in
  * syslog (LOG_MAIL): "<program>: <rule>: <detail>". It never returns.
