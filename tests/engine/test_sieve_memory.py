@@ -213,3 +213,19 @@ def test_sieve_max_memory_setting_ends_in_implicit_keep(lda, tmp_path):
     assert rc == 0, err
     assert same_file(lda.only_copy(".Hit"), msg)
     assert rss < BOUND + size
+
+
+def test_editheader_on_a_big_message_writes_the_copy_without_copying(lda, tmp_path):
+    msg, size = big_message(tmp_path)
+    lda.script('require ["editheader", "fileinto"];\n'
+               'addheader "X-Seen" "1";\ndeleteheader "Subject";\nfileinto "Edited";\n')
+    rc, err, rss = lda.deliver(msg, "-o", "sieve_extensions=+editheader")
+    assert rc == 0, err
+    assert rss < BOUND + size, (rss / MiB, size / MiB)
+    with open(lda.only_copy(".Edited"), "rb") as got, open(msg, "rb") as want:
+        expected = b"X-Seen: 1\n" + want.read(1 << 16).replace(b"Subject: big\n", b"", 1)
+        assert got.read(len(expected)) == expected
+        want.seek(-1000, 2)
+        got.seek(-1000, 2)
+        assert got.read() == want.read()
+        assert got.tell() == size + len(b"X-Seen: 1\n") - len(b"Subject: big\n")
