@@ -212,8 +212,28 @@ def p_exec(relay, tmp):
 
 
 def p_target_groups(relay, tmp):
-    pytest.skip("needs a user in more than 64 groups: tests/relay/test_rules_cffi.py "
-                "covers the bound (MS_MAX_TARGET_GROUPS)")
+    # A user in 65 groups (MS_MAX_TARGET_GROUPS is 64): NSS's list does not fit.
+    import subprocess
+    user, groups = "mslt-rmany", [f"mslt-rg{i}" for i in range(65)]
+
+    def undo():
+        subprocess.run(["userdel", "-f", user], capture_output=True)
+        for g in groups + [user]:
+            subprocess.run(["groupdel", g], capture_output=True)
+    undo()
+    try:
+        for g in groups:
+            subprocess.run(["groupadd", "-r", g], check=True, capture_output=True)
+        subprocess.run(["useradd", "-r", "-M", "-U", "-s", "/usr/sbin/nologin", "-d",
+                        str(relay.homes / user), "-G", ",".join(groups), user],
+                       check=True, capture_output=True)
+    except BaseException:
+        undo()
+        raise
+    import pwd
+    entry = pwd.getpwnam(user)
+    relay.write_policy(target_uids=str(entry.pw_uid), target_gids=str(entry.pw_gid))
+    return {"args": ["-d", user], "undo": undo}
 
 
 # rule, exit code, when, provoke (a function, or the reason no test reaches it).
