@@ -50,6 +50,7 @@ EXTENSIONS = {
     "spamtest": ("spamvirus",),
     "spamtestplus": ("spamvirus",),
     "virustest": ("spamvirus",),
+    "vnd.dovecot.debug": ("debug",),
 }
 
 # Pigeonhole 0.5's sieve_core_extensions (enabled unless configured otherwise).
