@@ -67,8 +67,13 @@ def run_file(path, out=None, err=None):
     suite = Suite(path, conf, _user(), out)
     settings = SieveSettings.from_mapping(conf)
     subaddress.set_delimiter(settings.recipient_delimiter)
-    main_diag = CapturingDiagnostics(
-        sink=(lambda line: err.write(line + "\n")) if err is not None else None)
+    def show_errors(line):
+        # As Pigeonhole's tool: the test script's own errors go to stderr; its
+        # info and warning lines are only collected.
+        if line.startswith("error: ") or ": error: " in line:
+            err.write(line + "\n")
+
+    main_diag = CapturingDiagnostics(sink=show_errors if err is not None else None)
     ctx = TestContext(None, None, settings, main_diag,
                       mailbox_exists=suite.mailbox_exists, user=suite.user)
     ctx.suite = suite
