@@ -51,7 +51,7 @@ class Compiler:
             if node.name.lower() == "if":
                 i = self._if_chain(nodes, i, ops)
                 continue
-            if node.definition.name in ("require", "global"):
+            if node.definition.name in ("require", "global", "import", "export"):
                 i += 1
                 continue
             self._mark(node.line)

@@ -150,6 +150,29 @@ class Global(CommandDef):
         return None
 
 
+class Import(Global):
+    """import / export: the include draft's DEPRECATED forms of global, still
+    accepted by Pigeonhole, only at the top of a script (after require and
+    other import/export commands)."""
+
+    name = "import"
+
+    def validate(self, v, node):
+        prev = v.current_block_prev(node)
+        top = len(v._block_stack) == 1
+        if not top or (prev is not None and prev.name.lower() not in
+                       ("require", "import", "export")):
+            v.error(node.line, "the DEPRECATED %s command can only be placed at top "
+                    "level at the beginning of the file after any require or "
+                    "import/export commands" % node.name)
+            return False
+        return super().validate(v, node)
+
+
+class Export(Import):
+    name = "export"
+
+
 def _global_namespace(v, elements, line, assignment):
     if len(elements) != 2:
         v.error(line, "invalid variable name within global namespace: encountered "
@@ -168,6 +191,8 @@ def load(v, name):
     v.register_command(Include(), name)
     v.register_command(Return(), name)
     v.register_command(Global(), name)
+    v.register_command(Import(), name)
+    v.register_command(Export(), name)
     v.namespaces["global"] = _global_namespace
     return True
 
