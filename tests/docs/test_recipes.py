@@ -14,6 +14,7 @@ from tests.support import REPO
 
 EXAMPLES = os.path.join(REPO, "packaging", "examples", "postfix")
 SHOWN = re.compile(r"`packaging/examples/postfix/([\w.-]+)`:\n\n```[a-z]*\n(.*?)```", re.S)
+EXIM = "packaging/examples/exim/exim4.conf-mailslot"
 
 
 def read(*parts):
@@ -116,3 +117,10 @@ def test_lower_cased_extension_is_said_where_minus_m_extension_is_shown(where):
 def test_root_alias_is_documented():
     text = read("docs", "deployment.md")
     assert "root: alice" in text and "newaliases" in text and "/nonexistent" in text
+
+
+def test_deployment_shows_the_exim_example_unchanged():
+    text = read("docs", "deployment.md")
+    m = re.search(r"`" + re.escape(EXIM) + r"` \(.*?```\n(.*?)```", text, re.S)
+    assert m, "docs/deployment.md shows the Exim example"
+    assert m.group(1) == read(*EXIM.split("/"))
