@@ -33,25 +33,28 @@ keep lands in INBOX beside a fileinto "INBOX".
 Errors: StorageError when not even INBOX can take the message (temporary);
 RejectedError for -e and ereject; SendError as above.
 
+Filing follows one set of rules for -m and for Sieve: filing.py (save_to,
+save_with_fallback, mailbox_components).
+
 Security: mailbox names come from the user's script; they pass through the same
-validation as -m (deliver.mailbox_components), so none writes outside the mail root.
+validation as -m (filing.mailbox_components), so none writes outside the mail root.
 """
 
 from .errors import MailboxNameError, RejectedError, SendError, StorageError
+from .filing import mailbox_components, save_to, save_with_fallback
 
 _SENDING = ("redirect", "vacation", "notify", "reject")
 
 
-def perform(result, storage, message, *, settings, opts, log, save_to, keep,
-            components, sender=None, duplicates=None):
-    """Carry out result; return the SaveResults of the copies saved ([] if none).
+def perform(result, storage, message, context, log, *, sender=None, duplicates=None):
+    """Carry out result for one recipient; return the SaveResults of the copies
+    saved ([] if none).
 
-    The delivery passes its own steps in, so filing follows one set of rules:
-    save_to (save into mailbox components, creating when allowed), keep (save into
-    a mailbox name with the fallback to INBOX) and components (a name in the user's
-    namespace -> validated storage components). sender: an OutgoingMail or None;
+    context is the delivery's (deliver.DeliveryContext): its settings, the -m
+    mailbox, -n/-s/-e. sender: an OutgoingMail, or None (nothing is sent);
     duplicates: the user's DuplicateDB (for Sieve's duplicate marks) or None.
     """
+    settings = context.settings
     saved = []
     filed = set()          # the mailboxes (storage components) that have a copy
     keep_anyway = result.status != "success"
@@ -65,13 +68,12 @@ def perform(result, storage, message, *, settings, opts, log, save_to, keep,
             from .send.compose import Original
             original = Original.from_message(message)
             if not any(a["type"] == "reject" for a in result.actions) or \
-                    not opts.stderr_reject:
+                    not context.stderr_reject:
                 sender.check_transport()   # refused now, before anything is saved
         for action in result.actions:
             kind = action["type"]
             if kind in ("store", "keep"):
-                saved_one = _store(action, storage, message, settings, opts, log,
-                                   save_to, components, filed)
+                saved_one = _store(action, storage, message, context, log, filed)
                 if saved_one is False:
                     keep_anyway = True
                 elif saved_one is not None:
@@ -102,19 +104,18 @@ def perform(result, storage, message, *, settings, opts, log, save_to, keep,
             # discard needs nothing here; duplicate marks are recorded below.
     if result.status != "success":
         # A failed script: only the implicit keep, into the default mailbox.
-        kept = keep(storage, message, opts.mailbox, settings, opts, log)
+        kept = save_with_fallback(storage, message, context.mailbox, context, log)
         log.info("Execution of script failed, but implicit keep was successful "
                  f"(saved mail to {kept.mailbox})")
         saved.append(kept)
         return saved
     if result.implicit_keep or keep_anyway:
-        kept = _keep_once(storage, message, result.implicit_keep_mailbox or opts.mailbox,
-                          settings, opts, log, tuple(result.implicit_keep_flags or ()),
-                          keep, save_to, components, filed)
+        kept = _keep_once(storage, message, result.implicit_keep_mailbox or context.mailbox,
+                          context, log, tuple(result.implicit_keep_flags or ()), filed)
         if kept is not None:
             saved.append(kept)
     elif rejection is not None and not saved:
-        if ereject or opts.stderr_reject or sender is None:
+        if ereject or context.stderr_reject or sender is None:
             raise RejectedError(rejection or "message rejected")
         sends.append({"type": "reject", "reason": rejection})
     if sends:
@@ -180,7 +181,7 @@ def _mark_duplicates(actions, duplicates, log):
                 log.warning(f"sieve: duplicate database: {exc}")
 
 
-def _store(action, storage, message, settings, opts, log, save_to, components, filed):
+def _store(action, storage, message, context, log, filed):
     """Save one store/keep action: its SaveResult, None when the mailbox already
     has a copy (merged), False when it failed (the caller keeps instead)."""
     name_text = action.get("mailbox") or "INBOX"
@@ -189,10 +190,10 @@ def _store(action, storage, message, settings, opts, log, save_to, components, f
         from .message import with_edited_header
         source = with_edited_header(message, action["edited_header"].pieces())
     try:
-        name = components(name_text, settings)
+        name = mailbox_components(name_text, context.settings)
         if _key(name) in filed:
             return None
-        saved = save_to(storage, source, name, settings, opts,
+        saved = save_to(storage, source, name, context,
                         flags=tuple(action.get("flags") or ()),
                         force_create=bool(action.get("create")))
     except (MailboxNameError, StorageError) as exc:
@@ -211,20 +212,19 @@ def _key(name):
     return _INBOX if len(name) == 1 and name[0].upper() == "INBOX" else name
 
 
-def _keep_once(storage, message, target, settings, opts, log, flags, keep, save_to,
-               components, filed):
+def _keep_once(storage, message, target, context, log, flags, filed):
     """The implicit keep, unless its mailbox already has a copy. With a copy in
     INBOX already, a failing keep does not fall back there a second time."""
     try:
-        name = _key(components(target or "INBOX", settings))
+        name = _key(mailbox_components(target or "INBOX", context.settings))
     except MailboxNameError:
-        name = _INBOX        # keep() falls back to INBOX for an invalid name
+        name = _INBOX        # save_with_fallback falls back to INBOX for an invalid name
     if name in filed:
         return None
     if _INBOX not in filed:
-        return keep(storage, message, target, settings, opts, log, flags=flags)
+        return save_with_fallback(storage, message, target, context, log, flags=flags)
     try:
-        return save_to(storage, message, name, settings, opts, flags=flags)
+        return save_to(storage, message, name, context, flags=flags)
     except StorageError as exc:
         log.error(f"Failed to save mail to mailbox {target}: {exc}; "
                   "a copy is already in INBOX")

@@ -131,7 +131,7 @@ def _scalar(value):
 def user_command(args):
     """Print the userdb's answer for one user, like doveadm user."""
     from .config import load_settings
-    from .deliver import find_user
+    from .recipient import find_user
     path, _, rest = _take_config_option(args)
     if len(rest) != 1:
         print(USAGE, file=sys.stderr)

@@ -1,4 +1,4 @@
-"""mailslot-lda's command line: dovecot-lda's options, and the one exit point.
+"""mailslot-lda's command line and process front: dovecot-lda's options, the one exit point.
 
     mailslot-lda [-d user] [-a original-recipient] [-r final-recipient]
                  [-f envelope-sender] [-c config] [-o key=value]... [-m mailbox]
@@ -8,16 +8,26 @@ main() parses the options, runs the delivery and turns whatever happened into an
 code through errors.exit_code_for(), writing one line to stderr for every non-zero
 exit (the MTA copies it into its log and, for a permanent failure, the bounce).
 
+deliver_pipe() is the pipe's front for the delivery core (deliver.py): the steps
+that concern this process rather than one recipient live here -- refusing root,
+checking the relay's promise, clearing the environment (unless -k), the rule that
+the user's uid is ours, reading fd 0 (or -p) -- then recipient.resolve() and one
+deliver(context, message).
+
 Errors: an unknown option or a missing argument is EX_USAGE (64). Every other failure
 comes from the delivery; an unexpected exception is EX_TEMPFAIL (75), never a bounce.
 
 Security: arguments are untrusted when the engine runs under the relay for a
 caller; they are only parsed here, never passed to a shell. Addresses are bounded
-by RFC 5321's limits.
+by RFC 5321's limits (message.parse_address). No Python code delivers as root, and
+the pipe delivers only for the uid it runs as: the relay is the way to deliver for
+other users (SECURITY.md).
 """
 
 import os
 import sys
+
+from .message import parse_address
 
 # dovecot-lda's option letters: those that take an argument, and flags. No -D:
 # dovecot-lda 2.3 refuses it (exit 64) and so does mailslot; MAILSLOT_DEBUG=1 in the
@@ -25,10 +35,12 @@ import sys
 OPTIONS_WITH_ARGUMENT = "acdfmopr"
 FLAG_OPTIONS = "ekns"
 DEBUG_VARIABLE = "MAILSLOT_DEBUG"
-# RFC 5321 4.5.3.1.3: a reverse- or forward-path is at most 256 octets.
-MAX_PATH_LENGTH = 256
 MAX_ARGUMENT_LENGTH = 4096
 PROGRAM = "mailslot-lda"
+RELAY_USER_VARIABLE = "MAILSLOT_RELAY_USER"
+# What survives the environment clean-up without -k, as dovecot-lda keeps only what
+# it needs; the relay's own identity variables start with MAILSLOT_RELAY_.
+KEPT_ENVIRONMENT = ("USER", "HOME", "LOGNAME", "PATH", "TZ", "LANG", "LC_ALL")
 
 
 class Options:
@@ -144,38 +156,6 @@ def _recipient(value, option):
     return parsed
 
 
-def parse_address(text):
-    """Return the address in text ("" for <>), or None when it cannot be parsed.
-
-    Accepts "addr", "<addr>" and "<>"; an address is local@domain or a bare local
-    part, with a quoted local part allowed; no control characters or unquoted
-    spaces; at most MAX_PATH_LENGTH octets (RFC 5321).
-    """
-    text = text.strip()
-    if text.startswith("<") and text.endswith(">"):
-        text = text[1:-1].strip()
-    if text == "":
-        return ""
-    if len(text.encode("utf-8", "surrogateescape")) > MAX_PATH_LENGTH:
-        return None
-    in_quotes = False
-    escaped = False
-    for ch in text:
-        if ord(ch) < 32 or ord(ch) == 127:
-            return None
-        if escaped:
-            escaped = False
-        elif in_quotes and ch == "\\":
-            escaped = True
-        elif ch == '"':
-            in_quotes = not in_quotes
-        elif not in_quotes and ch in " <>(),;\\[]":
-            return None
-    if in_quotes or text.startswith("@") or text.endswith("@"):
-        return None
-    return text
-
-
 def main(argv=None):
     """Run one delivery; return the sysexits code."""
     if argv is None:
@@ -187,10 +167,8 @@ def main(argv=None):
     try:
         opts = parse_args(argv)
         if opts.lookup is not None:
-            from .deliver import lookup_main
             return lookup_main(opts)
-        from .deliver import deliver
-        return deliver(opts)
+        return deliver_pipe(opts)
     except MailslotError as exc:
         report(str(exc))
         return exit_code_for(exc)
@@ -203,6 +181,122 @@ def main(argv=None):
             import traceback
             traceback.print_exc()
         return exit_code_for(exc)
+
+
+def deliver_pipe(opts, clock=None):
+    """The pipe front: deliver the message on stdin (or -p) for -d; return EX_OK.
+
+    The process-wide steps live here, not in the core (deliver.py): refusing root,
+    the relay's promise, the environment, the "is it our uid" check, fd 0.
+    clock: seconds since the epoch for the whole delivery (time.time; tests fix it).
+    """
+    refuse_root()
+    if RELAY_USER_VARIABLE in os.environ:
+        from .privilege import verify_relay_promise
+        verify_relay_promise(os.environ)
+    if not opts.keep_environment:
+        clear_environment()
+    from .recipient import load_base_settings, resolve
+    base = load_base_settings(opts.config_path, opts.overrides)
+    rcpt = resolve(base, opts.user, opts.overrides, check_user=check_our_uid)
+    settings = rcpt.settings
+    warnings = []
+    if opts.sender_invalid is not None:
+        warnings.append(f"Invalid envelope sender address {opts.sender_invalid!r}, "
+                        "using <> instead")
+    message = open_message(opts, settings["mail_temp_dir"] or None)
+    from .deliver import DeliveryContext, deliver
+    context = DeliveryContext(settings, rcpt.user, build_envelope(opts, rcpt.user, message),
+                              mailbox=opts.mailbox, no_create=opts.no_create,
+                              subscribe=opts.subscribe, stderr_reject=opts.stderr_reject,
+                              extra=rcpt.extra, warnings=warnings, report=report,
+                              **({"clock": clock} if clock is not None else {}))
+    try:
+        deliver(context, message)
+    finally:
+        message.close()
+    return 0
+
+
+def refuse_root():
+    """Refuse to run with any root id: the relay is the way to deliver for others."""
+    if 0 in os.getresuid() or 0 in os.getresgid():
+        from .errors import PrivilegeError
+        raise PrivilegeError("refusing to deliver as root: run it as the user, or "
+                             "through mailslot-relay -d USER (see mailslot-relay(8))")
+
+
+def clear_environment():
+    """Drop every variable but KEPT_ENVIRONMENT and the relay's (dovecot-lda without -k).
+
+    Why: programs the delivery starts later (sendmail for redirects and vacation)
+    must not inherit what the MTA's or the caller's environment happened to hold.
+    """
+    for key in list(os.environ):
+        if key not in KEPT_ENVIRONMENT and not key.startswith("MAILSLOT_RELAY_"):
+            del os.environ[key]
+
+
+def check_our_uid(user):
+    """The pipe writes as the process it is: the user must be the one we run as."""
+    if user.uid != os.getuid():
+        from .errors import PrivilegeError
+        raise PrivilegeError(f"user {user.name} has uid {user.uid}, but this process "
+                             f"runs as uid {os.getuid()}: deliver for other users "
+                             "through mailslot-relay")
+
+
+def open_message(opts, temp_dir=None):
+    """Read the message's header block from -p path or stdin (the rest is read once,
+    when the delivery first needs it)."""
+    from .message import read_message, scan_link_source
+    if opts.message_path is None:
+        return read_message(0, temp_dir)
+    from .errors import MessageError
+    try:
+        fd = os.open(opts.message_path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise MessageError(f"cannot open {opts.message_path}: {exc.strerror}") from None
+    message = read_message(fd, temp_dir)
+    scan_link_source(opts.message_path, message)
+    return message
+
+
+def build_envelope(opts, user, message):
+    """Return the envelope: from (sender), to (final), orig_to (original)."""
+    if opts.sender_given:
+        sender = opts.sender
+    elif message.from_line_sender is not None:
+        sender = message.from_line_sender
+    else:
+        sender = parse_address(message.get("Return-Path", "")) or ""
+    final = opts.final_recipient or opts.user or user.name
+    original = opts.original_recipient or final
+    return {"from": sender, "to": final, "orig_to": original}
+
+
+def lookup_main(opts):
+    """mailslot-lda --lookup USER: one line for the relay's lookup child.
+
+    Prints "OK\tuid=N\tgid=N\thome=PATH" or "NOTFOUND"; a failing backend is a
+    UserdbError (75). Tabs and newlines never appear in a printed value.
+    """
+    refuse_root()
+    from .errors import UserUnknownError
+    from .recipient import find_user, load_base_settings
+    settings = load_base_settings(opts.config_path, opts.overrides)
+    try:
+        user = find_user(opts.lookup, settings)
+    except UserUnknownError:
+        sys.stdout.write("NOTFOUND\n")
+        from .errors import EX_NOUSER
+        return EX_NOUSER
+    home = user.home
+    if any(ch in home for ch in "\t\n\r\0"):
+        from .errors import UserdbError
+        raise UserdbError(f"home directory of {opts.lookup} contains a control character")
+    sys.stdout.write(f"OK\tuid={user.uid}\tgid={user.gid}\thome={home}\n")
+    return 0
 
 
 def report(text):

@@ -1,15 +1,22 @@
-"""The message being delivered: a bounded header reader and a streaming body copy.
+"""The message being delivered: read once, shared by every recipient and copy.
 
-read_message(fd) reads only the header block into memory, and no more than
-HEADER_PARSE_LIMIT bytes of it; the body is copied straight from the input to the
-first mailbox file, in COPY_CHUNK pieces, so memory stays flat whatever the size.
-After that first save the delivery records the saved file in stored_path, and later
-copies (another folder, a fallback to INBOX) are read from it.
+read_message(fd) reads the header block (no more than HEADER_PARSE_LIMIT bytes of it
+are parsed) and returns a Message; the rest of the input is read on first need, once,
+into the message's Spool: in memory up to SPOOL_MEMORY_MAX, beyond that in an unnamed
+file (O_TMPFILE in the temp directory, else a memfd), so memory stays flat whatever
+the size. The spool belongs to the delivering process, not to any mailbox: every
+copy, for every recipient, is written from it, and it is never changed.
+
+What differs per recipient -- the header lines a delivery adds (Delivered-To,
+Return-Path, lda_original_recipient_header) and the envelope sender of an mbox From_
+line -- is a MessageView (Message.view(...)): the shared message seen with those
+lines in front. A view also remembers the file its first Maildir copy went to, so
+that further copies for that recipient are hard links (stored_path).
 
 What is stored is the input byte for byte, except: a leading mbox "From " line is
 removed (its address becomes the envelope sender unless -f was given), CRLF line
-endings become LF (Dovecot stores LF: mail_save_crlf=no), and headers the delivery
-adds (lda_original_recipient_header) are prepended.
+endings become LF (Dovecot stores LF: mail_save_crlf=no), and a view's lines are
+prepended.
 
 Malformed input never loses the message: NUL bytes, bare CRs, a missing blank line
 after the headers, over-long lines and a header block beyond the parse limits are
@@ -18,11 +25,18 @@ all stored as they came; only the parsed view (header_fields) stops early.
 iter_fields/header_end are the one header parser, for this view and for Sieve's
 (sieve/mail.py): names, unfolding and the end of the header are decided once.
 
-Errors: a read error on the input is a MessageError (temporary). Writing errors are
-OSError and belong to the storage that called write_to.
+parse_address() reads an envelope address (-f, -a, -r, LMTP's MAIL/RCPT) bounded by
+RFC 5321's MAX_PATH_LENGTH.
+
+Errors: a read error on the input is a MessageError (temporary); a spool that cannot
+be written is a StorageError (temporary). Writing errors into a mailbox are OSError
+and belong to the storage that called write_to.
 
 Security: header values are untrusted text. They are decoded with replacement of
 invalid UTF-8, and whoever logs them must strip control characters (log.py does).
+header_line() makes one header line of a value, control characters removed, so a
+recipient or sender address can never start a second line. The spool file has no
+name: no other process can open it, and nothing is left behind whatever kills us.
 """
 
 import os
@@ -38,23 +52,134 @@ HEADER_VALUE_LIMIT = 65536
 HEADER_FIELD_LIMIT = 1000
 # One read or write: large enough for few syscalls, small enough for flat memory.
 COPY_CHUNK = 256 * 1024
+# A spool stays in memory up to this size (the usual message, no file at all);
+# beyond it the whole message moves to an unnamed file.
+SPOOL_MEMORY_MAX = 1024 * 1024
+# The spool file's mode: private to the delivering user.
+SPOOL_MODE = 0o600
+# Where the spool file goes when no mail_temp_dir is given.
+DEFAULT_TEMP_DIR = "/tmp"
+# RFC 5321 4.5.3.1.3: a reverse- or forward-path is at most 256 octets.
+MAX_PATH_LENGTH = 256
+
+
+class Spool:
+    """A message's bytes, written once and then read any number of times.
+
+    write() appends; up to SPOOL_MEMORY_MAX the pieces stay in memory, past it
+    they move to an unnamed file in temp_dir. size, vsize (each LF counted as
+    CRLF, Dovecot's W=) and chunks() describe the whole. Spool.of(source,
+    temp_dir) fills one from any source with write_to(fd) -> (size, vsize).
+    """
+
+    def __init__(self, temp_dir=None):
+        self.temp_dir = temp_dir or DEFAULT_TEMP_DIR
+        self.fd = None
+        self._pieces = []
+        self.size = 0
+        self._lines = 0
+
+    @classmethod
+    def of(cls, source, temp_dir=None):
+        """A spool filled by source.write_to() (a source that only writes to an fd)."""
+        spool = cls(temp_dir)
+        spool.fd = _open_spool_file(spool.temp_dir)
+        try:
+            try:
+                size, vsize = source.write_to(spool.fd)
+                real = os.fstat(spool.fd).st_size
+            except OSError as err:
+                raise _spool_error(spool.temp_dir, err) from None
+            if real != size:
+                from .errors import StorageError
+                raise StorageError(f"message source reported {size} bytes but the spool "
+                                   f"file has {real}")
+        except BaseException:
+            spool.close()
+            raise
+        spool.size, spool._lines = size, vsize - size
+        return spool
+
+    @property
+    def vsize(self):
+        return self.size + self._lines
+
+    def write(self, data):
+        if not data:
+            return
+        self.size += len(data)
+        self._lines += data.count(b"\n")
+        try:
+            if self.fd is not None:
+                _write_all(self.fd, data)
+                return
+            self._pieces.append(data)
+            if self.size > SPOOL_MEMORY_MAX:
+                # Why a file past the limit: memory stays flat for any size.
+                self.fd = _open_spool_file(self.temp_dir)
+                pieces, self._pieces = self._pieces, []
+                for piece in pieces:
+                    _write_all(self.fd, piece)
+        except OSError as err:
+            raise _spool_error(self.temp_dir, err) from None
+
+    def chunks(self):
+        """The bytes, in order, in pieces of at most about COPY_CHUNK."""
+        if self.fd is None:
+            if len(self._pieces) > 1:
+                # One piece (at most SPOOL_MEMORY_MAX): one write per copy.
+                self._pieces = [b"".join(self._pieces)]
+            yield from self._pieces
+            return
+        offset = 0
+        while True:
+            data = os.pread(self.fd, COPY_CHUNK, offset)
+            if not data:
+                return
+            offset += len(data)
+            yield data
+
+    def close(self):
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+        self._pieces = []
+
+    def __del__(self):
+        self.close()
+
+
+def _open_spool_file(temp_dir):
+    """An unnamed file for a spool: O_TMPFILE in temp_dir, else a memfd."""
+    try:
+        # Why unnamed: nothing is left behind, whatever kills us.
+        return os.open(temp_dir, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, SPOOL_MODE)
+    except (OSError, AttributeError):
+        return os.memfd_create("mailslot-spool", os.MFD_CLOEXEC)
+
+
+def _spool_error(temp_dir, err):
+    from .storage.dirs import storage_error
+    return storage_error("spooling the message in", temp_dir, err)
 
 
 class Message:
-    """A message read from an input fd: parsed header view plus a body stream."""
+    """A message read from an input fd: the parsed header view and, once needed,
+    the whole message in its spool (read from the input exactly once)."""
 
-    def __init__(self, fd, head, rest_pending, from_line_sender, eof=False):
+    def __init__(self, fd, head, rest_pending, from_line_sender, eof=False, temp_dir=None):
         self._fd = fd                  # input still to read after head (None at EOF)
         self._head = head              # bytes read so far, LF line endings
         self._pending_cr = rest_pending
         self._eof = eof
+        self.temp_dir = temp_dir
         self.from_line_sender = from_line_sender
-        self.prepend = []              # header lines (bytes, ending in b"\n") to add
-        self.stored_path = None        # a saved copy, once the first save succeeded
-        self.sizes = None              # (size, vsize) of what write_to writes
-        self.consumed = False          # the input stream has been read to its end
-        self._fields = None
         self.link_source = None        # for -p: a file whose bytes are exactly the message
+        self.link_sizes = None         # (size, vsize) of link_source
+        self.source_reads = 0          # reads of the input after the header block
+        self._spool = None
+        self._whole = None             # read_bytes()'s buffer, once asked for
+        self._fields = None
 
     # -- the parsed view -------------------------------------------------------------
 
@@ -72,101 +197,211 @@ class Message:
                 return value
         return default
 
-    # -- copying ----------------------------------------------------------------------
+    # -- the spool --------------------------------------------------------------------
+
+    def spool(self):
+        """The whole message, read from the input on the first call only."""
+        if self._spool is None:
+            spool = Spool(self.temp_dir)
+            spool.write(self._head)
+            if not self._eof:
+                carry = self._pending_cr
+                while True:
+                    chunk = _read_chunk(self._fd)
+                    self.source_reads += 1
+                    if not chunk:
+                        break
+                    data, carry = _to_lf(carry + chunk)
+                    spool.write(data)
+                spool.write(carry)
+            self._eof, self._pending_cr = True, b""
+            self._spool = spool
+        return self._spool
+
+    @property
+    def sizes(self):
+        """(size, vsize) of the message as stored."""
+        spool = self.spool()
+        return spool.size, spool.vsize
+
+    @property
+    def size(self):
+        return self.spool().size
+
+    @property
+    def vsize(self):
+        return self.spool().vsize
+
+    def chunks(self):
+        return self.spool().chunks()
 
     def write_to(self, out_fd):
-        """Write the whole message to out_fd; return (size, vsize).
-
-        vsize counts every LF as CRLF (Dovecot's W=). The first call streams the
-        input; later calls copy from stored_path, or from the input file for -p.
-        """
-        if self.consumed:
-            return self._copy_stored(out_fd)
-        size = lines = 0
-        for piece in self.prepend:
-            _write_all(out_fd, piece)
-            size += len(piece)
-            lines += piece.count(b"\n")
-        _write_all(out_fd, self._head)
-        size += len(self._head)
-        lines += self._head.count(b"\n")
-        self._head_len = len(self._head)
-        if not self._eof:
-            size, lines = self._stream_rest(out_fd, size, lines)
-        self.consumed = True
-        self.sizes = (size, size + lines)
-        return self.sizes
-
-    def _stream_rest(self, out_fd, size, lines):
-        carry = self._pending_cr
-        while True:
-            chunk = _read_chunk(self._fd)
-            if not chunk:
-                break
-            data, carry = _to_lf(carry + chunk)
-            if data:
-                _write_all(out_fd, data)
-                size += len(data)
-                lines += data.count(b"\n")
-        if carry:
-            _write_all(out_fd, carry)
-            size += len(carry)
-        return size, lines
-
-    def _copy_stored(self, out_fd):
-        src = self.stored_path or self.link_source
-        if src is None:
-            from .errors import MessageError
-            raise MessageError("message input was consumed and no saved copy exists")
-        in_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            _copy_fd(in_fd, out_fd)
-        finally:
-            os.close(in_fd)
-        return self.sizes
+        """Write the whole message to out_fd; return (size, vsize)."""
+        spool = self.spool()
+        for chunk in spool.chunks():
+            _write_all(out_fd, chunk)
+        return spool.size, spool.vsize
 
     def read_bytes(self):
-        """Return the whole message (without the prepended lines) as one buffer.
-
-        For Sieve tests that need the body. Memory: one copy of the message, grown
-        in place (a bytearray; no second copy while reading); the buffer then also
-        serves write_to, so it must be treated as read-only. The plain delivery path
-        never calls this.
-        """
-        if self.consumed:
-            src = self.stored_path or self.link_source
-            with open(src, "rb") as f:
-                return f.read()
-        if self._eof and isinstance(self._head, bytearray):
-            return self._head
-        buf = bytearray(self._head)
-        if not self._eof:
-            carry = self._pending_cr
-            while True:
-                chunk = _read_chunk(self._fd)
-                if not chunk:
-                    break
-                data, carry = _to_lf(carry + chunk)
-                buf += data
-            buf += carry
-        # The whole message is now the head: write_to still works afterwards.
-        self._head = buf
-        self._eof = True
-        self._pending_cr = b""
-        return buf
+        """Return the whole message as one read-only buffer (for Sieve tests that
+        need the body; the plain delivery path never calls this). Memory: one copy
+        of the message, shared with an in-memory spool."""
+        if self._whole is None:
+            spool = self.spool()
+            self._whole = b"".join(spool.chunks())
+            if spool.fd is None:
+                spool._pieces = [self._whole]     # one copy in memory, not two
+        return self._whole
 
     def header_buffer(self):
         """Return (buffer, end): the header block is buffer[:end] (blank line included).
 
         Reads on from the input only when the first read did not reach the end of
-        the header (a header larger than HEADER_PARSE_LIMIT): the whole header is
-        then in memory, as one copy of the message.
+        the header (a header larger than HEADER_PARSE_LIMIT): the whole message is
+        then in memory, as one copy.
         """
         end = header_end(self._head)
         if end == len(self._head) and not self._eof:
-            self.read_bytes()
-            end = header_end(self._head)
+            whole = self.read_bytes()
+            return whole, header_end(whole)
         return self._head, end
+
+    def view(self, lines=(), envelope_sender=None):
+        """This message as one recipient gets it: lines (bytes, each ending in
+        b"\n", from header_line()) in front, envelope_sender for an mbox From_ line."""
+        return MessageView(self, lines, envelope_sender)
+
+    def close(self):
+        """Let the spool go (the input fd is the caller's)."""
+        if self._spool is not None:
+            self._spool.close()
+
+
+class MessageView:
+    """A Message with per-recipient header lines in front: a message source for the
+    storages (write_to, chunks, size, vsize, stored_path, envelope_sender) and for
+    Sieve (header_fields, get, read_bytes). The shared Message is never changed."""
+
+    def __init__(self, message, lines, envelope_sender):
+        self.message = message
+        self.lines = b"".join(lines)
+        self.envelope_sender = envelope_sender
+        self.from_line_sender = message.from_line_sender
+        # The -p file can be hard-linked only when nothing is put in front of it.
+        if message.link_source is not None and not self.lines:
+            self.stored_path, self._sizes = message.link_source, message.link_sizes
+        else:
+            self.stored_path, self._sizes = None, None
+
+    def header_fields(self):
+        # The parsed view is the message's own header, as the sender wrote it.
+        return self.message.header_fields()
+
+    def get(self, name, default=None):
+        return self.message.get(name, default)
+
+    @property
+    def sizes(self):
+        """(size, vsize) of what write_to writes; once a copy is saved, of stored_path."""
+        if self._sizes is None:
+            size, vsize = self.message.sizes
+            extra = len(self.lines)
+            self._sizes = (size + extra, vsize + extra + self.lines.count(b"\n"))
+        return self._sizes
+
+    @sizes.setter
+    def sizes(self, value):
+        self._sizes = value
+
+    @property
+    def size(self):
+        return self.sizes[0]
+
+    @property
+    def vsize(self):
+        return self.sizes[1]
+
+    def chunks(self):
+        if self.lines:
+            yield self.lines
+        yield from self.message.chunks()
+
+    def write_to(self, out_fd):
+        if self.lines:
+            _write_all(out_fd, self.lines)
+        self.message.write_to(out_fd)
+        return self.sizes
+
+    def read_bytes(self):
+        return self.lines + self.message.read_bytes()
+
+
+class MessageView:
+    """A Message with per-recipient header lines in front: a message source for the
+    storages (write_to, chunks, size, vsize, stored_path, envelope_sender) and for
+    Sieve (header_fields, get, read_bytes). The shared Message is never changed."""
+
+    def __init__(self, message, lines, envelope_sender):
+        self.message = message
+        self.lines = b"".join(lines)
+        self.envelope_sender = envelope_sender
+        self.from_line_sender = message.from_line_sender
+        # The -p file can be hard-linked only when nothing is put in front of it.
+        if message.link_source is not None and not self.lines:
+            self.stored_path, self._sizes = message.link_source, message.link_sizes
+        else:
+            self.stored_path, self._sizes = None, None
+
+    @property
+    def prepend(self):
+        """The lines in front, as EditedMessage takes them."""
+        return [self.lines] if self.lines else []
+
+    def header_fields(self):
+        # The parsed view is the message's own header, as the sender wrote it.
+        return self.message.header_fields()
+
+    def header_buffer(self):
+        return self.message.header_buffer()
+
+    def get(self, name, default=None):
+        return self.message.get(name, default)
+
+    @property
+    def sizes(self):
+        """(size, vsize) of what write_to writes; once a copy is saved, of stored_path."""
+        if self._sizes is None:
+            size, vsize = self.message.sizes
+            extra = len(self.lines)
+            self._sizes = (size + extra, vsize + extra + self.lines.count(b"\n"))
+        return self._sizes
+
+    @sizes.setter
+    def sizes(self, value):
+        self._sizes = value
+
+    @property
+    def size(self):
+        return self.sizes[0]
+
+    @property
+    def vsize(self):
+        return self.sizes[1]
+
+    def chunks(self):
+        if self.lines:
+            yield self.lines
+        yield from self.message.chunks()
+
+    def write_to(self, out_fd):
+        if self.lines:
+            _write_all(out_fd, self.lines)
+        self.message.write_to(out_fd)
+        return self.sizes
+
+    def read_bytes(self):
+        """The message's own buffer, without the lines in front (as Sieve sees it)."""
+        return self.message.read_bytes()
 
 
 class EditedMessage:
@@ -215,10 +450,17 @@ def with_edited_header(message, pieces):
     return EditedMessage(message, pieces)
 
 
-def read_message(fd):
+def header_line(name, value):
+    """One header line "name: value\n" as bytes, control characters dropped."""
+    clean = "".join(ch for ch in value if ch >= " " and ch != "\x7f")
+    return f"{name}: {clean}\n".encode("utf-8", "surrogateescape")
+
+
+def read_message(fd, temp_dir=None):
     """Read the header block of the message on fd; return a Message.
 
     A leading "From " line is removed and its address kept in from_line_sender.
+    temp_dir is where a large message's spool file goes (mail_temp_dir).
     """
     buf = bytearray()
     eof = False
@@ -241,16 +483,16 @@ def read_message(fd):
         line = head[5:end if end >= 0 else len(head)]
         head = head[end + 1:] if end >= 0 else b""
         sender = _from_line_address(line)
-    return Message(fd, head, carry, sender, eof=eof)
+    return Message(fd, head, carry, sender, eof=eof, temp_dir=temp_dir)
 
 
 def scan_link_source(path, message):
     """For -p: mark path as a hard-link source when its bytes are exactly the message.
 
-    True when nothing would be changed while storing (no From_ line, no CRLF, no
-    prepended header); the sizes are computed on the way.
+    True when nothing would be changed while storing (no From_ line, no CRLF); the
+    sizes are computed on the way. A view with header lines in front does not link.
     """
-    if message.from_line_sender is not None or message.prepend:
+    if message.from_line_sender is not None:
         return False
     size = lines = 0
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -268,10 +510,40 @@ def scan_link_source(path, message):
     finally:
         os.close(fd)
     message.link_source = path
-    message.stored_path = path
-    message.sizes = (size, size + lines)
-    message.consumed = True
+    message.link_sizes = (size, size + lines)
     return True
+
+
+def parse_address(text):
+    """Return the address in text ("" for <>), or None when it cannot be parsed.
+
+    Accepts "addr", "<addr>" and "<>"; an address is local@domain or a bare local
+    part, with a quoted local part allowed; no control characters or unquoted
+    spaces; at most MAX_PATH_LENGTH octets (RFC 5321).
+    """
+    text = text.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1].strip()
+    if text == "":
+        return ""
+    if len(text.encode("utf-8", "surrogateescape")) > MAX_PATH_LENGTH:
+        return None
+    in_quotes = False
+    escaped = False
+    for ch in text:
+        if ord(ch) < 32 or ord(ch) == 127:
+            return None
+        if escaped:
+            escaped = False
+        elif in_quotes and ch == "\\":
+            escaped = True
+        elif ch == '"':
+            in_quotes = not in_quotes
+        elif not in_quotes and ch in " <>(),;\\[]":
+            return None
+    if in_quotes or text.startswith("@") or text.endswith("@"):
+        return None
+    return text
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -291,14 +563,6 @@ def _write_all(fd, data):
     while view:
         n = os.write(fd, view)
         view = view[n:]
-
-
-def _copy_fd(in_fd, out_fd):
-    while True:
-        chunk = os.read(in_fd, COPY_CHUNK)
-        if not chunk:
-            return
-        _write_all(out_fd, chunk)
 
 
 def _to_lf(data):

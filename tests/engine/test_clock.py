@@ -1,6 +1,6 @@
 """One injected clock dates a whole delivery: the log line and the Maildir name.
 
-deliver(opts, clock) runs as an ordinary user (setpriv) in a child whose clock is
+cli.deliver_pipe(opts, clock) runs as an ordinary user (setpriv) in a child whose clock is
 tests.support.FIXED_TIME (a one-digit day), TZ=UTC: the log's stamp and the new
 file's <sec>.M<usec> name come from it, not from the day the test runs.
 """
@@ -14,9 +14,8 @@ pytestmark = needs_root
 CHILD = r"""
 import sys
 sys.path.insert(0, PYSIDE)
-from mailslot.cli import parse_args
-from mailslot.deliver import deliver
-sys.exit(deliver(parse_args(sys.argv[1:]), clock=lambda: FIXED))
+from mailslot.cli import deliver_pipe, parse_args
+sys.exit(deliver_pipe(parse_args(sys.argv[1:]), clock=lambda: FIXED))
 """
 
 

@@ -220,7 +220,7 @@ STRIPPED = [
 
 @pytest.mark.parametrize("delims, user", STRIPPED)
 def test_strip_detail_agrees_with_the_engine(rules, delims, user):
-    from mailslot.deliver import strip_detail
+    from mailslot.recipient import strip_detail
     n, out = strip_name(rules, delims, user)
     assert out == strip_detail(user, delims)
     assert n == len(out)
@@ -282,7 +282,7 @@ def test_user_names_agree_with_the_engine(rules, delims, fmt, user, lookup, engi
     # The engine's find_user, with the same recipient_delimiter and
     # auth_username_format, must turn both the -d the relay got and the -d the engine
     # gets into the very name the relay resolved.
-    from mailslot.deliver import strip_detail
+    from mailslot.recipient import strip_detail
     from mailslot.variables import expand, user_values
 
     def engine_rule(name):

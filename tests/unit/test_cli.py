@@ -2,7 +2,8 @@
 
 import pytest
 
-from mailslot.cli import parse_args, parse_address
+from mailslot.cli import parse_args
+from mailslot.message import parse_address
 from mailslot.errors import UsageError, exit_code_for, EX_USAGE
 
 
@@ -63,14 +64,14 @@ def test_mailslot_debug_prints_the_traceback_of_an_internal_error(monkeypatch, c
     # The delivery clears the environment (unless -k) before the error surfaces:
     # the variable must have been read before that.
     import os
-    from mailslot import cli, deliver
+    from mailslot import cli
     from mailslot.errors import EX_TEMPFAIL
 
     def failing_delivery(opts):
         if not opts.keep_environment:
-            deliver.clear_environment()
+            cli.clear_environment()
         raise RuntimeError("a bug")
-    monkeypatch.setattr(deliver, "deliver", failing_delivery)
+    monkeypatch.setattr(cli, "deliver_pipe", failing_delivery)
     monkeypatch.setenv("MAILSLOT_DEBUG", "1")
     monkeypatch.setattr(os, "environ", dict(os.environ))    # the test's own copy
     assert cli.main(["-k"] if keep else []) == EX_TEMPFAIL
@@ -80,9 +81,9 @@ def test_mailslot_debug_prints_the_traceback_of_an_internal_error(monkeypatch, c
 
 
 def test_no_traceback_without_mailslot_debug(monkeypatch, capsys):
-    from mailslot import cli, deliver
+    from mailslot import cli
     monkeypatch.delenv("MAILSLOT_DEBUG", raising=False)
-    monkeypatch.setattr(deliver, "deliver", lambda opts: 1 / 0)
+    monkeypatch.setattr(cli, "deliver_pipe", lambda opts: 1 / 0)
     cli.main([])
     err = capsys.readouterr().err
     assert err == "mailslot-lda: internal error: ZeroDivisionError: division by zero\n"

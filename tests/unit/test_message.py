@@ -89,15 +89,14 @@ def test_malformed_input_is_stored_whole(data):
         assert "\x00" not in value and len(value) <= msgmod.HEADER_VALUE_LIMIT
 
 
-def test_second_copy_comes_from_stored_path(tmp_path):
+def test_second_copy_comes_from_the_spool_not_the_input(tmp_path):
     msg, stored = run_through(b"Subject: s\n\nbody\n")
-    saved = tmp_path / "saved"
-    saved.write_bytes(stored)
-    msg.stored_path = str(saved)
+    reads = msg.source_reads
     out = tmp_path / "second"
     with open(out, "wb") as f:
         assert msg.write_to(f.fileno()) == (len(stored), len(stored) + stored.count(b"\n"))
     assert out.read_bytes() == stored
+    assert msg.source_reads == reads        # the input was read once, by the first copy
 
 
 def test_prepended_header_counts_in_sizes():
@@ -105,12 +104,17 @@ def test_prepended_header_counts_in_sizes():
     os.write(w, b"Subject: s\n\nb\n")
     os.close(w)
     msg = read_message(r)
-    msg.prepend.append(b"X-Original-To: a@b\n")
+    view = msg.view([b"X-Original-To: a@b\n"])
     with tempfile.TemporaryFile() as out:
-        size, vsize = msg.write_to(out.fileno())
+        size, vsize = view.write_to(out.fileno())
         out.seek(0)
         assert out.read() == b"X-Original-To: a@b\nSubject: s\n\nb\n"
     assert size == 33 and vsize == 37
+    # The shared message is not changed by a recipient's view.
+    with tempfile.TemporaryFile() as out:
+        assert msg.write_to(out.fileno()) == (14, 17)
+        out.seek(0)
+        assert out.read() == b"Subject: s\n\nb\n"
 
 
 def test_link_source_only_when_bytes_are_unchanged(tmp_path):
@@ -119,12 +123,14 @@ def test_link_source_only_when_bytes_are_unchanged(tmp_path):
     fd = os.open(clean, os.O_RDONLY)
     msg = read_message(fd)
     assert scan_link_source(str(clean), msg)
-    assert msg.stored_path == str(clean) and msg.sizes == (14, 17)
+    assert msg.link_source == str(clean) and msg.link_sizes == (14, 17)
+    assert msg.view().stored_path == str(clean) and msg.view().sizes == (14, 17)
+    assert msg.view([b"X-Original-To: a@b\n"]).stored_path is None
     crlf = tmp_path / "crlf"
     crlf.write_bytes(b"Subject: a\r\n\r\nb\r\n")
     msg = read_message(os.open(crlf, os.O_RDONLY))
     assert not scan_link_source(str(crlf), msg)
-    assert msg.stored_path is None
+    assert msg.link_source is None and msg.view().stored_path is None
 
 
 PEAK_SCRIPT = r"""

@@ -8,7 +8,7 @@ import pytest
 
 from mailslot import errors, userdb
 from mailslot.config import default_settings
-from mailslot.deliver import find_user
+from mailslot.recipient import find_user
 
 DEFAULT = {}
 

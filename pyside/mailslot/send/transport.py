@@ -29,7 +29,7 @@ caller's choice (send/outgoing.py).
 
 Security: addresses reach the argv after "--" and are checked (no control
 characters, no leading "-"), so none becomes an option; the environment is the
-delivery's, already cleaned (deliver.clear_environment). The SMTP password lives in
+delivery's, already cleaned (cli.clear_environment). The SMTP password lives in
 the settings file: the file must be readable only by the delivery's users.
 """
 

@@ -56,7 +56,7 @@ import time
 
 from ..errors import MailboxNameError, MailboxNotFoundError, StorageError
 from ..mailbox_name import INBOX, check_components, encode_mutf7
-from . import index, subscriptions
+from . import index
 from .locking import acquire_dotlock
 from .base import SaveResult, Storage
 from .dirs import NAME_MAX, DirOpener, Fds, current_umask, storage_error
@@ -325,6 +325,7 @@ class MaildirStorage(Storage):
 
     def subscribe(self, name):
         name = check_components(name)
+        from . import subscriptions    # only a subscribing delivery pays for it
         subscriptions.subscribe(self.dirs, self._control_root(), self.location.subscriptions_name,
                                 [self._encode(p) for p in name], self.default_separator,
                                 hostname=self.hostname, fsync=self.fsync)

@@ -1,7 +1,8 @@
 """mbox storage: appends that never corrupt, locked the way Dovecot locks.
 
 One save, in this order (Dovecot's mbox-save.c and mbox-lock.c, 2.3):
-  1. the message is spooled once, before any lock is taken (an O_TMPFILE in
+  1. the message is spooled once, before any lock is taken (the delivery's own
+     spool, message.Spool, when the source is a spooled message; else an O_TMPFILE in
      mail_temp_dir, else a memfd), so a slow MTA never holds the mailbox;
   2. the mbox is opened O_NOFOLLOW|O_APPEND and fstat()ed: a regular file owned
      by the delivering user with one link, or refused (the classic spool attacks:
@@ -62,7 +63,7 @@ crash-safe, so mailslot never does it.
 
 The save is split by job: mbox_lock.py (the locks, the set-group-id helper, the
 signal guard), mbox_append.py (step 4's append and its rollback), mbox_journal.py,
-mbox_format.py, spool.py (step 1) and subscriptions.py (shared with Maildir); this
+mbox_format.py, message.Spool (step 1) and subscriptions.py (shared with Maildir); this
 module holds the layout, the mailbox operations and the order of the steps.
 
 Errors: ConfigError (bad lock lists, unknown mail_privileged_group),
@@ -83,7 +84,7 @@ import os
 
 from ..errors import ConfigError, MailboxNameError, MailboxNotFoundError, StorageError
 from ..mailbox_name import INBOX, check_components, encode_mutf7
-from . import subscriptions
+from ..message import Spool
 from .base import SaveResult, Storage
 from .dirs import NAME_MAX, DirOpener, Fds, RefusedError, current_umask, storage_error
 from .mbox_append import append
@@ -91,7 +92,6 @@ from .mbox_format import VARIANTS, flag_headers
 from .mbox_journal import MboxJournal
 from .mbox_lock import (DotlockHelper, MboxLocks, SignalGuard, check_lock_order,
                         check_mbox_file, default_helper_path, parse_lock_methods)
-from .spool import Spool
 
 # Dovecot's MBOX_INDEX_DIR_NAME: per-mailbox state, never listed as a mailbox.
 INDEX_DIR_NAME = ".imap"
@@ -337,6 +337,7 @@ class MboxStorage(Storage):
         # The subscriptions file is Dovecot's list-level file, the same for every
         # format (subscription-file.c), at the mbox's root under the mbox's name
         # (.subscriptions); directories opened without mbox's own refusals.
+        from . import subscriptions    # only a subscribing delivery pays for it
         subscriptions.subscribe(DirOpener(umask=self.umask, fsync=self.fsync),
                                 self.location.control or self.location.root,
                                 self.location.subscriptions_name,
@@ -384,11 +385,17 @@ class MboxStorage(Storage):
         return sender
 
     def _spool(self, source):
-        """The spooled copy of source: written once, kept for further saves."""
+        """The spooled copy of source: the delivery's own spool when the source is a
+        spooled message (chunks, size, vsize), else written once and kept for
+        further saves of the same source."""
+        if callable(getattr(source, "chunks", None)):
+            # Why size now: it reads the input to its end before any lock is taken.
+            source.size
+            return source
         for known, spool in self._spools:
             if known is source:
                 return spool
-        spool = Spool(source, self.temp_dir)
+        spool = Spool.of(source, self.temp_dir)
         self._spools.append((source, spool))
         return spool
 
