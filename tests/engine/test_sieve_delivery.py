@@ -272,3 +272,35 @@ def test_one_copy_a_mailbox_when_a_fileinto_fails(box):
     assert "failed to store into mailbox 'Missing'" in box.log()
     assert box.log().count("saved mail to INBOX") == 1
 
+
+
+def test_edited_copy_is_the_one_dovecot_lda_stores(box):
+    # The oracle: Pigeonhole under Debian's dovecot-lda, same message and script.
+    # (Without the line that is no field: dovecot-lda 2.3.19 aborts in
+    # edit_mail_header_delete on such a header; mailslot keeps the line.)
+    from tests.dovecot_env import DovecotEnv, dovecot_missing
+    if dovecot_missing():
+        pytest.skip(dovecot_missing())
+    message = EDIT_HEAD.replace(b"this line is no field\n", b"") + EDIT_BODY
+    box.script(EDIT_SCRIPT)
+    proc = box.deliver("-o", "sieve_extensions=+editheader", input=message)
+    assert proc.returncode == 0, proc.stderr
+    with open(os.path.join(box.maildir, ".Ed", "new", box.files(".Ed")[0]), "rb") as f:
+        ours = f.read()
+    env = DovecotEnv.create()
+    try:
+        with open(env.conf, "a") as f:
+            f.write("lda_mailbox_autocreate = yes\nprotocol lda {\n  mail_plugins = sieve\n}\n"
+                    "plugin {\n  sieve = file:~/sieve;active=~/.dovecot.sieve\n"
+                    "  sieve_extensions = +editheader\n}\n")
+        with open(os.path.join(env.home, ".dovecot.sieve"), "w") as f:
+            f.write(EDIT_SCRIPT)
+        env.give(env.home)
+        env.lda(message)
+        new = os.path.join(env.home, "Maildir", ".Ed", "new")
+        with open(os.path.join(new, os.listdir(new)[0]), "rb") as f:
+            theirs = f.read()
+    finally:
+        env.cleanup()
+    assert ours == theirs
+    assert ours.startswith(b"X-Top: 1\nReceived: from a.example.org\n\tby b.example.org;\n")
