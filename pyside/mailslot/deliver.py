@@ -98,7 +98,16 @@ def deliver(context, message):
     SaveResults ([] when Sieve discarded it)."""
     settings, user, envelope = context.settings, context.user, context.envelope
     check_mail_root(settings, user)     # a missing home: made, or said what to do
-    log = context.log or open_log(context)
+    if context.log is not None:
+        return _deliver(context, message, context.log)
+    # A log opened here is closed here: a long-lived process must not keep one
+    # file descriptor per delivery.
+    with open_log(context) as log:
+        return _deliver(context, message, log)
+
+
+def _deliver(context, message, log):
+    settings, user, envelope = context.settings, context.user, context.envelope
     for warning in list(user.warnings) + context.warnings:
         log.warning(warning)
     source = message.view(_recipient_lines(settings, envelope), envelope["from"])

@@ -8,7 +8,8 @@ Maildir, one mbox, one with a Sieve script filing into two folders. Checked: eac
 copy byte for byte (with its own X-Original-To line, the shared message unchanged),
 the input read once, the userdb field the schema does not know kept, and that no
 delivery leaves a signal handler or an interval timer behind (lock waits, the Sieve
-CPU limit and mbox's signal guard install theirs per delivery).
+CPU limit and mbox's signal guard install theirs per delivery), nor a file descriptor
+open (the delivery log it opened is closed).
 """
 
 import json
@@ -42,7 +43,8 @@ WATCHED = (signal.SIGALRM, signal.SIGPROF, signal.SIGTERM, signal.SIGINT, signal
 def state():
     return [[str(signal.getsignal(s)) for s in WATCHED],
             list(signal.getitimer(signal.ITIMER_REAL)),
-            list(signal.getitimer(signal.ITIMER_PROF))]
+            list(signal.getitimer(signal.ITIMER_PROF)),
+            sorted(os.listdir("/proc/self/fd"))]
 
 r, w = os.pipe()
 if os.fork() == 0:              # the MTA: writes the message into the pipe once
@@ -161,7 +163,8 @@ def test_one_message_three_recipients_one_process(site):
 
     # No recipient's settings leaked into the base or into the next recipient.
     assert out["base_mail_location"] == "maildir:~/Maildir"
-    # Every delivery left the signal handlers and the timers as it found them.
+    # Every delivery left the signal handlers, the timers and the open files as it
+    # found them.
     assert out["states"] == [True, True, True]
     log = open(os.path.join(top, "log", "mailslot.log")).read()
     assert log.count("saved mail to") == 4
