@@ -14,6 +14,10 @@ Content-Transfer-Encoding and charset say).
 
 Errors: none for malformed input (invalid bytes become U+FFFD, broken encodings
 are decoded as far as they go); MemoryLimitExceeded from the budget.
+
+Security: the bytes are a sender's; a piece is at most STREAM_CHUNK bytes before
+decoding (at most four bytes a character after), and whatever is built whole is
+charged first, so no message makes this hold more than sieve_max_memory allows.
 """
 
 import codecs

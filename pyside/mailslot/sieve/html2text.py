@@ -5,6 +5,8 @@ mail-html2text does: tags become a space, entities are decoded, script, style an
 comments are dropped. Time is linear in the input.
 
 Errors: none; malformed HTML is text.
+Security: the HTML is a sender's: one pass, no recursion, nothing is fetched or
+run; the caller charges the text to the run's memory budget (bodytext.py).
 """
 
 _WS = " \t\r\n"

@@ -17,6 +17,10 @@ part's body (content(), chunks()) is in bodytext.py.
 Limits: at most MAX_MIME_DEPTH levels and MAX_MIME_PARTS parts are parsed; what
 is beyond is treated as the body of the last part. Nothing here raises for
 malformed input (MemoryLimitExceeded is the run's memory bound).
+
+Security: the structure is a sender's. Every search is a bounded find() over the
+part's own range (time O(message x depth), depth at most MAX_MIME_DEPTH), no
+recursion deeper than MAX_MIME_DEPTH, and memory O(parts), charged per part.
 """
 
 from ..message import field_text, header_end, iter_fields
