@@ -245,12 +245,20 @@ class Message:
     def read_bytes(self):
         """Return the whole message as one read-only buffer (for Sieve tests that
         need the body; the plain delivery path never calls this). Memory: one copy
-        of the message, shared with an in-memory spool."""
+        of the message, shared with an in-memory spool; a spool file is mapped
+        (an mmap: find and slices, like bytes)."""
         if self._whole is None:
             spool = self.spool()
-            self._whole = b"".join(spool.chunks())
-            if spool.fd is None:
-                spool._pieces = [self._whole]     # one copy in memory, not two
+            if spool.fd is not None and spool.size:
+                # A spool file is mapped, not read: no copy at all, and only the
+                # pages Sieve looks at come into memory (joining its chunks held
+                # two copies at once). The map keeps its own reference to the file.
+                import mmap
+                self._whole = mmap.mmap(spool.fd, 0, access=mmap.ACCESS_READ)
+            else:
+                self._whole = b"".join(spool.chunks())
+                if spool.fd is None:
+                    spool._pieces = [self._whole]     # one copy in memory, not two
         return self._whole
 
     def header_buffer(self):
