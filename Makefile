@@ -133,6 +133,7 @@ install: build
 	$(PYTHON) -m compileall -q -d $(LIBDIR)/python $(DESTDIR)$(LIBDIR)/python/mailslot
 	install -m 0755 pyside/entry/mailslot-lda $(DESTDIR)$(LIBDIR)/mailslot-lda
 	install -m 0755 pyside/entry/mailslot $(DESTDIR)$(LIBDIR)/mailslot
+	install -m 0755 pyside/entry/mailslot-lmtpd $(DESTDIR)$(LIBDIR)/mailslot-lmtpd
 	ln -sf ../lib/mailslot/mailslot $(DESTDIR)$(PREFIX)/bin/mailslot
 	for page in docs/man/*.[158]; do \
 	  section=$${page##*.}; \

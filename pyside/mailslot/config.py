@@ -45,8 +45,9 @@ TIME_UNITS = {"": 1, "s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60
 SYSLOG_FACILITIES = ("mail", "daemon", "user", "local0", "local1", "local2", "local3",
                      "local4", "local5", "local6", "local7")
 
-# name: (type, default). Types: str, bool, int, size, time, ("enum", ...), "namespace",
-# "userdb". Names and defaults are Dovecot's (2.3) and Pigeonhole's unless a comment
+# name: (type, default). Types: str, words (a list), bool, int, size, time,
+# ("enum", ...), "namespace", "userdb". Names and defaults are Dovecot's (2.3) and
+# Pigeonhole's unless a comment
 # says why not.
 SCHEMA = {
     "mail_location": ("str", "maildir:~/Maildir"),
@@ -109,6 +110,15 @@ SCHEMA = {
     "rejection_subject": ("str", "Rejected: %s"),
     "rejection_reason": ("str", "Your message to <%t> was automatically rejected:%n%r"),
     "quota_full_tempfail": ("bool", False),
+    # LMTP (mailslot-lmtpd). lmtp_listen is mailslot's own: "unix:PATH" and
+    # "HOST:PORT" listeners, ignored under systemd socket activation.
+    # lmtp_message_size_limit is mailslot's own too (SIZE, RFC 1870; 0: no limit).
+    # The others are Dovecot's names and defaults.
+    "lmtp_listen": ("words", "unix:/run/mailslot/lmtp"),
+    "lmtp_message_size_limit": ("size", 0),
+    "lmtp_save_to_detail_mailbox": ("bool", False),
+    "lmtp_hdr_delivery_address": (("enum", "final", "none", "original"), "final"),
+    "lmtp_user_concurrency_limit": ("int", 0),
     # Pigeonhole.
     "sieve": ("str", "file:~/sieve;active=~/.dovecot.sieve"),
     "sieve_default": ("str", ""),
@@ -280,6 +290,14 @@ def _convert(kind, value, path, line, name):
             raise _error(f"invalid value {text!r}, expected one of: "
                          + ", ".join(kind[1:]), path, line, name)
         return text
+    if kind == "words":
+        # A YAML list, or one string of words: kept as one space-separated string.
+        items = value if isinstance(value, list) else \
+            _as_text(value, path, line, name).split()
+        words = [_as_text(item, path, line, name) for item in items]
+        if any(not w or w.split() != [w] for w in words):
+            raise _error("an item is empty or contains white space", path, line, name)
+        return " ".join(words)
     if kind == "str":
         if value is None:
             return ""

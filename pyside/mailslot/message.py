@@ -181,6 +181,20 @@ class Message:
         self._whole = None             # read_bytes()'s buffer, once asked for
         self._fields = None
 
+    @classmethod
+    def from_spool(cls, spool):
+        """A Message whose bytes are already in spool (filled by its writer, e.g. the
+        LMTP server while the content arrived): nothing is read or copied again."""
+        head = bytearray()
+        for chunk in spool.chunks():
+            head += chunk
+            if len(head) > HEADER_PARSE_LIMIT or b"\n\n" in head:
+                break
+        whole = len(head) >= spool.size
+        message = cls(None, bytes(head), b"", None, eof=whole, temp_dir=spool.temp_dir)
+        message._spool = spool
+        return message
+
     # -- the parsed view -------------------------------------------------------------
 
     def header_fields(self):

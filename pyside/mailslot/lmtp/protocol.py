@@ -159,6 +159,7 @@ class Session:
         self._open_sink = open_sink     # () -> object with write(bytes)
         self.state = INITIAL
         self.transaction = None
+        self.lhlo_name = None           # LHLO's argument (printable ASCII), for Received
         self._buf = bytearray()
         self._waiting = None            # the open request, or None
         self._errors = 0
@@ -304,6 +305,7 @@ class Session:
             return
         self._reset(out)
         self.state = READY
+        self.lhlo_name = domain[:255].decode("ascii")
         size = self.limits.max_size
         lines = [self.limits.hostname, "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME",
                  f"SIZE {size}" if size else "SIZE", "CHUNKING", "SMTPUTF8"]

@@ -1,0 +1,213 @@
+"""The LMTP server's side of the delivery core: verify a recipient, file a message.
+
+    backend = Backend(load_base_settings(path, []), hostname="mx.example.org")
+    verdict = backend.verify("bob@example.org")     # at RCPT: a protocol.Verdict
+    replies = backend.deliver(transaction, peer)    # after the content: one per rcpt
+
+verify() resolves the recipient through the userdb exactly as the pipe does
+(recipient.resolve: detail stripped, name normalised, userdb fields and settings),
+so RCPT is the moment an unknown user is refused (550 5.1.1, what Postfix's
+reject_unverified_recipient asks for) and a userdb outage is 451 4.3.0. The
+resolved Recipient travels with the transaction as its token; deliver() files the
+one spooled message (the transaction's sink, a message.Spool, written once while the
+content arrived) for each recipient through deliver.deliver(), one after another,
+each with its own settings copy, and answers each with its own reply: 250 only when
+the core returned, i.e. the copy is saved and, unless mail_fsync=never, fsynced with
+its directory (the storages' commit) -- "250 means on disk".
+
+Per recipient, as Dovecot's lmtp: Return-Path (the envelope sender), Delivered-To
+(only in a transaction with one recipient, lmtp_hdr_delivery_address), and one
+Received line (with "for <rcpt>" only for one recipient); lmtp_save_to_detail_mailbox
+files user+detail@domain into the mailbox "detail"; lmtp_user_concurrency_limit
+refuses a recipient at RCPT (451 4.3.0) while that many deliveries to the user run.
+
+Errors: every failure becomes that recipient's reply through errors.failure_for (the
+one table: code, enhanced status); a bug is 451 4.3.0, never a bounce; nothing here
+raises to the server.
+
+Security: this process delivers only for users whose uid is its own (single-uid,
+"vmail" sites): any other user is refused at RCPT with 451 4.3.0 naming
+mailslot-relay (multi-uid sites, see mailslot-lmtpd(8)). Addresses are the sender's
+data: they are userdb keys and header values (message.header_line strips control
+characters), never paths; a detail mailbox name passes filing.mailbox_components
+like any -m name.
+"""
+
+import os
+import threading
+import time
+
+from .protocol import Verdict
+
+
+class Backend:
+    """Recipient checks and deliveries for one settings generation (SIGHUP makes a
+    new Backend; transactions under way finish with the one they started with)."""
+
+    def __init__(self, base, *, hostname=None, clock=time.time):
+        self.base = base
+        self.hostname = hostname or base["hostname"] or os.uname().nodename
+        self.clock = clock
+        self.concurrency = base["lmtp_user_concurrency_limit"]
+        self._active = {}
+        self._lock = threading.Lock()
+
+    # -- RCPT ---------------------------------------------------------------------------
+
+    def verify(self, address):
+        """A Verdict for RCPT TO:<address>; the token is the resolved Recipient."""
+        from ..errors import MailslotError, UserUnknownError
+        from ..recipient import resolve
+        try:
+            rcpt = resolve(self.base, address, check_user=_check_our_uid)
+        except UserUnknownError as exc:
+            return Verdict(False, f"550 5.1.1 <{address}> {_text(exc)}")
+        except MailslotError as exc:
+            return Verdict(False, _failure_reply(address, exc))
+        except Exception as exc:     # a bug: the MTA tries again later
+            return Verdict(False, f"451 4.3.0 <{address}> Internal error: "
+                                  f"{type(exc).__name__}")
+        if self.concurrency and self._count(rcpt.user.name) >= self.concurrency:
+            return Verdict(False, f"451 4.3.0 <{address}> Too many concurrent deliveries "
+                                  "for user")
+        return Verdict(True, "250 2.1.5 OK", rcpt)
+
+    # -- after the content ------------------------------------------------------------
+
+    def deliver(self, tx, peer=None):
+        """File tx's message for each of its recipients; return one reply each."""
+        from ..message import Message
+        message = Message.from_spool(tx.sink)
+        single = len(tx.recipients) == 1
+        received = self._received(tx, peer, single)
+        replies = []
+        try:
+            for address, rcpt in tx.recipients:
+                replies.append(self._deliver_one(tx, message, address, rcpt, received,
+                                                 single))
+        finally:
+            message.close()
+        return replies
+
+    def _deliver_one(self, tx, message, address, rcpt, received, single):
+        from ..deliver import DeliveryContext, deliver
+        from ..errors import MailslotError
+        from ..message import header_line
+        settings = rcpt.settings
+        lines = [header_line("Return-Path", f"<{tx.sender}>")]
+        if single and settings["lmtp_hdr_delivery_address"] != "none":
+            lines.append(header_line("Delivered-To", address))
+        lines.append(received)
+        mailbox = None
+        if settings["lmtp_save_to_detail_mailbox"]:
+            mailbox = _detail(address, settings["recipient_delimiter"])
+        envelope = {"from": tx.sender, "to": address, "orig_to": address}
+        context = DeliveryContext(settings, rcpt.user, envelope, mailbox=mailbox,
+                                  extra=rcpt.extra, clock=self.clock,
+                                  report=_report)
+        name = rcpt.user.name
+        self._enter(name)
+        try:
+            deliver(context, _WithLines(message, lines))
+        except MailslotError as exc:
+            return _failure_reply(address, exc)
+        except Exception as exc:     # a bug: never a bounce, never a lost message
+            _report(f"internal error delivering to {address}: "
+                    f"{type(exc).__name__}: {exc}")
+            return f"451 4.3.0 <{address}> Internal error: {type(exc).__name__}"
+        finally:
+            self._leave(name)
+        return f"250 2.0.0 <{address}> Saved"
+
+    def _received(self, tx, peer, single):
+        """Dovecot's Received line: from the LHLO name (and the TCP peer's address),
+        by us with LMTP, the envelope sender, "for" only with one recipient."""
+        from ..message import header_line
+        lhlo, ip = peer if peer else ("unknown", None)
+        lines = [f"from {lhlo}" + (f" ([{ip}])" if ip else ""),
+                 f"by {self.hostname} with LMTP", f"(envelope-from <{tx.sender}>)"]
+        if single:
+            lines.append(f"for <{tx.recipients[0][0]}>")
+        lines[-1] += "; " + _rfc5322_date(self.clock())
+        # Each piece made a line by header_line (control characters removed), then
+        # folded with a TAB as Dovecot does.
+        first = header_line("Received", lines[0])
+        return first + b"".join(b"\t" + header_line("X", text)[3:] for text in lines[1:])
+
+    # -- lmtp_user_concurrency_limit ---------------------------------------------------
+
+    def _count(self, name):
+        with self._lock:
+            return self._active.get(name, 0)
+
+    def _enter(self, name):
+        with self._lock:
+            self._active[name] = self._active.get(name, 0) + 1
+
+    def _leave(self, name):
+        with self._lock:
+            left = self._active[name] - 1
+            if left:
+                self._active[name] = left
+            else:
+                del self._active[name]
+
+
+class _WithLines:
+    """The shared message with this recipient's LMTP header lines in front of the
+    ones the core adds: the core's view() takes them all; nothing is copied."""
+
+    def __init__(self, message, lines):
+        self.message, self.lines = message, lines
+
+    def view(self, lines=(), envelope_sender=None):
+        return self.message.view(self.lines + list(lines), envelope_sender)
+
+    def __getattr__(self, name):
+        return getattr(self.message, name)
+
+
+def _check_our_uid(user):
+    """In-process delivery writes as this process: the user must be our uid."""
+    if user.uid != os.getuid():
+        from ..errors import PrivilegeError
+        raise PrivilegeError(f"user {user.name} has uid {user.uid}, but mailslot-lmtpd "
+                             f"runs as uid {os.getuid()}: deliver for other users "
+                             "through mailslot-relay")
+
+
+def _failure_reply(address, exc):
+    from ..errors import failure_for
+    row = failure_for(exc)
+    return f"{row.lmtp_code} {row.dsn_status} <{address}> {_text(exc)}"
+
+
+def _text(exc):
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return "".join(ch if " " <= ch != "\x7f" else "?" for ch in text)[:400]
+
+
+def _detail(address, delimiters):
+    """The detail of user+detail@domain (recipient_delimiter), or None."""
+    if not delimiters:
+        return None
+    local = address.rpartition("@")[0] if "@" in address else address
+    cuts = [i for i in (local.find(d) for d in delimiters) if i > 0]
+    if not cuts:
+        return None
+    return local[min(cuts) + 1:] or None
+
+
+def _rfc5322_date(when):
+    import email.utils
+    return email.utils.formatdate(when, localtime=True)
+
+
+def _report(text):
+    import sys
+    line = "".join(ch if " " <= ch != "\x7f" else "?" for ch in " ".join(text.split()))
+    try:
+        sys.stderr.write(f"mailslot-lmtpd: {line}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass

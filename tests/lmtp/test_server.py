@@ -1,0 +1,162 @@
+"""mailslot-lmtpd end to end: a real daemon, real sockets, real Maildirs.
+
+The client reads every reply (tests/lmtp/lmtpsite.Client), so "one reply per accepted
+recipient" is checked on the wire, for every outcome in one transaction.
+"""
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.support import needs_root
+from tests.lmtp.lmtpsite import Client, Site
+
+pytestmark = needs_root
+
+MSG = b"From: a@example.org\nSubject: hello\nMessage-ID: <m1@example.org>\n\nbody\n.dot\n"
+
+
+@pytest.fixture
+def site():
+    s = Site.create()
+    s.start()
+    yield s
+    s.cleanup()
+
+
+def test_mixed_outcomes_one_reply_per_recipient(site):
+    c = Client.unix(site.socket)
+    greeting, lhlo = c.hello()
+    assert greeting.startswith("220 lmtp.test ")
+    assert lhlo == ["250-lmtp.test", "250-PIPELINING", "250-ENHANCEDSTATUSCODES",
+                    "250-8BITMIME", "250-SIZE 204800", "250-CHUNKING", "250 SMTPUTF8"]
+    rcpt, final = c.transaction("s@example.org", ["alice@example.org", "nosuch@example.org",
+                                                  "carol@example.org", "broken@example.org",
+                                                  "bob+lists@example.org"], MSG)
+    assert rcpt == ["250 2.1.5 OK",
+                    "550 5.1.1 <nosuch@example.org> User doesn't exist: nosuch@example.org",
+                    "250 2.1.5 OK", "250 2.1.5 OK", "250 2.1.5 OK"]
+    assert len(final) == 4
+    assert final[0] == "250 2.0.0 <alice@example.org> Saved"
+    assert final[1].startswith("550 5.7.1 <carol@example.org> ")      # Sieve ereject
+    assert final[2].startswith("451 4.") and "<broken@example.org>" in final[2]
+    assert final[3] == "250 2.0.0 <bob+lists@example.org> Saved"
+    c.send(b"QUIT\r\n")
+    assert c.reply().startswith("221 2.0.0")
+    for name in ("alice", "bob"):
+        (stored,) = site.messages(name)
+        # Several recipients: Return-Path and a Received without "for", no Delivered-To.
+        head, _, rest = stored.partition(b"From: a@example.org\n")
+        assert rest == MSG[len(b"From: a@example.org\n"):]
+        assert head.startswith(b"Return-Path: <s@example.org>\nReceived: from client.test\n"
+                               b"\tby lmtp.test with LMTP\n\t(envelope-from <s@example.org>); ")
+        assert b"Delivered-To" not in head and b"for <" not in head
+    assert site.messages("carol") == [] and site.maildir("broken") == []
+
+
+def test_one_recipient_gets_delivered_to_and_received_for(site):
+    c = Client.tcp(site.port)
+    c.hello()
+    _, final = c.transaction("", ["alice@example.org"], MSG)
+    assert final == ["250 2.0.0 <alice@example.org> Saved"]
+    (stored,) = site.messages("alice")
+    assert stored.startswith(b"Return-Path: <>\nDelivered-To: alice@example.org\n"
+                             b"Received: from client.test ([127.0.0.1])\n\tby lmtp.test "
+                             b"with LMTP\n\t(envelope-from <>)\n\tfor <alice@example.org>; ")
+
+
+def test_pipelined_transactions_bdat_and_big_message(site):
+    c = Client.unix(site.socket)
+    c.hello()
+    big = b"Subject: big\n\n" + b"".join(b"line %06d ..........\n" % i for i in range(7000))
+    # Two whole transactions in one write; then BDAT in chunks; all replies read.
+    data = b""
+    for rcpt in ("alice", "bob"):
+        data += (f"MAIL FROM:<s@x>\r\nRCPT TO:<{rcpt}@example.org>\r\nDATA\r\n".encode()
+                 + b"Subject: p\r\n\r\n..x\r\n.\r\n")
+    c.send(data)
+    assert c.replies(8) == ["250 2.1.0 OK", "250 2.1.5 OK", "354 OK",
+                            "250 2.0.0 <alice@example.org> Saved",
+                            "250 2.1.0 OK", "250 2.1.5 OK", "354 OK",
+                            "250 2.0.0 <bob@example.org> Saved"]
+    _, final = c.transaction("s@x", ["alice@example.org", "bob@example.org"], big,
+                             bdat=50000)
+    assert final == ["250 2.0.0 <alice@example.org> Saved", "250 2.0.0 <bob@example.org> Saved"]
+    assert site.messages("alice")[0].endswith(b"\n\n.x\n")
+    for name in ("alice", "bob"):
+        assert any(m.endswith(big[len(b"Subject: big\n"):]) and b"Subject: big" in m
+                   for m in site.messages(name))
+
+
+def test_over_size_and_over_long_line_answer_each_recipient(site):
+    c = Client.unix(site.socket)
+    c.hello()
+    _, final = c.transaction("s@x", ["alice@example.org", "bob@example.org"],
+                             b"Subject: x\n\n" + b"y" * 70 + b"\n" * 3000 + b"z\n" * 100000)
+    assert final == [f"552 5.3.4 <{r}@example.org> Message size exceeds fixed maximum "
+                     "message size" for r in ("alice", "bob")]
+    _, final = c.transaction("s@x", ["alice@example.org", "bob@example.org"],
+                             b"Subject: x\n\n" + b"w" * 1200 + b"\n")
+    assert [f[:10] for f in final] == ["554 5.6.0 "] * 2
+    # The connection is still good.
+    _, final = c.transaction("s@x", ["alice@example.org"], MSG)
+    assert final == ["250 2.0.0 <alice@example.org> Saved"]
+    assert len(site.messages("alice")) == 1 and site.messages("bob") == []
+
+
+def test_sigterm_finishes_the_transaction_under_way(site):
+    busy, idle = Client.unix(site.socket), Client.unix(site.socket)
+    busy.hello()
+    idle.hello()
+    busy.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+    assert busy.replies(3)[-1] == "354 OK"
+    busy.send(b"Subject: half\r\n\r\nfirst half\r\n")
+    time.sleep(0.3)
+    site.signal(signal.SIGTERM)
+    assert idle.reply().startswith("421 4.3.2")           # idle: told and closed
+    time.sleep(0.3)
+    with pytest.raises(OSError):
+        Client.unix(site.socket).hello()                   # no new connections
+    busy.send(b"second half\r\n.\r\n")
+    assert busy.reply() == "250 2.0.0 <alice@example.org> Saved"
+    assert busy.reply().startswith("421 4.3.2")
+    assert site.proc.wait(20) == 0
+    (stored,) = site.messages("alice")
+    assert stored.endswith(b"first half\nsecond half\n")
+
+
+def test_sighup_reloads_settings(site):
+    c = Client.unix(site.socket)
+    c.hello()
+    with open(site.conf, "a") as f:
+        f.write("lmtp_save_to_detail_mailbox: yes\n")
+    site.signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while "settings reloaded" not in site.stderr() and time.time() < deadline:
+        time.sleep(0.05)
+    _, final = c.transaction("s@x", ["bob+lists@example.org"], MSG)
+    assert final == ["250 2.0.0 <bob+lists@example.org> Saved"]
+    assert len(site.messages("bob", ".lists")) == 1 and site.messages("bob") == []
+    # A settings file that no longer loads: logged, the old settings stay.
+    with open(site.conf, "a") as f:
+        f.write("no_such_setting: 1\n")
+    site.signal(signal.SIGHUP)
+    while "reload failed" not in site.stderr() and time.time() < deadline + 10:
+        time.sleep(0.05)
+    _, final = c.transaction("s@x", ["bob+lists@example.org"], MSG)
+    assert final == ["250 2.0.0 <bob+lists@example.org> Saved"]
+    assert len(site.messages("bob", ".lists")) == 2
+
+
+def test_refuses_root():
+    import subprocess
+    import sys
+    from tests.support import REPO
+    proc = subprocess.run([sys.executable, "-I", "-c",
+                           "import sys; sys.path.insert(0, sys.argv[1]); "
+                           "from mailslot.lmtp.server import main; sys.exit(main([]))",
+                           os.path.join(REPO, "pyside")], capture_output=True, timeout=30)
+    assert proc.returncode == 75
+    assert b"refusing to run as root" in proc.stderr
