@@ -191,7 +191,9 @@ def file_by_sieve(storage, source, context, log):
 
     plan = sieve.delivery_scripts(settings, user.home)
     from .duplicates import for_home
-    duplicates = for_home(user.home)
+    # The context's clock: vacation and redirect memory expire on the same time
+    # as everything else the delivery decides (tests fix it).
+    duplicates = for_home(user.home, clock=context.clock)
     try:
         result = sieve.run(plan["scripts"], source, context.envelope, settings=settings,
                            mailbox_exists=exists, log=admin_log,

@@ -1,7 +1,7 @@
 """Fixtures for the outgoing-mail tests: this suite's own users and an SMTP sink.
 
-mslt-snd1 and mslt-snd2 are this suite's users (no other suite uses them); each
-test empties their homes first. `mailer` gives a settings file that sends through
+Each session makes its own two users (send_users); each test empties their homes
+first. `mailer` gives a settings file that sends through
 a real SMTP server on 127.0.0.1 (tests/send/smtpsink.py) and a deliver() that runs
 the installed mailslot-lda as one of the users.
 """
@@ -12,29 +12,30 @@ import subprocess
 
 import pytest
 
-from tests.support import IS_ROOT, ensure_user, run_as, world_tempdir
+from tests.support import IS_ROOT, ensure_user, remove_user, run_as, world_tempdir
 from tests.send.smtpsink import SmtpSink
-
-HOMES = "/tmp/mailslot-send-homes"
 
 
 @pytest.fixture(scope="session")
 def send_users():
+    """Two users of this session alone (mslt-s<random>a/b, removed at the end): the
+    suite runs concurrently in other checkouts (CI, other sessions), and a shared
+    user's home would be emptied under another run's feet."""
     if not IS_ROOT:
         pytest.skip("needs root to create test users (CI runs as root)")
-    # A fixed base: the users' homes never change between sessions, so usermod
-    # (which refuses while any process runs with the uid) is needed only once.
-    base = HOMES
-    os.makedirs(base, exist_ok=True)
-    os.chmod(base, 0o755)
+    base = world_tempdir("mailslot-send-homes-")
+    tag = os.urandom(3).hex()
     users = []
-    for name in ("mslt-snd1", "mslt-snd2"):
-        home = os.path.join(base, name)
-        entry = ensure_user(name, home)
-        if entry.pw_dir != home:
-            subprocess.run(["usermod", "--home", home, name], check=True)
-        users.append(ensure_user(name, home))
-    yield users
+    try:
+        for letter in "ab":
+            name = f"mslt-s{tag}{letter}"
+            users.append(ensure_user(name, os.path.join(base, name)))
+        yield users
+    finally:
+        for user in users:
+            remove_user(user.pw_name)
+            subprocess.run(["groupdel", user.pw_name], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 class Mailer:

@@ -72,11 +72,11 @@ class Original:
     def from_message(cls, message):
         """From an engine Message (or anything with header_fields/read_bytes)."""
         fields = message.header_fields()
-        head = getattr(message, "header_block", None)
+        block = None
+        head = getattr(message, "header_buffer", None)   # the engine's Message/view
         if callable(head):
-            block = head()
-        else:
-            block = getattr(message, "_head", None)   # the engine's header read
+            buffer, end = head()
+            block = bytes(buffer[:min(end, MAX_RETURNED_HEADER)])
         if block is None:
             # Rebuilt from the parsed fields (bounded): never the whole message.
             block = b"".join(("%s: %s\n" % (n, v)).encode("utf-8", "surrogateescape")
