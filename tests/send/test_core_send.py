@@ -52,24 +52,10 @@ def test_vacation_period_through_the_core_with_the_clock_injected(mailer):
     address = {a: "a@example.org", b: "b@example.org"}
     for user in (a, b):
         mailer.script(user, 'require "vacation";\nvacation :days 2 "Away.";\n')
-    message = os.path.join(mailer.confdir, "msg")
-    with open(message, "wb") as f:
-        f.write(MSG)
-    os.chmod(message, 0o644)
-    times = {a: [T0, T0 + 2 * DAY - 1, T0 + 2 * DAY],   # reply, none, reply again
-             b: [T0]}
-    for user, whens in times.items():
-        plan = {"conf": mailer.conf, "message": message, "address": address[user],
-                "deliveries": [[when, [user.pw_name]] for when in whens]}
-        proc = subprocess.run(
-            ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
-             "--init-groups", "--", sys.executable, "-I", "-c", CHILD,
-             os.path.join(REPO, "pyside"), json.dumps(plan)],
-            capture_output=True, timeout=120, cwd="/",
-            env={"PATH": "/usr/bin:/bin", "HOME": user.pw_dir, "USER": user.pw_name})
-        assert proc.returncode == 0, proc.stderr.decode()
-        done = json.loads(proc.stdout.decode().splitlines()[-1])
-        assert [saved for _, _, saved in done] == [["INBOX"]] * len(whens)
+    for done in run_deliveries(mailer, {
+            a: (address[a], [T0, T0 + 2 * DAY - 1, T0 + 2 * DAY]),
+            b: (address[b], [T0])}):
+        assert [saved for _, _, saved in done] == [["INBOX"]] * len(done)
     sent = mailer.sink.wait(3, timeout=10)
     dates = sorted((m.recipients[0], _header(m.data, b"Date"), _header(m.data, b"From"))
                    for m in sent)
@@ -81,6 +67,37 @@ def test_vacation_period_through_the_core_with_the_clock_injected(mailer):
         ("sender@example.com", formatdate(T0, localtime=True), "<b@example.org>"),
     ])
     assert "discarded duplicate response to <sender@example.com>" in mailer.log(a)
+
+
+def run_deliveries(mailer, plan_by_user):
+    """For each user, one process delivering the message at each given time."""
+    message = os.path.join(mailer.confdir, "msg")
+    with open(message, "wb") as f:
+        f.write(MSG)
+    os.chmod(message, 0o644)
+    for user, (address, whens) in plan_by_user.items():
+        plan = {"conf": mailer.conf, "message": message, "address": address,
+                "deliveries": [[when, [user.pw_name]] for when in whens]}
+        proc = subprocess.run(
+            ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+             "--init-groups", "--", sys.executable, "-I", "-c", CHILD,
+             os.path.join(REPO, "pyside"), json.dumps(plan)],
+            capture_output=True, timeout=120, cwd="/",
+            env={"PATH": "/usr/bin:/bin", "HOME": user.pw_dir, "USER": user.pw_name})
+        assert proc.returncode == 0, proc.stderr.decode()
+        yield json.loads(proc.stdout.decode().splitlines()[-1])
+
+
+def test_redirect_memory_lasts_sieve_redirect_duplicate_period(mailer):
+    a = mailer.users[0]
+    mailer.script(a, 'redirect "fwd@example.net";\n')
+    hours = 3600
+    (done,) = run_deliveries(mailer, {a: ("a@example.org",
+                                          [T0, T0 + 12 * hours - 1, T0 + 12 * hours])})
+    # Forwarded, suppressed as a duplicate (not kept: the forward was done), forwarded.
+    assert [saved for _, _, saved in done] == [[], [], []]
+    sent = mailer.sink.wait(3, timeout=3)
+    assert [m.recipients for m in sent] == [["fwd@example.net"]] * 2
 
 
 def _header(data, name):
