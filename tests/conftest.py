@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.support import IS_ROOT, REPO, ensure_user, world_tempdir
+from tests.support import IS_ROOT, REPO, ensure_user, remove_user, world_tempdir
 
 
 @pytest.fixture(scope="session")
@@ -27,18 +27,18 @@ def installed():
 
 @pytest.fixture(scope="session")
 def mail_users():
-    """Two ordinary system users, mslt-eng1 and mslt-eng2, with homes in a temp dir.
+    """Two ordinary system users of this test session, with homes in a temp dir.
 
-    The users are kept after the session (created once, reused): test runs that
-    overlap on one machine must not delete each other's users mid-run.
+    Their names (mslt-e<token>1 and ...2) are new for every session, so that test
+    runs overlapping on one machine never share, move or delete each other's users;
+    they are removed when the session ends.
     """
     if not IS_ROOT:
         pytest.skip("needs root to create test users (CI runs as root)")
     base = world_tempdir("mailslot-homes-")
-    users = []
-    for name in ("mslt-eng1", "mslt-eng2"):
-        ensure_user(name, os.path.join(base, name))
-        subprocess.run(["usermod", "--home", os.path.join(base, name), name], check=True)
-        users.append(ensure_user(name, os.path.join(base, name)))
+    token = os.urandom(3).hex()
+    users = [ensure_user(f"mslt-e{token}{n}", os.path.join(base, f"u{n}")) for n in (1, 2)]
     yield users
+    for user in users:
+        remove_user(user.pw_name)
     shutil.rmtree(base, ignore_errors=True)

@@ -44,7 +44,7 @@ def test_log_and_maildir_name_use_the_injected_clock(mail_users):
     assert name.startswith(f"{int(FIXED_TIME)}.M250000P"), name
     log = open(os.path.join(home, "clock.log")).read()
     # Dovecot's default log_timestamp "%b %d %H:%M:%S ": the day zero-padded.
-    assert re.match(r"Mar 05 07:08:09 lda\(mslt-eng1\)<\d+>: Info: msgid=<c@example.org>: "
+    assert re.match(r"Mar 05 07:08:09 lda\(" + re.escape(user.pw_name) + r"\)<\d+>: Info: msgid=<c@example.org>: "
                     r"saved mail to INBOX\n$", log), log
 
 

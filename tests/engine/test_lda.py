@@ -25,7 +25,7 @@ NAME_RE = re.compile(r"^(\d+)\.M(\d+)P(\d+)\.([^,/:]+),S=(\d+),W=(\d+)$")
 
 @pytest.fixture
 def env(installed, mail_users, tmp_path_factory):
-    """A fresh home and config for mslt-eng1; returns a helper namespace."""
+    """A fresh home and config for the first test user; returns a helper namespace."""
     user = mail_users[0]
     for entry in os.listdir(user.pw_dir):      # a fresh home: no mail, no log
         path = os.path.join(user.pw_dir, entry)
@@ -79,7 +79,7 @@ def test_delivery_as_ordinary_user_writes_dovecot_file(env):
         assert f.read() == MSG
     with open(env.log) as f:
         log = f.read()
-    assert re.search(r"lda\(mslt-eng1\)<\d+>: Info: msgid=<m1@example.org>: "
+    assert re.search(r"lda\(" + re.escape(env.user.pw_name) + r"\)<\d+>: Info: msgid=<m1@example.org>: "
                      r"saved mail to INBOX", log), log
     uidlist = open(os.path.join(env.maildir, "dovecot-uidlist")).read().splitlines()
     # Dovecot appends records and leaves the header's N alone until a rewrite.

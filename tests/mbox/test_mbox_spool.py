@@ -61,7 +61,7 @@ def spool_helper():
 
 @pytest.fixture
 def spool_user(spool_helper, mail_users):
-    """(MboxHome of mslt-eng1, spool dir, helper, its spool file); spool emptied."""
+    """(MboxHome of the first test user, spool dir, helper, its spool file); spool emptied."""
     spool, helper = spool_helper
     for name in os.listdir(spool):
         os.unlink(os.path.join(spool, name))
@@ -227,7 +227,7 @@ def test_another_users_spool_file_is_refused(spool_user, mail_users):
     home, spool, helper, inbox = spool_user
     other = MboxHome.create(uid=mail_users[1].pw_uid, gid=mail_users[1].pw_gid)
     try:
-        # mslt-eng2 configured (wrongly, or maliciously) with mslt-eng1's spool file.
+        # The second user configured (wrongly, or maliciously) with the first one's spool file.
         code, results, err = other.run(other.plan(
             location=f"mbox:~/mail:INBOX={inbox}", helper=helper,
             settings={"mail_privileged_group": "mail"}))
