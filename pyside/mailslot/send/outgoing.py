@@ -68,7 +68,10 @@ class OutgoingMail:
         self.transport.check()
 
     def redirect_loop(self, original, address):
-        return loop_reason(original, address, self.user_address)
+        # Our own X-Sieve-Redirected-From is the user's address or the final
+        # recipient, whichever the copy was sent with: both mean a loop.
+        return loop_reason(original, address,
+                           (self.user_address, self.envelope.get("to") or ""))
 
     # -- sending ------------------------------------------------------------------------
 

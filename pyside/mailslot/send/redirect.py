@@ -65,17 +65,27 @@ def _addresses(values):
 
 
 def loop_reason(original, target, own):
-    """None, or why forwarding to target would be a loop."""
+    """None, or why forwarding to target would be a loop.
+
+    own is our address, or several (Pigeonhole compares X-Sieve-Redirected-From
+    with both the final recipient and sieve_user_email).
+    """
     if target.lower() in _addresses(original.values("delivered-to")):
         return "message already carries Delivered-To: <%s>" % target
-    if own and own.lower() in _addresses(original.values("x-sieve-redirected-from")):
-        return "message was already redirected by <%s>" % own
+    seen = _addresses(original.values("x-sieve-redirected-from"))
+    for address in ([own] if isinstance(own, str) else list(own or ())):
+        if address and address.lower() in seen:
+            return "message was already redirected by <%s>" % address
     return None
 
 
 def envelope_sender(setting, *, sender, recipient, orig_recipient, user_email,
                     postmaster):
     """sieve_redirect_envelope_from -> the forwarded copy's envelope sender."""
+    if not sender or sender == "<>":
+        # RFC 5228 4.2: a message with the null sender is redirected with the
+        # null sender, whatever the setting (no bounce loops).
+        return ""
     value = (setting or "sender").strip()
     low = value.lower()
     if low == "sender" or not value:
