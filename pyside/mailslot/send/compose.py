@@ -350,8 +350,13 @@ def notification(original, action, *, owner, postmaster, hostname, now):
         # :from as the script wrote it (Pigeonhole does the same), one line.
         H.field("From", frm if frm else H.mailbox("Postmaster", postmaster)),
     ]
-    to = [r["address"] for r in action.get("recipients") or () if not r.get("cc")]
-    cc = [r["address"] for r in action.get("recipients") or () if r.get("cc")]
+    # The To and Cc fields name the recipients as the URI did, display names
+    # and encoded words included (Pigeonhole's does); the envelope has bare
+    # addresses. A "full" form is a parsed, validated mailbox (enotify.py).
+    to = [r.get("full") or r["address"] for r in action.get("recipients") or ()
+          if not r.get("cc")]
+    cc = [r.get("full") or r["address"] for r in action.get("recipients") or ()
+          if r.get("cc")]
     if to:
         head.append(H.field("To", ", ".join(to)))
     if cc:

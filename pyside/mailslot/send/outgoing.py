@@ -213,6 +213,15 @@ class OutgoingMail:
         out = compose.notification(original, action, owner=self.user_address,
                                    postmaster=self._postmaster(),
                                    hostname=self.hostname, now=self.clock())
+        setting = self.settings.get("sieve_notify_mailto_envelope_from")
+        if setting:
+            # Pigeonhole's sieve_notify_mailto_envelope_from: sender, recipient,
+            # orig_recipient, user_email, postmaster or <address>.
+            out.sender = envelope_sender(
+                setting, sender=sender, recipient=self.envelope.get("to"),
+                orig_recipient=self.envelope.get("orig_to"),
+                user_email=self.settings.get("sieve_user_email"),
+                postmaster=self._postmaster())
         if not sender or sender == "<>":
             # RFC 5436 2.7 (and Pigeonhole): a notification about a message with
             # the null sender goes out with the null sender, so it cannot bounce

@@ -359,8 +359,9 @@ class NotifyAction(Action):
         return {"type": "notify", "method": self.method, "importance": self.importance,
                 "message": self.message, "from": self.from_,
                 "options": self.options,
-                "recipients": [{"address": "%s@%s" % a, "cc": cc}
-                               for _, cc, a in u["recipients"]],
+                # "full": the recipient as the URI wrote it (display name too).
+                "recipients": [{"address": "%s@%s" % a, "cc": cc, "full": full}
+                               for full, cc, a in u["recipients"]],
                 "headers": [list(h) for h in u["headers"]], "body": u["body"],
                 "subject": self.message if self.message is not None else u["subject"]}
 
