@@ -144,6 +144,9 @@ SCHEMA = {
     "sieve_vacation_max_period": ("time", 0),            # 0: no upper bound
     "sieve_vacation_default_period": ("time", 7 * 24 * 3600),
     "sieve_vacation_max_subject_codepoints": ("int", 256),
+    "sieve_vacation_default_subject": ("str", ""),
+    "sieve_vacation_default_subject_template": ("str", ""),
+    "sieve_notify_mailto_envelope_from": ("str", ""),
     "sieve_vacation_use_original_recipient": ("bool", False),
     "sieve_vacation_dont_check_recipient": ("bool", False),
     "sieve_vacation_send_from_recipient": ("bool", False),

@@ -88,6 +88,8 @@ class SieveSettings:
         self.vacation_send_from_recipient = False
         self.vacation_to_header_ignore_envelope = False
         self.vacation_max_subject_codepoints = 256
+        self.vacation_default_subject = None           # no original Subject
+        self.vacation_default_subject_template = None  # "%$" is the original's
         self.spamtest_status_header = None
         self.spamtest_status_type = None
         self.spamtest_max_header = None
@@ -164,6 +166,9 @@ class SieveSettings:
                           ("sieve_global", "global_dir"),
                           ("sieve_user_log", "user_log"),
                           ("sieve_user_email", "user_email"),
+                          ("sieve_vacation_default_subject", "vacation_default_subject"),
+                          ("sieve_vacation_default_subject_template",
+                           "vacation_default_subject_template"),
                           ("hostname", "hostname"),
                           ("postmaster_address", "postmaster_address"),
                           ("sieve_spamtest_status_header", "spamtest_status_header"),

@@ -243,6 +243,46 @@ def _headers_contain(values, local, domain):
     return False
 
 
+ELLIPSIS = "\u2026"
+
+
+def _default_subject(s, subjects):
+    """The reply's subject without :subject, as Pigeonhole picks it: without an
+    original Subject sieve_vacation_default_subject (or "Automated reply"); with
+    one sieve_vacation_default_subject_template ("%$" or "%{subject}" is the
+    original's, "%%" a percent sign), else "Auto: " and the original's."""
+    if not subjects:
+        return s.vacation_default_subject or "Automated reply"
+    template = s.vacation_default_subject_template
+    if not template:
+        return "Auto: " + subjects[0]
+    out = []
+    i = 0
+    while i < len(template):
+        if template.startswith("%$", i):
+            out.append(subjects[0])
+            i += 2
+        elif template.startswith("%{subject}", i):
+            out.append(subjects[0])
+            i += len("%{subject}")
+        elif template.startswith("%%", i):
+            out.append("%")
+            i += 2
+        else:
+            out.append(template[i])
+            i += 1
+    return "".join(out)
+
+
+def _limit_codepoints(text, limit):
+    """sieve_vacation_max_subject_codepoints: a longer subject is cut and ends in
+    an ellipsis (Dovecot's str_sanitize_utf8)."""
+    limit = int(limit or 0)
+    if limit > 0 and len(text) > limit:
+        return text[:limit - 1] + ELLIPSIS
+    return text
+
+
 def decide(ctx, action):
     """Whether and how the reply goes out (Pigeonhole's act_vacation_commit)."""
     env = ctx.envelope
@@ -332,8 +372,8 @@ def decide(ctx, action):
                          "" if action.addresses else " no"))
     subject = action.subject
     if not subject:
-        subjects = view.decoded_values("subject")
-        subject = ("Auto: " + subjects[0]) if subjects else "Automated reply"
+        subject = _default_subject(s, view.decoded_values("subject"))
+    subject = _limit_codepoints(subject, s.vacation_max_subject_codepoints)
     out.update({
         "send": True,
         "to": sender_text,
