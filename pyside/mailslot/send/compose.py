@@ -241,15 +241,24 @@ def _body_text(text):
     return data if data.endswith(b"\n") else data + b"\n"
 
 
-def _reply_to_mailbox(original, address):
-    """The original From's mailbox when it is the sender's address, else <address>."""
+def _reply_to_mailbox(original, address, ignore_envelope=False):
+    """The reply's To: the first mailbox of Sender, Resent-From or From (the first
+    field of each, in that order) that is the envelope sender's address -- or,
+    with sieve_vacation_to_header_ignore_envelope, any -- with its display name,
+    as Pigeonhole writes it; else <address>."""
     from email.utils import getaddresses
-    for name, addr in getaddresses(original.values("from")):
-        if addr and addr.lower() == address.lower():
-            if "=?" in name:
-                from ..sieve.mail import decode_words
-                name = decode_words(name)
-            return H.mailbox(name, addr)
+    for header in ("sender", "resent-from", "from"):
+        values = original.values(header)
+        if not values:
+            continue
+        for name, addr in getaddresses(values[:1]):
+            if "@" not in addr:
+                continue
+            if ignore_envelope or addr.lower() == address.lower():
+                if "=?" in name:
+                    from ..sieve.mail import decode_words
+                    name = decode_words(name)
+                return H.mailbox(name, addr)
     return "<%s>" % H.clean(address)
 
 
@@ -277,7 +286,8 @@ def vacation_reply(original, decision, action, *, hostname, now, max_subject=256
         H.field("Message-ID", H.message_id(hostname, now)),
         H.field("Date", H.date(now)),
         H.field("From", _from_mailbox(decision["reply_from"])),
-        H.field("To", _reply_to_mailbox(original, to)),
+        H.field("To", _reply_to_mailbox(original, to,
+                                        decision.get("to_header_ignore_envelope"))),
         H.field("Subject", H.unstructured(subject)),
     ]
     if msgid:

@@ -39,7 +39,8 @@ run() returns a SieveResult:
                                  "seconds", "handle", "send", and when send is
                                  True "to", "reply_from", "reply_subject",
                                  "envelope_from", "in_reply_to", "references",
-                                 "duplicate_id" (handle, sender), "period";
+                                 "duplicate_id" (handle, sender), "period",
+                                 "to_header_ignore_envelope";
                                  when False "skip_reason" (a log line)}
                       notify    {"method", "importance", "message", "from",
                                  "options", "recipients" [{"address", "cc"}],

@@ -381,6 +381,7 @@ def decide(ctx, action):
         else "",
         "reply_from": action.from_ if action.from_ else smtp_encode(*reply_from),
         "reply_subject": subject,
+        "to_header_ignore_envelope": bool(s.vacation_to_header_ignore_envelope),
         "duplicate_id": (action.handle, sender_text),
         "period": action.seconds,
         "in_reply_to": (view.header_values("message-id") or [None])[0],
