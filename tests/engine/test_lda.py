@@ -291,6 +291,42 @@ def test_plain_path_imports_nothing_heavy(env):
     assert not imported & set(HEAVY_MODULES), imported & set(HEAVY_MODULES)
 
 
+# The import budget of the plain path (issue 19): every module a plain Maildir
+# delivery (no -d, no Sieve script, settings from the cache) loads, listed. Start-up
+# is the pipe path's speed (docs/benchmarks.md: about 0.15-0.3 ms a module), so a
+# module joins this list only on purpose; one that leaves it is a gain to record.
+PLAIN_PATH_MODULES = {
+    "mailslot", "mailslot.cli", "mailslot.config", "mailslot.deliver", "mailslot.errors",
+    "mailslot.filing", "mailslot.homedir", "mailslot.log", "mailslot.mailbox_name",
+    "mailslot.message", "mailslot.recipient", "mailslot.sieve", "mailslot.sieve.location",
+    "mailslot.storage", "mailslot.storage.base", "mailslot.storage.dirs",
+    "mailslot.storage.index", "mailslot.storage.location", "mailslot.storage.locking",
+    "mailslot.storage.maildir", "mailslot.userdb", "mailslot.userdb.common",
+    "mailslot.userdb.lookup", "mailslot.variables",
+}
+# What the interpreter itself loads under -I -S, plus pwd and errno.
+PLAIN_PATH_STDLIB = {
+    "_abc", "_codecs", "_collections_abc", "_frozen_importlib_external", "_io", "_signal",
+    "_stat", "abc", "codecs", "encodings", "encodings.aliases", "encodings.utf_8",
+    "errno", "genericpath", "io", "marshal", "os", "posix", "posixpath", "pwd", "stat",
+    "time", "zipimport",
+}
+
+
+def test_plain_path_import_budget(env):
+    subprocess.run([os.path.join(os.path.dirname(env.engine), "mailslot"), "config",
+                    "-c", env.conf], check=True, capture_output=True)
+    proc = run_as(env.user, ["/usr/bin/python3", "-X", "importtime", "-I", "-S",
+                             env.engine, "-c", env.conf], input=MSG)
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.decode().splitlines()
+                if line.startswith("import time:") and "imported package" not in line}
+    ours = {name for name in imported if name.startswith("mailslot")}
+    assert ours == PLAIN_PATH_MODULES, (f"joined: {sorted(ours - PLAIN_PATH_MODULES)}, "
+                                        f"left: {sorted(PLAIN_PATH_MODULES - ours)}")
+    assert imported - ours <= PLAIN_PATH_STDLIB, sorted(imported - ours - PLAIN_PATH_STDLIB)
+
+
 def test_log_failing_after_the_save_does_not_fail_the_delivery(env):
     # /dev/full opens fine and fails every write: the failure comes after the save.
     proc = env.lda("-o", "log_path=/dev/full")
