@@ -139,16 +139,25 @@ def _send_all(sends, sender, original, message, saved, settings, log):
                 if kind == "redirect" and action.get("edited_header") is not None:
                     # editheader ran before this redirect: forward that copy.
                     from .message import with_edited_header
-                    edited = _spool(with_edited_header(
-                        message, action["edited_header"].pieces()), settings)
-                    try:
+                    edited = with_edited_header(message,
+                                                action["edited_header"].pieces())
+                    if hasattr(edited, "chunks"):
                         sender.redirect(original, edited, action["address"])
-                    finally:
-                        edited.close()
+                    else:
+                        copy = _spool(edited, settings)
+                        try:
+                            sender.redirect(original, copy, action["address"])
+                        finally:
+                            copy.close()
                 elif kind == "redirect":
-                    if spool is None:
-                        spool = _spool(message, settings)
-                    sender.redirect(original, spool, action["address"])
+                    # Streamed from the delivery's own spool (read from the input
+                    # once); a source without one is copied to a temp file first.
+                    if hasattr(message, "chunks"):
+                        sender.redirect(original, message, action["address"])
+                    else:
+                        if spool is None:
+                            spool = _spool(message, settings)
+                        sender.redirect(original, spool, action["address"])
                 elif kind == "vacation":
                     sender.vacation(original, action)
                 elif kind == "notify":

@@ -1,10 +1,11 @@
 """Sieve redirect: the forwarded copy, and when not to forward.
 
-redirect_chunks(spool, redirected_from) streams the message as Pigeonhole
+redirect_chunks(source, redirected_from) streams the message as Pigeonhole
 forwards it: an X-Sieve line and X-Sieve-Redirected-From: <the user's address>
 first, then the original header block without its Return-Path fields (the MTA
-writes a new one for the new envelope), then the body, in bounded chunks from a
-spooled copy (memory does not grow with the message).
+writes a new one for the new envelope), then the body, in the chunks of the
+delivery's spooled message (memory does not grow with the message: at most
+HEADER_SCAN_LIMIT plus a chunk is held).
 
 loop_reason(original, target, own) says why a redirect must not go out: the
 message already carries "Delivered-To: <target>" (the target had it: a forward
@@ -23,26 +24,32 @@ HEADER_SCAN_LIMIT = 102400
 CHUNK = 256 * 1024
 
 
-def redirect_chunks(spool, redirected_from):
-    """Yield the forwarded message's bytes from spool (a seekable binary file)."""
-    spool.seek(0)
-    head = spool.read(HEADER_SCAN_LIMIT)
-    yield H.x_sieve() + H.field("X-Sieve-Redirected-From", redirected_from)
-    end = head.find(b"\n\n")
-    if head.startswith(b"\n"):
-        end = 0
-    if end < 0:
-        # No header end within the limit: forward it as it came.
-        yield head
+def redirect_chunks(source, redirected_from):
+    """Yield the forwarded message's bytes from source: a message with chunks()
+    (the engine's spooled message) or a seekable binary file."""
+    if hasattr(source, "chunks"):
+        pieces = iter(source.chunks())
     else:
-        block, rest = head[:end + 1], head[end + 1:]
-        yield _without_return_path(block)
-        yield rest
-    while True:
-        chunk = spool.read(CHUNK)
-        if not chunk:
-            return
-        yield chunk
+        source.seek(0)
+        pieces = iter(lambda: source.read(CHUNK), b"")
+    yield H.x_sieve() + H.field("X-Sieve-Redirected-From", redirected_from)
+    head = b""
+    for piece in pieces:
+        head += bytes(piece)
+        end = 0 if head.startswith(b"\n") else head.find(b"\n\n")
+        if end >= 0:
+            yield _without_return_path(head[:end + 1])
+            yield head[end + 1:]
+            break
+        if len(head) > HEADER_SCAN_LIMIT:
+            # No header end within the limit: forward it as it came.
+            yield head
+            break
+    else:
+        yield head            # no body at all
+        return
+    for piece in pieces:
+        yield piece
 
 
 def _without_return_path(block):
