@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 
 
@@ -26,19 +27,37 @@ class DeliveryFailed(Exception):
 
 
 GNU_TIME = "/usr/bin/time"
+PIPE_CHUNK = 64 * 1024
 
 
-def time_one(argv, message_path, env):
-    """Run argv once with stdin from message_path; return wall seconds."""
-    with open(message_path, "rb") as stdin, tempfile.TemporaryFile() as stderr, \
+def time_one(argv, message_path, env, stdin_kind="pipe"):
+    """Run argv once with the message on stdin; return wall seconds.
+
+    stdin_kind "pipe" feeds it through a pipe from a writer thread, as an MTA's pipe
+    transport does (Postfix's pipe(8), local(8)): a side that needs the message
+    twice must spool it. "file" hands it a regular file it could read in place.
+    """
+    with open(message_path, "rb") as message, tempfile.TemporaryFile() as stderr, \
             open(os.devnull, "wb") as devnull:
-        actions = [(os.POSIX_SPAWN_DUP2, stdin.fileno(), 0),
+        writer = None
+        if stdin_kind == "pipe":
+            read_end, write_end = os.pipe()
+            stdin_fd = read_end
+        else:
+            stdin_fd = message.fileno()
+        actions = [(os.POSIX_SPAWN_DUP2, stdin_fd, 0),
                    (os.POSIX_SPAWN_DUP2, devnull.fileno(), 1),
                    (os.POSIX_SPAWN_DUP2, stderr.fileno(), 2)]
         start = time.perf_counter()
         pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
+        if stdin_kind == "pipe":
+            os.close(read_end)
+            writer = threading.Thread(target=_feed, args=(message, write_end))
+            writer.start()
         _, status = os.waitpid(pid, 0)
         elapsed = time.perf_counter() - start
+        if writer is not None:
+            writer.join()
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             stderr.seek(0)
@@ -47,23 +66,40 @@ def time_one(argv, message_path, env):
     return elapsed
 
 
-def peak_rss(argv, message_path, env, scratch):
+def _feed(message, fd):
+    """Write the whole message into the pipe, then close it (EOF for the reader)."""
+    try:
+        while True:
+            chunk = message.read(PIPE_CHUNK)
+            if not chunk:
+                break
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+    except BrokenPipeError:
+        pass  # the reader exited early; its exit status tells why
+    finally:
+        os.close(fd)
+
+
+def peak_rss(argv, message_path, env, scratch, stdin_kind="pipe"):
     """Run argv once under GNU time; return its peak resident set in KiB."""
     report = os.path.join(scratch, "peak-rss")
-    time_one([GNU_TIME, "-f", "%M", "-o", report, "--"] + argv, message_path, env)
+    time_one([GNU_TIME, "-f", "%M", "-o", report, "--"] + argv, message_path, env,
+             stdin_kind)
     with open(report) as f:
         return int(f.read().split()[-1])
 
 
-def run_case(sides, message_path, env, runs, warmup=3, progress=None):
+def run_case(sides, message_path, env, runs, warmup=3, progress=None, stdin_kind="pipe"):
     """Alternate the sides runs times after warmup rounds; return {side: [seconds]}."""
     for _ in range(warmup):    # warm caches; Sieve compiles its cache here
         for argv in sides.values():
-            time_one(argv, message_path, env)
+            time_one(argv, message_path, env, stdin_kind)
     samples = {name: [] for name in sides}
     for i in range(runs):
         for name, argv in sides.items():
-            samples[name].append(time_one(argv, message_path, env))
+            samples[name].append(time_one(argv, message_path, env, stdin_kind))
         if progress:
             progress(i + 1, runs)
     return samples

@@ -41,6 +41,9 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true", help="a few runs a case")
     parser.add_argument("--cases", default="", help="comma-separated case names")
     parser.add_argument("--out", default=None, help="write the report here only")
+    parser.add_argument("--stdin", choices=("pipe", "file"), default="pipe",
+                        help="the message on a pipe, as an MTA gives it (default), "
+                             "or a regular file")
     parser.add_argument("--time", default=None, help=argparse.SUPPRESS)  # timing half
     return parser.parse_args(argv)
 
@@ -69,9 +72,10 @@ def timing_half(base):
         sys.stderr.write(f"{case.name}: {len(entry['argv'])} processes, {runs} runs each\n")
         samples = measure.run_case(entry["argv"], entry["message"], env, runs,
                                    warmup=1 if plan["quick"] or case.size > 2**20 else 3,
-                                   progress=measure.progress_printer(case.name))
-        summaries = {side: measure.summarize(s, measure.peak_rss(entry["argv"][side],
-                                                                 entry["message"], env, base))
+                                   progress=measure.progress_printer(case.name),
+                                   stdin_kind=plan["stdin"])
+        summaries = {side: measure.summarize(s, measure.peak_rss(
+                         entry["argv"][side], entry["message"], env, base, plan["stdin"]))
                      for side, s in samples.items()}
         result = {"name": case.name, "fmt": case.fmt, "size": case.size,
                   "target": casemod.TARGETS.get(case.name), "sides": summaries,
@@ -113,7 +117,7 @@ def main(argv=None):
         sys.stderr.write("installing mailslot into a temporary DESTDIR\n")
         subprocess.run(["make", "-s", "install", f"DESTDIR={inst}", "PREFIX=/usr"],
                        cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-        plan = {"quick": args.quick, "cases": []}
+        plan = {"quick": args.quick, "stdin": args.stdin, "cases": []}
         for case in chosen:
             sys.stderr.write(f"preparing {case.name}\n")
             argv = sidemod.prepare(base, case, inst)
@@ -149,7 +153,9 @@ def main(argv=None):
             "machine": describe_machine(base), "quick": args.quick,
             "date": time.strftime("%Y-%m-%d"),
             "runs_note": ("quick run (make bench-quick)" if args.quick else "make bench")
-            + f", {'/'.join(map(str, counts))} alternating runs a case by size"})
+            + f", {'/'.join(map(str, counts))} alternating runs a case by size, the "
+            + ("message on a pipe as an MTA's pipe transport gives it" if args.stdin == "pipe"
+               else "message in a regular file on stdin")})
         out_dir = args.out or (os.path.join(REPO, "build", "bench-quick") if args.quick
                                else DOC_IMAGES)
         prefix = "bench/" if out_dir == DOC_IMAGES else ""
