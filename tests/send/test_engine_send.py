@@ -116,6 +116,19 @@ def test_vacation_never_answers_list_or_bulk_mail(mailer, extra):
     assert "vacation action: discarding vacation response" in mailer.log(mailer.users[0])
 
 
+@pytest.mark.parametrize("setting,replies", [("", 0),
+                                              ("sieve_vacation_dont_check_recipient: yes\n", 1)])
+def test_vacation_only_for_mail_addressed_to_us_unless_configured(mailer, setting, replies):
+    mailer.write_conf(setting)
+    mailer.script(mailer.users[0], 'require "vacation";\nvacation "I am away.";\n')
+    message = MSG.replace(b"To: mslt-snd1@example.org", b"To: list@example.net")
+    assert deliver_a(mailer, message).returncode == 0
+    assert len(mailer.sink.wait(1, timeout=0.5 if not replies else 10)) == replies
+    if not replies:
+        assert "discarding vacation response for implicitly delivered message" in \
+            mailer.log(mailer.users[0])
+
+
 @pytest.mark.parametrize("sender", ["MAILER-DAEMON@example.com", "owner-list@example.com",
                                     "list-request@example.com", "<>"])
 def test_vacation_never_answers_system_senders(mailer, sender):
