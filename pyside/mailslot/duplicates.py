@@ -15,7 +15,9 @@ a sender's address: it is data, hashed, never a path or a line of the file).
 
 Concurrency: every read-modify-write holds an exclusive fcntl lock on a separate
 lock file (<file>.lock), so two deliveries to the same user never both claim one
-key (one vacation reply, one forward). The lock wait is bounded (LOCK_TIMEOUT).
+key (one vacation reply, one forward). fcntl locks belong to the process, so
+deliveries running in threads of one process (mailslot-lmtpd) also take a
+per-path thread lock first. The lock wait is bounded (LOCK_TIMEOUT).
 
 Durability: the new contents go to <file>.tmp (under the lock, so it is ours),
 fsync, rename over the file, fsync the directory. A SIGKILL at any point leaves the
@@ -175,6 +177,18 @@ class _FileLock:
 
     def __enter__(self):
         import fcntl
+        # Threads first: a second fcntl lock in the same process always succeeds
+        # (and a close releases the process's lock), so it cannot keep threads apart.
+        self.thread_lock = _thread_lock(self.path)
+        if not self.thread_lock.acquire(timeout=LOCK_TIMEOUT):
+            raise DuplicateDBError(f"timed out waiting for the lock {self.path}")
+        try:
+            return self._lock_file(fcntl)
+        except BaseException:
+            self.thread_lock.release()
+            raise
+
+    def _lock_file(self, fcntl):
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
                               | os.O_CLOEXEC, 0o600)
@@ -194,10 +208,36 @@ class _FileLock:
                 time.sleep(_LOCK_POLL)
 
     def __exit__(self, *exc):
-        if self.fd is not None:
-            os.close(self.fd)     # closing releases the fcntl lock
-            self.fd = None
+        try:
+            if self.fd is not None:
+                os.close(self.fd)     # closing releases the fcntl lock
+                self.fd = None
+        finally:
+            self.thread_lock.release()
         return False
+
+
+_THREAD_LOCKS = {}
+
+
+def _thread_lock(path):
+    """The one threading.Lock of this process for path (made on first use)."""
+    import threading
+    with _GUARD[0] if _GUARD else _make_guard(threading):
+        lock = _THREAD_LOCKS.get(path)
+        if lock is None:
+            lock = _THREAD_LOCKS[path] = threading.Lock()
+        return lock
+
+
+_GUARD = []
+
+
+def _make_guard(threading):
+    # Module import stays free of threading; the guard is made once, under the GIL
+    # (list.append is atomic, so two first callers agree on _GUARD[0]).
+    _GUARD.append(threading.Lock())
+    return _GUARD[0]
 
 
 def _fsync_dir(path):

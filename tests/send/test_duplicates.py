@@ -105,6 +105,25 @@ def test_concurrent_claims_one_wins(tmp_path):
     assert results.count(True) == 1 and results.count(False) == 11
 
 
+def test_concurrent_claims_from_threads_of_one_process_one_wins(tmp_path):
+    """mailslot-lmtpd delivers in threads: fcntl alone cannot keep them apart."""
+    import threading
+    path = str(tmp_path / "dupes")
+    results = []
+    start = threading.Barrier(16)
+
+    def claim():
+        start.wait()
+        results.append(DuplicateDB(path).claim("same-key", 3600))
+
+    threads = [threading.Thread(target=claim) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 1 and results.count(False) == 15
+
+
 WRITER = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
