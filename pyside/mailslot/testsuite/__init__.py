@@ -12,6 +12,7 @@ mailslot's own):
     commands.py   the commands and tests as the validator sees them
     runtime.py    what they do: the test state (messages, envelope, a mail
                   store in memory, captured outgoing mail, the error log)
+    paths.py      test_set's envelope paths, read as Dovecot's parser does
     tool.py       `mailslot sieve-testsuite [-F] [--json] FILE.svtest`
 
 Test-only: the extension is not in sieve.extensions.EXTENSIONS. Only tool.py
