@@ -34,7 +34,8 @@ class Site:
         self.proc = None
 
     @classmethod
-    def create(cls, *, extra="", uid_start=4700, users_extra=""):
+    def create(cls, *, extra="", uid_start=4700, users_extra="",
+               location="maildir:~/Maildir"):
         uid = free_uid(uid_start)
         top = world_tempdir("mailslot-lmtp-")
         port = _free_port()
@@ -50,7 +51,7 @@ class Site:
         with open(os.path.join(site.home("carol"), ".dovecot.sieve"), "wb") as f:
             f.write(EREJECT)
         with open(site.conf, "w") as f:
-            f.write(f"mail_location: maildir:~/Maildir\n"
+            f.write(f"mail_location: {location}\n"
                     f"log_path: {top}/log/mailslot.log\n"
                     f"mail_temp_dir: {top}/tmp\n"
                     f"hostname: lmtp.test\nfirst_valid_uid: 100\n"

@@ -15,6 +15,7 @@ from tests.lmtp.lmtpsite import Client, Site
 
 pytestmark = needs_root
 
+FILLER = ("x" * 79 + "\n") * 25
 MSG = b"From: a@example.org\nSubject: hello\nMessage-ID: <m1@example.org>\n\nbody\n.dot\n"
 
 
@@ -160,3 +161,127 @@ def test_refuses_root():
                            os.path.join(REPO, "pyside")], capture_output=True, timeout=30)
     assert proc.returncode == 75
     assert b"refusing to run as root" in proc.stderr
+
+
+def test_sigkill_under_load_loses_nothing_acknowledged(site):
+    """4 clients deliver as fast as they can; the daemon is SIGKILLed mid-run. Every
+    message that got its 250 is in the Maildir, whole; nothing partial is visible."""
+    import threading
+    acked, stop = [], threading.Event()
+
+    def client(n):
+        try:
+            c = Client.unix(site.socket)
+            c.hello()
+            i = 0
+            while not stop.is_set():
+                marker = f"m-{n}-{i}"
+                body = (f"Subject: {marker}\n\n" + FILLER + f"end {marker}\n").encode()
+                _, final = c.transaction("s@x", ["alice@example.org", "bob@example.org"],
+                                         body)
+                for address, reply in zip(("alice", "bob"), final):
+                    if reply.startswith("250 "):
+                        acked.append((address, marker))
+                i += 1
+        except (OSError, EOFError, AssertionError):
+            return          # the kill: a transaction in flight is simply not acked
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.time() + 30
+    while len(acked) < 60 and time.time() < deadline:
+        time.sleep(0.05)
+    site.proc.kill()
+    stop.set()
+    for t in threads:
+        t.join(30)
+    site.proc.wait()
+    assert len(acked) >= 60
+    for name in ("alice", "bob"):
+        stored = {}
+        for m in site.messages(name):
+            marker = m.split(b"Subject: ", 1)[1].split(b"\n", 1)[0].decode()
+            # Whole: the body is there to its last line.
+            assert m.endswith((FILLER + f"end {marker}\n").encode())
+            stored[marker] = True
+        missing = [mk for who, mk in acked if who == name and mk not in stored]
+        assert missing == []
+
+
+def test_systemd_socket_activation(tmp_path):
+    """LISTEN_PID/LISTEN_FDS: the daemon serves the socket it is handed (fd 3) and
+    ignores lmtp_listen."""
+    import socket as _socket
+    import subprocess
+    s = Site.create()
+    try:
+        path = os.path.join(s.top, "run", "activated")
+        listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        listener.bind(path)
+        os.chmod(path, 0o666)
+        listener.listen(8)
+        argv = s.argv()
+        # sh's pid is the daemon's (exec all the way down), as systemd sets it.
+        wrapper = ["/bin/sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh"] + argv
+        err = open(s.stderr_path, "ab")
+        s.proc = subprocess.Popen(wrapper, stderr=err, stdin=subprocess.DEVNULL, cwd=s.top,
+                                  env={"PATH": "/usr/bin:/bin"}, pass_fds=(3,),
+                                  preexec_fn=_dup_to_3(listener.fileno()))
+        err.close()
+        listener.close()
+        deadline = time.time() + 20
+        while True:
+            try:
+                c = Client.unix(path)
+                break
+            except OSError:
+                assert time.time() < deadline, s.stderr()
+                time.sleep(0.05)
+        assert c.hello()[0].startswith("220 lmtp.test")
+        _, final = c.transaction("s@x", ["alice@example.org"], MSG)
+        assert final == ["250 2.0.0 <alice@example.org> Saved"]
+        assert not os.path.exists(s.socket)          # lmtp_listen was not used
+    finally:
+        s.stop()
+        s.cleanup()
+
+
+def _dup_to_3(fd):
+    def child():
+        os.dup2(fd, 3)          # dup2 clears close-on-exec on the copy
+    return child
+
+
+def test_user_concurrency_limit():
+    """lmtp_user_concurrency_limit: 1 and one delivery to alice under way (her
+    mailbox lock is held by us): a second RCPT for alice is 451 4.3.0, bob is fine."""
+    s = Site.create(extra="lmtp_user_concurrency_limit: 1\n",
+                    location="mbox:~/mail:INBOX=~/mail/inbox")
+    try:
+        for name in ("alice", "bob"):
+            os.makedirs(os.path.join(s.home(name), "mail"))
+            os.chown(os.path.join(s.home(name), "mail"), s.uid, s.uid)
+        s.start()
+        # Hold alice's dotlock so her delivery waits inside the core.
+        lock = os.path.join(s.home("alice"), "mail", "inbox.lock")
+        with open(lock, "w") as f:
+            f.write("0")
+        first = Client.unix(s.socket)
+        first.hello()
+        first.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+        assert first.replies(3)[-1] == "354 OK"
+        first.send(b"Subject: one\r\n\r\n1\r\n.\r\n")
+        time.sleep(0.5)
+        second = Client.unix(s.socket)
+        second.hello()
+        second.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<alice@example.org>\r\n"
+                    b"RCPT TO:<bob@example.org>\r\n")
+        assert second.replies(3) == [
+            "250 2.1.0 OK",
+            "451 4.3.0 <alice@example.org> Too many concurrent deliveries for user",
+            "250 2.1.5 OK"]
+        os.unlink(lock)
+        assert first.reply() == "250 2.0.0 <alice@example.org> Saved"
+    finally:
+        s.cleanup()

@@ -384,6 +384,9 @@ def main(argv=None):
     except MailslotError as exc:
         _stderr_log(str(exc))
         return exit_code_for(exc)
+    except OSError as exc:          # a passed socket that is not one, ...
+        _stderr_log(f"cannot start: {exc}")
+        return exit_code_for(exc)
 
 
 def refuse_root():
