@@ -57,8 +57,13 @@ def test_ships_the_documents_the_man_pages_point_to(rpm_package, doc):
             if p.startswith("/usr/share/doc/") and p.endswith("/" + doc)], doc
 
 
-def test_ships_no_lmtp_server_parts(rpm_package):
-    assert not [p for p in rpm_files(rpm_package) if "lmtp" in p]
+def test_ships_the_lmtp_server(rpm_package):
+    files = rpm_files(rpm_package)
+    for path in ("/usr/lib/mailslot/mailslot-lmtpd",
+                 "/usr/lib/systemd/system/mailslot-lmtpd.service",
+                 "/usr/lib/systemd/system/mailslot-lmtpd.socket"):
+        assert path in files, path
+    assert [p for p in files if p.startswith("/usr/share/man/man8/mailslot-lmtpd.8")]
 
 
 def test_no_virtualenv_in_the_payload(rpm_package):

@@ -126,7 +126,7 @@ class Backend:
         lhlo, ip = peer if peer else ("unknown", None)
         lines = [f"from {lhlo}" + (f" ([{ip}])" if ip else ""),
                  f"by {self.hostname} with LMTP", f"(envelope-from <{tx.sender}>)"]
-        if single:
+        if single and self.base["lmtp_hdr_delivery_address"] != "none":
             lines.append(f"for <{tx.recipients[0][0]}>")
         lines[-1] += "; " + _rfc5322_date(self.clock())
         # Each piece made a line by header_line (control characters removed), then
