@@ -256,3 +256,29 @@ def test_outgoing_dsn_goes_to_the_sender_never_to_null():
             assert env_from == "" and rcpts == [sender]
             status = parse(data).get_payload()[1].get_payload()[1]["Status"]
             assert status == "5.2.2"
+
+
+@pytest.mark.parametrize("sender", ["-oQ/evil@example.com", "a\nb@example.com",
+                                    "x" * 300 + "@example.com"])
+def test_no_rejection_or_vacation_to_an_unusable_sender_and_no_deferral(sender):
+    """A reply to an address no transport can take is not attempted: it would fail
+    on every retry and keep the message deferred forever."""
+    from mailslot.send.outgoing import OutgoingMail
+    from mailslot.send.transport import CaptureTransport
+
+    class Log:
+        def __init__(self):
+            self.lines = []
+
+        def info(self, text):
+            self.lines.append(text)
+
+    capture, log = CaptureTransport(), Log()
+    out = OutgoingMail({}, log=log, transport=capture, hostname="mx.example.org",
+                       clock=lambda: NOW, user_address="user@example.org",
+                       envelope={"from": sender, "to": "user@example.org", "orig_to": ""})
+    assert out.reject(original(), "no") is False
+    decision = {"send": True, "to": sender, "envelope_from": "", "reason": "away",
+                "reply_from": "user@example.org", "period": 60, "handle": "h"}
+    assert out.vacation(original(), decision) is False
+    assert capture.sent == [] and len(log.lines) == 2

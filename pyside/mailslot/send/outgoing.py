@@ -37,9 +37,19 @@ import time
 from ..errors import SendError
 from . import compose
 from .redirect import envelope_sender, loop_reason, redirect_chunks
+from .transport import check_address
 
 # RFC 3834 / Pigeonhole: Redirect memory, 12 h by default.
 DEFAULT_REDIRECT_DUPLICATE_PERIOD = 12 * 3600
+
+
+def _unusable(address):
+    """Why address cannot be sent to (a reply to it would defer forever), or None."""
+    try:
+        check_address(address)
+    except SendError as exc:
+        return str(exc)
+    return None
 
 
 def _is_auto_submitted(original):
@@ -93,6 +103,10 @@ class OutgoingMail:
         if _is_auto_submitted(original):
             self.log.info(f"sieve: reject action: not sending rejection for an "
                           f"auto-submitted message from <{sender}>: discarded")
+            return False
+        if _unusable(sender):
+            self.log.info(f"sieve: reject action: not sending rejection: "
+                          f"{_unusable(sender)}: discarded")
             return False
         out = compose.rejection(
             original, reason=reason, final_rcpt=self.envelope.get("to") or "",
@@ -173,6 +187,9 @@ class OutgoingMail:
                 self.log.info("sieve: vacation action: " + action["skip_reason"])
             return False
         to = action["to"]
+        if _unusable(to):
+            self.log.info(f"sieve: vacation action: no response: {_unusable(to)}")
+            return False
         key = "vacation\0%s\0%s\0%s" % (self.user_address, action.get("handle") or "",
                                         to.lower())
         period = int(action.get("period") or action.get("seconds") or 0) or 7 * 86400
