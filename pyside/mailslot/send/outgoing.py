@@ -58,6 +58,13 @@ def _is_auto_submitted(original):
 
 
 class OutgoingMail:
+    """One delivery's sender. settings: the recipient's (rejection_*, sieve_*,
+    postmaster_address); transport: send/transport.py; duplicates: the user's
+    DuplicateDB or None (no memory: sieve-test); clock: time.time-like; envelope:
+    {"from", "to", "orig_to"} strings ("" for <>); user_address: the recipient's
+    address (X-Sieve-Redirected-From, owner-email, loops); dry_run: keep whole
+    forwarded copies in .sent (sieve-test shows them)."""
+
     def __init__(self, settings, *, log, transport, duplicates=None, clock=time.time,
                  hostname, envelope, user_address, dry_run=False):
         self.settings = settings
