@@ -75,3 +75,14 @@ def test_list_mail_gets_no_vacation_reply(tmp_path, capsys):
         MSG = saved
     assert messages(out) == []
     assert "discarding vacation response to mailinglist recipient" in out
+
+
+def test_without_e_it_says_nothing_was_sent(tmp_path, capsys):
+    (tmp_path / "s.sieve").write_text('redirect "x@example.net";\n')
+    (tmp_path / "msg.eml").write_bytes(MSG)
+    assert sieve_test_main([str(tmp_path / "s.sieve"), str(tmp_path / "msg.eml")]) == 0
+    captured = capsys.readouterr()
+    assert " * redirect message to: <x@example.net>" in captured.out
+    assert "sending message" not in captured.out
+    assert "sieve-test: Info: no mail was sent; -e shows each message a delivery would " \
+           "send\n" in captured.err

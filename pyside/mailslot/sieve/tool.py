@@ -358,6 +358,10 @@ def sieve_test_main(argv):
         sys.stdout.write("".join(text_out))
         if status == OK:
             err.write("sieve-test: Info: final result: success\n")
+            if not execute and any(a.kind in ("redirect", "vacation", "notify", "reject")
+                                   for a in ctx.result.actions):
+                err.write("sieve-test: Info: no mail was sent; -e shows each message a "
+                          "delivery would send\n")
         elif status == RESOURCE_LIMIT:
             err.write("sieve-test: Info: resource limit exceeded\n")
         elif status == TEMP_FAILURE:
