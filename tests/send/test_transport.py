@@ -80,6 +80,7 @@ def test_smtp_envelope_and_dot_stuffing():
     assert got[0].sender == "" and got[0].recipients == ["a@example.org"]
     assert got[0].data == b"Subject: x\n\n.dot\n..two\nlast\n"
     assert "mail from:<>" in [c.lower() for c in sink.commands]
+    assert sink.commands[0] == "ehlo " + os.uname().nodename   # no DNS lookup for it
 
 
 def test_smtp_auth_when_configured():

@@ -213,7 +213,9 @@ class SmtpTransport:
                 conn.close()
 
     def _connect(self, smtplib):
-        helo = self.helo or None
+        # The hostname setting, else the system's name: never smtplib's default,
+        # socket.getfqdn(), whose reverse lookup can hang on a host without DNS.
+        helo = self.helo or os.uname().nodename
         if self.ssl_mode == "smtps":
             import ssl
             conn = smtplib.SMTP_SSL(self.host, self.port, local_hostname=helo,
