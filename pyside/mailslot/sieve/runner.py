@@ -138,6 +138,9 @@ class RunContext:
         if namespace == "env":
             from .extensions.environment import environment_item
             value = environment_item(it, name)
+            if value is None and "_" in name:
+                # ${env.vnd.dovecot.default_mailbox}: "-" cannot be written there.
+                value = environment_item(it, name.replace("_", "-"))
             return "" if value is None else value
         return ""
 

@@ -110,6 +110,7 @@ class SieveSettings:
         self.hostname = None
         self.postmaster_address = None
         self.environment = {}
+        self.env_config = {}            # sieve_env_<name> (vnd.dovecot.environment)
         self.problems = []
 
     @classmethod
@@ -206,6 +207,9 @@ class SieveSettings:
         for key in list(m.keys()) if hasattr(m, "keys") else ():
             if isinstance(key, str) and key.startswith("sieve_environment_"):
                 env[key[len("sieve_environment_"):]] = str(get(key))
+            elif isinstance(key, str) and key.startswith("sieve_env_"):
+                # vnd.dovecot.environment's "vnd.dovecot.config.<name>" items.
+                s.env_config[key[len("sieve_env_"):]] = str(get(key))
         s.environment = env
         return s
 

@@ -51,6 +51,7 @@ EXTENSIONS = {
     "spamtestplus": ("spamvirus",),
     "virustest": ("spamvirus",),
     "vnd.dovecot.debug": ("debug",),
+    "vnd.dovecot.environment": ("vnd_environment", "environment"),
 }
 
 # Pigeonhole 0.5's sieve_core_extensions (enabled unless configured otherwise).

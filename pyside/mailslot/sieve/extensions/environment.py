@@ -2,8 +2,10 @@
 
 Items: "domain", "host" (the hostname setting or gethostname()), "location"
 ("MDA" for the delivery, none in sieve-test), "phase" ("during"), "name"
-("mailslot Sieve"), "version" and any sieve_environment_<name> setting. An
-unknown item has no value and matches nothing.
+("mailslot Sieve"), "version" and any sieve_environment_<name> setting; with
+vnd.dovecot.environment also "vnd.dovecot.default-mailbox", "vnd.dovecot.username"
+and "vnd.dovecot.config.<name>" (sieve_env_<name>), which ${env.<item>} reads too
+(see vnd_environment.py). An unknown item has no value and matches nothing.
 """
 
 from .. import syntax as S
@@ -51,6 +53,23 @@ def environment_item(it, name):
     if low == "version":
         from ... import __version__
         return __version__
+    if low.startswith("vnd.dovecot.") and \
+            "vnd.dovecot.environment" in it.program.extensions:
+        return _vnd_item(ctx, name[len("vnd.dovecot."):])
+    return None
+
+
+def _vnd_item(ctx, name):
+    """vnd.dovecot.environment's items (Pigeonhole's): default-mailbox (where
+    keep files), username (the delivery's user), config.<name> (the
+    sieve_env_<name> setting)."""
+    low = name.lower()
+    if low == "default-mailbox":
+        return ctx.settings.default_mailbox
+    if low == "username":
+        return ctx.user or None
+    if low.startswith("config."):
+        return ctx.settings.env_config.get(name[len("config."):])
     return None
 
 
