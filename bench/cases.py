@@ -47,6 +47,25 @@ CASES = (
 )
 CASES_BY_NAME = {case.name: case for case in CASES}
 
+
+
+@dataclass(frozen=True)
+class LmtpCase:
+    """The LMTP comparison (bench/lmtp_bench.py): mailslot-lmtpd against Dovecot's
+    lmtp, one recipient per message, each connection busy for `seconds` a run."""
+    size: int = 2 * KIB
+    connections: tuple = (1, 4, 16)
+    seconds: float = 5.0
+    quick_seconds: float = 1.5
+    full_runs: int = 5
+    quick_runs: int = 2
+
+
+LMTP_CASE = LmtpCase()
+# Issue 17's targets: at least 2x Dovecot's lmtp at 1 and 4 connections, at least 70%
+# of the physical limit at 4, peak memory under 64 MiB with 16 x 50 MB.
+LMTP_TARGETS = {"ratio": {1: 2.0, 4: 2.0}, "physical_at_4": 0.7, "peak_mib": 64}
+
 # The pipe targets of docs/benchmarks.md (ordinary path, median wall time ratio).
 TARGETS = {"maildir-2k": 1.25, "mbox-2k": 1.25, "sieve-200": 1.4,
            "maildir-10m": 1.1, "mbox-10m": 1.1, "maildir-100m": 1.1, "mbox-100m": 1.1}

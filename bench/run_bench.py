@@ -45,6 +45,8 @@ def parse_args(argv):
                         help="the message on a pipe, as an MTA gives it (default), "
                              "or a regular file")
     parser.add_argument("--time", default=None, help=argparse.SUPPRESS)  # timing half
+    parser.add_argument("--lmtp", action="store_true",
+                        help="the LMTP comparison only (bench/lmtp_bench.py; as root)")
     return parser.parse_args(argv)
 
 
@@ -109,6 +111,8 @@ def main(argv=None):
         return timing_half(args.time)
     if not os.path.exists(sidemod.DOVECOT_LDA):
         raise SystemExit("bench: dovecot-lda not found (apt-get install dovecot-core)")
+    if args.lmtp:
+        return lmtp_main(args)
     chosen = selected_cases(args.cases)
     base = tempfile.mkdtemp(prefix="mailslot-bench-")
     os.chmod(base, 0o755)
@@ -168,6 +172,30 @@ def main(argv=None):
         else:
             sys.stderr.write(f"wrote {out_dir}/results.md and plots\n")
         sys.stdout.write(text)
+        return 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def lmtp_main(args):
+    """The LMTP comparison: prints the table for docs/benchmarks.md (hand-placed
+    outside the generated part) and writes results to --out or build/bench-lmtp/."""
+    import lmtp_bench
+    if os.geteuid() != 0:
+        raise SystemExit("bench: --lmtp runs Dovecot's master and needs root")
+    base = tempfile.mkdtemp(prefix="mailslot-bench-lmtp-")
+    os.chmod(base, 0o755)
+    try:
+        inst = os.path.join(base, "inst")
+        subprocess.run(["make", "-s", "install", f"DESTDIR={inst}", "PREFIX=/usr"],
+                       cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        user = bench_user()
+        results = lmtp_bench.run(base, inst, user.pw_uid, user.pw_gid, quick=args.quick)
+        out_dir = args.out or os.path.join(REPO, "build", "bench-lmtp")
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "results.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        sys.stdout.write(lmtp_bench.report(results))
         return 0
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -18,6 +18,11 @@ read back and summarised. Mail the engine sends (bob's Sieve rejection, alice's
 vacation reply) goes to a small SMTP server this script starts on 127.0.0.1
 (submission_host), and is shown whole.
 
+Then the same engine as an LMTP server: mailslot-lmtpd, installed alike, runs as one
+"vmail" uid (5010) for a single-uid domain (dave, erin) and is sent one transaction
+with three recipients, one of them unknown; every reply is shown (one per recipient
+after the data, as RFC 2033 asks).
+
 Run as an ordinary user, there is no relay (it needs root to install): the engine is
 run directly as that user, into demo/out/vmail/<you>/Maildir.
 """
@@ -141,6 +146,88 @@ def deliver_all(sink):
             return 1
     print()
     summarise()
+    return deliver_lmtp(as_root)
+
+
+LMTP_DIR = os.path.join(OUT, "lmtp")
+LMTP_UID = 5010                 # the single "vmail" uid of the LMTP domain
+LMTP_USERS = ("dave", "erin")
+
+
+def deliver_lmtp(as_root):
+    """One LMTP transaction through mailslot-lmtpd; print the dialogue."""
+    import signal
+    import socket
+    import time
+    uid, gid = (LMTP_UID, LMTP_UID) if as_root else (os.getuid(), os.getgid())
+    os.makedirs(LMTP_DIR)
+    os.chmod(LMTP_DIR, 0o755)
+    lines = []
+    for name in LMTP_USERS:
+        home = os.path.join(LMTP_DIR, name)
+        os.makedirs(home, mode=0o700)
+        lines.append(f"{name}::{uid}:{gid}::{home}::\n")
+    users, conf = os.path.join(LMTP_DIR, "users"), os.path.join(LMTP_DIR, "mailslot.yaml")
+    sock_path = os.path.join(LMTP_DIR, "lmtp")
+    write(users, "".join(lines))
+    write(conf, f"mail_location: maildir:~/Maildir\nlog_path: ~/mailslot.log\n"
+                f"hostname: lmtp.example.org\nfirst_valid_uid: {min(uid, 1000)}\n"
+                f"lmtp_listen: unix:{sock_path}\n"
+                f"userdb:\n  - driver: passwd-file\n"
+                f"    args: username_format=%n {users}\n")
+    for path in [LMTP_DIR] + [os.path.join(LMTP_DIR, n) for n in LMTP_USERS]:
+        os.chown(path, uid, gid)
+    argv = [os.path.join(LIB, "mailslot-lmtpd"), "-c", conf, "--foreground"]
+    if as_root:
+        argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"] + argv
+    print(f"mailslot-lmtpd as uid {uid} on {sock_path}:")
+    server = subprocess.Popen(argv, env={"PATH": "/usr/bin:/bin"},
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if os.path.exists(sock_path):
+                break
+            time.sleep(0.05)
+        with open(os.path.join(HERE, "messages", "01-plain.eml"), "rb") as f:
+            body = f.read().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        body = b"\r\n".join(b"." + l if l.startswith(b".") else l
+                             for l in body.split(b"\r\n"))
+        conn = socket.socket(socket.AF_UNIX)
+        conn.connect(sock_path)
+        reader = conn.makefile("rb")
+
+        def replies(n):
+            for _ in range(n):
+                while True:
+                    line = reader.readline().decode().rstrip("\r\n")
+                    print(f"  S: {line}")
+                    if line[3:4] != "-":
+                        break
+
+        def send(text, n):
+            for line in text.split("\r\n")[:-1]:
+                print(f"  C: {line}")
+            conn.sendall(text.encode())
+            replies(n)
+
+        replies(1)
+        send("LHLO mx.example.org\r\n", 1)
+        send("MAIL FROM:<alice@example.org>\r\nRCPT TO:<dave@example.com>\r\n"
+             "RCPT TO:<nosuch@example.com>\r\nRCPT TO:<erin@example.com>\r\n"
+             "DATA\r\n", 5)
+        print("  C: (the message, 01-plain.eml, and the final dot)")
+        conn.sendall(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        replies(2)                      # one per accepted recipient: dave, erin
+        send("QUIT\r\n", 1)
+        conn.close()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    for name in LMTP_USERS:
+        new = os.path.join(LMTP_DIR, name, "Maildir", "new")
+        for entry in sorted(os.listdir(new)):
+            print(f"  {name}: {os.path.join(new, entry)} (uid {os.stat(os.path.join(new, entry)).st_uid})")
+    print()
     return 0
 
 

@@ -33,6 +33,13 @@ def test_demo_delivers_through_the_relay_to_each_users_uid():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "-rwsr-x--- root:nogroup" in out
+    # The LMTP part: one reply per RCPT, then one per accepted recipient after DATA.
+    assert ("  S: 550 5.1.1 <nosuch@example.com> User doesn't exist: nosuch@example.com\n"
+            in out)
+    assert "  S: 250 2.0.0 <dave@example.com> Saved\n  S: 250 2.0.0 <erin@example.com> Saved\n" in out
+    for name in ("dave", "erin"):
+        new = os.path.join(REPO, "demo", "out", "lmtp", name, "Maildir", "new")
+        assert [os.stat(os.path.join(new, f)).st_uid for f in os.listdir(new)] == [5010]
     assert out.count(" ok\n") == 7
     # The refused sender gets the rejection mailed (an MDN), alice's correspondent
     # her vacation reply, both to the demo's SMTP server.

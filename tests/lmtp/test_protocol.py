@@ -270,3 +270,19 @@ def test_input_is_not_buffered_beyond_a_line_or_a_read():
     for _ in range(160):
         session2.feed(b"q" * 65536)
         assert len(session2._buf) <= P.MAX_COMMAND_LINE + 65536
+
+
+def test_current_umask_never_changes_the_umask(monkeypatch):
+    # The LMTP server's deliveries run in threads: reading the umask must not set it,
+    # even for an instant (another thread's mkdir would get the temporary mask).
+    import os
+    from mailslot.storage import dirs
+    old = os.umask(0o027)
+    try:
+        def no_umask(*args):
+            raise AssertionError("os.umask called")
+        monkeypatch.setattr(os, "umask", no_umask)
+        assert dirs.current_umask() == 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(old)

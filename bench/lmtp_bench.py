@@ -1,0 +1,291 @@
+"""LMTP throughput: mailslot-lmtpd against Dovecot's lmtp, same machine, same disk.
+
+    .venv/bin/python bench/run_bench.py --lmtp [--quick]     (as root)
+
+Both servers get the same 16 users (each connection delivers to its own user, one
+recipient per message), the same 2 KB message, Maildir with fsync on (both sides'
+mail_fsync=optimized: the file and its directory are fsynced before the 250), and a
+log file. mailslot-lmtpd runs from the installed tree as the bench user (the
+single-uid layout); Dovecot runs its own master with a private base_dir (as root, as
+Dovecot is deployed), its lmtp service delivering as the same bench uid. The load
+generator keeps `connections` LMTP connections busy for a fixed time, one transaction
+after another on each (MAIL, RCPT, DATA pipelined as RFC 2920 allows; the content
+after 354), and counts the 250s. Sides alternate run by run; the median run counts.
+The physical limit (bench/measure.py: a durable create+write+fsync+rename+directory
+fsync loop, one process) is measured in the same run on the same filesystem.
+
+Memory: mailslot-lmtpd's peak RSS (VmHWM) while 16 connections each send one 50 MB
+message (spooled to a file past 1 MiB, so memory stays flat).
+"""
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import cases as casemod  # noqa: E402
+import measure  # noqa: E402
+
+DOVECOT = "/usr/sbin/dovecot"
+USERS = 16
+START_TIMEOUT = 30
+
+
+def prepare(base, inst, uid, gid):
+    """Write both sides' configuration under base/lmtp; return the paths."""
+    top = os.path.join(base, "lmtp")
+    paths = {"top": top}
+    for side in ("mailslot", "dovecot"):
+        root = os.path.join(top, side)
+        os.makedirs(os.path.join(root, "homes"))
+        os.makedirs(os.path.join(root, "run"))
+        with open(os.path.join(root, "users"), "w") as f:
+            for i in range(USERS):
+                home = os.path.join(root, "homes", f"u{i}")
+                os.mkdir(home)
+                f.write(f"u{i}::{uid}:{gid}::{home}::\n")
+    ms = os.path.join(top, "mailslot")
+    os.mkdir(os.path.join(ms, "tmp"))
+    with open(os.path.join(ms, "mailslot.yaml"), "w") as f:
+        f.write(f"mail_location: maildir:~/Maildir\nmail_fsync: optimized\n"
+                f"log_path: {ms}/mailslot.log\nmail_temp_dir: {ms}/tmp\n"
+                f"hostname: bench.test\nfirst_valid_uid: 1\nfirst_valid_gid: 1\n"
+                f"lmtp_listen: unix:{ms}/run/lmtp\n"
+                f"userdb:\n  - driver: passwd-file\n    args: username_format=%n {ms}/users\n")
+    dv = os.path.join(top, "dovecot")
+    with open(os.path.join(dv, "dovecot.conf"), "w") as f:
+        f.write(f"base_dir = {dv}/run\nstate_dir = {dv}/run/state\n"
+                f"log_path = {dv}/dovecot.log\ninfo_log_path = {dv}/dovecot.log\n"
+                f"ssl = no\nprotocols = lmtp\nlisten = 127.0.0.1\n"
+                f"first_valid_uid = 1\nfirst_valid_gid = 1\nmail_fsync = optimized\n"
+                f"mail_location = maildir:~/Maildir\n"
+                f"passdb {{\n  driver = passwd-file\n  args = username_format=%n {dv}/users\n}}\n"
+                f"userdb {{\n  driver = passwd-file\n  args = username_format=%n {dv}/users\n}}\n"
+                f"service lmtp {{\n  unix_listener lmtp {{\n    mode = 0666\n  }}\n}}\n"
+                f"service anvil {{\n  chroot =\n}}\n")
+    for root, dirs, files in os.walk(top):
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), uid, gid)
+    os.chown(top, uid, gid)
+    # Dovecot's master makes its base_dir itself (root-owned).
+    os.chown(os.path.join(dv, "run"), 0, 0)
+    paths.update({
+        "mailslot_argv": ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                          "--", os.path.join(inst, "usr/lib/mailslot/mailslot-lmtpd"),
+                          "-c", os.path.join(ms, "mailslot.yaml"), "--foreground"],
+        "mailslot_socket": os.path.join(ms, "run", "lmtp"),
+        "dovecot_argv": [DOVECOT, "-F", "-c", os.path.join(dv, "dovecot.conf")],
+        "dovecot_socket": os.path.join(dv, "run", "lmtp"),
+        "physical": os.path.join(top, "physical"),
+        "uid": uid, "gid": gid,
+    })
+    return paths
+
+
+def start(argv, sock_path, log_path):
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    log.close()
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(sock_path)
+            s.close()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+    proc.kill()
+    with open(log_path, "rb") as f:
+        raise SystemExit(f"bench: {argv[0]} did not start: {f.read()[-2000:]!r}")
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class _Conn:
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX)
+        self.s.connect(path)
+        self.buf = b""
+        self.reply()
+        self.s.sendall(b"LHLO bench.client\r\n")
+        self.reply()
+
+    def reply(self):
+        while True:
+            while b"\r\n" not in self.buf:
+                data = self.s.recv(65536)
+                if not data:
+                    raise EOFError("server closed the connection")
+                self.buf += data
+            line, self.buf = self.buf.split(b"\r\n", 1)
+            if line[3:4] != b"-":
+                return line
+
+    def deliver(self, user, content):
+        self.s.sendall(b"MAIL FROM:<sender@bench.test>\r\nRCPT TO:<%s@bench.test>\r\n"
+                       b"DATA\r\n" % user)
+        for expect in (b"250", b"250", b"354"):
+            line = self.reply()
+            if not line.startswith(expect):
+                raise RuntimeError(f"unexpected reply {line!r}")
+        self.s.sendall(content)
+        return self.reply().startswith(b"250 ")
+
+
+def load(sock_path, connections, seconds, message):
+    """Messages per second acknowledged with 250 over `connections` connections."""
+    content = message.replace(b"\n", b"\r\n") + b".\r\n"
+    counts = [0] * connections
+    errors = []
+    start_at = threading.Barrier(connections + 1)
+    stop_at = [0.0]
+
+    def worker(i):
+        try:
+            conn = _Conn(sock_path)
+            start_at.wait()
+            user = b"u%d" % (i % USERS)
+            while time.perf_counter() < stop_at[0]:
+                if conn.deliver(user, content):
+                    counts[i] += 1
+            conn.s.sendall(b"QUIT\r\n")
+            conn.s.close()
+        except Exception as exc:     # reported, the run is invalid
+            errors.append(exc)
+            try:
+                start_at.abort()
+            except threading.BrokenBarrierError:
+                pass
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    stop_at[0] = time.perf_counter() + 3600
+    try:
+        start_at.wait()
+    except threading.BrokenBarrierError:
+        pass
+    began = time.perf_counter()
+    stop_at[0] = began + seconds
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit(f"bench: LMTP load failed: {errors[0]!r}")
+    return sum(counts) / (time.perf_counter() - began)
+
+
+def peak_memory(paths, size=50 * 1024 * 1024, connections=16):
+    """mailslot-lmtpd's VmHWM (KiB) after `connections` parallel size-byte messages."""
+    proc = start(paths["mailslot_argv"], paths["mailslot_socket"],
+                 os.path.join(paths["top"], "mailslot.out"))
+    try:
+        line = b"x" * 76 + b"\r\n"
+        chunk = line * (1024 * 1024 // len(line))
+
+        def one(i):
+            conn = _Conn(paths["mailslot_socket"])
+            conn.s.sendall(b"MAIL FROM:<s@bench.test>\r\nRCPT TO:<u%d@bench.test>\r\n"
+                           b"DATA\r\n" % (i % USERS))
+            for _ in range(3):
+                conn.reply()
+            conn.s.sendall(b"Subject: big\r\n\r\n")
+            for _ in range(size // len(chunk)):
+                conn.s.sendall(chunk)
+            conn.s.sendall(b".\r\n")
+            conn.reply()
+            conn.s.close()
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(connections)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with open(f"/proc/{proc.pid}/status") as f:
+            for text in f:
+                if text.startswith("VmHWM:"):
+                    return int(text.split()[1])
+    finally:
+        stop(proc)
+    return None
+
+
+def physical(paths, seconds):
+    """The durable-create loop as the bench user, on the servers' filesystem."""
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); import measure; "
+            f"print(measure.physical_limit({paths['physical']!r}, seconds={seconds}))")
+    out = subprocess.run(["setpriv", f"--reuid={paths['uid']}", f"--regid={paths['gid']}",
+                          "--clear-groups", "--", sys.executable, "-c", code],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def run(base, inst, uid, gid, quick=False):
+    """The whole LMTP comparison; returns a dict for the report."""
+    case = casemod.LMTP_CASE
+    paths = prepare(base, inst, uid, gid)
+    os.makedirs(paths["physical"])
+    os.chown(paths["physical"], uid, gid)
+    message = casemod.make_message(case.size)
+    seconds = case.quick_seconds if quick else case.seconds
+    runs = case.quick_runs if quick else case.full_runs
+    servers = {
+        "mailslot": start(paths["mailslot_argv"], paths["mailslot_socket"],
+                          os.path.join(paths["top"], "mailslot.out")),
+        "dovecot": start(paths["dovecot_argv"], paths["dovecot_socket"],
+                         os.path.join(paths["top"], "dovecot.out")),
+    }
+    sockets = {"mailslot": paths["mailslot_socket"], "dovecot": paths["dovecot_socket"]}
+    results = {"size": case.size, "seconds": seconds, "runs": runs, "connections": {}}
+    try:
+        for side in sockets:                     # warm-up: caches, processes, Maildirs
+            load(sockets[side], 4, 1.0, message)
+        for conns in case.connections:
+            rates = {side: [] for side in sockets}
+            for r in range(runs):
+                order = ("mailslot", "dovecot") if r % 2 == 0 else ("dovecot", "mailslot")
+                for side in order:
+                    rates[side].append(load(sockets[side], conns, seconds, message))
+            med = {side: statistics.median(v) for side, v in rates.items()}
+            results["connections"][conns] = {"rates": rates, "median": med,
+                                             "ratio": med["mailslot"] / med["dovecot"]}
+            sys.stderr.write(f"lmtp {conns} connection(s): mailslot {med['mailslot']:.0f}/s, "
+                             f"dovecot {med['dovecot']:.0f}/s\n")
+    finally:
+        for proc in servers.values():
+            stop(proc)
+    results["physical_per_s"] = physical(paths, 1.0 if quick else 5.0)
+    results["peak_rss_kib_16x50m"] = peak_memory(paths, size=(5 if quick else 50) * 2**20)
+    return results
+
+
+def report(results):
+    """Markdown lines for docs/benchmarks.md."""
+    phys = results["physical_per_s"]
+    lines = ["| connections | mailslot-lmtpd msg/s | Dovecot lmtp msg/s | ratio | "
+             "mailslot / physical limit |", "| --- | --- | --- | --- | --- |"]
+    for conns, row in sorted(results["connections"].items(), key=lambda kv: int(kv[0])):
+        med = row["median"]
+        lines.append(f"| {conns} | {med['mailslot']:.0f} | {med['dovecot']:.0f} | "
+                     f"{row['ratio']:.2f}x | {med['mailslot'] / phys:.0%} |")
+    lines.append("")
+    lines.append(f"Physical limit (one process, durable create loop): {phys:.0f}/s. "
+                 f"Peak RSS of mailslot-lmtpd, 16 connections x 50 MB: "
+                 f"{(results['peak_rss_kib_16x50m'] or 0) / 1024:.1f} MiB.")
+    return "\n".join(lines) + "\n"
