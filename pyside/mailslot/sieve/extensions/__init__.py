@@ -52,6 +52,7 @@ EXTENSIONS = {
     "virustest": ("spamvirus",),
     "vnd.dovecot.debug": ("debug",),
     "vnd.dovecot.environment": ("vnd_environment", "environment"),
+    "vnd.dovecot.duplicate": ("duplicate",),
 }
 
 # Pigeonhole 0.5's sieve_core_extensions (enabled unless configured otherwise).

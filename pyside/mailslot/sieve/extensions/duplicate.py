@@ -1,6 +1,7 @@
 """duplicate (RFC 7352): has this message (id) been seen before?
 
-duplicate [:handle h] [:header name / :uniqueid value] [:seconds n] [:last]. The
+duplicate [:handle h] [:header name / :uniqueid value] [:seconds n] [:last]
+(vnd.dovecot.duplicate, the draft it grew from, says :value for :uniqueid). The
 value is the Message-ID by default. The check and the mark go through the host's
 duplicate store (ctx.duplicate: check(key, period) -> bool, mark(key, period));
 the mark is an action (" * track duplicate") carried out only when the run
@@ -26,6 +27,8 @@ class StringTag(ValueTag):
         return True
 
     def accept(self, v, node, param, value):
+        if self.identifier == "value":
+            node.tags["uniqueid"] = value      # vnd.dovecot.duplicate's name for it
         if self.identifier == "header":
             verify_header_names(v, param, [value])
         if self.identifier != "handle":
@@ -64,10 +67,12 @@ class Duplicate(CommandDef):
     is_test = True
     positional = 0
 
+    value_tag = "uniqueid"
+
     def registered(self, v, reg):
         v.register_tag(reg, SecondsTag())
         v.register_tag(reg, LastTag())
-        for ident in ("header", "uniqueid", "handle"):
+        for ident in ("header", self.value_tag, "handle"):
             v.register_tag(reg, StringTag(ident))
 
     def compile(self, c, node):
@@ -76,9 +81,32 @@ class Duplicate(CommandDef):
                 t.get("uniqueid"), t.get("seconds"), bool(t.get("last")))
 
 
+class VndDuplicate(Duplicate):
+    """vnd.dovecot.duplicate, the draft RFC 7352 grew from: :value for :uniqueid."""
+
+    value_tag = "value"
+
+
 def load(v, name):
-    v.register_command(Duplicate(), name)
+    v.register_command(VndDuplicate() if name == "vnd.dovecot.duplicate"
+                       else Duplicate(), name)
+    v.post_validators.append((name, _check_conflict))
     return True
+
+
+def _check_conflict(v, arg, required):
+    """duplicate and vnd.dovecot.duplicate define the same test: not both."""
+    both = ("duplicate", "vnd.dovecot.duplicate")
+    if not all(name in v.loaded for name in both) or \
+            v.ext_context.get("duplicate_conflict"):
+        return True
+    v.ext_context["duplicate_conflict"] = True
+    # Reported where vnd.dovecot.duplicate is required, as Pigeonhole does.
+    where = v.loaded["vnd.dovecot.duplicate"][1]
+    v.error(where.line if where is not None else 0,
+            "the (deprecated) vnd.dovecot.duplicate extension cannot be used "
+            "together with the duplicate extension")
+    return False
 
 
 class DuplicateMark(Action):
