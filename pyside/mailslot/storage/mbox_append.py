@@ -62,7 +62,7 @@ def append(locks, path, journal, spool, sender, extra, guard, *, variant, fsync,
     from_offset = length + len(fix)
     try:
         if journal is not None:
-            journal.begin(fd, length, from_offset, total, prefix)
+            journal.begin(fd, length, from_offset, total, prefix, meta=len(extra))
         writer = Writer(fd, locks)
         writer.write(fix + head)
         for piece in taken:

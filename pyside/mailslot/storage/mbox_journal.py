@@ -13,8 +13,10 @@ and the first of them (up to PREFIX_MAX). The record is fdatasync()ed before the
 first byte reaches the mbox, so after SIGKILL, a crash or a power loss the next
 delivery to the mbox -- holding the same write lock -- finds it and decides:
   - the mbox is another file now, or shorter than the recorded length, or its
-    bytes at the recorded place are not ours: the mbox was rewritten since (an
-    IMAP server expunged): the record is stale and is dropped, nothing is touched;
+    bytes at the recorded place are not ours: the mbox was rewritten since
+    (Dovecot's IMAP wrote its X-UID/Status fields into every message, or
+    expunged): mbox_heal looks for the cut message wherever it went and takes it
+    out; a whole one is kept (see the next rule);
   - the append is all there: it is kept. It may never have been confirmed to the
     MTA (then the MTA delivers again: a duplicate, never a loss), and a clear that
     a power loss undid must not take back mail that was confirmed. With the total
@@ -24,8 +26,8 @@ delivery to the mbox -- holding the same write lock -- finds it and decides:
     back to the recorded length and fsync()ed -- only whole messages remain;
   - it is cut short and another writer appended after it (a line starting with
     "From " inside our recorded span: our own bytes never contain one, see
-    mbox_format). Cutting it out would mean rewriting that writer's mail, so it
-    is left in place and reported.
+    mbox_format): our cut bytes are taken out and that writer's mail moved down,
+    crash-safely (mbox_heal.remove).
 A record that is not complete (the crash hit the journal write itself) means the
 mbox was not touched yet: it is dropped. The clear after a successful append
 needs no fsync when the total was recorded, by the second rule.
@@ -58,11 +60,14 @@ _BOUNDARY = b"\nFrom "
 
 
 class JournalRecord:
-    __slots__ = ("ino", "length", "from_offset", "total", "prefix")
+    __slots__ = ("ino", "length", "from_offset", "total", "prefix", "meta")
 
-    def __init__(self, ino, length, from_offset, total, prefix):
+    def __init__(self, ino, length, from_offset, total, prefix, meta=None):
         self.ino, self.length, self.from_offset = ino, length, from_offset
         self.total, self.prefix = total, prefix
+        # Bytes of mbox metadata fields (Status, X-Keywords...) in the append, for
+        # mbox_heal to tell a cut append from a whole one; None in older records.
+        self.meta = meta
 
     @property
     def end(self):
@@ -71,8 +76,9 @@ class JournalRecord:
 
     def encode(self):
         total = "-" if self.total is None else self.total
+        meta = "" if self.meta is None else f" {self.meta}"
         head = (f"{self.ino} {self.length} {self.from_offset} {total} "
-                f"{len(self.prefix)}\n")
+                f"{len(self.prefix)}{meta}\n")
         return JOURNAL_MAGIC + head.encode("ascii") + self.prefix
 
 
@@ -88,18 +94,19 @@ def parse_record(data):
     rest = data[len(JOURNAL_MAGIC):RECORD_SIZE]
     line, nl, rest = rest.partition(b"\n")
     fields = line.split(b" ")
-    if not nl or len(fields) != 5:
+    if not nl or len(fields) not in (5, 6):
         return None
     known = fields[3] != b"-"
     if not all(f.isdigit() for i, f in enumerate(fields) if known or i != 3):
         return None
     ino, length, from_offset, count = (int(fields[i]) for i in (0, 1, 2, 4))
     total = int(fields[3]) if known else None
+    meta = int(fields[5]) if len(fields) == 6 else None
     prefix = rest[:count]
     if (count != len(prefix) or count > PREFIX_MAX or from_offset < length
             or (known and from_offset + count > length + total)):
         return None
-    return JournalRecord(ino, length, from_offset, total, prefix)
+    return JournalRecord(ino, length, from_offset, total, prefix, meta)
 
 
 class MboxJournal:
@@ -108,6 +115,7 @@ class MboxJournal:
     def __init__(self, dir_fd, dir_path, *, fsync, mode=0o600):
         self.path = f"{dir_path}/{JOURNAL_NAME}"
         self.fsync = fsync
+        self.dir_fd = dir_fd        # the caller's; mbox_heal keeps its side file there
         flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         try:
             self.fd = os.open(JOURNAL_NAME, flags | os.O_CREAT | os.O_EXCL, mode,
@@ -147,7 +155,11 @@ class MboxJournal:
         if is_idle(data):
             return []
         notes = []
-        if record is None:
+        # Imported here: only an interrupted delivery needs it, not the plain path.
+        from . import mbox_heal
+        if data.startswith(mbox_heal.MOVE_MAGIC):
+            notes.extend(mbox_heal.redo_move(self, data, mbox_fd))
+        elif record is None:
             notes.append(f"{self.path}: incomplete journal record dropped "
                          "(the mbox had not been touched yet)")
         else:
@@ -159,8 +171,7 @@ class MboxJournal:
         st = os.fstat(mbox_fd)
         size = st.st_size
         if st.st_ino != record.ino or size < record.length:
-            return [f"{self.path}: stale journal record dropped (the mbox was replaced "
-                    "or rewritten since)"]
+            return self._heal(record, mbox_fd, size, "replaced or rewritten")
         if size == record.length:
             return []           # nothing of the append reached the file
         # A boundary inside our span can only be another writer's message: our
@@ -172,12 +183,15 @@ class MboxJournal:
         count = max(0, min(len(record.prefix), ours_end - record.from_offset))
         have = os.pread(mbox_fd, count, record.from_offset) if count else b""
         if have != record.prefix[:count]:
-            return [f"{self.path}: journal record does not match the mbox at offset "
-                    f"{record.from_offset} (rewritten since?): left as it is"]
+            return self._heal(record, mbox_fd, size, "rewritten")
         if foreign is not None and (record.end is None or foreign < record.end):
-            return [f"an interrupted delivery left {foreign - record.length} bytes at "
-                    f"offset {record.length}, and mail was appended after them by another "
-                    "program: left in place"]
+            # Why: another program appended after our cut bytes; they are taken out
+            # and its mail moved down, crash-safely (mbox_heal.remove).
+            from . import mbox_heal
+            mbox_heal.remove(self, mbox_fd, record.from_offset, foreign, size)
+            return [f"took out an interrupted delivery ({foreign - record.from_offset} "
+                    f"bytes at offset {record.from_offset}) that mail from another "
+                    "program followed"]
         if record.end is not None and size >= record.end:
             return []           # whole: kept (see the module docstring)
         # Why truncate and fsync: the interrupted append must vanish for good
@@ -188,11 +202,29 @@ class MboxJournal:
         return [f"rolled back an interrupted delivery: {size - record.length} bytes at "
                 f"offset {record.length}"]
 
-    def begin(self, mbox_fd, length, from_offset, total, prefix):
-        """Record an append of total bytes (None: not known) at length; durable
-        before returning."""
+    def _heal(self, record, mbox_fd, size, how):
+        """The mbox changed since the record: find the cut append and take it out."""
+        from . import mbox_heal
+        found, why = mbox_heal.find_cut(mbox_fd, size, record)
+        if found is None:
+            return [f"{self.path}: the mbox was {how} since an interrupted delivery; "
+                    f"nothing taken out ({why})"]
+        start, end = found
+        mbox_heal.remove(self, mbox_fd, start, end, size)
+        return [f"took out an interrupted delivery ({end - start} bytes at offset "
+                f"{start}) after the mbox was {how} by another program"]
+
+    def begin(self, mbox_fd, length, from_offset, total, prefix, meta=0):
+        """Record an append of total bytes (None: not known) at length, meta of
+        them metadata fields; durable before returning."""
         ino = os.fstat(mbox_fd).st_ino
-        record = JournalRecord(ino, length, from_offset, total, prefix[:PREFIX_MAX]).encode()
+        record = JournalRecord(ino, length, from_offset, total, prefix[:PREFIX_MAX],
+                               meta).encode()
+        self.write_raw(record)
+        self.active = True
+
+    def write_raw(self, record):
+        """Overwrite the record in place with record's bytes; durable."""
         record = record.ljust(RECORD_SIZE, b"\0")
         view = memoryview(record)
         offset = 0
@@ -201,7 +233,6 @@ class MboxJournal:
         if self.fsync:
             # Why: the record must be on disk before the first appended byte can be.
             os.fdatasync(self.fd)
-        self.active = True
 
     def end(self, durable=False):
         """The append is whole and durable: forget it. durable: make the clear
