@@ -210,6 +210,7 @@ def deliver_pipe(opts, clock=None):
                               mailbox=opts.mailbox, no_create=opts.no_create,
                               subscribe=opts.subscribe, stderr_reject=opts.stderr_reject,
                               extra=rcpt.extra, warnings=warnings, report=report,
+                              only_copy=True,
                               **({"clock": clock} if clock is not None else {}))
     try:
         deliver(context, message)

@@ -71,12 +71,15 @@ class DeliveryContext:
     report     report(text): where a line goes that the delivery log could not
                take (the pipe: stderr, for the MTA's log)
     log        a DeliveryLog; None: deliver() opens one from the settings
+    only_copy  True when this is the message's only delivery (the pipe): without
+               Sieve, a Maildir copy is then written as the input is read
     """
 
     def __init__(self, settings, user, envelope, *, mailbox=None, no_create=False,
                  subscribe=False, stderr_reject=False, sender=DEFAULT_SENDER,
                  clock=time.time,
-                 extra=None, hostname=None, warnings=(), report=None, log=None):
+                 extra=None, hostname=None, warnings=(), report=None, log=None,
+                 only_copy=False):
         self.settings = settings
         self.user = user
         self.envelope = envelope
@@ -91,6 +94,7 @@ class DeliveryContext:
         self.warnings = list(warnings)
         self.report = report or _report_to_stderr
         self.log = log
+        self.only_copy = only_copy
 
 
 def deliver(context, message):
@@ -131,6 +135,9 @@ def _deliver(context, message, log):
         saved = file_by_sieve(storage, source, context, log)
     else:
         from .filing import save_with_fallback
+        # One recipient, no Sieve: this is the message's only use, so a Maildir
+        # copy may be written as the input is read (no spool file in between).
+        source.only_copy = context.only_copy
         saved = [save_with_fallback(storage, source, context.mailbox, context, log)]
     log_saved(log, saved, source, envelope, namespace.get("prefix", ""), context.report)
     return saved

@@ -41,6 +41,9 @@ def save_with_fallback(storage, source, target, context, log, *, flags=()):
             try:
                 return save_to(storage, source, name, context, flags=flags)
             except StorageError as exc:
+                if getattr(source, "input_gone", False) and \
+                        getattr(source, "stored_path", None) is None:
+                    raise   # the input went into the failed copy: defer (75)
                 # The message is in the delivery's spool: INBOX can still take it.
                 log.error(f"Failed to save mail to mailbox {target}: {exc}; "
                           "saving to INBOX instead")

@@ -180,6 +180,10 @@ class Message:
         self._spool = None
         self._whole = None             # read_bytes()'s buffer, once asked for
         self._fields = None
+        # None: not streamed; "cut": a copy straight from the input (_stream_to)
+        # began and failed; else its (size, vsize).
+        self._streamed = None
+        self._input_started = False    # reading past the head began
 
     @classmethod
     def from_spool(cls, spool):
@@ -213,28 +217,29 @@ class Message:
 
     # -- the spool --------------------------------------------------------------------
 
+    @property
+    def input_gone(self):
+        """True when the message went straight into a copy and cannot be read again."""
+        return self._spool is None and self._streamed is not None
+
     def spool(self):
         """The whole message, read from the input on the first call only."""
+        if self._spool is None and self._streamed is not None:
+            from .errors import MessageError
+            raise MessageError("the message went straight from the input into its one "
+                               "copy and cannot be read again")
         if self._spool is None:
             spool = Spool(self.temp_dir)
-            spool.write(self._head)
-            if not self._eof:
-                carry = self._pending_cr
-                while True:
-                    chunk = _read_chunk(self._fd)
-                    self.source_reads += 1
-                    if not chunk:
-                        break
-                    data, carry = _to_lf(carry + chunk)
-                    spool.write(data)
-                spool.write(carry)
-            self._eof, self._pending_cr = True, b""
+            for data in self._input_pieces():
+                spool.write(data)
             self._spool = spool
         return self._spool
 
     @property
     def sizes(self):
         """(size, vsize) of the message as stored."""
+        if self._spool is None and isinstance(self._streamed, tuple):
+            return self._streamed
         spool = self.spool()
         return spool.size, spool.vsize
 
@@ -249,12 +254,71 @@ class Message:
     def chunks(self):
         return self.spool().chunks()
 
-    def write_to(self, out_fd):
-        """Write the whole message to out_fd; return (size, vsize)."""
+    def write_to(self, out_fd, *, only_copy=False):
+        """Write the whole message to out_fd; return (size, vsize).
+
+        only_copy: the caller knows no other copy will be written from this
+        message (the pipe's one recipient, no Sieve): a message still being read
+        then goes straight from the input to out_fd (see _stream_to)."""
+        if only_copy and self._spool is None and self._streamed is None \
+                and not self._eof:
+            return self._stream_to(out_fd)
         spool = self.spool()
         for chunk in spool.chunks():
             _write_all(out_fd, chunk)
         return spool.size, spool.vsize
+
+    def _stream_to(self, out_fd):
+        """The one copy of a single recipient, written as the input is read.
+
+        Why: spooling a large message first would write it twice (spool, then
+        mailbox) for a delivery that needs it once. Up to SPOOL_MEMORY_MAX the
+        pieces are kept, and the spool is made of them (a later copy reads them);
+        past it they are let go and the input is gone (input_gone): a later copy
+        is a MessageError, and filing defers rather than falling back to INBOX
+        (as before the spool existed). The Maildir's hard link of this copy still
+        serves further copies of the same recipient.
+        """
+        self._streamed = "cut"
+        kept, size, lines = [], 0, 0
+        for data in self._input_pieces():
+            _write_all(out_fd, data)
+            size += len(data)
+            lines += data.count(b"\n")
+            if kept is not None:
+                kept.append(data)
+                if size > SPOOL_MEMORY_MAX:
+                    kept = None
+        if kept is not None:
+            spool = Spool(self.temp_dir)
+            spool._pieces, spool.size, spool._lines = kept, size, lines
+            self._spool = spool
+        self._streamed = (size, size + lines)
+        return self._streamed
+
+    def _input_pieces(self):
+        """The message's bytes, LF line ends, read from the input (once)."""
+        if self._input_started:
+            # Why refuse: a read that failed part-way consumed input we no longer
+            # have; a second pass would store a cut message as if it were whole.
+            from .errors import MessageError
+            raise MessageError("reading the message failed part-way; it cannot be "
+                               "read again")
+        yield self._head
+        if not self._eof:
+            self._input_started = True
+            carry = self._pending_cr
+            self._eof, self._pending_cr = True, b""
+            while True:
+                chunk = _read_chunk(self._fd)
+                self.source_reads += 1
+                if not chunk:
+                    break
+                data, carry = _to_lf(carry + chunk)
+                if data:
+                    yield data
+            if carry:
+                yield carry
 
     def read_bytes(self):
         """Return the whole message as one read-only buffer (for Sieve tests that
@@ -314,65 +378,13 @@ class MessageView:
             self.stored_path, self._sizes = message.link_source, message.link_sizes
         else:
             self.stored_path, self._sizes = None, None
-
-    def header_fields(self):
-        # The parsed view is the message's own header, as the sender wrote it.
-        return self.message.header_fields()
-
-    def get(self, name, default=None):
-        return self.message.get(name, default)
+        # The core sets it when this view is the message's only use (see
+        # Message.write_to's only_copy).
+        self.only_copy = False
 
     @property
-    def sizes(self):
-        """(size, vsize) of what write_to writes; once a copy is saved, of stored_path."""
-        if self._sizes is None:
-            size, vsize = self.message.sizes
-            extra = len(self.lines)
-            self._sizes = (size + extra, vsize + extra + self.lines.count(b"\n"))
-        return self._sizes
-
-    @sizes.setter
-    def sizes(self, value):
-        self._sizes = value
-
-    @property
-    def size(self):
-        return self.sizes[0]
-
-    @property
-    def vsize(self):
-        return self.sizes[1]
-
-    def chunks(self):
-        if self.lines:
-            yield self.lines
-        yield from self.message.chunks()
-
-    def write_to(self, out_fd):
-        if self.lines:
-            _write_all(out_fd, self.lines)
-        self.message.write_to(out_fd)
-        return self.sizes
-
-    def read_bytes(self):
-        return self.lines + self.message.read_bytes()
-
-
-class MessageView:
-    """A Message with per-recipient header lines in front: a message source for the
-    storages (write_to, chunks, size, vsize, stored_path, envelope_sender) and for
-    Sieve (header_fields, get, read_bytes). The shared Message is never changed."""
-
-    def __init__(self, message, lines, envelope_sender):
-        self.message = message
-        self.lines = b"".join(lines)
-        self.envelope_sender = envelope_sender
-        self.from_line_sender = message.from_line_sender
-        # The -p file can be hard-linked only when nothing is put in front of it.
-        if message.link_source is not None and not self.lines:
-            self.stored_path, self._sizes = message.link_source, message.link_sizes
-        else:
-            self.stored_path, self._sizes = None, None
+    def input_gone(self):
+        return self.message.input_gone
 
     @property
     def prepend(self):
@@ -418,7 +430,7 @@ class MessageView:
     def write_to(self, out_fd):
         if self.lines:
             _write_all(out_fd, self.lines)
-        self.message.write_to(out_fd)
+        self.message.write_to(out_fd, only_copy=self.only_copy)
         return self.sizes
 
     def read_bytes(self):

@@ -166,3 +166,58 @@ def test_peak_memory_flat_for_200_mib_message():
     size, peak_kib = map(int, out.stdout.split())
     assert size > 200 * 1024 * 1024
     assert peak_kib < 40 * 1024, f"peak RSS {peak_kib} KiB"
+
+
+def piped(data):
+    """A Message reading data from a pipe (a writer child, as from an MTA)."""
+    r, w = os.pipe()
+    if os.fork() == 0:
+        os.close(r)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(w, view):]
+        os._exit(0)
+    os.close(w)
+    return read_message(r)
+
+
+@pytest.mark.parametrize("body_lines, kept", [(10, True), (200_000, False)],
+                         ids=["small: kept", "past SPOOL_MEMORY_MAX: not kept"])
+def test_only_copy_goes_straight_from_the_input(body_lines, kept):
+    """The pipe's only copy is written as the input is read (no spool file); what
+    fits in memory stays readable, a larger message's input is gone afterwards."""
+    data = b"Subject: once\r\n\r\n" + b"line of the body\r\n" * body_lines
+    msg = piped(data)
+    view = msg.view([b"X-Original-To: a@b\n"])
+    view.only_copy = True
+    with tempfile.TemporaryFile() as out:
+        size, vsize = view.write_to(out.fileno())
+        out.seek(0)
+        stored = out.read()
+    os.wait()
+    expected = b"X-Original-To: a@b\n" + data.replace(b"\r\n", b"\n")
+    assert stored == expected
+    assert (size, vsize) == (len(expected), len(expected) + expected.count(b"\n"))
+    assert msg.input_gone is (not kept)
+    if kept:
+        assert msg.read_bytes() == data.replace(b"\r\n", b"\n")
+    else:
+        from mailslot.errors import MessageError
+        with pytest.raises(MessageError, match="cannot be read again"):
+            msg.write_to(os.open(os.devnull, os.O_WRONLY))
+        assert view.sizes == (size, vsize)      # still known, for a hard link
+
+
+def test_a_read_that_failed_part_way_is_not_read_again():
+    """The input failing half-way (EIO here: a closed fd) must not leave a message
+    that a second pass would store cut short."""
+    r, w = os.pipe()
+    os.write(w, b"Subject: x\n\nthe first part of the body\n")
+    msg = read_message(r)               # the header block: the body is read later
+    os.close(w)
+    os.close(r)                         # reading on now fails (EBADF)
+    from mailslot.errors import MessageError
+    with pytest.raises(MessageError):
+        msg.spool()
+    with pytest.raises(MessageError, match="part-way"):
+        msg.spool()
