@@ -134,6 +134,7 @@ install: build
 	install -m 0755 pyside/entry/mailslot-lda $(DESTDIR)$(LIBDIR)/mailslot-lda
 	install -m 0755 pyside/entry/mailslot $(DESTDIR)$(LIBDIR)/mailslot
 	install -m 0755 pyside/entry/mailslot-lmtpd $(DESTDIR)$(LIBDIR)/mailslot-lmtpd
+	install -m 0755 pyside/entry/mailslot-handoffd $(DESTDIR)$(LIBDIR)/mailslot-handoffd
 	ln -sf ../lib/mailslot/mailslot $(DESTDIR)$(PREFIX)/bin/mailslot
 	for page in docs/man/*.[158]; do \
 	  section=$${page##*.}; \

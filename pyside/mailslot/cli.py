@@ -156,8 +156,11 @@ def _recipient(value, option):
     return parsed
 
 
-def main(argv=None):
-    """Run one delivery; return the sysexits code."""
+def main(argv=None, log_tag=None):
+    """Run one delivery; return the sysexits code.
+
+    log_tag: a word the delivery log's prefix carries after the pid ("handoff"
+    when mailslot-handoffd's worker runs this front: which path delivered)."""
     if argv is None:
         argv = sys.argv[1:]
     from .errors import exit_code_for, MailslotError
@@ -168,7 +171,7 @@ def main(argv=None):
         opts = parse_args(argv)
         if opts.lookup is not None:
             return lookup_main(opts)
-        return deliver_pipe(opts)
+        return deliver_pipe(opts, log_tag=log_tag)
     except MailslotError as exc:
         report(str(exc))
         return exit_code_for(exc)
@@ -183,7 +186,7 @@ def main(argv=None):
         return exit_code_for(exc)
 
 
-def deliver_pipe(opts, clock=None):
+def deliver_pipe(opts, clock=None, log_tag=None):
     """The pipe front: deliver the message on stdin (or -p) for -d; return EX_OK.
 
     The process-wide steps live here, not in the core (deliver.py): refusing root,
@@ -211,6 +214,7 @@ def deliver_pipe(opts, clock=None):
                               subscribe=opts.subscribe, stderr_reject=opts.stderr_reject,
                               extra=rcpt.extra, warnings=warnings, report=report,
                               only_copy=True,
+                              log_tag=log_tag,
                               **({"clock": clock} if clock is not None else {}))
     try:
         deliver(context, message)

@@ -73,13 +73,15 @@ class DeliveryContext:
     log        a DeliveryLog; None: deliver() opens one from the settings
     only_copy  True when this is the message's only delivery (the pipe): without
                Sieve, a Maildir copy is then written as the input is read
+    log_tag    a word for the log prefix after the pid (the fast path's "handoff")
     """
 
     def __init__(self, settings, user, envelope, *, mailbox=None, no_create=False,
                  subscribe=False, stderr_reject=False, sender=DEFAULT_SENDER,
                  clock=time.time,
                  extra=None, hostname=None, warnings=(), report=None, log=None,
-                 only_copy=False):
+                 only_copy=False,
+                 log_tag=None):
         self.settings = settings
         self.user = user
         self.envelope = envelope
@@ -95,6 +97,7 @@ class DeliveryContext:
         self.report = report or _report_to_stderr
         self.log = log
         self.only_copy = only_copy
+        self.log_tag = log_tag
 
 
 def deliver(context, message):
@@ -151,7 +154,8 @@ def open_log(context):
                        info_log_path=settings["info_log_path"],
                        syslog_facility=settings["syslog_facility"],
                        deliver_log_format=settings["deliver_log_format"],
-                       home=context.user.home, clock=context.clock)
+                       home=context.user.home, clock=context.clock,
+                       tag=context.log_tag)
 
 
 def _recipient_lines(settings, envelope):

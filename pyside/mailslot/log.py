@@ -122,11 +122,14 @@ class DeliveryLog:
 
     def __init__(self, *, user, log_path, info_log_path, syslog_facility,
                  deliver_log_format, log_timestamp=DEFAULT_LOG_TIMESTAMP,
-                 service="lda", pid=None, home=None, clock=time.time):
+                 service="lda", pid=None, home=None, clock=time.time, tag=None):
         self.clock = clock
         self.deliver_log_format = deliver_log_format
         self.log_timestamp = log_timestamp
-        self.prefix = f"{service}({sanitize(user, MAX_FIELD_BYTES)})<{pid or os.getpid()}>: "
+        # tag: which path delivered, "lda(bob)<pid><handoff>: " on the fast path.
+        tagged = f"<{tag}>" if tag else ""
+        self.prefix = (f"{service}({sanitize(user, MAX_FIELD_BYTES)})"
+                       f"<{pid or os.getpid()}>{tagged}: ")
         self._home = home
         self._opened = {}  # path -> fd this object opened (and must close)
         facility = _syslog_facility(syslog_facility)  # checked always, as Dovecot

@@ -19,6 +19,9 @@ pytestmark = needs_root
 
 MSG = (b"From: Alice <alice@example.org>\nTo: bob@example.org\n"
        b"Subject: hello\nMessage-ID: <m1@example.org>\n\nHello Bob.\n")
+# The log prefix's pid part; tests/fastpath runs this suite through the fast path,
+# whose lines carry the path that delivered: r"<\d+><handoff>".
+LOG_PID = r"<\d+>"
 # Dovecot's new/ name: <sec>.M<usec>P<pid>.<host>,S=<size>,W=<vsize>
 NAME_RE = re.compile(r"^(\d+)\.M(\d+)P(\d+)\.([^,/:]+),S=(\d+),W=(\d+)$")
 
@@ -79,7 +82,7 @@ def test_delivery_as_ordinary_user_writes_dovecot_file(env):
         assert f.read() == MSG
     with open(env.log) as f:
         log = f.read()
-    assert re.search(r"lda\(" + re.escape(env.user.pw_name) + r"\)<\d+>: Info: msgid=<m1@example.org>: "
+    assert re.search(r"lda\(" + re.escape(env.user.pw_name) + r"\)" + LOG_PID + r": Info: msgid=<m1@example.org>: "
                      r"saved mail to INBOX", log), log
     uidlist = open(os.path.join(env.maildir, "dovecot-uidlist")).read().splitlines()
     # Dovecot appends records and leaves the header's N alone until a rewrite.
