@@ -285,3 +285,40 @@ def test_user_concurrency_limit():
         assert first.reply() == "250 2.0.0 <alice@example.org> Saved"
     finally:
         s.cleanup()
+
+
+def test_recipients_of_one_transaction_are_delivered_side_by_side():
+    """alice's mbox is locked (her delivery waits); bob's and carol's copies, later in
+    the same transaction, are written meanwhile; the replies still come in RCPT order."""
+    s = Site.create(location="mbox:~/mail:INBOX=~/mail/inbox")
+    try:
+        with open(os.path.join(s.home("carol"), ".dovecot.sieve"), "wb") as f:
+            f.write(b"keep;\n")
+        for name in ("alice", "bob", "carol"):
+            os.makedirs(os.path.join(s.home(name), "mail"))
+            os.chown(os.path.join(s.home(name), "mail"), s.uid, s.uid)
+        s.start()
+        lock = os.path.join(s.home("alice"), "mail", "inbox.lock")
+        with open(lock, "w") as f:
+            f.write("0")
+        c = Client.unix(s.socket)
+        c.hello()
+        c.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>"
+               b"\r\nRCPT TO:<carol@example.org>\r\nDATA\r\n")
+        assert c.replies(5)[-1] == "354 OK"
+        c.send(b"Subject: fan-out\r\n\r\nhello\r\n.\r\n")
+        deadline = time.time() + 20
+        others = [os.path.join(s.home(n), "mail", "inbox") for n in ("bob", "carol")]
+        while not all(os.path.exists(p) and os.path.getsize(p) for p in others):
+            assert time.time() < deadline, s.stderr()
+            time.sleep(0.05)
+        released = time.time()
+        os.unlink(lock)
+        assert c.replies(3) == [f"250 2.0.0 <{n}@example.org> Saved"
+                                for n in ("alice", "bob", "carol")]
+        # alice's copy was written only after the lock went; the others before.
+        alice = os.path.join(s.home("alice"), "mail", "inbox")
+        assert os.path.getmtime(alice) >= released - 0.01
+        assert all(os.path.getmtime(p) < released for p in others)
+    finally:
+        s.cleanup()

@@ -10,7 +10,8 @@ so RCPT is the moment an unknown user is refused (550 5.1.1, what Postfix's
 reject_unverified_recipient asks for) and a userdb outage is 451 4.3.0. The
 resolved Recipient travels with the transaction as its token; deliver() files the
 one spooled message (the transaction's sink, a message.Spool, written once while the
-content arrived) for each recipient through deliver.deliver(), one after another,
+content arrived) for each recipient through deliver.deliver() -- the server runs the
+recipients side by side in its pool (begin, deliver_one per recipient, end) --
 each with its own settings copy, and answers each with its own reply: 250 only when
 the core returned, i.e. the copy is saved and, unless mail_fsync=never, fsynced with
 its directory (the storages' commit) -- "250 means on disk".
@@ -75,19 +76,33 @@ class Backend:
     # -- after the content ------------------------------------------------------------
 
     def deliver(self, tx, peer=None):
-        """File tx's message for each of its recipients; return one reply each."""
-        from ..message import Message
-        message = Message.from_spool(tx.sink)
-        single = len(tx.recipients) == 1
-        received = self._received(tx, peer, single)
-        replies = []
+        """File tx's message for each of its recipients, one after another; return
+        one reply each. (The server runs the recipients side by side instead:
+        begin(), deliver_one() for each in its pool, end().)"""
+        job = self.begin(tx, peer)
         try:
-            for address, rcpt in tx.recipients:
-                replies.append(self._deliver_one(tx, message, address, rcpt, received,
-                                                 single))
+            return [self.deliver_one(job, i) for i in range(len(tx.recipients))]
         finally:
-            message.close()
-        return replies
+            self.end(job)
+
+    def begin(self, tx, peer=None):
+        """What every recipient's delivery of tx shares: the message read from the
+        spool (its header only; the body stays in the spool) and the Received line."""
+        from ..message import Message
+        single = len(tx.recipients) == 1
+        return _Job(tx, Message.from_spool(tx.sink), self._received(tx, peer, single),
+                    single)
+
+    def deliver_one(self, job, index):
+        """Deliver job's message to its index-th recipient; return that reply.
+        Safe to run for several recipients of one job at once (each has its own
+        settings and view of the shared, never changed, message)."""
+        address, rcpt = job.tx.recipients[index]
+        return self._deliver_one(job.tx, job.message, address, rcpt, job.received,
+                                 job.single)
+
+    def end(self, job):
+        job.message.close()
 
     def _deliver_one(self, tx, message, address, rcpt, received, single):
         from ..deliver import DeliveryContext, deliver
@@ -151,6 +166,13 @@ class Backend:
                 self._active[name] = left
             else:
                 del self._active[name]
+
+
+class _Job:
+    __slots__ = ("tx", "message", "received", "single")
+
+    def __init__(self, tx, message, received, single):
+        self.tx, self.message, self.received, self.single = tx, message, received, single
 
 
 class _WithLines:

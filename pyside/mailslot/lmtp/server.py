@@ -6,7 +6,8 @@ Listens where lmtp_listen says ("unix:/run/mailslot/lmtp", "127.0.0.1:24", ...) 
 under systemd socket activation (LISTEN_PID is ours, LISTEN_FDS=n), on the sockets
 systemd hands over (fds 3..3+n-1; lmtp_listen is then ignored). Each connection is a
 protocol.Session driven here; the session's two requests run in a small thread pool:
-RCPT's userdb lookup and the delivery of a finished message (delivery.Backend).
+RCPT's userdb lookup and, once the message is in, one delivery per recipient, all of
+them at once (delivery.Backend; the replies still go out in RCPT order).
 
 Why asyncio plus a thread pool: the connections are I/O-bound and long-lived (an MTA
 keeps a few open and pipelines), which one event loop serves without a thread each;
@@ -210,9 +211,7 @@ class _Connection:
                     if out:
                         self.writer.write(bytes(out))
                         out.clear()
-                    replies = await loop.run_in_executor(self.server.pool, _deliver_safe,
-                                                         event.transaction,
-                                                         (self.lhlo or "unknown", self.ip))
+                    replies = await self._deliver(event.transaction)
                     pending = session.answer(replies) + pending
                 elif isinstance(event, Discard):
                     event.transaction.sink.close()
@@ -242,6 +241,26 @@ class _Connection:
                 return
             pending = session.feed(data)
 
+    async def _deliver(self, tx):
+        """Every recipient's delivery in the pool at once (their fsyncs overlap);
+        the replies in RCPT order. A delivery that breaks is None: the session
+        answers it 451."""
+        loop, backend = asyncio.get_running_loop(), tx.backend
+        try:
+            job = backend.begin(tx, (self.lhlo or "unknown", self.ip))
+        except Exception as exc:
+            self.server.log(f"internal error: {type(exc).__name__}: {exc}")
+            return []
+        gathered = asyncio.gather(
+            *(loop.run_in_executor(self.server.pool, backend.deliver_one, job, i)
+              for i in range(len(tx.recipients))), return_exceptions=True)
+        # Why a callback and a shield: the spool is closed only once every thread
+        # reading it is done, even if this connection is cancelled meanwhile (a
+        # closed fd's number could be reused under a reader).
+        gathered.add_done_callback(lambda _: backend.end(job))
+        results = await asyncio.shield(gathered)
+        return [r if isinstance(r, str) else None for r in results]
+
     def _discard(self, events):
         for event in events:
             if isinstance(event, Discard):
@@ -256,14 +275,6 @@ class _Connection:
                 self.writer.write(reply.encode() + b"\r\n")
             except Exception:
                 pass
-
-
-def _deliver_safe(tx, peer):
-    """Backend.deliver, and [] (the session answers 451 for each) if it breaks."""
-    try:
-        return tx.backend.deliver(tx, peer)
-    except Exception:
-        return []
 
 
 # -- listeners ----------------------------------------------------------------------------
