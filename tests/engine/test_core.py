@@ -214,3 +214,31 @@ def test_two_deliveries_with_a_lock_wait_and_a_sieve_limit_in_one_process(site):
     assert data.count(b"\nX-Original-To: mboxuser@example.org\n") == 2
     maildir = os.path.join(homes["sieveuser"], "Maildir")
     assert len(maildir_files(maildir, ".Lists")) == 2 and len(maildir_files(maildir)) == 2
+
+
+def test_the_sieve_cpu_budget_is_the_delivering_threads_own():
+    """A server delivers in several threads: CPU that other threads burn must not
+    count against one delivery's sieve_max_cpu_time (the deadline the interpreter
+    checks between ops is the thread's CPU clock, not the process's)."""
+    import threading
+    import time
+    sys.path.insert(0, os.path.join(REPO, "pyside"))
+    from mailslot.sieve.cpu import cpu_guard, over
+    seen = {}
+    armed, burnt = threading.Event(), threading.Event()
+
+    def delivery():
+        with cpu_guard(0.3) as guard:       # not the main thread: no SIGPROF, the clock
+            armed.set()
+            burnt.wait(30)
+            seen["within"] = not over(guard.deadline)    # what the interpreter asks
+
+    worker = threading.Thread(target=delivery)
+    worker.start()
+    armed.wait(30)
+    start = time.thread_time()
+    while time.thread_time() - start < 0.6:     # another thread's 0.6 s of CPU
+        pass
+    burnt.set()
+    worker.join(30)
+    assert seen == {"within": True}

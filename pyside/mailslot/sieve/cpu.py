@@ -4,8 +4,11 @@ cpu_guard(seconds) is a context manager that arms ITIMER_PROF (CPU time, user
 plus system) for the run; when it fires, the SIGPROF handler raises
 CpuTimeExceeded in the running code -- also inside a long regular expression
 match, which CPython's re module interrupts to run signal handlers. The
-interpreter also compares time.process_time() with the deadline between ops, so
-the limit holds where signals cannot be used (not the main thread).
+interpreter also compares time.thread_time() with the deadline between ops, so
+the limit holds where signals cannot be used (not the main thread). The deadline
+is the running thread's own CPU time: in a server delivering in several threads,
+one delivery's budget is not spent by the others (process_time() would count
+them all).
 
 Errors: CpuTimeExceeded (internal; the interpreter turns it into a run error).
 Security: this is what keeps a hostile script (a regex backtracking bomb, a huge
@@ -31,7 +34,7 @@ class cpu_guard:
     def __enter__(self):
         if not self.seconds or self.seconds <= 0:
             return self
-        self.deadline = time.process_time() + self.seconds
+        self.deadline = time.thread_time() + self.seconds
         # _signal, not signal: the same calls without importing enum (~5 ms).
         import _signal
         try:
@@ -52,6 +55,11 @@ class cpu_guard:
                            self._old if self._old is not None else _signal.SIG_DFL)
             self._armed = False
         return False
+
+
+def over(deadline):
+    """True when the running thread's CPU time is past deadline (a cpu_guard's)."""
+    return time.thread_time() > deadline
 
 
 def _on_timer(signum, frame):

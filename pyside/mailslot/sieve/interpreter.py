@@ -24,15 +24,14 @@ used is compared with sieve_max_cpu_time; a long C-level operation (a regex) is
 interrupted by the SIGPROF timer the runner arms (cpu.py).
 """
 
-import time
-
 from ..errors import SieveError
+from .cpu import over as cpu_over
 from .limits import MAX_MATCH_VALUES
 
 HANDLERS = {}
 TESTS = {}
 
-# How often the op loop looks at the clock (process_time() costs ~0.1 us).
+# How often the op loop looks at the clock (thread_time() costs ~0.1 us).
 MAX_OPS_BETWEEN_CHECKS = 64
 
 
@@ -138,7 +137,7 @@ class Interpreter:
 
     def check_cpu(self):
         ctx = self.ctx
-        if ctx.cpu_deadline is not None and time.process_time() > ctx.cpu_deadline:
+        if ctx.cpu_deadline is not None and cpu_over(ctx.cpu_deadline):
             raise CpuLimitError("", "execution exceeded CPU time limit")
 
     def run_block(self, ops):
