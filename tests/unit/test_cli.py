@@ -67,7 +67,7 @@ def test_mailslot_debug_prints_the_traceback_of_an_internal_error(monkeypatch, c
     from mailslot import cli
     from mailslot.errors import EX_TEMPFAIL
 
-    def failing_delivery(opts):
+    def failing_delivery(opts, **_):
         if not opts.keep_environment:
             cli.clear_environment()
         raise RuntimeError("a bug")
@@ -83,7 +83,7 @@ def test_mailslot_debug_prints_the_traceback_of_an_internal_error(monkeypatch, c
 def test_no_traceback_without_mailslot_debug(monkeypatch, capsys):
     from mailslot import cli
     monkeypatch.delenv("MAILSLOT_DEBUG", raising=False)
-    monkeypatch.setattr(cli, "deliver_pipe", lambda opts: 1 / 0)
+    monkeypatch.setattr(cli, "deliver_pipe", lambda opts, **_: 1 / 0)
     cli.main([])
     err = capsys.readouterr().err
     assert err == "mailslot-lda: internal error: ZeroDivisionError: division by zero\n"
