@@ -322,3 +322,18 @@ def test_recipients_of_one_transaction_are_delivered_side_by_side():
         assert all(os.path.getmtime(p) < released for p in others)
     finally:
         s.cleanup()
+
+
+def test_another_uid_without_a_relay_is_refused_at_rcpt():
+    """Without lmtp_relay_path the server writes only as its own uid: a user of
+    another uid is 451 at RCPT (the MTA keeps the mail), never a bounce."""
+    s = Site.create(users_extra="other::%UID%1:%UID%1::%TOP%/home-other::\n")
+    try:
+        s.start()
+        c = Client.unix(s.socket)
+        c.hello()
+        c.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<other@example.org>\r\n")
+        reply = c.replies(2)[1]
+        assert reply.startswith("451 4.3.0 <other@example.org> ") and "mailslot-relay" in reply
+    finally:
+        s.cleanup()

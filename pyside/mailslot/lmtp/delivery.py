@@ -26,9 +26,11 @@ Errors: every failure becomes that recipient's reply through errors.failure_for 
 one table: code, enhanced status); a bug is 451 4.3.0, never a bounce; nothing here
 raises to the server.
 
-Security: this process delivers only for users whose uid is its own (single-uid,
-"vmail" sites): any other user is refused at RCPT with 451 4.3.0 naming
-mailslot-relay (multi-uid sites, see mailslot-lmtpd(8)). Addresses are the sender's
+Security: this process writes only for users whose uid is its own (single-uid,
+"vmail" sites). Any other user is refused at RCPT with 451 4.3.0 naming
+mailslot-relay, unless lmtp_relay_path is set: then that recipient is delivered by
+the setuid relay, which checks its own policy (relayed.py; multi-uid sites, see
+mailslot-lmtpd(8)). Addresses are the sender's
 data: they are userdb keys and header values (message.header_line strips control
 characters), never paths; a detail mailbox name passes filing.mailbox_components
 like any -m name.
@@ -45,8 +47,10 @@ class Backend:
     """Recipient checks and deliveries for one settings generation (SIGHUP makes a
     new Backend; transactions under way finish with the one they started with)."""
 
-    def __init__(self, base, *, hostname=None, clock=time.time):
+    def __init__(self, base, *, hostname=None, clock=time.time, config_path=None):
         self.base = base
+        self.config_path = config_path
+        self.relay = base["lmtp_relay_path"]
         self.hostname = hostname or base["hostname"] or os.uname().nodename
         self.clock = clock
         self.concurrency = base["lmtp_user_concurrency_limit"]
@@ -60,7 +64,9 @@ class Backend:
         from ..errors import MailslotError, UserUnknownError
         from ..recipient import resolve
         try:
-            rcpt = resolve(self.base, address, check_user=_check_our_uid)
+            # With a relay, any valid uid may be a recipient (the relay writes as it).
+            rcpt = resolve(self.base, address,
+                           check_user=None if self.relay else _check_our_uid)
         except UserUnknownError as exc:
             return Verdict(False, f"550 5.1.1 <{address}> {_text(exc)}")
         except MailslotError as exc:
@@ -123,6 +129,11 @@ class Backend:
         name = rcpt.user.name
         self._enter(name)
         try:
+            if rcpt.user.uid != os.getuid():
+                # Not ours to write: the relay delivers as the user (multi-uid sites).
+                from .relayed import deliver_through_relay
+                return deliver_through_relay(self.relay, self.config_path, lines,
+                                             message, address, tx.sender, mailbox)
             deliver(context, _WithLines(message, lines))
         except MailslotError as exc:
             return _failure_reply(address, exc)

@@ -34,7 +34,8 @@ by a reload (restart for that).
 Privileges: never runs with a root uid or gid (refused at start, like the engine).
 It delivers in-process for users whose uid is its own (single-uid "vmail" sites, the
 fast path); any other user is refused at RCPT with 451 4.3.0 (the MTA keeps the
-mail). Multi-uid sites: see mailslot-lmtpd(8).
+mail) unless lmtp_relay_path is set: then the setuid relay delivers that recipient
+(lmtp/relayed.py; the server's group must be a caller group of its policy).
 
 Errors: a settings file that does not load at start, a listener that cannot be
 made, or root: a message on stderr and the engine's exit code (errors.py).
@@ -88,7 +89,7 @@ class Server:
         from .delivery import Backend
         base = load_base_settings(self.config_path, [])
         kwargs = {"clock": self.clock} if self.clock is not None else {}
-        backend = Backend(base, **kwargs)
+        backend = Backend(base, config_path=self.config_path, **kwargs)
         backend.limits = Limits(hostname=backend.hostname,
                                 max_size=base["lmtp_message_size_limit"])
         backend.temp_dir = base["mail_temp_dir"] or None
