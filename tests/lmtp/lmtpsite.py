@@ -35,7 +35,7 @@ class Site:
 
     @classmethod
     def create(cls, *, extra="", uid_start=4700, users_extra="",
-               location="maildir:~/Maildir"):
+               location="maildir:~/Maildir", size_limit="200k"):
         uid = free_uid(uid_start)
         top = world_tempdir("mailslot-lmtp-")
         port = _free_port()
@@ -56,7 +56,7 @@ class Site:
                     f"mail_temp_dir: {top}/tmp\n"
                     f"hostname: lmtp.test\nfirst_valid_uid: 100\n"
                     f"lmtp_listen: [\"unix:{site.socket}\", \"127.0.0.1:{port}\"]\n"
-                    f"lmtp_message_size_limit: 200k\n"
+                    f"lmtp_message_size_limit: {size_limit}\n"
                     f"userdb:\n  - driver: passwd-file\n    args: username_format=%n {top}/users\n" + extra)
         for root, dirs, files in os.walk(top):
             for entry in dirs + files:

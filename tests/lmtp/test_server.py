@@ -337,3 +337,64 @@ def test_another_uid_without_a_relay_is_refused_at_rcpt():
         assert reply.startswith("451 4.3.0 <other@example.org> ") and "mailslot-relay" in reply
     finally:
         s.cleanup()
+
+
+def _vm_hwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_memory_stays_bounded_for_big_and_hostile_input():
+    """8 connections at once: 20 MB messages, a 20 MB line without an end in DATA and
+    as a command. The daemon's peak RSS stays under 64 MiB (issue 17's bound for
+    16 x 50 MB; bench/lmtp_bench.py measures that one)."""
+    import threading
+    s = Site.create(size_limit="0")
+    try:
+        s.start()
+        start_kib = _vm_hwm_kib(s.proc.pid)
+        blob = (b"y" * 76 + b"\r\n") * (1024 * 1024 // 78)
+        results = []
+
+        def big(i):
+            c = Client.unix(s.socket)
+            c.hello()
+            c.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+            c.replies(3)
+            c.send(b"Subject: big\r\n\r\n")
+            for _ in range(20):
+                c.send(blob)
+            c.send(b".\r\n")
+            results.append(c.reply())
+
+        def endless_line(in_data):
+            c = Client.unix(s.socket)
+            c.hello()
+            if in_data:
+                c.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+                c.replies(3)
+            chunk = b"z" * (1024 * 1024)
+            for _ in range(20):
+                c.send(chunk)
+            c.send(b"\r\n.\r\n" if in_data else b"\r\nNOOP\r\n")
+            results.append(c.reply() if in_data else c.replies(2)[-1])
+
+        threads = [threading.Thread(target=big, args=(i,)) for i in range(6)]
+        threads += [threading.Thread(target=endless_line, args=(flag,))
+                    for flag in (True, False)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert sorted(results) == sorted(
+            ["250 2.0.0 <alice@example.org> Saved"] * 6
+            + ["554 5.6.0 <bob@example.org> Message has a line longer than 1000 octets "
+               "(RFC 5321 4.5.3.1.6)", "250 2.0.0 OK"])
+        peak = _vm_hwm_kib(s.proc.pid)
+        assert peak < 64 * 1024, (start_kib, peak)
+        assert len(s.messages("alice")) == 6
+    finally:
+        s.cleanup()
