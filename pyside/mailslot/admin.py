@@ -8,6 +8,10 @@
     mailslot sievec SCRIPT             layout); compile and check a script
     mailslot sieve-testsuite FILE      run one of Pigeonhole's .svtest files
                                        (vnd.dovecot.testsuite, test-only)
+    mailslot quota get|recalc -u USER  a user's quota usage and limits as `doveadm
+                                       quota get` prints them; rebuild maildirsize
+                                       (storage/quota_tool.py; as root it becomes
+                                       the user first)
 
 Errors: a bad configuration prints the ConfigError (file, line, key) and exits 75,
 as the delivery would; a usage mistake exits 64.
@@ -28,7 +32,8 @@ USAGE = """usage: mailslot config [-c FILE] [-n]
        mailslot user [-c FILE] USER
        mailslot sieve-test [options] SCRIPT MESSAGE
        mailslot sievec SCRIPT
-       mailslot sieve-testsuite [-F] [--json] FILE.svtest"""
+       mailslot sieve-testsuite [-F] [--json] FILE.svtest
+       mailslot quota get|recalc [-c FILE] [-f tab] -u USER"""
 
 
 def main(argv=None):
@@ -49,6 +54,9 @@ def main(argv=None):
         if command == "sievec":
             from .sieve.tool import sievec_main
             return sievec_main(rest)
+        if command == "quota":
+            from .storage.quota_tool import main as quota_main
+            return quota_main(rest)
         if command == "sieve-testsuite":
             from .testsuite.tool import main as testsuite_main
             return testsuite_main(rest)

@@ -109,6 +109,14 @@ SCHEMA = {
     # Sieve reject's report; %n newline, %r reason, %s subject, %t recipient.
     "rejection_subject": ("str", "Rejected: %s"),
     "rejection_reason": ("str", "Your message to <%t> was automatically rejected:%n%r"),
+    # Quota (storage/quota.py; Dovecot's quota plugin settings): the backend and
+    # root name, the rules (quota_rule, quota_rule2 ... quota_rule9), the
+    # grace for the last message, the reason given, and tempfail or bounce.
+    "quota": ("str", ""),
+    "quota_rule": ("str", ""),
+    **{f"quota_rule{i}": ("str", "") for i in range(2, 10)},
+    "quota_grace": ("str", "10%"),
+    "quota_exceeded_message": ("str", "Quota exceeded (mailbox for user is full)"),
     "quota_full_tempfail": ("bool", False),
     # LMTP (mailslot-lmtpd). lmtp_listen is mailslot's own: "unix:PATH" and
     # "HOST:PORT" listeners, ignored under systemd socket activation.
@@ -160,6 +168,10 @@ SCHEMA = {
     # (sieve/memory.py: DEFAULT_MAX_MEMORY).
     "sieve_max_memory": ("size", 32 * 1024 ** 2),
 }
+
+# A delivery looks at quota (storage/quota.py, imported only then) when one of
+# these is set.
+QUOTA_SETTINGS = ("quota", "quota_rule") + tuple(f"quota_rule{i}" for i in range(2, 10))
 
 NAMESPACE_KEYS = {"prefix": "str", "separator": "str", "inbox": "bool"}
 USERDB_KEYS = ("driver", "args", "default_fields", "override_fields")

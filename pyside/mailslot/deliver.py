@@ -31,7 +31,10 @@ signal guard in storage/mbox_lock.py), so deliveries can follow one another in o
 process (tests/engine/test_core.py runs several).
 
 Errors: every failure is a MailslotError subclass; the front maps it to its answer
-(cli: errors.exit_code_for). RejectedError for a Sieve reject.
+(cli: errors.exit_code_for). RejectedError for a Sieve reject. A message over the
+user's quota (storage/quota.py, checked in filing.save_to) is over_quota()'s:
+QuotaExceededError (temporary) with quota_full_tempfail, else QuotaRejectedError
+(-e) or a DSN to the sender.
 
 Security: the core trusts its context: the front has checked that this process may
 write as context.user (cli: uid equal to ours, never root). Mailbox names from -m
@@ -41,7 +44,7 @@ and from scripts pass filing.mailbox_components.
 import os
 import time
 
-from .errors import MailboxNameError
+from .errors import MailboxNameError, QuotaExceededError
 from .homedir import check_mail_root
 
 # DeliveryContext(sender=DEFAULT_SENDER): the settings' transport, built on first use.
@@ -134,16 +137,43 @@ def _deliver(context, message, log):
         namespace["separator"] = storage.default_separator
     storage.display_separator = namespace["separator"]
     from . import sieve
-    if sieve.has_scripts(settings, user.home):
-        saved = file_by_sieve(storage, source, context, log)
-    else:
-        from .filing import save_with_fallback
-        # One recipient, no Sieve: this is the message's only use, so a Maildir
-        # copy may be written as the input is read (no spool file in between).
-        source.only_copy = context.only_copy
-        saved = [save_with_fallback(storage, source, context.mailbox, context, log)]
+    try:
+        if sieve.has_scripts(settings, user.home):
+            saved = file_by_sieve(storage, source, context, log)
+        else:
+            from .filing import save_with_fallback
+            # One recipient, no Sieve: this is the message's only use, so a Maildir
+            # copy may be written as the input is read (no spool file in between).
+            source.only_copy = context.only_copy
+            saved = [save_with_fallback(storage, source, context.mailbox, context, log)]
+    except QuotaExceededError as exc:
+        return over_quota(context, source, log, exc)
     log_saved(log, saved, source, envelope, namespace.get("prefix", ""), context.report)
     return saved
+
+
+def over_quota(context, source, log, exc):
+    """A message that does not fit in the user's quota, answered as dovecot-lda
+    does: with quota_full_tempfail the QuotaExceededError stands (75; LMTP
+    452 4.2.2); otherwise the message is refused for good: QuotaRejectedError
+    (77; LMTP 552 5.2.2) with -e or without a sender, else a DSN (5.2.2) to the
+    envelope sender (never to <>) and the delivery is done with nothing saved."""
+    log.info(f"save failed to INBOX: {exc}")
+    if context.settings["quota_full_tempfail"]:
+        raise exc
+    log.info(f"rejected: {exc}")
+    from .errors import QuotaRejectedError, failure_for
+    rejected = QuotaRejectedError(str(exc))
+    if context.stderr_reject or context.sender is None:
+        raise rejected from None
+    sender = context.sender
+    if sender == DEFAULT_SENDER:
+        sender = outgoing_mail(context.settings, context.envelope, log, None,
+                               clock=context.clock)
+    from .send.compose import Original
+    sender.dsn(Original.from_message(source), status=failure_for(rejected).dsn_status,
+               diagnostic=str(exc))
+    return []
 
 
 def open_log(context):

@@ -103,8 +103,17 @@ class SendError(TemporaryError):
     saved (send/outgoing.py decides)."""
 
 
-class QuotaExceededError(TemporaryError):
-    """The user is over quota (temporary; quota_full_tempfail decides in a later issue)."""
+class QuotaExceededError(StorageError):
+    """The message does not fit in the user's quota (storage/quota.py). A
+    StorageError: a -m mailbox or fileinto over its quota falls back to INBOX.
+    Its row is the temporary answer (quota_full_tempfail: yes); with the setting
+    off the delivery turns it into QuotaRejectedError (deliver.py)."""
+
+
+class QuotaRejectedError(RejectedError):
+    """Over quota with quota_full_tempfail off: the message is refused for good
+    (77 with -e; LMTP 552 5.2.2). Without -e dovecot-lda's way is a DSN to the
+    sender and exit 0; this error is for when the refusal is the MTA's to send."""
 
 
 class SieveError(MailslotError):
@@ -136,6 +145,7 @@ FAILURES = {
     MessageError: Failure(EX_TEMPFAIL, 451, "4.3.0"),
     StorageError: Failure(EX_TEMPFAIL, 451, "4.2.0"),
     QuotaExceededError: Failure(EX_TEMPFAIL, 452, "4.2.2"),
+    QuotaRejectedError: Failure(EX_NOPERM, 552, "5.2.2"),
     LogError: Failure(EX_TEMPFAIL, 451, "4.3.0"),
     SendError: Failure(EX_TEMPFAIL, 451, "4.3.0"),
     TemporaryError: Failure(EX_TEMPFAIL, 451, "4.3.0"),

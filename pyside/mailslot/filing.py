@@ -9,14 +9,18 @@ given (or always, for Sieve's fileinto :create), and subscribes a new one with -
 lda_mailbox_autosubscribe; INBOX always exists for the user. save_with_fallback saves
 into the -m mailbox (or Sieve's keep target) and falls back to INBOX when that name
 is invalid or the save fails, as dovecot-lda does; only INBOX failing too is a
-failure. After a Maildir save the source remembers the new file (stored_path), so
+failure. With quota settings, save_to checks the quota before each save (that
+mailbox's rule) and counts the copy after it (storage/quota.py): a mailbox over
+its quota is a QuotaExceededError, a StorageError, so the fallback to INBOX
+applies as in dovecot-lda. After a Maildir save the source remembers the new file (stored_path), so
 further copies of the same source are hard links.
 
 context is the delivery's (deliver.DeliveryContext): its settings, and the -n/-s
 choices (no_create, subscribe).
 
 Errors: MailboxNotFoundError for a missing mailbox that may not be created;
-StorageError (temporary) when not even INBOX takes the message.
+StorageError (temporary) when not even INBOX takes the message
+(QuotaExceededError when INBOX is over quota).
 
 Security: every name a user or a script gives passes mailbox_components (the
 namespace's rules, then mailbox_name.split_mailbox_name's validation) before it
@@ -79,7 +83,26 @@ def save_to(storage, source, name, context, *, flags=(), force_create=False):
             storage.subscribe(name)
     elif name == INBOX and not storage.mailbox_exists(name):
         storage.create_mailbox(name)   # INBOX always exists for the user
-    result = storage.save(name, source, flags=flags)
+    quota = _quota(storage, context)
+    if quota is None:
+        result = storage.save(name, source, flags=flags)
+    else:
+        # Checked against this mailbox's rule before the save, counted after it.
+        result = quota.save(storage, name, source, flags=flags)
     if getattr(source, "stored_path", "") is None:
         source.stored_path = result.path
     return result
+
+
+def _quota(storage, context):
+    """The recipient's quota (storage/quota.py), opened once per storage; None
+    without quota settings, and then nothing of quota is imported."""
+    from .config import QUOTA_SETTINGS
+    settings = context.settings
+    if not any(settings.get(key) for key in QUOTA_SETTINGS):
+        return None
+    quota = getattr(storage, "quota", None)
+    if quota is None:
+        from .storage.quota import open_quota
+        quota = storage.quota = open_quota(storage, settings, clock=context.clock)
+    return quota
