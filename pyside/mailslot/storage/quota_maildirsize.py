@@ -251,71 +251,136 @@ class MaildirSize:
     def refresh(self, limits):
         """The Usage, from the file or recalculated; limits (bytes, count) are
         the configured ones, None to use the file's. Call it under locked()."""
-        fd, parsed, mtime = self._read()
-        usage = self._trusted(parsed, mtime, limits)
-        if usage is not None:
-            return usage
-        # Why exclusive: no save may land while the mailboxes are counted, and
-        # no delta may go to the file that is about to be replaced.
         import fcntl
-        self._flock(fcntl.LOCK_EX)
-        try:
-            fd, parsed, mtime = self._read()    # another process may have done it
+        counted = None
+        for _attempt in range(3):
+            # Read under the shared lock: no rebuild can replace this file until
+            # the save and its delta are done.
+            _fd, parsed, mtime = self._read()
             usage = self._trusted(parsed, mtime, limits)
-            if usage is None:
-                if limits is None:
-                    limits = parsed[0] if parsed is not None else (0, 0)
-                usage = self._recalculate(limits)
-        finally:
-            self._flock(fcntl.LOCK_SH)
-        return usage
+            if usage is not None:
+                usage.recalculated = counted is not None
+                return usage
+            self._flock(fcntl.LOCK_UN)
+            try:
+                counted = self._rebuild(limits)
+            finally:
+                # Not atomic (flock): the file is read again above under it.
+                self._flock(fcntl.LOCK_SH)
+        # The file could not be written (read-only, or always someone else's
+        # turn): the count stands, and no delta goes to a file that would lie.
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        return counted
 
     def recalculate(self, limits):
-        """Count the mailboxes and write the file now (under the exclusive lock)."""
-        with self.locked(exclusive=True):
-            if limits is None:
-                _fd, parsed, _mtime = self._read()
-                limits = parsed[0] if parsed is not None else (0, 0)
-            return self._recalculate(limits)
+        """Count the mailboxes and write the file now (`mailslot quota recalc`)."""
+        import fcntl
+        with self.locked():
+            self._flock(fcntl.LOCK_UN)
+            return self._rebuild(limits, force=True)
 
     # -- writing ---------------------------------------------------------------------
 
-    def _recalculate(self, limits):
-        total_bytes, total_count = self.count()
-        body = (f"{format_limits(*limits)}\n{total_bytes} {total_count}\n").encode("ascii")
-        self._write_new(body)
-        self._read()            # the new file is the one deltas go to
-        return Usage(total_bytes, total_count, limits[0], limits[1], recalculated=True)
+    def _rebuild(self, limits, force=False):
+        """Recalculate under the dotlock and the exclusive flock; return the Usage.
+        Called holding no flock; returns holding the exclusive one."""
+        import fcntl
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            lock_fd = self._take_dotlock()
+            if lock_fd is not None:
+                break
+            # Someone else is rebuilding it: wait, then use what they wrote.
+            self._wait_for_writer()
+            self._flock(fcntl.LOCK_SH)
+            _fd, parsed, mtime = self._read()
+            usage = self._trusted(parsed, mtime, limits)
+            self._flock(fcntl.LOCK_UN)
+            if usage is not None and not force:
+                self._flock(fcntl.LOCK_EX)
+                return usage
+            if time.monotonic() > deadline:
+                lock_fd = -1            # count, but leave the file to them
+                break
+        owned, replaced = lock_fd >= 0, False
+        try:
+            # Why exclusive: no save may land while the mailboxes are counted, and
+            # no delta may go to the file that is about to be replaced. Deliveries
+            # that come meanwhile wait for the dotlock to go (locked()), so this
+            # wait ends when the saves already under way are done.
+            self._flock(fcntl.LOCK_EX)
+            _fd, parsed, mtime = self._read()     # someone may have just done it
+            usage = None if force else self._trusted(parsed, mtime, limits)
+            if usage is not None:
+                return usage
+            if limits is None:
+                limits = parsed[0] if parsed is not None else (0, 0)
+            total_bytes, total_count = self.count()
+            body = f"{format_limits(*limits)}\n{total_bytes} {total_count}\n"
+            if lock_fd >= 0:
+                replaced = self._replace(lock_fd, body.encode("ascii"))
+                lock_fd = -1
+            self._read()            # the new file is the one deltas go to
+            return Usage(total_bytes, total_count, limits[0], limits[1],
+                         recalculated=True)
+        finally:
+            if lock_fd >= 0:
+                os.close(lock_fd)
+            if owned and not replaced:
+                self._drop_dotlock()
 
-    def _write_new(self, body):
-        """Replace the file through Dovecot's dotlock file; skipped (False) while
-        someone else holds that lock."""
+    def _take_dotlock(self):
+        """Create maildirsize.lock (Dovecot's dotlock for this file): its fd; None
+        while a fresh one exists (someone else writes); -1 when it cannot be made
+        (a read-only Maildir: the count is used, nothing written)."""
         for _attempt in range(2):
             try:
-                fd = os.open(LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, self.file_mode, dir_fd=self._dir_fd)
+                return os.open(LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                               | os.O_CLOEXEC, self.file_mode, dir_fd=self._dir_fd)
             except FileExistsError:
                 if not self._remove_stale_lock():
-                    return False
-                continue
+                    return None
             except OSError:
-                return False        # a read-only or full disk: the count stands
+                return -1
+        return None
+
+    def _drop_dotlock(self):
+        _unlink_quietly(LOCK_NAME, self._dir_fd)
+
+    def _replace(self, fd, body):
+        """Write body into the dotlock file and rename it over maildirsize."""
+        try:
             try:
-                try:
-                    os.fchmod(fd, self.file_mode)
-                    written = os.write(fd, body)
-                finally:
-                    os.close(fd)
-                if written != len(body):
-                    raise OSError("short write")
-                # Why a rename: readers see the old file or the new one, never half.
-                os.rename(LOCK_NAME, FILE_NAME, src_dir_fd=self._dir_fd,
-                          dst_dir_fd=self._dir_fd)
-                return True
+                os.fchmod(fd, self.file_mode)
+                written = os.write(fd, body)
+            finally:
+                os.close(fd)
+            if written != len(body):
+                raise OSError("short write")
+            # Why a rename: readers see the old file or the new one, never half.
+            os.rename(LOCK_NAME, FILE_NAME, src_dir_fd=self._dir_fd,
+                      dst_dir_fd=self._dir_fd)
+            return True
+        except OSError:
+            return False
+
+    def _wait_for_writer(self):
+        """Wait while a fresh dotlock says a rebuild is under way (at most
+        LOCK_TIMEOUT): a delivery does not start a save meanwhile, so the
+        rebuild's exclusive lock is not starved by a stream of saves."""
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        delay = 0.002
+        while time.monotonic() < deadline:
+            try:
+                st = os.stat(LOCK_NAME, dir_fd=self._dir_fd, follow_symlinks=False)
             except OSError:
-                _unlink_quietly(LOCK_NAME, self._dir_fd)
-                return False
-        return False
+                return
+            if st.st_mtime <= self.clock() - LOCK_STALE_SECS:
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     def _remove_stale_lock(self):
         try:
@@ -358,6 +423,7 @@ class _Locked:
         import fcntl
         self.ms._open_dir()
         try:
+            self.ms._wait_for_writer()
             self.ms._flock(fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH)
         except BaseException:
             self.ms._close()
