@@ -77,6 +77,9 @@ class DeliveryContext:
     only_copy  True when this is the message's only delivery (the pipe): without
                Sieve, a Maildir copy is then written as the input is read
     log_tag    a word for the log prefix after the pid (the fast path's "handoff")
+    refuse_over_quota  over quota (quota_full_tempfail off): refuse at the
+               protocol level (QuotaRejectedError: LMTP's 552 5.2.2) instead of
+               mailing a DSN as the pipe does without -e
     """
 
     def __init__(self, settings, user, envelope, *, mailbox=None, no_create=False,
@@ -84,7 +87,7 @@ class DeliveryContext:
                  clock=time.time,
                  extra=None, hostname=None, warnings=(), report=None, log=None,
                  only_copy=False,
-                 log_tag=None):
+                 log_tag=None, refuse_over_quota=False):
         self.settings = settings
         self.user = user
         self.envelope = envelope
@@ -101,6 +104,7 @@ class DeliveryContext:
         self.log = log
         self.only_copy = only_copy
         self.log_tag = log_tag
+        self.refuse_over_quota = refuse_over_quota
 
 
 def deliver(context, message):
@@ -156,7 +160,8 @@ def over_quota(context, source, log, exc):
     """A message that does not fit in the user's quota, answered as dovecot-lda
     does: with quota_full_tempfail the QuotaExceededError stands (75; LMTP
     452 4.2.2); otherwise the message is refused for good: QuotaRejectedError
-    (77; LMTP 552 5.2.2) with -e or without a sender, else a DSN (5.2.2) to the
+    (77; LMTP 552 5.2.2) with -e, for LMTP (refuse_over_quota: Dovecot's lmtp
+    answers 552 and sends nothing) or without a sender, else a DSN (5.2.2) to the
     envelope sender (never to <>) and the delivery is done with nothing saved."""
     log.info(f"save failed to INBOX: {exc}")
     if context.settings["quota_full_tempfail"]:
@@ -164,7 +169,7 @@ def over_quota(context, source, log, exc):
     log.info(f"rejected: {exc}")
     from .errors import QuotaRejectedError, failure_for
     rejected = QuotaRejectedError(str(exc))
-    if context.stderr_reject or context.sender is None:
+    if context.stderr_reject or context.refuse_over_quota or context.sender is None:
         raise rejected from None
     sender = context.sender
     if sender == DEFAULT_SENDER:

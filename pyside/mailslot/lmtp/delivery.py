@@ -125,7 +125,7 @@ class Backend:
         envelope = {"from": tx.sender, "to": address, "orig_to": address}
         context = DeliveryContext(settings, rcpt.user, envelope, mailbox=mailbox,
                                   extra=rcpt.extra, clock=self.clock,
-                                  report=_report)
+                                  report=_report, refuse_over_quota=True)
         name = rcpt.user.name
         self._enter(name)
         try:
