@@ -90,7 +90,7 @@ def site():
     users = os.path.join(top, "users")
     with open(users, "w") as f:
         f.write(f"maildiruser::{uid}:{uid}::{homes['maildiruser']}::"
-                "userdb_quota_rule=*:storage=1G\n")
+                "userdb_quota_rule=*:storage=1G userdb_acl_groups=staff\n")
         f.write(f"mboxuser::{uid}:{uid}::{homes['mboxuser']}::"
                 "userdb_mail=mbox:~/mail:INBOX=~/mail/inbox\n")
         f.write(f"sieveuser::{uid}:{uid}::{homes['sieveuser']}::\n")
@@ -139,8 +139,12 @@ def test_one_message_three_recipients_one_process(site):
     def copy_for(name):
         return b"X-Original-To: " + name.encode() + b"@example.org\n" + MSG
 
-    # 1. Maildir, and the userdb field the settings schema does not know is kept.
-    assert by_name["maildiruser"]["extra"] == {"quota_rule": "*:storage=1G"}
+    # 1. Maildir, and the userdb field the settings schema does not know is kept
+    # (quota_rule is a setting now: it went into the settings, and maildirsize
+    # counts the copy).
+    assert by_name["maildiruser"]["extra"] == {"acl_groups": "staff"}
+    with open(os.path.join(homes["maildiruser"], "Maildir", "maildirsize")) as f:
+        assert f.read() == f"1073741824S\n0 0\n{len(copy_for('maildiruser'))} 1\n"
     [path] = maildir_files(os.path.join(homes["maildiruser"], "Maildir"))
     assert open(path, "rb").read() == copy_for("maildiruser")
     assert by_name["maildiruser"]["saved"][0][3] == len(copy_for("maildiruser"))
