@@ -20,6 +20,7 @@ from tests.dovecot_env import DovecotEnv
 
 LDA_CODE = "import sys; from mailslot.cli import main; sys.exit(main(sys.argv[1:]))"
 ADMIN_CODE = "import sys; from mailslot.admin import main; sys.exit(main(sys.argv[1:]))"
+POSTMASTER = "postmaster@example.org"
 CAPTURE = """#!/bin/sh
 # Captures one outgoing message: its argv line, then the message, then a marker.
 out="$(dirname "$0")/sent.txt"
@@ -42,6 +43,10 @@ class QuotaEnv:
         rules = dict(rules or {})
         userdb_fields = dict(userdb_fields or {})
         env = DovecotEnv.create(extra_settings={"mail_plugins": "quota"})
+        capture = os.path.join(env.base, "capture.sh")
+        with open(env.conf, "a") as f:
+            f.write(f"hostname = test.example.org\npostmaster_address = {POSTMASTER}\n"
+                    f"sendmail_path = {capture}\n")
         plugin = {"quota": "maildir:User quota"}
         for key, value in list(rules.items()) + list(userdb_fields.items()):
             if key.startswith("quota"):
@@ -49,7 +54,6 @@ class QuotaEnv:
         with open(env.conf, "a") as f:
             f.write("plugin {\n" + "".join(f"  {k} = {v}\n" for k, v in plugin.items())
                     + "}\n")
-        capture = os.path.join(env.base, "capture.sh")
         with open(capture, "w") as f:
             f.write(CAPTURE)
         os.chmod(capture, 0o755)
@@ -63,7 +67,7 @@ class QuotaEnv:
         settings = dict(settings or {})
         lines = [f"mail_location: {settings.pop('mail_location', 'maildir:~/Maildir')}",
                  f"log_path: {env.home}/mailslot.log",
-                 "hostname: test.example.org",
+                 "hostname: test.example.org", f"postmaster_address: {POSTMASTER}",
                  f"sendmail_path: {capture}",
                  "userdb:", "  - driver: passwd-file", f"    args: {passwd}"]
         for key, value in list(rules.items()) + list(settings.items()):

@@ -156,3 +156,42 @@ def test_mbox_quota_from_the_files_sizes(quota_env, location):
     assert rows == [("User quota", "STORAGE", str((size + 1023) // 1024), "10",
                      str((size + 1023) // 1024 * 100 // 10))]
     assert q.mailslot_lda(message(3000), "-e").returncode == 77
+
+
+def _shape(data):
+    """What must match Dovecot's over-quota DSN: header fields and values that do
+    not vary per message, the report type, the text, the recipient's status."""
+    msg = email.message_from_bytes(data, policy=email.policy.compat32)
+    varying = {"message-id", "date", "content-type"}
+    fields = {k.lower(): " ".join(str(v).split()) for k, v in msg.items()
+              if k.lower() not in varying}
+    text = msg.get_payload()[0].get_payload()
+    status = {}
+    for block in msg.get_payload()[1].get_payload():
+        status.update({k.lower(): v for k, v in block.items()})
+    status = {k: status[k] for k in ("final-recipient", "action", "status")}
+    returned = msg.get_payload()[2].as_string()
+    return {"fields": fields, "type": (msg.get_content_type(), msg.get_param("report-type")),
+            # Dovecot's %n is CRLF inside LF lines; mailslot writes LF throughout.
+            "text": text.replace("\r\n", "\n").strip(), "status": status,
+            "returns-header": "Message-ID: <dsn1@example.org>" in returned}
+
+
+def test_dsn_like_dovecots(quota_env):
+    shapes = []
+    for program in ("mailslot", "dovecot"):
+        q = quota_env(rules=RULE)
+        fill(q, program=program)
+        original = message(3000, subject="Report", msgid="<dsn1@example.org>")
+        args = ("-f", "sender@example.org", "-a", "test@example.org",
+                "-r", "test@example.org")
+        proc = q.mailslot_lda(original, *args) if program == "mailslot" \
+            else q.dovecot_lda(original, *args)
+        assert proc.returncode == 0, proc.stderr
+        (argv, data), = q.sent()
+        assert argv == "-i -f <> -- sender@example.org"
+        shapes.append(_shape(data))
+    ours, theirs = shapes
+    assert ours == theirs
+    assert ours["fields"]["subject"] == "Rejected: Report"
+    assert ours["status"]["status"] == "5.2.2"

@@ -14,7 +14,8 @@ block plus what a script or the settings wrote) and a short description for logs
         block as message/rfc822; Subject from rejection_subject; Auto-Submitted:
         auto-replied (rejected); From the postmaster; envelope sender <>.
     dsn(original, status="5.2.2", ...)
-        A failure DSN (RFC 3461-3464): multipart/report; report-type=delivery-status
+        A failure DSN (RFC 3461-3464), the over-quota rejection as dovecot-lda
+        sends it: the rejection's header and templates, report-type=delivery-status
         with the per-message and per-recipient fields and text/rfc822-headers.
     vacation_reply(original, decision, action, ...)
         RFC 5230 / 3834: Auto-Submitted: auto-replied (vacation), In-Reply-To,
@@ -192,22 +193,32 @@ def rejection(original, *, reason, final_rcpt, orig_rcpt, sender, hostname,
 
 
 def dsn(original, *, status, diagnostic, final_rcpt, orig_rcpt, sender, hostname,
-        postmaster, now, text=None):
-    """A failure DSN for one recipient (the quota rejection uses status 5.2.2)."""
+        postmaster, now, subject_template=None, reason_template=None):
+    """A failure DSN for one recipient: the over-quota rejection as dovecot-lda
+    sends it (its lda "dsn" form): the rejection's header (From Postmaster, Subject
+    from rejection_subject, Auto-Submitted: auto-replied (rejected), Precedence:
+    bulk) and text (rejection_reason, %r the diagnostic), with report-type
+    delivery-status. The status part follows RFC 3464 (per-message fields, a blank
+    line, then the recipient's: Final-Recipient, Action: failed, Status), where
+    Dovecot writes one block, and the original header is text/rfc822-headers
+    (RFC 3462) where Dovecot labels it message/rfc822."""
+    to_addr = orig_rcpt or final_rcpt
+    values = {"crlf": "\n", "reason": diagnostic, "subject": original.decoded("subject"),
+              "to": to_addr}
+    subject = expand_template(subject_template or DEFAULT_REJECTION_SUBJECT, values)
+    human = expand_template(reason_template or DEFAULT_REJECTION_REASON, values)
     boundary = _boundary(hostname)
-    human = text or ("This is the mail system at host %s.\n\nYour message to <%s> "
-                     "could not be delivered:\n%s\n" % (hostname, orig_rcpt or final_rcpt,
-                                                         diagnostic))
     head = b"".join([
         H.field("Message-ID", H.message_id(hostname, now)),
         H.field("Date", H.date(now)),
-        H.field("From", H.mailbox("Mail Delivery System", postmaster)),
+        H.field("From", H.mailbox("Postmaster", postmaster)),
         H.field("To", "<%s>" % H.clean(sender)),
-        H.field("Subject", "Undelivered Mail Returned to Sender"),
-        H.field("Auto-Submitted", "auto-replied"),
         H.field("MIME-Version", "1.0"),
         H.field("Content-Type", 'multipart/report; report-type=delivery-status; '
                 'boundary="%s"' % boundary),
+        H.field("Subject", H.unstructured(subject)),
+        H.field("Auto-Submitted", "auto-replied (rejected)"),
+        H.field("Precedence", "bulk"),
     ])
     per_message = [H.field("Reporting-MTA", "dns; %s" % hostname),
                    H.field("Arrival-Date", H.date(now))]
@@ -223,6 +234,7 @@ def dsn(original, *, status, diagnostic, final_rcpt, orig_rcpt, sender, hostname
         b"\nThis is a MIME-encapsulated message\n\n",
         b"--" + b + b"\n",
         b"Content-Type: text/plain; charset=utf-8\n",
+        b"Content-Disposition: inline\n",
         b"Content-Transfer-Encoding: 8bit\n\n",
         _body_text(human),
         b"--" + b + b"\n",

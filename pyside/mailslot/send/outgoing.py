@@ -137,7 +137,9 @@ class OutgoingMail:
                           final_rcpt=self.envelope.get("to") or "",
                           orig_rcpt=self.envelope.get("orig_to") or "", sender=sender,
                           hostname=self.hostname, postmaster=self._postmaster(),
-                          now=self.clock())
+                          now=self.clock(),
+                          subject_template=self.settings.get("rejection_subject"),
+                          reason_template=self.settings.get("rejection_reason"))
         self._send_outgoing(out)
         self.log.info(f"sent a DSN ({status}) to <{sender}>")
         return True
