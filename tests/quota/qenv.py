@@ -33,16 +33,19 @@ class QuotaEnv:
         self.env, self.conf, self.dovecot_rules = env, conf, dovecot_rules
         self.home, self.user = env.home, env.user
         self.maildir = os.path.join(env.home, "Maildir")
+        self.control = self.maildir
         self.sent_path = os.path.join(env.base, "sent.txt")
 
     @classmethod
-    def create(cls, *, rules=None, userdb_fields=None, settings=None, dovecot=True):
+    def create(cls, *, rules=None, userdb_fields=None, settings=None,
+               mail_location="maildir:~/Maildir"):
         """rules: quota settings for both (mailslot's settings file and
         Dovecot's plugin block); userdb_fields: quota settings given to mailslot
         through its passwd-file userdb (and to Dovecot as plugin settings)."""
         rules = dict(rules or {})
         userdb_fields = dict(userdb_fields or {})
-        env = DovecotEnv.create(extra_settings={"mail_plugins": "quota"})
+        env = DovecotEnv.create(extra_settings={"mail_plugins": "quota"},
+                                mail_location=mail_location)
         capture = os.path.join(env.base, "capture.sh")
         with open(env.conf, "a") as f:
             f.write(f"hostname = test.example.org\npostmaster_address = {POSTMASTER}\n"
@@ -65,7 +68,7 @@ class QuotaEnv:
             f.write(f"{env.user}:x:{env.uid}:{env.gid}::{env.home}::{extra}\n")
         conf = os.path.join(env.base, "mailslot.yaml")
         settings = dict(settings or {})
-        lines = [f"mail_location: {settings.pop('mail_location', 'maildir:~/Maildir')}",
+        lines = [f"mail_location: {settings.pop('mail_location', mail_location)}",
                  f"log_path: {env.home}/mailslot.log",
                  "hostname: test.example.org", f"postmaster_address: {POSTMASTER}",
                  f"sendmail_path: {capture}",
@@ -109,7 +112,7 @@ class QuotaEnv:
 
     def maildirsize(self):
         try:
-            with open(os.path.join(self.maildir, "maildirsize")) as f:
+            with open(os.path.join(self.control, "maildirsize")) as f:
                 return f.read()
         except FileNotFoundError:
             return None

@@ -40,3 +40,33 @@ def test_same_usage_as_doveadm(quota_env, rules):
     assert q.maildirsize() == dovecots
     assert q.mailslot_quota() == ours
     assert q.env.log_problems() == []
+
+
+def test_control_directory(quota_env):
+    # maildirsize lives in CONTROL=, as Dovecot keeps it.
+    q = quota_env(rules={"quota_rule": "*:storage=1M"},
+                  mail_location="maildir:~/Maildir:CONTROL=~/control")
+    q.control = os.path.join(q.home, "control")
+    for folder in ("INBOX", "Trash"):
+        assert q.mailslot_lda(message(1234), "-m", folder).returncode == 0
+    assert q.maildirsize() == "1048576S\n0 0\n1234 1\n1234 1\n"
+    assert not os.path.exists(os.path.join(q.maildir, "maildirsize"))
+    assert q.mailslot_quota() == q.doveadm_quota()
+    os.unlink(os.path.join(q.control, "maildirsize"))
+    assert q.doveadm_quota() == [("User quota", "STORAGE", "3", "1024", "0"),
+                                 ("User quota", "MESSAGE", "2", "-", "0")]
+
+
+def test_sieve_fileinto_over_quota(quota_env):
+    # fileinto a full folder: the implicit keep in INBOX, which is full too: a DSN.
+    q = quota_env(rules={"quota_rule": "*:storage=2k"})
+    script = os.path.join(q.home, ".dovecot.sieve")
+    with open(script, "w") as f:
+        f.write('require "fileinto";\nfileinto "Lists";\n')
+    q.env.give(script)
+    assert q.mailslot_lda(message(1500), "-f", "s@example.org").returncode == 0
+    proc = q.mailslot_lda(message(1500, msgid="<s2@example.org>"), "-f", "s@example.org")
+    assert proc.returncode == 0, proc.stderr
+    assert len(q.sent()) == 1 and b"Status: 5.2.2" in q.sent()[0][1]
+    assert len(os.listdir(os.path.join(q.maildir, ".Lists", "new"))) == 1
+    assert q.mailslot_quota() == q.doveadm_quota()
