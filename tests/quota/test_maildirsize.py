@@ -198,3 +198,29 @@ def test_a_large_file_is_recalculated(tmp_path):
     with ms.locked():
         assert ms.refresh((1000, 0)).bytes == 100
     assert (root / "maildirsize").read_text() == "1000S\n100 1\n"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "directory"])
+def test_something_else_under_the_name(tmp_path, kind):
+    # A FIFO does not hold the delivery, a symlink is not followed (its target
+    # stays as it was), a directory only means the count is not written.
+    maildir = tmp_path / "m"
+    maildir.mkdir()
+    root = _maildir(maildir, [100])
+    target = tmp_path / "target"
+    target.write_text("keep me\n")
+    path = root / "maildirsize"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "symlink":
+        os.symlink(target, path)
+    else:
+        path.mkdir()
+    ms = MaildirSize(str(root), count=lambda: sum_maildir(str(root)))
+    with ms.locked():
+        usage = ms.refresh((1000, 0))
+        assert (usage.bytes, usage.count) == (100, 1)
+        ms.append(10, 1)
+    assert target.read_text() == "keep me\n"
+    if kind != "directory":
+        assert path.read_text() == "1000S\n100 1\n10 1\n" and not path.is_symlink()

@@ -208,17 +208,24 @@ class MaildirSize:
             os.close(self._fd)
             self._fd = None
         try:
-            fd = os.open(FILE_NAME, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         dir_fd=self._dir_fd)
+            # O_NONBLOCK: a FIFO or device planted under the name cannot hold the
+            # delivery (it is not a regular file: rebuilt, replaced by the rename).
+            fd = os.open(FILE_NAME, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+                         | os.O_NONBLOCK, dir_fd=self._dir_fd)
         except OSError:
             # Missing, or not a file we can use: recalculated (and rewritten
             # when the rename can replace it); the count is used either way.
             return None, None, 0
-        self._fd = fd
         try:
             st = os.fstat(fd)
             if (st.st_mode & 0o170000) != 0o100000:
-                return fd, None, 0
+                os.close(fd)
+                return None, None, 0
+        except OSError:
+            os.close(fd)
+            return None, None, 0
+        self._fd = fd
+        try:
             data = b""
             while len(data) < RECALC_SIZE:
                 chunk = os.read(fd, RECALC_SIZE - len(data))
