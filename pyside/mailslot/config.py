@@ -127,6 +127,7 @@ SCHEMA = {
     "lmtp_save_to_detail_mailbox": ("bool", False),
     "lmtp_hdr_delivery_address": (("enum", "final", "none", "original"), "final"),
     "lmtp_user_concurrency_limit": ("int", 0),
+    "lmtp_rcpt_check_quota": ("bool", False),
     # mailslot's own: multi-uid sites; a recipient of another uid than the server's
     # is delivered through this relay (mailslot-lmtpd(8)); "" refuses them (451).
     "lmtp_relay_path": ("str", ""),

@@ -398,3 +398,33 @@ def test_memory_stays_bounded_for_big_and_hostile_input():
         assert len(s.messages("alice")) == 6
     finally:
         s.cleanup()
+
+
+@pytest.mark.parametrize("tempfail,code", [(False, "552 5.2.2"), (True, "452 4.2.2")])
+def test_rcpt_check_quota(tempfail, code):
+    """lmtp_rcpt_check_quota: a user already at their quota is refused at RCPT (452
+    with quota_full_tempfail, else 552), as Dovecot's lmtp; others are accepted."""
+    s = Site.create(extra=f"lmtp_rcpt_check_quota: yes\nquota_full_tempfail: "
+                          f"{'yes' if tempfail else 'no'}\n",
+                    users_extra="full::%UID%:%UID%::%TOP%/home-full::"
+                                "userdb_quota_rule=*:storage=1k\n")
+    try:
+        home = os.path.join(s.top, "home-full")
+        os.makedirs(os.path.join(home, "Maildir", "new"))
+        os.makedirs(os.path.join(home, "Maildir", "cur"))
+        os.makedirs(os.path.join(home, "Maildir", "tmp"))
+        with open(os.path.join(home, "Maildir", "new", "1.M1P1.h,S=2000"), "wb") as f:
+            f.write(b"Subject: old\n\n" + b"x" * 1985 + b"\n")
+        for root, dirs, files in os.walk(home):
+            for name in dirs + files + ["."]:
+                os.chown(os.path.join(root, name), s.uid, s.uid)
+        s.start()
+        c = Client.unix(s.socket)
+        c.hello()
+        c.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<full@example.org>\r\n"
+               b"RCPT TO:<alice@example.org>\r\n")
+        replies = c.replies(3)
+        assert replies[1].startswith(f"{code} <full@example.org> "), replies
+        assert replies[2] == "250 2.1.5 OK"
+    finally:
+        s.cleanup()

@@ -77,7 +77,35 @@ class Backend:
         if self.concurrency and self._count(rcpt.user.name) >= self.concurrency:
             return Verdict(False, f"451 4.3.0 <{address}> Too many concurrent deliveries "
                                   "for user")
+        refused = self._over_quota(rcpt, address)
+        if refused:
+            return Verdict(False, refused)
         return Verdict(True, "250 2.1.5 OK", rcpt)
+
+    def _over_quota(self, rcpt, address):
+        """lmtp_rcpt_check_quota: the reply refusing a user who is already over quota
+        (Dovecot's check with a size of 0), or None. Only for users this process
+        writes for (another uid's maildirsize is the relay's business); a quota that
+        cannot be read refuses nothing here: the delivery will decide."""
+        settings = rcpt.settings
+        if not settings["lmtp_rcpt_check_quota"] or rcpt.user.uid != os.getuid():
+            return None
+        from ..errors import MailslotError, QuotaExceededError
+        from ..storage import open_storage
+        from ..storage.quota import open_quota
+        try:
+            storage = open_storage(settings["mail_location"], user=rcpt.user.name,
+                                   home=rcpt.user.home, hostname=os.uname().nodename,
+                                   mail_fsync=settings["mail_fsync"], settings=settings,
+                                   clock=self.clock)
+            quota = open_quota(storage, settings, clock=self.clock)
+            quota.check("INBOX", quota.usage(), 0)
+        except QuotaExceededError as exc:
+            code = "452 4.2.2" if settings["quota_full_tempfail"] else "552 5.2.2"
+            return f"{code} <{address}> {_text(exc)}"
+        except (MailslotError, OSError):
+            return None
+        return None
 
     # -- after the content ------------------------------------------------------------
 
