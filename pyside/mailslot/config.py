@@ -73,7 +73,7 @@ SCHEMA = {
     "mail_privileged_group": ("str", ""),
     # mbox (Dovecot's names and defaults): lock methods in the order they are
     # taken, the whole wait for them, when an untouched dotlock is stale.
-    "mbox_write_locks": ("str", "dotlock fcntl"),
+    "mbox_write_locks": ("str", "fcntl dotlock"),      # Debian's Dovecot's order
     "mbox_read_locks": ("str", "fcntl"),
     "mbox_lock_timeout": ("time", 300),
     "mbox_dotlock_change_timeout": ("time", 120),

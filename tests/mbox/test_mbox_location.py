@@ -69,7 +69,7 @@ def test_good_lock_settings(tmp_path, write, read):
 def test_settings_default_to_the_schema(tmp_path):
     from mailslot.config import SCHEMA
     storage = open_storage("mbox:~/mail", user="t", home=str(tmp_path), hostname="h")
-    assert storage.write_locks == ("dotlock", "fcntl") == tuple(
+    assert storage.write_locks == ("fcntl", "dotlock") == tuple(
         SCHEMA["mbox_write_locks"][1].split())
     assert (storage.lock_timeout, storage.change_timeout) == (300, 120)
     assert storage.variant == "mboxrd" and storage.privileged_group == ""

@@ -164,11 +164,12 @@ def test_sigterm_while_holding_the_helpers_lock_unlocks_through_it(spool_user):
     assert home.run(plan(home, spool, helper))[0] == 0
     before = open(inbox, "rb").read()
     holder = os.open(inbox, os.O_RDWR)
-    fcntl.lockf(holder, fcntl.LOCK_EX)
+    fcntl.lockf(holder, fcntl.LOCK_SH)
     try:
-        proc = home.spawn(plan(home, spool, helper) | {"tag": "term"})
-        # It has the helper lock, finds fcntl busy, has it unlocked, pauses, again:
-        # catch it holding the helper's lock.
+        proc = home.spawn(plan(home, spool, helper, mbox_write_locks="dotlock fcntl")
+                          | {"tag": "term"})
+        # It has the helper lock and waits for the fcntl reader (a reader never
+        # waits for a dotlock, so the dotlock is kept meanwhile): catch it there.
         until = time.monotonic() + 30
         while not os.path.exists(inbox + ".lock"):
             assert time.monotonic() < until, "the helper never locked"

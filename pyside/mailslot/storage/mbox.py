@@ -7,11 +7,12 @@ One save, in this order (Dovecot's mbox-save.c and mbox-lock.c, 2.3):
   2. the mbox is opened O_NOFOLLOW|O_APPEND and fstat()ed: a regular file owned
      by the delivering user with one link, or refused (the classic spool attacks:
      a symlink or hard link planted in /var/mail, a FIFO, someone else's file);
-  3. the locks of mbox_write_locks are taken in their order ("dotlock fcntl" by
-     default; also flock, lockf, dotlock_try) within mbox_lock_timeout. A later
-     lock is waited for only while readers hold it; held by a writer (who may be
-     waiting for our first lock: Debian's Dovecot locks "fcntl dotlock") all are
-     let go and the round starts again, so neither order deadlocks. A dotlock
+  3. the locks of mbox_write_locks are taken in their order ("fcntl dotlock" by
+     default, Debian's Dovecot's; also flock, lockf, dotlock_try) within
+     mbox_lock_timeout. A later lock is waited for only while readers hold it (a
+     later dotlock briefly); held by a writer (who may be waiting for our first
+     lock, when it locks in the other order) all are let go and the busy one is
+     waited for first next round, so neither order deadlocks (mbox_lock.py). A dotlock
      is stale when its pid is dead on this host, or when it has been untouched
      for mbox_dotlock_change_timeout and its holder does not hold the next lock
      either. When the dotlock cannot be created because the directory belongs to

@@ -1,11 +1,12 @@
 """mbox locking: the locks of mbox_write_locks, the set-group-id helper, the signal guard.
 
 MboxLocks takes the locks of mbox_write_locks on one open mbox in their order
-("dotlock fcntl" by default; also flock, lockf, dotlock_try) within
-mbox_lock_timeout, as Dovecot's mbox-lock.c does (see mbox.py for the whole save):
-a later lock is waited for only while readers hold it; held by a writer (who may be
-waiting for our first lock) all are let go and the round starts again, so neither
-lock order deadlocks. A dotlock is stale when its pid is dead on this host, or
+("fcntl dotlock", Debian's Dovecot's order, by default; also flock, lockf,
+dotlock_try) within mbox_lock_timeout, as Dovecot's mbox-lock.c does (see mbox.py
+for the whole save): a later lock is waited for only while readers hold it (a later
+dotlock for LATER_DOTLOCK_WAIT_SECS); held by a writer (who may be waiting for our
+first lock) all are let go and the busy lock is the one waited for next round, in
+its holders' queue, so neither lock order deadlocks and none starves us (21.3). A dotlock is stale when its pid is dead on this host, or
 untouched for mbox_dotlock_change_timeout while its holder does not hold the next
 lock either. DotlockHelper runs mailslot-dotlock where the INBOX's directory is
 the mail group's. SignalGuard turns SIGTERM/SIGINT/SIGHUP/SIGPIPE during one save
@@ -45,6 +46,14 @@ LOCK_BACKOFF_MIN_SECS = 0.01
 LOCK_BACKOFF_MAX_SECS = 0.5
 # How long one wait for readers lasts before the holders are looked at again.
 READER_WAIT_SECS = 0.2
+# How long a later dotlock is waited for while the locks before it are held
+# (Dovecot waits for it the same way): a writer in the same order holds it only
+# for its append, and giving up our place at once sends us to the back of the
+# queue every time (issue 21.3). Bounded, because a writer in the other order may
+# hold it while it waits for our earlier lock: then all is let go as before.
+LATER_DOTLOCK_WAIT_SECS = 0.25
+LATER_DOTLOCK_POLL_MIN_SECS = 0.0005
+LATER_DOTLOCK_POLL_MAX_SECS = 0.02
 
 
 def default_helper_path():
@@ -258,6 +267,7 @@ class MboxLocks:
         self.dotlock = None             # a locking.Dotlock we made ourselves
         self.helper_locked = False      # a dotlock made by mailslot-dotlock
         self.dotlock_tried = False
+        self.dotlock_late = False       # taken after an fd lock: released before it
         self.fd_locks = []              # methods held on mbox_fd
         self.last_touch = time.monotonic()
         self.guard = None
@@ -267,21 +277,31 @@ class MboxLocks:
 
         The first lock is waited for (nothing else is held then). A later one is
         waited for only while readers alone hold it (fcntl read locks: a reader
-        never waits for a dotlock); if a writer holds it, or it is a busy dotlock
-        or flock, everything is released and the round starts again after a
-        pause. Why: another program may take the same locks in the other order --
-        Debian's Dovecot defaults to "fcntl dotlock", upstream's and ours is
-        "dotlock fcntl" -- holding its first lock while it waits for its second,
-        and if we did the same both would wait for ever.
+        never waits for a dotlock), a later dotlock only briefly; if a writer
+        holds it, or it is a busy flock, everything is released and the round
+        starts again waiting for the busy lock first. Why: another program may
+        take the same locks in the other order -- Debian's Dovecot (and our
+        default) "fcntl dotlock", upstream's "dotlock fcntl" -- holding its first
+        lock while it waits for its second, and if we did the same both would
+        wait for ever.
         """
         self.guard = guard
         deadline = time.monotonic() + self.storage.lock_timeout
         pause = LOCK_BACKOFF_MIN_SECS
         reopened = 0
+        methods = self.storage.write_locks
+        first = 0
         while True:
             held = True
-            for i, method in enumerate(self.storage.write_locks):
-                wait = i == 0
+            # The lock waited for is the one a writer held last round (at first,
+            # the list's first): waiting in the same queue as the writers that
+            # take it first keeps our place in it, where backing off and
+            # starting over lost it every time (issue 21.3). Nothing else is held
+            # while it is waited for, so no order can deadlock.
+            order = [first] + [i for i in range(len(methods)) if i != first]
+            for i in order:
+                method = methods[i]
+                wait = i == first
                 if method.startswith("dotlock"):
                     held = self._dotlock(method, deadline, wait)
                 else:
@@ -302,6 +322,9 @@ class MboxLocks:
             remaining = self._remaining(deadline)
             if remaining <= 0:
                 raise self._timeout()
+            if i != first:
+                first = i           # wait for that one next round, in its queue
+                continue
             time.sleep(min(remaining, pause + os.urandom(1)[0] / 255 * pause))
             pause = min(pause * 2, LOCK_BACKOFF_MAX_SECS)
 
@@ -323,7 +346,9 @@ class MboxLocks:
     def _may_override(self):
         """Dovecot's dotlock callback: a dotlock looks stale by age; is it?"""
         method = self._next_fd_method()
-        if method is None:
+        if method is None or method in self.fd_locks:
+            # We hold that lock ourselves, so the dotlock's holder does not (and a
+            # test lock on our own fd would succeed, and unlocking it drop ours).
             return True
         try:
             if not lock_file(self.mbox_fd, method, timeout=0):
@@ -340,11 +365,14 @@ class MboxLocks:
         self.dotlock_tried = True
         try:
             st = os.fstat(self.mbox_fd)
-            lock = acquire_dotlock(self.dir_fd, self.fname, hostname=storage.hostname,
-                                   stale_timeout=storage.change_timeout,
-                                   timeout=self._remaining(deadline) if wait else 0,
-                                   mode=(st.st_mode & 0o666) | 0o600,
-                                   may_override=self._may_override)
+            mode = (st.st_mode & 0o666) | 0o600
+            if wait:
+                lock = acquire_dotlock(self.dir_fd, self.fname, hostname=storage.hostname,
+                                       stale_timeout=storage.change_timeout,
+                                       timeout=self._remaining(deadline), mode=mode,
+                                       may_override=self._may_override)
+            else:
+                lock = self._later_dotlock(deadline, mode)
         except OSError as err:
             if err.errno in (errno.EACCES, errno.EPERM):
                 if method == "dotlock_try":
@@ -359,7 +387,27 @@ class MboxLocks:
                 raise self._timeout()
             return False
         self.dotlock = lock
+        self.dotlock_late = bool(self.fd_locks)
         return True
+
+    def _later_dotlock(self, deadline, mode):
+        """The dotlock after other locks: tried at short intervals for at most
+        LATER_DOTLOCK_WAIT_SECS. Why short: Dovecot lets go of fcntl before it
+        unlinks its dotlock, so the next fcntl holder finds the dotlock for a
+        moment; acquire_dotlock's 0.1 s polls would hold fcntl that long for
+        nothing, with every other writer waiting behind it (issue 21.3)."""
+        storage = self.storage
+        until = min(time.monotonic() + LATER_DOTLOCK_WAIT_SECS, deadline)
+        pause = LATER_DOTLOCK_POLL_MIN_SECS
+        while True:
+            lock = acquire_dotlock(self.dir_fd, self.fname, hostname=storage.hostname,
+                                   stale_timeout=storage.change_timeout, timeout=0,
+                                   mode=mode, may_override=self._may_override)
+            now = time.monotonic()
+            if lock is not None or now >= until:
+                return lock
+            time.sleep(min(pause, until - now))
+            pause = min(pause * 2, LATER_DOTLOCK_POLL_MAX_SECS)
 
     def _helper_lock(self, deadline, wait):
         """Dotlock through mailslot-dotlock: "lock" (one run tries for about 20 s)
@@ -371,6 +419,7 @@ class MboxLocks:
             code, message = storage.helper.run(command, self.path)
             if code == 0:
                 self.helper_locked = True           # released by release()
+                self.dotlock_late = bool(self.fd_locks)
                 self.last_touch = time.monotonic()
                 self.guard.checkpoint()
                 return True
@@ -455,12 +504,21 @@ class MboxLocks:
 
     def release(self):
         """Release everything held, in reverse order; never raises for a lost lock."""
+        if self.fd_locks and self.dotlock_late:
+            # Why the dotlock first when it was taken last ("fcntl dotlock", Debian's
+            # order): a writer waiting for our fcntl lock would otherwise get it
+            # while our dotlock still exists, and sit holding fcntl in its dotlock
+            # wait while every other writer waits for it (issue 21.3).
+            self._release_dotlock()
         while self.fd_locks:
             method = self.fd_locks.pop()
             try:
                 unlock_file(self.mbox_fd, method)
             except OSError:
                 pass        # closing the fd releases it anyway
+        self._release_dotlock()
+
+    def _release_dotlock(self):
         if self.helper_locked:
             self.helper_locked = False
             try:
