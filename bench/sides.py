@@ -16,6 +16,10 @@ from cases import make_message, make_sieve_script
 
 DOVECOT_LDA = "/usr/lib/dovecot/dovecot-lda"
 SIDES = ("mailslot", "dovecot")
+FAST_CASES = ("maildir-2k", "mbox-2k", "sieve-200")
+FAST_SIDE = "mailslot fast path"
+FALLBACK_SIDE = "mailslot front, no server"
+FAST_DIR = "fastpath"           # base/<case>/fastpath: the fast path's own mailbox
 
 # The floor: start python3 -I -S, write the message to tmp/, fsync, rename into
 # new/, fsync the directory. No settings, no user, no index, no log.
@@ -65,26 +69,31 @@ def prepare(base, case, inst):
     root = os.path.join(base, case.name)
     for side in SIDES:
         os.makedirs(os.path.join(root, side, "home"), exist_ok=True)
-    sieve_ms = f"sieve: {root}/mailslot/home/none.sieve\n"
+    fast = case.name in FAST_CASES
+    ms_sides = ("mailslot", FAST_DIR) if fast else ("mailslot",)
+    if fast:
+        os.makedirs(os.path.join(root, FAST_DIR, "home"), exist_ok=True)
     sieve_dc = ""
-    if case.sieve_rules:
-        script = make_sieve_script(case.sieve_rules)
-        for side in SIDES:
+    script = make_sieve_script(case.sieve_rules) if case.sieve_rules else None
+    if script:
+        for side in SIDES + ms_sides[1:]:
             with open(os.path.join(root, side, "home", "rules.sieve"), "w") as f:
                 f.write(script)
-        sieve_ms = f"sieve: {root}/mailslot/home/rules.sieve\n"
         sieve_dc = ("protocol lda {\n  mail_plugins = sieve\n}\n"
                     f"plugin {{\n  sieve = {root}/dovecot/home/rules.sieve\n}}\n")
-    with open(os.path.join(root, "mailslot", "mailslot.yaml"), "w") as f:
-        f.write(f"mail_location: {_location(root, 'mailslot', case.fmt)}\n"
-                f"log_path: {root}/mailslot/mailslot.log\nmail_fsync: optimized\n"
-                "first_valid_uid: 1\n" + sieve_ms)
+    for side in ms_sides:
+        sieve_ms = (f"sieve: {root}/{side}/home/rules.sieve\n" if script
+                    else f"sieve: {root}/{side}/home/none.sieve\n")
+        with open(os.path.join(root, side, "mailslot.yaml"), "w") as f:
+            f.write(f"mail_location: {_location(root, side, case.fmt)}\n"
+                    f"log_path: {root}/{side}/mailslot.log\nmail_fsync: optimized\n"
+                    "first_valid_uid: 1\n" + sieve_ms)
     with open(os.path.join(root, "dovecot", "dovecot.conf"), "w") as f:
         f.write(f"base_dir = {root}/dovecot/run\nstate_dir = {root}/dovecot/state\n"
                 f"log_path = {root}/dovecot/dovecot.log\nssl = no\nprotocols =\n"
                 f"mail_location = {_location(root, 'dovecot', case.fmt)}\n"
                 "mail_fsync = optimized\nfirst_valid_uid = 1\n" + sieve_dc)
-    for side in SIDES:
+    for side in SIDES + ms_sides[1:]:
         if case.prefill:
             _prefill(root, side, case)
         subprocess.run(["chmod", "-R", "a+rX", os.path.join(root, side)], check=True)
@@ -98,9 +107,39 @@ def prepare(base, case, inst):
         argv["python floor"] = ["/usr/bin/python3", "-I", "-S", "-c", FLOOR_SCRIPT,
                                 os.path.join(root, "mailslot", "floor")]
         argv["python start"] = ["/usr/bin/python3", "-I", "-S", "-c", "pass"]
+    if fast:
+        front = fast_path_front(base)
+        argv[FAST_SIDE] = [front, "-c", os.path.join(root, FAST_DIR, "mailslot.yaml"),
+                           "-f", "a@example.org"]
+        if case.name == "maildir-2k":
+            # The same front built to look for a socket nobody serves.
+            argv[FALLBACK_SIDE] = [fast_path_front(base, serving=False)] + argv[FAST_SIDE][1:]
     return argv
+
+
+def fast_path_front(base, serving=True):
+    name = "serving" if serving else "unserved"
+    return os.path.join(base, "front", name, "mailslot-lda-front")
+
+
+def fast_path_socket_root(base, serving=True):
+    return os.path.join(base, "handoff" if serving else "handoff-none")
+
+
+def fast_path_build(base, inst, repo):
+    """Build the two fronts of this run: one whose socket directory the server
+    will use, one whose directory stays empty."""
+    engine = os.path.join(inst, "usr/lib/mailslot/mailslot-lda")
+    for serving in (True, False):
+        out = os.path.dirname(fast_path_front(base, serving))
+        subprocess.run(["make", "-s", "-C", os.path.join(repo, "helper_c"), f"OUT={out}",
+                        f"HANDOFF_DIR={fast_path_socket_root(base, serving)}",
+                        f"ENGINE_PATH={engine}", os.path.join(out, "mailslot-lda-front")],
+                       check=True, stdout=subprocess.DEVNULL)
+        os.makedirs(fast_path_socket_root(base, serving), mode=0o755, exist_ok=True)
 
 
 def case_dirs(base, case):
     """The directories the timing user must own for case."""
-    return [os.path.join(base, case.name, side) for side in SIDES]
+    sides = SIDES + ((FAST_DIR,) if case.name in FAST_CASES else ())
+    return [os.path.join(base, case.name, side) for side in sides]

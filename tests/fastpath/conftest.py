@@ -82,10 +82,30 @@ class Server:
         return self.proc.pid
 
     def workers(self):
-        """The server's live children (workers in flight)."""
+        """The server's live children (spare workers and workers in flight)."""
         out = subprocess.run(["pgrep", "-P", str(self.server_pid())], capture_output=True,
                              text=True).stdout
         return [int(p) for p in out.split()]
+
+    def workers_reading(self, stdin):
+        """The workers whose fd 0 is the pipe stdin (a file object, or the pipe's
+        inode number): the ones delivering for the front we gave that pipe. Found
+        through /proc, so also after the server itself is gone."""
+        ino = stdin if isinstance(stdin, int) else os.fstat(stdin.fileno()).st_ino
+        wanted = f"pipe:[{ino}]"
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.readlink(f"/proc/{entry}/fd/0") != wanted:
+                    continue
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if b"mailslot-handoffd" in cmdline:
+                found.append(int(entry))
+        return found
 
     def server_pid(self):
         # setpriv execs the server: the Popen's pid is the server's.

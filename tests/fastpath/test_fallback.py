@@ -206,7 +206,7 @@ def test_server_refuses_a_client_of_another_uid(box, front, mail_users, start_se
     front.make_socket_dir(box.user)
 
 
-def slow_delivery(box, body_lines=2000):
+def slow_delivery(box):
     """Start the front with a stdin we feed by hand; returns (Popen, writer)."""
     argv = ["setpriv", f"--reuid={box.user.pw_uid}", f"--regid={box.user.pw_gid}",
             "--init-groups", "--"] + box.argv()
@@ -222,8 +222,8 @@ def test_server_killed_mid_delivery_the_worker_finishes(box, start_server):
     proc = slow_delivery(box)
     proc.stdin.write(MSG[:40])
     proc.stdin.flush()
-    assert wait_for(lambda: server.workers())
-    server.kill()                       # the server, not its worker
+    assert wait_for(lambda: server.workers_reading(proc.stdin))
+    server.kill()                       # the server (and its spare workers), not this worker
     proc.stdin.write(MSG[40:])
     proc.stdin.close()
     assert proc.wait(30) == 0, proc.stderr.read()
@@ -235,11 +235,28 @@ def test_worker_killed_mid_delivery_is_tempfail_and_files_nothing(box, start_ser
     proc = slow_delivery(box)
     proc.stdin.write(MSG[:40])
     proc.stdin.flush()
-    assert wait_for(lambda: server.workers())
-    for pid in server.workers():
+    assert wait_for(lambda: server.workers_reading(proc.stdin))
+    for pid in server.workers_reading(proc.stdin):
         os.kill(pid, signal.SIGKILL)
     proc.stdin.write(MSG[40:])
     proc.stdin.close()
     assert proc.wait(30) == 75
     assert b"not acknowledged" in proc.stderr.read()
     assert box.new() == []
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_spare_workers_do_not_outlive_the_server(box, start_server, how):
+    server = start_server(box.user)
+    assert wait_for(lambda: len(server.workers()) >= 2)    # SPARE_WORKERS wait in accept()
+    spares = server.workers()
+    server.stop() if how == "stop" else server.kill()
+    assert wait_for(lambda: not any(_alive(pid) for pid in spares)), spares

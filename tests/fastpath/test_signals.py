@@ -71,6 +71,7 @@ def test_killed_front_files_whole_or_nothing(box, start_server, signum):
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             cwd="/", env={"PATH": "/usr/bin:/bin", "USER": box.user.pw_name,
                           "HOME": box.user.pw_dir})
+        pipe = os.fstat(proc.stdin.fileno()).st_ino    # finds its worker after the front is gone
         try:
             for start in range(0, cut, 65536):
                 proc.stdin.write(MESSAGE[start:min(cut, start + 65536)])
@@ -89,7 +90,8 @@ def test_killed_front_files_whole_or_nothing(box, start_server, signum):
                 pass
         proc.stderr.close()
         where = f"seed {seed} trial {trial} cut {cut} exit {code}"
-        assert wait_for(lambda: not server.workers(), 15), f"a worker lingers: {where}"
+        assert wait_for(lambda: not server.workers_reading(pipe), 15), \
+            f"a worker lingers: {where}"
         files = stored(box)
         assert len(files) <= 1, where
         if cut < len(MESSAGE):

@@ -10,10 +10,12 @@ request and delivers; the server itself reads nothing from a client and keeps no
 state between deliveries: every worker starts from the same freshly imported,
 never-delivering process.
 
-At most --max-workers hand-offs run at once; a connection beyond that is closed at
-once and its client takes the ordinary path. SIGTERM (or SIGINT) stops accepting
-and removes the socket; workers in flight finish on their own (they hold their
-client's connection, not the server). A socket left by a server that was killed
+Workers are forked in advance (Server: SPARE_WORKERS wait in accept(), each takes
+one connection and is replaced), so a hand-off does not wait for a fork. At most
+--max-workers run at once; a connection beyond that waits in the listen queue and
+its client, after its handshake timeout, takes the ordinary path. SIGTERM (or
+SIGINT) stops the waiting workers and removes the socket; workers in flight finish
+on their own (they hold their client's connection, not the server). A socket left by a server that was killed
 is stale: the next server finds nobody answering on it and replaces it.
 
 Errors: a usage mistake is 64; refusing root, an unsafe socket directory, another
@@ -34,6 +36,7 @@ import sys
 
 SOCKET_DIR = "/run/mailslot-handoff"
 DEFAULT_MAX_WORKERS = 32
+SPARE_WORKERS = 2           # forked in advance, waiting in accept()
 LISTEN_BACKLOG = 64
 PROGRAM = "mailslot-handoffd"
 EX_USAGE = 64
@@ -60,7 +63,7 @@ PRELOAD = (
     "mailslot.storage.mbox_append", "mailslot.storage.mbox_format",
     "mailslot.storage.mbox_journal", "mailslot.storage.mbox_lock", "mailslot.userdb",
     "mailslot.userdb.common", "mailslot.userdb.lookup", "mailslot.variables",
-    "mailslot.handoff.worker",
+    "mailslot.handoff.worker", "json", "select", "fcntl", "zlib",
 )
 PRELOAD_PACKAGES = ("mailslot.sieve.extensions",)
 
@@ -147,15 +150,56 @@ def preload():
 
 
 class Server:
-    def __init__(self, listener, path, max_workers):
+    """The listener and its pool of spare workers.
+
+    SPARE_WORKERS forked workers wait in accept() on the listening socket, so a
+    hand-off never waits for a fork; each takes exactly one connection, tells the
+    server (its pid on the notify pipe) and the server forks a replacement. A
+    waiting worker dies with the server (PR_SET_PDEATHSIG); one that has taken a
+    connection does not: it finishes its client's delivery.
+    """
+
+    def __init__(self, listener, path, max_workers, spare=None):
         self.listener = listener
         self.path = path
         self.inode = os.stat(path).st_ino
         self.max_workers = max_workers
-        self.workers = set()
+        self.spare = min(spare or SPARE_WORKERS, max_workers)
+        self.idle = set()
+        self.busy = set()
         self.stopping = False
+        self.notify_r, self.notify_w = os.pipe()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.notify_r, False)
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
 
-    def reap(self, *_):
+    def serve(self):
+        import select
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.set_wakeup_fd(self.wake_w)   # a signal wakes the select below
+        try:
+            self.top_up()
+            while not self.stopping:
+                select.select([self.notify_r, self.wake_r], [], [])
+                _drain(self.wake_r)
+                for pid in _pids(_drain(self.notify_r)):
+                    if pid in self.idle:
+                        self.idle.discard(pid)
+                        self.busy.add(pid)
+                self.reap()
+                if not self.stopping:
+                    self.top_up()
+        finally:
+            self.close()
+
+    def stop(self, *_):
+        self.stopping = True
+
+    def reap(self):
         while True:
             try:
                 pid, _status = os.waitpid(-1, os.WNOHANG)
@@ -163,45 +207,32 @@ class Server:
                 return
             if pid == 0:
                 return
-            self.workers.discard(pid)
+            self.idle.discard(pid)
+            self.busy.discard(pid)
 
-    def stop(self, *_):
-        self.stopping = True
-        raise _Stop()
+    def top_up(self):
+        while len(self.idle) < self.spare and len(self.idle) + len(self.busy) < self.max_workers:
+            self.idle.add(self.fork_worker())
 
-    def serve(self):
-        signal.signal(signal.SIGCHLD, self.reap)
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        try:
-            while not self.stopping:
-                conn, _ = self.listener.accept()
-                self.handle(conn)
-        except _Stop:
-            pass
-        finally:
-            self.close()
-
-    def handle(self, conn):
-        if len(self.workers) >= self.max_workers:
-            conn.close()            # the client falls back
-            return
+    def fork_worker(self):
         sys.stdout.flush()
         sys.stderr.flush()
-        # Why blocked: a worker reaped before it is counted would stay counted.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-        try:
-            pid = os.fork()
-            if pid == 0:
-                from .worker import run
-                run(conn, self.listener)    # never returns
-            self.workers.add(pid)
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-        conn.close()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            from .worker import serve_one
+            for fd in (self.notify_r, self.wake_r, self.wake_w):
+                os.close(fd)
+            serve_one(self.listener, self.notify_w, parent)    # never returns
+        return pid
 
     def close(self):
+        signal.set_wakeup_fd(-1)
+        for pid in self.idle:       # waiting workers go; busy ones finish their delivery
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         self.listener.close()
         try:                        # only our own socket, not a successor's
             if os.lstat(self.path).st_ino == self.inode:
@@ -210,8 +241,21 @@ class Server:
             pass
 
 
-class _Stop(BaseException):
-    pass
+def _drain(fd):
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _pids(data):
+    return [int.from_bytes(data[i:i + 4], sys.byteorder)
+            for i in range(0, len(data) - len(data) % 4, 4)]
 
 
 def main(argv=None):

@@ -33,6 +33,7 @@ from the allow-list alone; the received descriptors are made close-on-exec
 """
 
 import array
+import ctypes
 import fcntl
 import os
 import resource
@@ -54,14 +55,47 @@ class Refused(Exception):
     """This hand-off cannot be taken: the client falls back."""
 
 
-def run(conn, listener):
-    """The child's whole life: refuse, or deliver and send the result; then _exit."""
+PR_SET_PDEATHSIG = 1
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)     # loaded once, by the server
+
+
+def _parent_death_signal(signum):
+    """prctl(PR_SET_PDEATHSIG): signum when the server dies (0: none)."""
+    if _LIBC.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+
+
+def serve_one(listener, notify_fd, parent):
+    """A spare worker's whole life: wait for one connection, serve it, _exit."""
     try:
+        signal.set_wakeup_fd(-1)
         for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        # Why: a worker still waiting must not outlive a server that was killed.
+        _parent_death_signal(signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(0)
+        conn, _ = listener.accept()
+        # Why: from here the connection is a client's; its delivery must finish
+        # even if the server dies now.
+        _parent_death_signal(0)
         listener.close()
+        try:
+            os.write(notify_fd, os.getpid().to_bytes(4, sys.byteorder))
+        except OSError:
+            pass                    # the server is gone: nothing to replace us
+        os.close(notify_fd)
+        run(conn)
+    finally:
+        os._exit(0)
+
+
+def run(conn):
+    """One connection: refuse, or deliver and send the result; then _exit."""
+    try:
         try:
             argv = prepare(conn)
         except (Refused, protocol.ProtocolError, OSError, ValueError):
