@@ -45,6 +45,10 @@ def test_bench_quick_writes_a_complete_table(tmp_path):
                          rf"{NUMBER} \({NUMBER}–{NUMBER}\) \| \*\*{NUMBER}\*\*", row), row
         assert re.search(r"\| \d+\.\d / \d+\.\d \|$", row), row
     assert "| maildir-2k | python floor |" in text and "| maildir-2k | python start |" in text
+    # The fast path (issue 18) beside them on the 2 KB cases, and its fallback.
+    for name in ("maildir-2k", "mbox-2k", "sieve-200"):
+        assert f"| {name} | mailslot fast path |" in text, text
+    assert "| maildir-2k | mailslot front, no server |" in text
     assert re.search(r"Physical limit: \*\*\d+ durable 2 KB creates per second\*\*", text)
     for name in ("ratios.png", "times.png", "memory.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
