@@ -63,7 +63,9 @@ PRELOAD = (
     "mailslot.storage.mbox_append", "mailslot.storage.mbox_format",
     "mailslot.storage.mbox_journal", "mailslot.storage.mbox_lock", "mailslot.userdb",
     "mailslot.userdb.common", "mailslot.userdb.lookup", "mailslot.variables",
-    "mailslot.handoff.worker", "json", "select", "fcntl", "zlib",
+    "mailslot.storage.quota", "mailslot.storage.quota_maildirsize",
+    "mailslot.storage.quota_rules", "mailslot.handoff.worker", "json", "select", "fcntl",
+    "zlib",
 )
 PRELOAD_PACKAGES = ("mailslot.sieve.extensions",)
 
