@@ -300,6 +300,15 @@ def _apply(settings, name, value, *, path, line, from_text, check_templates=True
         if check_templates and (kind == "str" and name in USER_TEMPLATES
                                 or name == "deliver_log_format"):
             _check_template(settings[name], path, line, name)
+        if check_templates and settings[name] and (name in QUOTA_SETTINGS
+                                                   or name == "quota_grace"):
+            # A quota rule is checked where it is written (the file's line, the
+            # userdb, -o), so `mailslot config` finds it before a delivery does.
+            from .storage.quota_rules import check_setting
+            try:
+                check_setting(name, settings[name])
+            except ValueError as exc:
+                raise _error(str(exc), path, line, name) from None
 
 
 def _convert(kind, value, path, line, name):

@@ -126,3 +126,18 @@ def test_grace():
 ])
 def test_wildcards(name, mask, expected):
     assert wildcard_match(name, mask) is expected
+
+
+def test_a_bad_rule_in_the_file_names_its_line(tmp_path):
+    from mailslot.config import apply_overrides, default_settings, load_settings
+    conf = tmp_path / "mailslot.yaml"
+    conf.write_text('mail_fsync: always\nquota_rule: "*:storage=1G"\n'
+                    'quota_rule2: "Trash:storage=+1Q"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(str(conf), use_cache=False)
+    assert info.value.line == 3 and info.value.key == "quota_rule2"
+    assert "Trash:storage=+1Q" in str(info.value)
+    # The same from a userdb field or -o.
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(default_settings(), [("quota_grace", "ten")], source="userdb")
+    assert info.value.key == "quota_grace" and "userdb" in str(info.value)

@@ -135,6 +135,18 @@ def parse_rules(settings):
     return Rules(default, list(by_mask.values()), grace, default_given)
 
 
+def check_setting(name, text):
+    """ValueError (the reason) when one quota_rule* or quota_grace value does not
+    parse; config.py calls it where the value is written."""
+    if name == "quota_grace":
+        parse_grace(str(text))
+    elif name in RULE_SETTINGS:
+        try:
+            _parse_rule(text, Rule("*"), {})
+        except ValueError as exc:
+            raise ValueError(f"invalid quota rule {text!r}: {exc}") from None
+
+
 def _parse_rule(text, default, by_mask):
     mask, colon, limits = text.partition(":")
     if not colon or not mask:
