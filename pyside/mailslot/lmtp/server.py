@@ -16,7 +16,8 @@ userdb query), and fsync and the other system calls release the GIL, so
 DELIVERY_THREADS deliveries of different transactions overlap on the disk while
 the loop keeps reading and answering the other connections -- one transaction's
 fsyncs never stall the others. A selector loop would need the same pool; asyncio is
-that loop with less code.
+that loop with less code. Messages committed into the same directory at the same
+moment share one directory fsync (group commit, storage/dirs.py sync_directory).
 
 "250 means on disk": a recipient's 250 is written only after the delivery core
 returned for it, i.e. its copy is saved and (unless mail_fsync=never) fsynced with

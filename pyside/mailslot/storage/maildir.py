@@ -59,7 +59,7 @@ from ..mailbox_name import INBOX, check_components, encode_mutf7
 from . import index
 from .locking import acquire_dotlock
 from .base import SaveResult, Storage
-from .dirs import NAME_MAX, DirOpener, Fds, current_umask, storage_error
+from .dirs import NAME_MAX, DirOpener, Fds, current_umask, storage_error, sync_directory
 
 SUBDIRS = ("cur", "new", "tmp")          # the order Dovecot creates them in
 MAILDIRFOLDER_NAME = "maildirfolder"
@@ -485,7 +485,9 @@ class MaildirStorage(Storage):
             if self.fsync:
                 try:
                     # Why: the message is delivered only once its name is durable.
-                    os.fsync(dest_fd)
+                    # (Shared with the other threads committing into this directory
+                    # at the same moment: group commit, storage/dirs.py, sync_directory.)
+                    sync_directory(dest_fd)
                 except OSError as err:
                     # Not durable means not delivered: take it back, as Dovecot's
                     # rollback does, so that the MTA's retry makes no duplicate.
