@@ -120,6 +120,24 @@ bench: bench-deps
 bench-quick: bench-deps
 	$(VPY) bench/run_bench.py --quick $(if $(BENCH_OUT),--out $(BENCH_OUT))
 
+# The reliability campaign's long runs (docs/reliability.md has their figures):
+# `make stress` kills STRESS_TRIALS deliveries per configuration (Maildir and mbox,
+# with and without Sieve) and runs the full mbox lock mix against dovecot-lda;
+# `make fuzz` runs the property-based fuzzers for FUZZ_EXAMPLES examples each and the
+# C helpers' libFuzzer targets for FUZZ_SECONDS each.
+STRESS_TRIALS ?= 1000
+FUZZ_EXAMPLES ?= 20000
+FUZZ_SECONDS  ?= 60
+.PHONY: stress fuzz
+stress: build deps-test
+	@for fmt in maildir mbox; do for sieve in "" --sieve; do \
+	  $(VPY) -m tests.reliability.crash --format $$fmt $$sieve --trials $(STRESS_TRIALS) || exit 1; \
+	done; done
+	$(VPY) -m tests.reliability.lockmix --messages 25
+
+fuzz: build
+	@if [ -f helper_c/Makefile ]; then $(MAKE) -s -C helper_c fuzz-run FUZZ_SECONDS=$(FUZZ_SECONDS); fi
+
 # The installed engine: a package directory and entry scripts that run Debian's
 # python3 in isolated mode (-I) without site (-S); site-packages are added only when
 # a setting needs a third-party module, so the pipe path stays lean.
