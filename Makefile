@@ -134,6 +134,7 @@ stress: build deps-test
 	  $(VPY) -m tests.reliability.crash --format $$fmt $$sieve --trials $(STRESS_TRIALS) || exit 1; \
 	done; done
 	$(VPY) -m tests.reliability.lockmix --messages 25
+	$(VPY) -m tests.reliability.faults
 
 fuzz: build
 	@if [ -f helper_c/Makefile ]; then $(MAKE) -s -C helper_c fuzz-run FUZZ_SECONDS=$(FUZZ_SECONDS); fi
