@@ -74,6 +74,7 @@ class Server:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, cwd="/",
                                      env={"PATH": "/usr/bin:/bin"})
+        self.rest = ""
         line = self.proc.stderr.readline().decode()
         assert "listening on" in line, line + self.proc.stderr.read().decode()
 
@@ -112,6 +113,9 @@ class Server:
         return self.proc.pid
 
     def stop(self):
+        """Stop the server; return what it wrote to stderr after "listening"."""
+        if self.proc.stderr.closed:
+            return self.rest
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -119,7 +123,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.rest = self.proc.stderr.read().decode(errors="replace")
         self.proc.stderr.close()
+        return self.rest
 
     def kill(self):
         self.proc.kill()

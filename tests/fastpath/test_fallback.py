@@ -172,20 +172,22 @@ def test_no_connection_for_k_or_the_relay(box, front, argv, env):
 
 
 def test_other_groups_are_refused_by_the_server(box, start_server):
-    start_server(box.user)
+    server = start_server(box.user)
     proc = subprocess.run(
         ["setpriv", f"--reuid={box.user.pw_uid}", f"--regid={box.user.pw_gid}",
          "--groups=65534", "--"] + box.argv(), input=MSG, capture_output=True, cwd="/",
         env={"PATH": "/usr/bin:/bin", "HOME": box.user.pw_dir, "USER": box.user.pw_name})
     assert_ordinary(box, proc)
+    assert "refused a hand-off" in server.stop() and "peer groups differ" in server.rest
 
 
 def test_limit_above_the_servers_hard_limit_falls_back(box, start_server):
-    start_server(box.user, prefix=["prlimit", "--nofile=256:256", "--"])
+    server = start_server(box.user, prefix=["prlimit", "--nofile=256:256", "--"])
     assert_ordinary(box, box.deliver())            # the client's hard NOFILE is higher
     proc = box.deliver(prefix=["prlimit", "--nofile=64:128", "--"])
     assert proc.returncode == 0, proc.stderr
     assert box.log_counts() == (1, 1)               # a lower one is applied: handed off
+    assert "resource limit 7" in server.stop()      # RLIMIT_NOFILE, in the server's log
 
 
 def test_server_refuses_a_client_of_another_uid(box, front, mail_users, start_server):

@@ -95,15 +95,27 @@ def serve_one(listener, notify_fd, parent):
 
 def run(conn):
     """One connection: refuse, or deliver and send the result; then _exit."""
+    # The server's own stderr (its journal), kept for a refusal's reason: fd 2
+    # becomes the client's once its descriptors are in place.
+    log_fd = fcntl.fcntl(2, fcntl.F_DUPFD_CLOEXEC, 10)
     try:
         try:
             argv = prepare(conn)
-        except (Refused, protocol.ProtocolError, OSError, ValueError):
+        except (Refused, protocol.ProtocolError, OSError, ValueError) as exc:
             _send(conn, protocol.REFUSED)
+            _say(log_fd, f"refused a hand-off, the client runs the engine itself: {exc}")
             os._exit(0)
+        os.close(log_fd)
         deliver(conn, argv)
     finally:    # never let a worker return into the server's loop
         os._exit(0)
+
+
+def _say(fd, text):
+    try:
+        os.write(fd, f"mailslot-handoffd[{os.getpid()}]: {text}\n".encode(errors="replace"))
+    except OSError:
+        pass
 
 
 def check_peer(conn):
