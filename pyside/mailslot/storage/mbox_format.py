@@ -230,7 +230,10 @@ class MboxEncoder:
         if self.carry:
             # At the end of the message an undecided "Fro" is just text.
             if self.in_headers:
-                self._header_line(self.carry, out)
+                # The message ends here, so does this line: judged as complete
+                # ("Cont" is no Content-Length field). Judged unfinished it was
+                # dropped, and a last header line without a colon was lost.
+                self._header_line(self.carry, out, complete=True)
             else:
                 out.append(self.carry)
             self.carry = b""
@@ -293,12 +296,12 @@ class MboxEncoder:
             self._header_line(line, out)
         return b""
 
-    def _header_line(self, line, out):
+    def _header_line(self, line, out, complete=False):
         if line[0] in (0x20, 0x09):         # a continuation of the field above
             if not self.dropping:
                 out.append(line)
             return
-        self.dropping = header_dropped(line)
+        self.dropping = header_dropped(line + b"\n" if complete else line)
         if not self.dropping:
             out.append(quote_lines(line, self.rd))
 
