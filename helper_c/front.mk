@@ -15,6 +15,8 @@ FRONT_DEFS   := -DHANDOFF_DIR='"$(HANDOFF_DIR)"' -DENGINE_PATH='"$(ENGINE_PATH)"
                 -DHANDSHAKE_TIMEOUT_MS=$(HANDSHAKE_TIMEOUT_MS)
 
 .PHONY: install-front
+# make fuzz-run runs it too, on fuzz/corpus/handoff.
+FUZZERS += fuzz_handoff
 all: $(OUT)/mailslot-lda-front
 asan: $(OUT)/asan/mailslot-lda-front
 debug: $(OUT)/debug/mailslot-lda-front
