@@ -175,11 +175,12 @@ class Backend:
 
     def _received(self, tx, peer, single):
         """Dovecot's Received line: from the LHLO name (and the TCP peer's address),
-        by us with LMTP, the envelope sender, "for" only with one recipient."""
+        by us with LMTP, the transaction's id, the envelope sender, "for" only with one recipient."""
         from ..message import header_line
         lhlo, ip = peer if peer else ("unknown", None)
         lines = [f"from {lhlo}" + (f" ([{ip}])" if ip else ""),
-                 f"by {self.hostname} with LMTP", f"(envelope-from <{tx.sender}>)"]
+                 f"by {self.hostname} with LMTP", f"id {transaction_id(tx)}",
+                 f"(envelope-from <{tx.sender}>)"]
         if single and self.base["lmtp_hdr_delivery_address"] != "none":
             lines.append(f"for <{tx.recipients[0][0]}>")
         lines[-1] += "; " + _rfc5322_date(self.clock())
@@ -226,6 +227,15 @@ class _WithLines:
 
     def __getattr__(self, name):
         return getattr(self.message, name)
+
+
+def transaction_id(tx):
+    """A transaction's id, made once: 22 characters of base64 from 16 random bytes,
+    the shape of Dovecot's (its session GUID)."""
+    if tx.id is None:
+        import base64
+        tx.id = base64.b64encode(os.urandom(16)).decode("ascii").rstrip("=")
+    return tx.id
 
 
 def _check_our_uid(user):

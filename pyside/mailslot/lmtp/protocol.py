@@ -147,6 +147,7 @@ class Transaction:
         self.sink = None                    # open_sink()'s object once content arrives
         self.size = 0                       # content octets as sent (CRLF, unstuffed)
         self.failure = None                 # None, or the reason the content fails
+        self.id = None                      # the server's id for it (Received)
 
 
 # -- the session ------------------------------------------------------------------------
