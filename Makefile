@@ -15,7 +15,7 @@ DESTDIR     ?=
 
 # Debian packages: what building needs, and what the test suite's real parts need.
 DEB_BUILD := python3-venv python3-dev libcap-dev gcc make python3-yaml python3-prctl
-DEB_TEST  := python3-cffi dovecot-core dovecot-imapd dovecot-sieve dovecot-lmtpd valgrind clang \
+DEB_TEST  := time python3-cffi dovecot-core dovecot-imapd dovecot-sieve dovecot-lmtpd valgrind clang \
              libclang-rt-14-dev util-linux procps postgresql python3-psycopg2 postfix
 DEB_BENCH := hyperfine time
 # Packaging (issue 7): building the .deb and the RPM, and the packaging and Postfix
@@ -135,8 +135,10 @@ stress: build deps-test
 	done; done
 	$(VPY) -m tests.reliability.lockmix --messages 25
 	$(VPY) -m tests.reliability.faults
+	$(VPY) -m tests.reliability.hostile
 
 fuzz: build
+	MAILSLOT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VPY) -m pytest -q -p no:cacheprovider tests/fuzz
 	@if [ -f helper_c/Makefile ]; then $(MAKE) -s -C helper_c fuzz-run FUZZ_SECONDS=$(FUZZ_SECONDS); fi
 
 # The installed engine: a package directory and entry scripts that run Debian's
