@@ -41,9 +41,11 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 from . import protocol
 
+ACCEPT_FAILURE_PAUSE = 1.0  # seconds a spare worker waits after a failed accept()
 REQUEST_TIMEOUT = 5.0       # seconds for the whole request, and for GO after READY
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)   # Linux 4.13
 MAX_PEER_GROUPS = 256       # getsockopt's buffer limit in CPython (1024 bytes)
@@ -78,7 +80,13 @@ def serve_one(listener, notify_fd, parent):
         _parent_death_signal(signal.SIGTERM)
         if os.getppid() != parent:
             os._exit(0)
-        conn, _ = listener.accept()
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            # Why the pause: the server forks a replacement at once; a lasting
+            # failure (EMFILE, ENOBUFS) must not become a fork loop.
+            time.sleep(ACCEPT_FAILURE_PAUSE)
+            raise
         # Why: from here the connection is a client's; its delivery must finish
         # even if the server dies now.
         _parent_death_signal(0)
