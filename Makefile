@@ -122,10 +122,12 @@ bench-quick: bench-deps
 
 # The reliability campaign's long runs (docs/reliability.md has their figures):
 # `make stress` kills STRESS_TRIALS deliveries per configuration (Maildir and mbox,
-# with and without Sieve) and runs the full mbox lock mix against dovecot-lda;
+# with and without Sieve), loads mailslot-lmtpd with 50 clients x STRESS_LMTP_MESSAGES
+# while it is restarted and killed, and runs the full mbox lock mix against dovecot-lda;
 # `make fuzz` runs the property-based fuzzers for FUZZ_EXAMPLES examples each and the
 # C helpers' libFuzzer targets for FUZZ_SECONDS each.
 STRESS_TRIALS ?= 1000
+STRESS_LMTP_MESSAGES ?= 1000
 FUZZ_EXAMPLES ?= 20000
 FUZZ_SECONDS  ?= 60
 .PHONY: stress fuzz
@@ -133,6 +135,9 @@ stress: build deps-test
 	@for fmt in maildir mbox; do for sieve in "" --sieve; do \
 	  $(VPY) -m tests.reliability.crash --format $$fmt $$sieve --trials $(STRESS_TRIALS) || exit 1; \
 	done; done
+	$(VPY) -m tests.reliability.lmtp_crash --clients 50 --messages $(STRESS_LMTP_MESSAGES) --kills 2 --signal TERM
+	$(VPY) -m tests.reliability.lmtp_crash --clients 50 --messages $(STRESS_LMTP_MESSAGES) --kills 10 --signal KILL
+	$(VPY) -m tests.reliability.lmtp_crash --clients 50 --messages $(STRESS_LMTP_MESSAGES) --kills 10 --signal KILL --format mbox
 	$(VPY) -m tests.reliability.lockmix --messages 25
 	$(VPY) -m tests.reliability.faults
 	$(VPY) -m tests.reliability.hostile
