@@ -124,6 +124,9 @@ SCHEMA = {
     # The others are Dovecot's names and defaults.
     "lmtp_listen": ("words", "unix:/run/mailslot/lmtp"),
     "lmtp_message_size_limit": ("size", 0),
+    # mailslot's own: connections served at once; one more is answered 421 (Dovecot
+    # bounds its lmtp service with process_limit, 100 by default).
+    "lmtp_max_connections": ("int", 100),
     "lmtp_save_to_detail_mailbox": ("bool", False),
     "lmtp_hdr_delivery_address": (("enum", "final", "none", "original"), "final"),
     "lmtp_user_concurrency_limit": ("int", 0),

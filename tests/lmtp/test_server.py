@@ -442,3 +442,36 @@ def test_rcpt_check_quota(tempfail, code):
         assert replies[2] == "250 2.1.5 OK"
     finally:
         s.cleanup()
+
+
+def test_connections_beyond_the_limit_get_421():
+    s = Site.create(extra="lmtp_max_connections: 2\n")
+    try:
+        s.start()
+
+        def admitted():
+            """A connection the server serves (one that just ended, like start()'s
+            probe, may still count for a moment)."""
+            deadline = time.time() + 10
+            while True:
+                c = Client.unix(s.socket)
+                greeting = c.reply()
+                if greeting.startswith("220 ") or time.time() > deadline:
+                    assert greeting.startswith("220 "), greeting
+                    return c
+                c.close()
+                time.sleep(0.05)
+
+        first, second = admitted(), admitted()
+        third = Client.unix(s.socket)
+        assert third.reply() == "421 4.3.2 Too many connections, try again later"
+        first.send(b"QUIT\r\n")
+        assert first.reply().startswith("221 ")
+        first.close()
+        fourth = admitted()
+        fourth.send(b"LHLO c\r\n")
+        assert fourth.reply()[0] == "250-lmtp.test"
+        second.send(b"NOOP\r\n")
+        assert second.reply() == "250 2.0.0 OK"
+    finally:
+        s.cleanup()

@@ -94,6 +94,7 @@ class Server:
         backend.limits = Limits(hostname=backend.hostname,
                                 max_size=base["lmtp_message_size_limit"])
         backend.temp_dir = base["mail_temp_dir"] or None
+        backend.max_connections = base["lmtp_max_connections"]
         return backend
 
     # -- start and stop -----------------------------------------------------------------
@@ -156,6 +157,17 @@ class Server:
 
     async def _serve(self, reader, writer):
         task = asyncio.current_task()
+        limit = self.backend.max_connections
+        if limit and len(self.connections) >= limit:
+            # Why refuse: every connection holds buffers, a spool and pool time; a
+            # bound keeps a flood of connections from exhausting fds and memory.
+            writer.write(b"421 4.3.2 Too many connections, try again later\r\n")
+            try:
+                await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            writer.close()
+            return
         conn = _Connection(self, reader, writer)
         self.connections[task] = conn
         try:
