@@ -141,6 +141,7 @@ stress: build deps-test
 	$(VPY) -m tests.reliability.lockmix --messages 25
 	$(VPY) -m tests.reliability.faults
 	$(VPY) -m tests.reliability.hostile
+	$(VPY) -m tests.reliability.powerloss
 
 fuzz: build
 	MAILSLOT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VPY) -m pytest -q -p no:cacheprovider tests/fuzz
