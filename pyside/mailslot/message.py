@@ -684,7 +684,8 @@ def iter_fields(data, start=0, end=None):
             return
         colon = line.find(b":")
         if colon > 0:
-            name = line[:colon].rstrip(b" \t")
+            # Only white space before the colon is no name either: not a field.
+            name = line[:colon].rstrip(b" \t") or None
             parts = [line[colon + 1:]]
             first, last = pos, stop
         pos = stop

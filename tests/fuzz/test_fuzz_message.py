@@ -8,7 +8,8 @@ From_ line taken off), however the input arrives."""
 import os
 import threading
 
-from hypothesis import given
+import pytest
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from mailslot.message import header_end, iter_fields, read_message
@@ -16,6 +17,7 @@ from tests.fuzz.strategies import cuts, mail_bytes
 
 
 @given(mail_bytes, st.integers(0, 50))
+@example(b"\n\n\n\n\n\n>From X-Keywords: a :", 25)     # found by this fuzzer: " :"
 def test_header_parser_stays_in_bounds(data, start):
     start = min(start, len(data))
     end = header_end(data, start)
@@ -59,3 +61,12 @@ def test_message_read_through_a_pipe_in_any_cut_is_its_bytes(data, points):
     assert got == expected(data)
     buf, end = message.header_buffer()
     assert 0 <= end <= len(buf)
+
+
+@pytest.mark.parametrize("header", [b" :\nSubject: x\n\n", b"\t : v\nSubject: x\n\n",
+                                    b"Subject: x\n   :\n\n"])
+def test_white_space_before_a_colon_is_no_field_name(header):
+    """Regression (found by the fuzzer above): a line with only white space before
+    its colon was a field with an empty name."""
+    names = [name for _f, _s, name, _v in iter_fields(header)]
+    assert names == [b"Subject"], names
