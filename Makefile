@@ -135,7 +135,7 @@ stress: build deps-test
 	@for fmt in maildir mbox; do for sieve in "" --sieve; do \
 	  $(VPY) -m tests.reliability.crash --format $$fmt $$sieve --trials $(STRESS_TRIALS) || exit 1; \
 	done; done
-	$(VPY) -m tests.reliability.lmtp_crash --clients 50 --messages $(STRESS_LMTP_MESSAGES) --kills 2 --signal TERM
+	$(VPY) -m tests.reliability.lmtp_crash --clients 50 --messages $(STRESS_LMTP_MESSAGES) --kills 2 --signal TERM --interval 60
 	$(VPY) -m tests.reliability.lmtp_crash --clients 50 --messages $(STRESS_LMTP_MESSAGES) --kills 10 --signal KILL
 	$(VPY) -m tests.reliability.lmtp_crash --clients 50 --messages $(STRESS_LMTP_MESSAGES) --kills 10 --signal KILL --format mbox
 	$(VPY) -m tests.reliability.lockmix --messages 25

@@ -1,7 +1,7 @@
 """Crash harness for mailslot-lmtpd: kill the daemon under load, nothing lost.
 
     python3 -m tests.reliability.lmtp_crash [--clients 8] [--messages 20]
-            [--kills 4] [--signal KILL|TERM] [--format maildir|mbox]
+            [--kills 4] [--signal KILL|TERM] [--format maildir|mbox] [--interval 0.4]
 
 A private daemon (tests/lmtp/lmtpsite.py: its own uid, passwd-file users alice and
 bob, a unix socket) takes transactions from --clients concurrent clients, each
@@ -126,7 +126,8 @@ def _raw_messages(site, fmt, user):
         box.close()
 
 
-def run(clients=8, messages=20, kills=4, signum=signal.SIGKILL, fmt="maildir", seed=None):
+def run(clients=8, messages=20, kills=4, signum=signal.SIGKILL, fmt="maildir", seed=None,
+        interval=0.4):
     seed = seed if seed is not None else int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)
     location = "maildir:~/Maildir" if fmt == "maildir" else "mbox:~/mail:INBOX=~/mail/inbox"
@@ -141,7 +142,7 @@ def run(clients=8, messages=20, kills=4, signum=signal.SIGKILL, fmt="maildir", s
             t.start()
         done = 0
         for _ in range(kills):
-            time.sleep(rng.uniform(0.05, 0.4))
+            time.sleep(rng.uniform(0.05, interval))
             if not any(t.is_alive() for t in threads):
                 break
             site.proc.send_signal(signum)
@@ -193,10 +194,12 @@ def main(argv=None):
     parser.add_argument("--signal", choices=["KILL", "TERM"], default="KILL")
     parser.add_argument("--format", choices=["maildir", "mbox"], default="maildir")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--interval", type=float, default=0.4,
+                        help="the most seconds between two signals (default 0.4)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run(args.clients, args.messages, args.kills,
-                 getattr(signal, "SIG" + args.signal), args.format, args.seed)
+                 getattr(signal, "SIG" + args.signal), args.format, args.seed, args.interval)
     print(json.dumps(result))
     return 1 if result["problems"] else 0
 

@@ -106,3 +106,48 @@ def test_mailslot_and_dovecot_lda_share_one_mbox_fairly():
         and result["duplicates"] == 0, result
     assert not result["log_problems"], result
     assert result["p99_ratio"] is not None and result["p99_ratio"] <= BOUNDED_RATIO_MAX, result
+
+
+def test_a_thread_giving_up_never_removes_another_threads_dotlock(tmp_path):
+    """Regression (found by the LMTP crash harness: 3 lost and 4 torn messages in
+    mbox with 50 clients): mailslot-lmtpd delivers in threads of one process, so
+    fcntl lets them all through and the dotlock alone keeps them apart. A thread
+    that gave up waiting for the dotlock removed it in release() as an "orphan"
+    of its own -- it names our pid -- while another thread was appending."""
+    import threading
+    storage = open_storage("mbox:~/mail", user="t", home=str(tmp_path), hostname="h",
+                           settings={"mbox_lock_timeout": 1})
+    storage.save(("INBOX",), BytesSource(message(1)))
+    inbox = os.path.join(str(tmp_path), "mail", "inbox")
+
+    def locks():
+        dir_fd = os.open(os.path.dirname(inbox), os.O_RDONLY | os.O_DIRECTORY)
+        return dir_fd, MboxLocks(storage, dir_fd, os.path.dirname(inbox), "inbox", True,
+                                 os.open(inbox, os.O_RDWR | os.O_APPEND))
+    dir_a, holder = locks()
+    holder.acquire(SignalGuard())                     # thread A: appending
+    lock_ino = os.stat(inbox + ".lock").st_ino
+    outcome = []
+
+    def other():
+        dir_b, waiter = locks()
+        try:
+            waiter.acquire(SignalGuard())
+            outcome.append("got it")
+        except Exception as exc:                     # the timeout, as it must be
+            outcome.append(str(exc))
+        finally:
+            waiter.release()
+            waiter.close()
+            os.close(dir_b)
+    t = threading.Thread(target=other)
+    t.start()
+    t.join(30)
+    try:
+        assert outcome and "Timeout" in outcome[0], outcome
+        assert os.stat(inbox + ".lock").st_ino == lock_ino   # A's lock, untouched
+    finally:
+        holder.release()
+        holder.close()
+        os.close(dir_a)
+    assert not os.path.exists(inbox + ".lock")

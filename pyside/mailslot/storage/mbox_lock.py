@@ -382,6 +382,11 @@ class MboxLocks:
             if method == "dotlock_try" and err.errno in (errno.ENOSPC, errno.EDQUOT):
                 return True
             raise storage_error("dotlocking", self.path, err) from None
+        # The attempt ended: we hold the lock or made none. Only an attempt cut
+        # short (a signal) may leave an orphan for release() to remove -- a lock
+        # naming our pid after a finished attempt is another thread's (the LMTP
+        # daemon delivers in threads of one process), not an orphan.
+        self.dotlock_tried = False
         if lock is None:
             if wait:
                 raise self._timeout()
@@ -416,7 +421,9 @@ class MboxLocks:
         storage = self.storage
         command = "lock" if wait else "trylock"
         while True:
+            self.dotlock_tried = True
             code, message = storage.helper.run(command, self.path)
+            self.dotlock_tried = False      # its outcome is known (see _dotlock)
             if code == 0:
                 self.helper_locked = True           # released by release()
                 self.dotlock_late = bool(self.fd_locks)
