@@ -16,7 +16,8 @@ MAN_PAGES = ["usr/share/man/man1/mailslot-lda.1.gz", "usr/share/man/man1/mailslo
              "usr/share/man/man5/mailslot.yaml.5.gz",
              "usr/share/man/man8/mailslot-relay.8.gz",
              "usr/share/man/man8/mailslot-dotlock.8.gz",
-             "usr/share/man/man8/mailslot-lmtpd.8.gz"]
+             "usr/share/man/man8/mailslot-lmtpd.8.gz",
+             "usr/share/man/man8/mailslot-handoffd.8.gz"]
 EXAMPLES = ["usr/share/doc/mailslot/examples/postfix/master.cf-virtual",
             "usr/share/doc/mailslot/examples/postfix/master.cf-vmail",
             "usr/share/doc/mailslot/examples/postfix/main.cf-virtual",
@@ -41,10 +42,22 @@ def deb(debs):
                                   "usr/lib/mailslot/mailslot-lmtpd",
                                   "lib/systemd/system/mailslot-lmtpd.service",
                                   "lib/systemd/system/mailslot-lmtpd.socket",
+                                  "usr/lib/mailslot/mailslot-lda-front",
+                                  "usr/lib/mailslot/mailslot-handoffd",
+                                  "lib/systemd/system/mailslot-handoffd@.service",
                                   "usr/lib/mailslot/python/mailslot/cli.py",
                                   SETTINGS[1:], POLICY[1:]] + MAN_PAGES + EXAMPLES)
 def test_ships(deb, path):
     assert path in deb_files(deb)
+
+
+@pytest.mark.parametrize("program", ["usr/lib/mailslot/mailslot-lda-front",
+                                     "usr/lib/mailslot/mailslot-handoffd"])
+def test_fast_path_programs_hold_no_privilege(deb, program):
+    # The hand-off front and server run as the delivering uid: no set-id bit, ever
+    # (SECURITY.md, "The fast path").
+    mode, owner = deb_files(deb)[program]
+    assert mode == "-rwxr-xr-x" and owner == "root/root", (mode, owner)
 
 
 @pytest.mark.parametrize("doc", DOCS)
@@ -90,7 +103,8 @@ def test_no_unit_names_a_missing_binary(deb, tmp_path):
                 binary = value.strip().lstrip("@-:+!").split()[0]
                 assert binary[1:] in files or os.path.exists(binary), (unit, binary)
     assert {"lib/systemd/system/mailslot-lmtpd.service",
-            "lib/systemd/system/mailslot-lmtpd.socket"} <= set(units), units
+            "lib/systemd/system/mailslot-lmtpd.socket",
+            "lib/systemd/system/mailslot-handoffd@.service"} <= set(units), units
 
 
 @pytest.mark.parametrize("helper", [RELAY[1:], DOTLOCK[1:]])
