@@ -121,9 +121,10 @@ def find_user(name, settings):
     normalised as Dovecot's auth process does (auth_username_format ...) before
     the userdbs are asked.
     """
-    from . import userdb
     if name is None:
-        return userdb.current_user()
+        from .user import current_user   # the plain path: no userdb package
+        return current_user()
+    from . import userdb
     lookup_name = userdb.normalize_username(
         strip_detail(name, settings["recipient_delimiter"]), settings)
     user = userdb.lookup(lookup_name, settings["userdb"], settings=settings)

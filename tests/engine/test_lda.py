@@ -304,8 +304,7 @@ PLAIN_PATH_MODULES = {
     "mailslot.message", "mailslot.recipient", "mailslot.sieve", "mailslot.sieve.location",
     "mailslot.storage", "mailslot.storage.base", "mailslot.storage.dirs",
     "mailslot.storage.index", "mailslot.storage.location", "mailslot.storage.locking",
-    "mailslot.storage.maildir", "mailslot.userdb", "mailslot.userdb.common",
-    "mailslot.userdb.lookup", "mailslot.variables",
+    "mailslot.storage.maildir", "mailslot.user", "mailslot.variables",
 }
 # What the interpreter itself loads under -I -S, plus pwd and errno.
 PLAIN_PATH_STDLIB = {

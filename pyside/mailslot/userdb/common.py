@@ -16,26 +16,10 @@ line or error message carries it.
 """
 
 from mailslot import errors
+from mailslot.user import User  # noqa: F401 (handed on: the drivers build Users)
 from mailslot.variables import RECIPIENT_KEYS, UnsafeValueError, expand, expand_path
 
 
-class User:
-    """One recipient: name, uid, gid, home ("" when none) and extra userdb fields.
-
-    fields holds the rest of the userdb's answer with the "userdb_" prefix stripped
-    (mail, quota_rule, sieve, any setting override); warnings the lines a log
-    should carry (malformed passwd-file entries met on the way).
-    """
-
-    def __init__(self, name, uid, gid, home, fields=None, warnings=None, source=""):
-        self.name, self.uid, self.gid, self.home = name, uid, gid, home
-        self.fields = dict(fields or {})
-        self.warnings = list(warnings or [])
-        self.source = source    # "userdb <name or driver>": who answered
-
-    def __repr__(self):
-        return (f"User(name={self.name!r}, uid={self.uid}, gid={self.gid}, "
-                f"home={self.home!r}, fields={self.fields!r})")
 
 
 def setting(settings, name):

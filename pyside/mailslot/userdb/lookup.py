@@ -61,6 +61,7 @@ import pwd
 import sys
 
 from mailslot import errors
+from mailslot.user import current_user  # noqa: F401 (handed on)
 from mailslot.variables import escape, expand, referenced, user_values
 from mailslot.userdb.common import User, expand_field, printable, setting, template_fields
 
@@ -458,39 +459,3 @@ def check_passwd_file(path):
     except OSError as exc:
         raise errors.UserdbError(f"passwd-file {path}: {exc.strerror}") from None
     return warnings
-
-
-def current_user():
-    """Return the User this process runs as (delivery without -d).
-
-    $USER and $HOME are used when $USER names this uid (or the uid has no passwd
-    entry, as for a uid handed out by a container); otherwise the passwd entry of
-    getuid() wins, so a stale environment (su without -l) cannot redirect mail.
-    Raises errors.UserdbError when no name can be found for the uid.
-    """
-    uid, gid = os.getuid(), os.getgid()
-    try:
-        entry = pwd.getpwuid(uid)
-    except KeyError:
-        entry = None
-    env_user = os.environ.get("USER") or None
-    env_home = os.environ.get("HOME") or ""
-    if entry is None:
-        if env_user is None:
-            raise errors.UserdbError(
-                f"cannot find our user name: uid {uid} has no passwd entry and $USER is unset")
-        return User(env_user, uid, gid, env_home)
-    agrees = env_user is not None and (env_user == entry.pw_name or _names_uid(env_user, uid))
-    if agrees:
-        return User(env_user, uid, gid, env_home or entry.pw_dir)
-    # No $USER: keep $HOME as dovecot-lda does; a $USER naming someone else: neither.
-    home = env_home if env_user is None and env_home else entry.pw_dir
-    return User(entry.pw_name, uid, gid, home)
-
-
-def _names_uid(name, uid):
-    """True when the passwd entry called name has this uid (an alias such as toor)."""
-    try:
-        return pwd.getpwnam(name).pw_uid == uid
-    except (KeyError, ValueError):
-        return False
