@@ -286,3 +286,16 @@ def test_current_umask_never_changes_the_umask(monkeypatch):
     finally:
         monkeypatch.undo()
         os.umask(old)
+
+
+def test_too_many_errors_closes_once_whatever_the_cut():
+    """The 421 is the last reply, however the input is cut (found by the LMTP fuzzer:
+    an over-long line after the closing error was read and answered with a second
+    421 when it came in the same read, not when it came in the next)."""
+    from tests.fuzz.test_fuzz_lmtp import play
+
+    data = (b"HELP\r\n" * 19 + b"x" * 1200 + b"\r\n" + b"y" * 1200 + b"\r\nHELP\r\n")
+    whole, _ = play(data, [], [])
+    assert whole.count(b"421 ") == 1 and whole.endswith(b"closing connection\r\n"), whole
+    for cut in range(len(data) - 1300, len(data)):
+        assert play(data, [cut], [])[0] == whole, cut

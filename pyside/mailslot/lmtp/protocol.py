@@ -250,6 +250,8 @@ class Session:
             del self._buf[:nl + 1]
             if len(line) + 1 > MAX_COMMAND_LINE:
                 self._error(out, "500 5.5.2 Line too long")
+                if self.state == CLOSED:
+                    return None     # that error was one too many: read nothing more
                 continue
             return line[:-1] if line.endswith(b"\r") else line
 
@@ -275,6 +277,8 @@ class Session:
         self._reply(out, text)
 
     def _error(self, out, text):
+        if self.state == CLOSED:
+            return                  # closed: the 421 was the last word
         self._errors += 1
         if self._errors > MAX_ERRORS:
             self._reply(out, "421 4.7.0 Too many errors, closing connection")
