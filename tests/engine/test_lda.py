@@ -300,8 +300,7 @@ def test_plain_path_imports_nothing_heavy(env):
 # module joins this list only on purpose; one that leaves it is a gain to record.
 PLAIN_PATH_MODULES = {
     "mailslot", "mailslot.cli", "mailslot.config", "mailslot.deliver", "mailslot.errors",
-    "mailslot.filing", "mailslot.homedir", "mailslot.log", "mailslot.mailbox_name",
-    "mailslot.message", "mailslot.recipient", "mailslot.sieve", "mailslot.sieve.location",
+    "mailslot.filing", "mailslot.homedir", "mailslot.log", "mailslot.message", "mailslot.recipient", "mailslot.sieve", "mailslot.sieve.location",
     "mailslot.storage", "mailslot.storage.base", "mailslot.storage.dirs",
     "mailslot.storage.index", "mailslot.storage.location", "mailslot.storage.locking",
     "mailslot.storage.maildir", "mailslot.user", "mailslot.variables",

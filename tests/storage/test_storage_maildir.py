@@ -490,3 +490,17 @@ def test_maildirpp_keeps_such_names_as_folders(home):
     st = make(home)
     st.create_mailbox(("dovecot-uidlist",))
     assert (home / "Maildir" / ".dovecot-uidlist" / "new").is_dir()
+
+
+def test_inbox_needs_no_name_checker_but_others_are_checked():
+    # A delivery to INBOX leaves mailbox_name.py unloaded (the plain path's import
+    # budget); every other name, "inbox" in another case included, goes through it.
+    from mailslot.errors import MailboxNameError
+    from mailslot.storage.base import INBOX_NAME, checked_name
+
+    assert checked_name(("INBOX",)) is INBOX_NAME
+    assert checked_name(("inbox",)) == ("INBOX",)
+    assert checked_name(["INBOX"]) == ("INBOX",)     # not the tuple: checked, made one
+    for bad in (("a/b",), ("..",), (), "INBOX", ("~x",), ("a\x01",), ("",)):
+        with pytest.raises(MailboxNameError):
+            checked_name(bad)

@@ -55,10 +55,9 @@ import os
 import time
 
 from ..errors import MailboxNameError, MailboxNotFoundError, StorageError
-from ..mailbox_name import INBOX, check_components, encode_mutf7
 from . import index
 from .locking import acquire_dotlock
-from .base import SaveResult, Storage
+from .base import INBOX, SaveResult, Storage, checked_name, encode_mutf7
 from .dirs import NAME_MAX, DirOpener, Fds, current_umask, storage_error, sync_directory
 
 SUBDIRS = ("cur", "new", "tmp")          # the order Dovecot creates them in
@@ -251,7 +250,7 @@ class MaildirStorage(Storage):
     # --- the Storage interface ------------------------------------------------------
 
     def mailbox_exists(self, name):
-        name = check_components(name)
+        name = checked_name(name)
         if name == (INBOX,):
             return True         # IMAP's INBOX always exists; saving creates it
         with Fds() as fds:
@@ -262,7 +261,7 @@ class MaildirStorage(Storage):
             return self._is_mailbox_dir(fd, name)
 
     def create_mailbox(self, name):
-        name = check_components(name)
+        name = checked_name(name)
         with Fds() as fds:
             fd, path, perm = self._open_mailbox(name, fds, create=True)
             perm = self.dirs.perm_of(fd)
@@ -324,14 +323,14 @@ class MaildirStorage(Storage):
         return index.next_uid_validity(root_fd, mode=perm.file_mode, clock=self.clock)
 
     def subscribe(self, name):
-        name = check_components(name)
+        name = checked_name(name)
         from . import subscriptions    # only a subscribing delivery pays for it
         subscriptions.subscribe(self.dirs, self._control_root(), self.location.subscriptions_name,
                                 [self._encode(p) for p in name], self.default_separator,
                                 hostname=self.hostname, fsync=self.fsync)
 
     def save(self, name, source, *, flags=()):
-        name = check_components(name)
+        name = checked_name(name)
         letters = flag_letters(flags)
         keywords, warnings = (), []
         if any(flag[:1] != "\\" for flag in flags):

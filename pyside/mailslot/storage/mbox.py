@@ -84,9 +84,8 @@ login>.
 import os
 
 from ..errors import ConfigError, MailboxNameError, MailboxNotFoundError, StorageError
-from ..mailbox_name import INBOX, check_components, encode_mutf7
 from ..message import Spool
-from .base import SaveResult, Storage
+from .base import INBOX, SaveResult, Storage, checked_name, encode_mutf7
 from .dirs import NAME_MAX, DirOpener, Fds, RefusedError, current_umask, storage_error
 from .mbox_append import append
 from .mbox_format import VARIANTS, flag_headers
@@ -197,7 +196,7 @@ class MboxStorage(Storage):
         return parts
 
     def _check(self, name):
-        name = check_components(name)
+        name = checked_name(name)
         if name != (INBOX,):
             self._disk_parts(name)
         return name
