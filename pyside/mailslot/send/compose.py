@@ -141,28 +141,43 @@ def _returned_header(original):
     return block if block.endswith(b"\n") or not block else block + b"\n"
 
 
-def rejection(original, *, reason, final_rcpt, orig_rcpt, sender, hostname,
-              postmaster, now, subject_template=None, reason_template=None,
-              reporting_ua="Mail Delivery Agent"):
-    """The Sieve reject MDN (see the module docstring)."""
-    to_addr = orig_rcpt or final_rcpt
+def _rejection_texts(original, reason, to_addr, subject_template, reason_template):
+    """The rejection's Subject and human-readable text from rejection_subject and
+    rejection_reason (%n the line break, %r the reason, %s the subject, %t the
+    recipient), shared by the Sieve reject MDN and the quota DSN."""
     values = {"crlf": "\n", "reason": reason, "subject": original.decoded("subject"),
               "to": to_addr}
-    subject = expand_template(subject_template or DEFAULT_REJECTION_SUBJECT, values)
-    text = expand_template(reason_template or DEFAULT_REJECTION_REASON, values)
-    boundary = _boundary(hostname)
-    head = b"".join([
+    return (expand_template(subject_template or DEFAULT_REJECTION_SUBJECT, values),
+            expand_template(reason_template or DEFAULT_REJECTION_REASON, values))
+
+
+def _rejection_head(report_type, boundary, subject, *, sender, hostname, postmaster, now):
+    """The header of a multipart/report rejection: from Postmaster to the sender,
+    Auto-Submitted: auto-replied (rejected), Precedence: bulk, as Dovecot sends it."""
+    return b"".join([
         H.field("Message-ID", H.message_id(hostname, now)),
         H.field("Date", H.date(now)),
         H.field("From", H.mailbox("Postmaster", postmaster)),
         H.field("To", "<%s>" % H.clean(sender)),
         H.field("MIME-Version", "1.0"),
-        H.field("Content-Type", 'multipart/report; report-type=disposition-notification; '
-                'boundary="%s"' % boundary),
+        H.field("Content-Type", 'multipart/report; report-type=%s; boundary="%s"'
+                % (report_type, boundary)),
         H.field("Subject", H.unstructured(subject)),
         H.field("Auto-Submitted", "auto-replied (rejected)"),
         H.field("Precedence", "bulk"),
     ])
+
+
+def rejection(original, *, reason, final_rcpt, orig_rcpt, sender, hostname,
+              postmaster, now, subject_template=None, reason_template=None,
+              reporting_ua="Mail Delivery Agent"):
+    """The Sieve reject MDN (see the module docstring)."""
+    to_addr = orig_rcpt or final_rcpt
+    subject, text = _rejection_texts(original, reason, to_addr, subject_template,
+                                     reason_template)
+    boundary = _boundary(hostname)
+    head = _rejection_head("disposition-notification", boundary, subject, sender=sender,
+                           hostname=hostname, postmaster=postmaster, now=now)
     report = [H.field("Reporting-UA", "%s; %s" % (hostname, reporting_ua))]
     if orig_rcpt and final_rcpt and orig_rcpt.lower() != final_rcpt.lower():
         report.append(H.field("Original-Recipient", "rfc822; %s" % orig_rcpt))
@@ -203,23 +218,11 @@ def dsn(original, *, status, diagnostic, final_rcpt, orig_rcpt, sender, hostname
     Dovecot writes one block, and the original header is text/rfc822-headers
     (RFC 3462) where Dovecot labels it message/rfc822."""
     to_addr = orig_rcpt or final_rcpt
-    values = {"crlf": "\n", "reason": diagnostic, "subject": original.decoded("subject"),
-              "to": to_addr}
-    subject = expand_template(subject_template or DEFAULT_REJECTION_SUBJECT, values)
-    human = expand_template(reason_template or DEFAULT_REJECTION_REASON, values)
+    subject, human = _rejection_texts(original, diagnostic, to_addr, subject_template,
+                                      reason_template)
     boundary = _boundary(hostname)
-    head = b"".join([
-        H.field("Message-ID", H.message_id(hostname, now)),
-        H.field("Date", H.date(now)),
-        H.field("From", H.mailbox("Postmaster", postmaster)),
-        H.field("To", "<%s>" % H.clean(sender)),
-        H.field("MIME-Version", "1.0"),
-        H.field("Content-Type", 'multipart/report; report-type=delivery-status; '
-                'boundary="%s"' % boundary),
-        H.field("Subject", H.unstructured(subject)),
-        H.field("Auto-Submitted", "auto-replied (rejected)"),
-        H.field("Precedence", "bulk"),
-    ])
+    head = _rejection_head("delivery-status", boundary, subject, sender=sender,
+                           hostname=hostname, postmaster=postmaster, now=now)
     per_message = [H.field("Reporting-MTA", "dns; %s" % hostname),
                    H.field("Arrival-Date", H.date(now))]
     per_rcpt = []
