@@ -307,7 +307,14 @@ class MaildirSize:
             self._flock(fcntl.LOCK_UN)
             if usage is not None and not force:
                 self._flock(fcntl.LOCK_EX)
-                return usage
+                # Why read again: no lock was held since the read above, and a
+                # rebuild may have replaced the file meanwhile; a delta written
+                # to the old inode would be lost (the file one message short).
+                _fd, parsed, mtime = self._read()
+                usage = self._trusted(parsed, mtime, limits)
+                if usage is not None:
+                    return usage
+                self._flock(fcntl.LOCK_UN)
             if time.monotonic() > deadline:
                 lock_fd = -1            # count, but leave the file to them
                 break
