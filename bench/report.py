@@ -90,6 +90,13 @@ def markdown(results, image_prefix=""):
                     continue
                 out.append(f"| {case['name']} | {side} | {_timing(summary)} | "
                            f"{case['ref_ratios'][side]:.2f} |")
+    compared = [c for c in results["cases"] if c.get("against")]
+    if compared:
+        rev = compared[0]["against"]["rev"]
+        out += ["", f"This tree's engine against the engine of `{rev}` (`--against {rev}`), "
+                "alternating run by run (below 1: this tree is faster):", "",
+                f"| case | mailslot-lda / mailslot @{rev} |", "|---|---|"]
+        out += [f"| {c['name']} | {c['against']['ratio']:.2f} |" for c in compared]
     if results.get("physical_per_s"):
         per = results["physical_per_s"]
         out += ["", f"Physical limit: **{per:.0f} durable 2 KB creates per second** "

@@ -2,7 +2,7 @@
 
     make bench          # the whole matrix; writes docs/benchmarks.md and docs/bench/*.png
     make bench-quick    # about a minute, a few runs a case; writes build/bench-quick/
-    .venv/bin/python bench/run_bench.py [--quick] [--cases a,b] [--out DIR]
+    .venv/bin/python bench/run_bench.py [--quick] [--cases a,b] [--out DIR] [--against REV]
 
 Installs mailslot as a package would (make install into a temp DESTDIR), prepares
 every case of bench/cases.py identically for both sides (bench/sides.py), then times
@@ -45,6 +45,10 @@ def parse_args(argv):
                         help="the message on a pipe, as an MTA gives it (default), "
                              "or a regular file")
     parser.add_argument("--time", default=None, help=argparse.SUPPRESS)  # timing half
+    parser.add_argument("--against", default=None, metavar="REV",
+                        help="also time the engine of git revision REV as a reference "
+                             "side (its own mailbox, the same settings), alternating "
+                             "run by run: the ratio of this tree's engine to REV's")
     parser.add_argument("--lmtp", action="store_true",
                         help="the LMTP comparison only (bench/lmtp_bench.py; as root)")
     return parser.parse_args(argv)
@@ -117,9 +121,37 @@ def time_cases(base, plan, env):
                   "ref_ratios": {side: measure.paired_ratio(s, samples["dovecot"])
                                  for side, s in samples.items()
                                  if side not in ("mailslot", "dovecot")}}
+        if plan.get("against"):
+            # This tree against REV, run by run: the cost or gain of the changes.
+            result["against"] = {"rev": plan["against"], "ratio": measure.paired_ratio(
+                samples["mailslot"], samples[sidemod.against_side(plan["against"])])}
         out.append(result)
         sys.stderr.write(f"  {case.name}: ratio {result['ratio']:.2f}\n")
     return out
+
+
+def install_revision(rev, base):
+    """Lay out the engine of git revision rev as `make install` would (the package
+    under lib/mailslot/python, byte-compiled, and its mailslot-lda entry) under
+    base/against; return the entry's path. Only the Python engine: the side it makes
+    is the ordinary pipe path."""
+    root = os.path.join(base, "against", "usr", "lib", "mailslot")
+    os.makedirs(os.path.join(root, "python"))
+    archive = subprocess.run(["git", "-C", REPO, "archive", "--format=tar", rev,
+                              "pyside/mailslot", "pyside/entry/mailslot-lda"],
+                             check=True, capture_output=True).stdout
+    unpack = os.path.join(base, "against", "src")
+    os.makedirs(unpack)
+    subprocess.run(["tar", "-x", "-C", unpack], input=archive, check=True)
+    shutil.move(os.path.join(unpack, "pyside", "mailslot"), os.path.join(root, "python"))
+    entry = os.path.join(root, "mailslot-lda")
+    shutil.copy(os.path.join(unpack, "pyside", "entry", "mailslot-lda"), entry)
+    os.chmod(entry, 0o755)
+    # Why: delivery users cannot write __pycache__ there, as in a real installation.
+    subprocess.run(["/usr/bin/python3", "-m", "compileall", "-q", "-d",
+                    "/usr/lib/mailslot/python", os.path.join(root, "python")], check=True)
+    subprocess.run(["chmod", "-R", "a+rX", os.path.join(base, "against")], check=True)
+    return entry
 
 
 def bench_user():
@@ -150,10 +182,14 @@ def main(argv=None):
                        cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         sidemod.fast_path_build(base, inst, REPO)
         plan = {"quick": args.quick, "stdin": args.stdin, "cases": [],
-                "handoffd": os.path.join(inst, "usr/lib/mailslot/mailslot-handoffd")}
+                "handoffd": os.path.join(inst, "usr/lib/mailslot/mailslot-handoffd"),
+                "against": args.against}
+        against = None
+        if args.against:
+            against = (args.against, install_revision(args.against, base))
         for case in chosen:
             sys.stderr.write(f"preparing {case.name}\n")
-            argv = sidemod.prepare(base, case, inst)
+            argv = sidemod.prepare(base, case, inst, against)
             message = os.path.join(base, case.name, "message.eml")
             with open(message, "wb") as f:
                 f.write(casemod.make_message(case.size))
@@ -167,7 +203,7 @@ def main(argv=None):
             user = bench_user()
             owned = [os.path.join(base, "physical"), sidemod.fast_path_socket_root(base)]
             for case in chosen:
-                owned += sidemod.case_dirs(base, case)
+                owned += sidemod.case_dirs(base, case, against=bool(args.against))
             for path in owned:
                 subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", path],
                                check=True)

@@ -20,6 +20,7 @@ FAST_CASES = ("maildir-2k", "mbox-2k", "sieve-200")
 FAST_SIDE = "mailslot fast path"
 FALLBACK_SIDE = "mailslot front, no server"
 FAST_DIR = "fastpath"           # base/<case>/fastpath: the fast path's own mailbox
+AGAINST_DIR = "against"         # base/<case>/against: an older mailslot's own mailbox
 
 # The floor: start python3 -I -S, write the message to tmp/, fsync, rename into
 # new/, fsync the directory. No settings, no user, no index, no log.
@@ -64,15 +65,25 @@ def _prefill(root, side, case):
             f.write(data)
 
 
-def prepare(base, case, inst):
-    """Write both sides' configuration for case; return {side: argv}."""
+def against_side(label):
+    return f"mailslot @{label}"
+
+
+def prepare(base, case, inst, against=None):
+    """Write both sides' configuration for case; return {side: argv}.
+
+    against, if given, is (label, engine path) of another mailslot installation
+    (run_bench.py --against REV): a reference side with its own mailbox and the
+    same settings, so that two versions of the engine alternate run by run."""
     root = os.path.join(base, case.name)
     for side in SIDES:
         os.makedirs(os.path.join(root, side, "home"), exist_ok=True)
     fast = case.name in FAST_CASES
     ms_sides = ("mailslot", FAST_DIR) if fast else ("mailslot",)
-    if fast:
-        os.makedirs(os.path.join(root, FAST_DIR, "home"), exist_ok=True)
+    if against:
+        ms_sides += (AGAINST_DIR,)
+    for side in ms_sides[1:]:
+        os.makedirs(os.path.join(root, side, "home"), exist_ok=True)
     sieve_dc = ""
     script = make_sieve_script(case.sieve_rules) if case.sieve_rules else None
     if script:
@@ -107,6 +118,11 @@ def prepare(base, case, inst):
         argv["python floor"] = ["/usr/bin/python3", "-I", "-S", "-c", FLOOR_SCRIPT,
                                 os.path.join(root, "mailslot", "floor")]
         argv["python start"] = ["/usr/bin/python3", "-I", "-S", "-c", "pass"]
+    if against:
+        label, engine = against
+        argv[against_side(label)] = [engine, "-c", os.path.join(root, AGAINST_DIR,
+                                                               "mailslot.yaml"),
+                                     "-f", "a@example.org"]
     if fast:
         front = fast_path_front(base)
         argv[FAST_SIDE] = [front, "-c", os.path.join(root, FAST_DIR, "mailslot.yaml"),
@@ -139,7 +155,8 @@ def fast_path_build(base, inst, repo):
         os.makedirs(fast_path_socket_root(base, serving), mode=0o755, exist_ok=True)
 
 
-def case_dirs(base, case):
+def case_dirs(base, case, against=False):
     """The directories the timing user must own for case."""
     sides = SIDES + ((FAST_DIR,) if case.name in FAST_CASES else ())
+    sides += (AGAINST_DIR,) if against else ()
     return [os.path.join(base, case.name, side) for side in sides]
