@@ -95,6 +95,17 @@ class OutgoingMail:
     def _postmaster(self):
         return self.settings.get("postmaster_address") or "postmaster@" + self.hostname
 
+    def _forget(self, key):
+        """Forget a duplicate mark claimed before a send that failed, so a retried
+        delivery sends again; a database that cannot forget is logged (the mark then
+        suppresses the retry's send: never a second copy)."""
+        if key is None or self.duplicates is None:
+            return
+        try:
+            self.duplicates.forget(key)
+        except Exception as exc:
+            self.log.warning(f"sieve: duplicate database: {exc}")
+
     def _send(self, sender, recipients, chunks, describe):
         self.transport.send(sender, recipients, chunks)
 
@@ -181,11 +192,7 @@ class OutgoingMail:
                 self.sent.append(compose.Outgoing(sender, [address], b"", "redirect",
                                                   f"forward to <{address}>"))
         except SendError:
-            if key is not None:
-                try:
-                    self.duplicates.forget(key)
-                except Exception as exc:
-                    self.log.warning(f"sieve: duplicate database: {exc}")
+            self._forget(key)
             raise
         self.log.info(f"sieve: redirect action: forwarded to <{address}>")
         return True
@@ -219,11 +226,7 @@ class OutgoingMail:
         try:
             self._send_outgoing(out)
         except SendError:
-            if self.duplicates is not None:
-                try:
-                    self.duplicates.forget(key)
-                except Exception as exc:
-                    self.log.warning(f"sieve: duplicate database: {exc}")
+            self._forget(key)
             raise
         self.log.info(f"sieve: vacation action: sent vacation response to <{to}>")
         return True
