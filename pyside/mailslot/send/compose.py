@@ -168,6 +168,33 @@ def _rejection_head(report_type, boundary, subject, *, sender, hostname, postmas
     ])
 
 
+def _report_body(boundary, text, report_type, report, returned_type, original):
+    """The body of a multipart/report rejection (RFC 6522), shared by the reject MDN
+    and the quota DSN: the human-readable text, the machine-readable report (its
+    fields as bytes, report_type its Content-Type) and the original's header block
+    as returned_type: message/rfc822 (a message with an empty body: a blank line
+    ends its header) or text/rfc822-headers (the header lines only)."""
+    b = boundary.encode("utf-8")
+    returned = _returned_header(original)
+    if returned_type == "message/rfc822":
+        returned += b"\n"
+    return b"".join([
+        b"\nThis is a MIME-encapsulated message\n\n",
+        b"--" + b + b"\n",
+        b"Content-Type: text/plain; charset=utf-8\n",
+        b"Content-Disposition: inline\n",
+        b"Content-Transfer-Encoding: 8bit\n\n",
+        _body_text(text),
+        b"--" + b + b"\n",
+        b"Content-Type: " + report_type.encode("ascii") + b"\n\n",
+        report, b"\n",
+        b"--" + b + b"\n",
+        b"Content-Type: " + returned_type.encode("ascii") + b"\n\n",
+        returned, b"\n",
+        b"--" + b + b"--\n",
+    ])
+
+
 def rejection(original, *, reason, final_rcpt, orig_rcpt, sender, hostname,
               postmaster, now, subject_template=None, reason_template=None,
               reporting_ua="Mail Delivery Agent"):
@@ -187,22 +214,8 @@ def rejection(original, *, reason, final_rcpt, orig_rcpt, sender, hostname,
         report.append(H.field("Original-Message-ID", msgid))
     report.append(H.field("Disposition",
                           "automatic-action/MDN-sent-automatically; deleted"))
-    b = boundary.encode("utf-8")
-    body = b"".join([
-        b"\nThis is a MIME-encapsulated message\n\n",
-        b"--" + b + b"\n",
-        b"Content-Type: text/plain; charset=utf-8\n",
-        b"Content-Disposition: inline\n",
-        b"Content-Transfer-Encoding: 8bit\n\n",
-        _body_text(text),
-        b"--" + b + b"\n",
-        b"Content-Type: message/disposition-notification\n\n",
-        b"".join(report), b"\n",
-        b"--" + b + b"\n",
-        b"Content-Type: message/rfc822\n\n",
-        _returned_header(original), b"\n\n",
-        b"--" + b + b"--\n",
-    ])
+    body = _report_body(boundary, text, "message/disposition-notification",
+                        b"".join(report), "message/rfc822", original)
     return Outgoing("", [sender], head + body, "rejection",
                     "rejection to <%s>" % sender)
 
@@ -232,22 +245,9 @@ def dsn(original, *, status, diagnostic, final_rcpt, orig_rcpt, sender, hostname
                  H.field("Action", "failed"),
                  H.field("Status", status),
                  H.field("Diagnostic-Code", "x-mailslot; %s" % diagnostic)]
-    b = boundary.encode("utf-8")
-    body = b"".join([
-        b"\nThis is a MIME-encapsulated message\n\n",
-        b"--" + b + b"\n",
-        b"Content-Type: text/plain; charset=utf-8\n",
-        b"Content-Disposition: inline\n",
-        b"Content-Transfer-Encoding: 8bit\n\n",
-        _body_text(human),
-        b"--" + b + b"\n",
-        b"Content-Type: message/delivery-status\n\n",
-        b"".join(per_message), b"\n", b"".join(per_rcpt), b"\n",
-        b"--" + b + b"\n",
-        b"Content-Type: text/rfc822-headers\n\n",
-        _returned_header(original), b"\n",
-        b"--" + b + b"--\n",
-    ])
+    body = _report_body(boundary, human, "message/delivery-status",
+                        b"".join(per_message) + b"\n" + b"".join(per_rcpt),
+                        "text/rfc822-headers", original)
     return Outgoing("", [sender], head + body, "dsn", "DSN %s to <%s>" % (status, sender))
 
 
