@@ -20,6 +20,7 @@ import pytest
 
 from tests.support import REPO, needs_root, world_tempdir
 from tests.lmtp.lmtpsite import Site
+from tests.postfix.postfixtest import base_master_cf
 
 pytestmark = [needs_root,
               pytest.mark.skipif(not os.path.exists("/usr/lib/postfix/sbin/lmtp"),
@@ -27,28 +28,6 @@ pytestmark = [needs_root,
 
 DOMAIN = "lmtp.mailslot.test"
 EXAMPLE = os.path.join(REPO, "packaging", "examples", "postfix", "main.cf-lmtp")
-MASTER = """\
-127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
 
 
 def _free_port():
@@ -107,7 +86,9 @@ address_verify_map = btree:{data}/verify_cache
     with open(os.path.join(etc, "main.cf"), "w") as f:
         f.write(main)
     with open(os.path.join(etc, "master.cf"), "w") as f:
-        f.write(MASTER.format(port=port))
+        f.write(base_master_cf([
+            f"127.0.0.1:{port} inet n - n - - smtpd",
+            "lmtp      unix  -       -       n       -       -       lmtp"]))
     subprocess.run(["postfix", "-c", etc, "start"], check=True, capture_output=True,
                    timeout=60)
     deadline = time.monotonic() + 30

@@ -67,6 +67,38 @@ DELIVERY_TIMEOUT = 30                   # seconds for one message to be delivere
 STOP_TIMEOUT = 20
 
 
+# The master.cf services every private test instance runs (queue manager, cleanup,
+# bounces, address verification, logging to maillog_file through postlogd): the
+# suites add their own listener and delivery transports (base_master_cf).
+BASE_MASTER_SERVICES = """\
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+def base_master_cf(extra=()):
+    """A private instance's master.cf: BASE_MASTER_SERVICES and then extra, the
+    suite's own lines (an smtpd listener, lmtp, smtp/relay, local, pipe services),
+    each one master.cf entry (an entry may span lines with indented continuations)."""
+    return BASE_MASTER_SERVICES + "".join(line.rstrip("\n") + "\n" for line in extra)
+
+
 class PostfixError(Exception):
     """The private Postfix instance could not be set up or did not behave."""
 
@@ -330,30 +362,12 @@ minimal_backoff_time = 2s
 maximal_backoff_time = 4s
 queue_run_delay = 2s
 """
-        master = f"""\
-127.0.0.1:{self.port} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-{self.example_master_line()}
-{self.example_vmail_line()}"""
+        master = base_master_cf([
+            f"127.0.0.1:{self.port} inet n - n - - smtpd",
+            "local     unix  -       n       n       -       -       local",
+            "virtual   unix  -       n       n       -       -       virtual",
+            self.example_master_line().rstrip("\n"),
+            self.example_vmail_line().rstrip("\n")])
         for name, text in (("main.cf", main), ("master.cf", master)):
             with open(os.path.join(self.pf_etc, name), "w") as f:
                 f.write(text)

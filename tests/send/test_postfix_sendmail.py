@@ -25,6 +25,7 @@ import time
 import pytest
 
 from tests.support import needs_root, world_tempdir
+from tests.postfix.postfixtest import base_master_cf
 from tests.send.smtpsink import SmtpSink
 
 pytestmark = [needs_root, pytest.mark.skipif(
@@ -33,27 +34,6 @@ pytestmark = [needs_root, pytest.mark.skipif(
 MSG = (b"From: Sender Name <sender@example.com>\nTo: mslt-snd1@example.org\n"
        b"Subject: Hello there\nMessage-ID: <pf1@example.com>\n\nbody line\n")
 A = "mslt-snd1@example.org"
-
-MASTER_CF = """\
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
 
 
 @pytest.fixture
@@ -86,7 +66,10 @@ maillog_file_prefixes = {base}
 queue_run_delay = 1s
 """)
     with open(os.path.join(etc, "master.cf"), "w") as f:
-        f.write(MASTER_CF)
+        # No listener: sendmail/postdrop queue, smtp relays to the sink.
+        f.write(base_master_cf([
+            "smtp      unix  -       -       n       -       -       smtp",
+            "relay     unix  -       -       n       -       -       smtp"]))
     subprocess.run(["postfix", "-c", etc, "check"], check=True, capture_output=True)
     subprocess.run(["postfix", "-c", etc, "start"], check=True, capture_output=True)
     try:
