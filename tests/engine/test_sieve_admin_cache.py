@@ -7,12 +7,12 @@ Whether the delivery compiled is read from the modules it imported
 """
 
 import os
-import shutil
 import subprocess
 
 import pytest
 
-from tests.support import needs_root, run_as, world_tempdir
+from tests.engine.sieveuser import sieve_user
+from tests.support import needs_root, run_as
 
 pytestmark = needs_root
 
@@ -22,19 +22,8 @@ MSG = b"From: a@example.org\nTo: b@example.org\nSubject: hi\n\nHello.\n"
 @pytest.fixture
 def site(installed, mail_users):
     """A user with an empty home, a config, and a root-owned admin directory."""
-    user = mail_users[1]
-    for entry in os.listdir(user.pw_dir):
-        path = os.path.join(user.pw_dir, entry)
-        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) \
-            else os.unlink(path)
-    admin = world_tempdir("mslt-sieve-admin-")
-    conf = os.path.join(admin, "mailslot.yaml")
-    with open(conf, "w") as f:
-        f.write(f"mail_location: maildir:~/Maildir\nlog_path: {user.pw_dir}/log\n"
-                "first_valid_uid: 100\n")
-    os.chmod(conf, 0o644)
-    yield user, admin, conf
-    shutil.rmtree(admin, ignore_errors=True)
+    with sieve_user(mail_users[1], installed, "mslt-sieve-admin-") as s:
+        yield s.user, s.confdir, s.conf
 
 
 def deliver_traced(user, installed, conf, *args):

@@ -6,11 +6,11 @@ landed, its flags, the exit code and the log.
 """
 
 import os
-import shutil
 
 import pytest
 
-from tests.support import needs_root, run_as, world_tempdir
+from tests.engine.sieveuser import SieveUser, sieve_user
+from tests.support import needs_root, run_as
 
 pytestmark = needs_root
 
@@ -19,42 +19,19 @@ MSG = (b"From: Alice <alice@example.org>\nTo: bob@example.org\n"
        b"Message-ID: <s1@example.org>\n\nHello.\n")
 
 
+class Box(SieveUser):
+    def deliver(self, *args, input=MSG):
+        return run_as(self.user, [self.lda, "-c", self.conf] + list(args), input=input)
+
+    def files(self, folder="", sub="new"):
+        path = os.path.join(self.maildir, folder, sub)
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
 @pytest.fixture
 def box(installed, mail_users):
-    user = mail_users[1]
-    for entry in os.listdir(user.pw_dir):
-        path = os.path.join(user.pw_dir, entry)
-        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) \
-            else os.unlink(path)
-    confdir = world_tempdir("mailslot-sieve-conf-")
-    conf = os.path.join(confdir, "mailslot.yaml")
-    with open(conf, "w") as f:
-        f.write(f"mail_location: maildir:~/Maildir\nlog_path: {user.pw_dir}/log\n"
-                "first_valid_uid: 100\n")
-    os.chmod(conf, 0o644)
-
-    class Box:
-        maildir = os.path.join(user.pw_dir, "Maildir")
-
-        def script(self, text):
-            path = os.path.join(user.pw_dir, ".dovecot.sieve")
-            with open(path, "w") as f:
-                f.write(text)
-            os.chown(path, user.pw_uid, user.pw_gid)
-
-        def deliver(self, *args, input=MSG):
-            return run_as(user, [os.path.join(installed, "mailslot-lda"), "-c", conf]
-                          + list(args), input=input)
-
-        def files(self, folder="", sub="new"):
-            path = os.path.join(self.maildir, folder, sub)
-            return sorted(os.listdir(path)) if os.path.isdir(path) else []
-
-        def log(self):
-            with open(os.path.join(user.pw_dir, "log")) as f:
-                return f.read()
-    yield Box()
-    shutil.rmtree(confdir, ignore_errors=True)
+    with sieve_user(mail_users[1], installed, "mailslot-sieve-conf-", Box) as site:
+        yield site
 
 
 def test_fileinto_by_list_id(box):

@@ -10,14 +10,14 @@ so a bound kept by losing the message, or by not looking, would fail.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.support import needs_root, world_tempdir
+from tests.engine.sieveuser import SieveUser, sieve_user
+from tests.support import needs_root
 
 pytestmark = needs_root
 
@@ -41,60 +41,33 @@ print(os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024)
 """
 
 
+class Lda(SieveUser):
+    def deliver(self, message_path, *args):
+        """Run the engine on message_path; return (rc, stderr, peak RSS bytes)."""
+        user = self.user
+        cmd = [sys.executable, "-I", "-S", "-c", MEASURE,
+               "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+               "--init-groups", "--", self.lda, "-c", self.conf] + list(args)
+        env = {"PATH": "/usr/bin:/bin", "USER": user.pw_name, "HOME": user.pw_dir}
+        start = time.monotonic()
+        with open(message_path, "rb") as stdin:
+            proc = subprocess.run(cmd, stdin=stdin, capture_output=True, env=env,
+                                  cwd="/", timeout=SECONDS)
+        assert time.monotonic() - start < SECONDS
+        rc, rss = proc.stdout.split()
+        return int(rc), proc.stderr, int(rss)
+
+    def only_copy(self, folder=""):
+        new = os.path.join(self.maildir, folder, "new")
+        names = os.listdir(new) if os.path.isdir(new) else []
+        assert len(names) == 1, (folder, names, self.log())
+        return os.path.join(new, names[0])
+
+
 @pytest.fixture
-def lda(installed, mail_users, tmp_path):
-    user = mail_users[1]
-    for entry in os.listdir(user.pw_dir):
-        path = os.path.join(user.pw_dir, entry)
-        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) \
-            else os.unlink(path)
-    confdir = world_tempdir("mailslot-sieve-mem-")
-    conf = os.path.join(confdir, "mailslot.yaml")
-    with open(conf, "w") as f:
-        f.write(f"mail_location: maildir:~/Maildir\nlog_path: {user.pw_dir}/log\n"
-                "first_valid_uid: 100\n")
-    os.chmod(conf, 0o644)
-
-    class Lda:
-        home = user.pw_dir
-        maildir = os.path.join(user.pw_dir, "Maildir")
-
-        def script(self, text):
-            path = os.path.join(user.pw_dir, ".dovecot.sieve")
-            with open(path, "w") as f:
-                f.write(text)
-            os.chown(path, user.pw_uid, user.pw_gid)
-
-        def deliver(self, message_path, *args):
-            """Run the engine on message_path; return (rc, stderr, peak RSS bytes)."""
-            cmd = [sys.executable, "-I", "-S", "-c", MEASURE,
-                   "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
-                   "--init-groups", "--", os.path.join(installed, "mailslot-lda"),
-                   "-c", conf] + list(args)
-            env = {"PATH": "/usr/bin:/bin", "USER": user.pw_name, "HOME": user.pw_dir}
-            start = time.monotonic()
-            with open(message_path, "rb") as stdin:
-                proc = subprocess.run(cmd, stdin=stdin, capture_output=True, env=env,
-                                      cwd="/", timeout=SECONDS)
-            assert time.monotonic() - start < SECONDS
-            rc, rss = proc.stdout.split()
-            return int(rc), proc.stderr, int(rss)
-
-        def only_copy(self, folder=""):
-            new = os.path.join(self.maildir, folder, "new")
-            names = os.listdir(new) if os.path.isdir(new) else []
-            assert len(names) == 1, (folder, names, self.log())
-            return os.path.join(new, names[0])
-
-        def log(self):
-            with open(os.path.join(user.pw_dir, "log")) as f:
-                return f.read()
-
-        def user_log(self):
-            with open(os.path.join(user.pw_dir, ".dovecot.sieve.log")) as f:
-                return f.read()
-    yield Lda()
-    shutil.rmtree(confdir, ignore_errors=True)
+def lda(installed, mail_users):
+    with sieve_user(mail_users[1], installed, "mailslot-sieve-mem-", Lda) as site:
+        yield site
 
 
 def write(path, *pieces):
