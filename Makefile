@@ -122,6 +122,7 @@ bench-quick: bench-deps
 
 # The reliability campaign's long runs (docs/reliability.md has their figures):
 # `make stress` kills STRESS_TRIALS deliveries per configuration (Maildir and mbox,
+# the pipe engine and the fast path (front, worker or server killed),
 # with and without Sieve), loads mailslot-lmtpd with 50 clients x STRESS_LMTP_MESSAGES
 # while it is restarted and killed, and runs the full mbox lock mix against dovecot-lda;
 # `make fuzz` runs the property-based fuzzers for FUZZ_EXAMPLES examples each and the
@@ -134,6 +135,7 @@ FUZZ_SECONDS  ?= 60
 stress: build deps-test
 	@for fmt in maildir mbox; do for sieve in "" --sieve; do \
 	  $(VPY) -m tests.reliability.crash --format $$fmt $$sieve --trials $(STRESS_TRIALS) || exit 1; \
+	  $(VPY) -m tests.reliability.crash --path fast --format $$fmt $$sieve --trials $(STRESS_TRIALS) || exit 1; \
 	done; done
 	$(VPY) -m tests.reliability.lmtp_crash --clients 50 --messages $(STRESS_LMTP_MESSAGES) --kills 2 --signal TERM --interval 60
 	$(VPY) -m tests.reliability.lmtp_crash --clients 50 --messages $(STRESS_LMTP_MESSAGES) --kills 10 --signal KILL

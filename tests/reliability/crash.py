@@ -1,7 +1,7 @@
 """Crash harness (issue 21, build 1): SIGKILL the engine at random points, check all.
 
     python3 -m tests.reliability.crash --format maildir|mbox [--sieve] --trials N
-                                       [--seed S] [--json]
+                                       [--path pipe|fast] [--seed S]
 
 One private system user (mslt-r<token>, removed at the end) with a home that a
 private Debian Dovecot (tests/dovecot_env.py) also serves. Each trial pipes one
@@ -29,7 +29,20 @@ duplicate database loads. Every tenth trial and at the end, doveadm fetches ever
 mailbox and must list exactly the messages we see, and Dovecot's log must stay
 free of errors and warnings.
 
-Prints a summary (JSON with --json): trials, kills that landed mid-delivery,
+With --path fast the delivery goes through the fast path (issue 18): the C front
+(mailslot-lda-front) hands it over a unix socket to a worker of mailslot-handoffd
+running as the user (tests/reliability/fastrig.py builds and starts them as
+tests/fastpath does). Each trial kills one of the three, chosen at random: the front
+(the MTA's view: the worker is told by the hang-up and must file whole or
+nothing), the worker delivering this message (found as the handoffd process that
+holds its stdin; the front must then answer 75, never 0), or the server (in-flight
+workers finish, the next connection finds a stale socket and the front falls back
+to the installed engine; the server is started again before or after the retry).
+Only the front's exit 0 counts as acknowledged; after a kill, the harness waits
+until no worker holds the message's stdin before it checks, and the same checks
+as above run after every trial.
+
+Prints a summary (JSON): trials, kills that landed mid-delivery,
 retries, Dovecot interleavings, messages acknowledged, messages lost (must be 0).
 """
 
@@ -85,8 +98,8 @@ def make_message(rng, token, n):
 class Rig:
     """The user, the home, the config, Dovecot; delivering and checking."""
 
-    def __init__(self, fmt, sieve, rng):
-        self.fmt, self.sieve, self.rng = fmt, sieve, rng
+    def __init__(self, fmt, sieve, rng, path="pipe"):
+        self.fmt, self.sieve, self.rng, self.path = fmt, sieve, rng, path
         self.token = os.urandom(3).hex()
         self.name = f"mslt-r{self.token}"
         self.entry = ensure_user(self.name, "/nonexistent-" + self.token)
@@ -103,19 +116,35 @@ class Rig:
                     f"hostname: {os.uname().nodename}\nfirst_valid_uid: 100\n")
         os.chmod(self.conf, 0o644)
         if sieve:
-            path = os.path.join(self.home, ".dovecot.sieve")
-            with open(path, "wb") as f:
+            script = os.path.join(self.home, ".dovecot.sieve")
+            with open(script, "wb") as f:
                 f.write(SIEVE_SCRIPT)
-            os.chown(path, self.entry.pw_uid, self.entry.pw_gid)
+            os.chown(script, self.entry.pw_uid, self.entry.pw_gid)
         self.spool = os.path.join(self.confdir, "msg")
         self.acked = {}             # message id -> (mailbox, digest)
         self.tried = {}             # every message id delivered or attempted
         self.attempts = {}          # message id -> deliveries (2 after a kill)
         self.stats = {"trials": 0, "killed_mid_delivery": 0, "finished_before_kill": 0,
                       "retries": 0, "dovecot_between": 0, "doveadm_checks": 0,
-                      "acknowledged": 0, "retry_copies": 0, "rotations": 0, "lost": 0, "duplicated": 0, "partial_visible": 0}
+                      "acknowledged": 0, "retry_copies": 0, "rotations": 0, "lost": 0,
+                      "duplicated": 0, "partial_visible": 0}
+        self.fast = None
+        self.trial_no = 0
+        if self.path == "fast":
+            from tests.reliability.fastrig import FastPath
+            try:
+                self.fast = FastPath(self.entry)
+            except BaseException:
+                self.close()
+                raise
+            self.stats.update(killed_front=0, killed_worker=0, killed_server=0,
+                              worker_not_found=0, front_75_after_kill=0,
+                              acknowledged_after_kill=0, server_restarts=0)
 
     def close(self):
+        if getattr(self, "fast", None) is not None:
+            self.fast.close()
+            self.fast = None
         self.dc.cleanup()
         shutil.rmtree(self.confdir, ignore_errors=True)
         remove_user(self.name)
@@ -123,24 +152,33 @@ class Rig:
     # -- delivering ------------------------------------------------------------------
 
     def _argv(self):
+        engine = self.fast.argv(self.conf) if self.fast else \
+            ["/usr/bin/python3", "-I", "-S", "-c", ENGINE, "-c", self.conf]
         return ["setpriv", f"--reuid={self.entry.pw_uid}", f"--regid={self.entry.pw_gid}",
-                "--init-groups", "--", "/usr/bin/python3", "-I", "-S", "-c", ENGINE,
-                "-c", self.conf]
+                "--init-groups", "--"] + engine
 
     def start(self, data, from_file):
         env = {"PATH": "/usr/bin:/bin", "USER": self.name, "HOME": self.home,
                "LOGNAME": self.name}
         if from_file:
-            with open(self.spool, "wb") as f:
+            # A new file each time: the fast path finds a worker by its stdin.
+            self.trial_no += 1
+            spool = f"{self.spool}-{self.trial_no}"
+            with open(spool, "wb") as f:
                 f.write(data)
-            stdin = open(self.spool, "rb")
+            stdin = open(spool, "rb")
+            os.unlink(spool)
             proc = subprocess.Popen(self._argv(), stdin=stdin, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, env=env, cwd="/")
+            st = os.fstat(stdin.fileno())
+            proc.stdin_ident = (st.st_dev, st.st_ino)
             stdin.close()
             return proc
         proc = subprocess.Popen(self._argv(), stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 env=env, cwd="/")
+        st = os.fstat(proc.stdin.fileno())
+        proc.stdin_ident = (st.st_dev, st.st_ino)
         # Written by a thread: a big message fills the pipe before the engine reads.
         import threading
 
@@ -157,6 +195,8 @@ class Rig:
     def deliver(self, data, from_file=True):
         proc = self.start(data, from_file)
         err = _finish(proc)
+        if self.fast:
+            self.fast.settle(proc.stdin_ident)
         if proc.returncode != 0:
             raise Failure(f"delivery exited {proc.returncode}: {err.decode(errors='replace')}")
 
@@ -175,23 +215,36 @@ class Rig:
         proc = self.start(data, from_file=self.rng.random() < 0.5)
         delay = self.rng.uniform(0, 1.3 * typical * max(1, len(data) / 200_000))
         time.sleep(delay)
-        killed = proc.poll() is None
-        if killed:
-            proc.kill()
+        if self.fast:
+            killed = self._fast_kill(proc)
+        else:
+            killed = proc.poll() is None
+            if killed:
+                proc.kill()
         err = _finish(proc)
-        if killed and proc.returncode == -9:
+        if self.fast:
+            self.fast.settle(proc.stdin_ident)
+            killed = self._fast_outcome(killed, proc, err)
+        # Not acknowledged: the killed process's -9, or the front's 75 after its
+        # worker or the server was killed. Retried as the MTA would.
+        if killed and (proc.returncode == -9 or (self.fast and proc.returncode == 75)):
             self.stats["killed_mid_delivery"] += 1
             if self.rng.random() < 0.25:
                 self.stats["dovecot_between"] += 1
                 self.doveadm_rows()     # Dovecot syncs the mailboxes first
             self.stats["retries"] += 1
             self.attempts[msgid] = 2
+            restart_first = self.rng.random() < 0.5
+            if self.fast and restart_first:
+                self._restart_server()
             self.deliver(data, from_file=self.rng.random() < 0.5)
         elif proc.returncode != 0:
             raise Failure(f"trial {n}: exit {proc.returncode}: "
                           f"{err.decode(errors='replace')}")
         else:
             self.stats["finished_before_kill"] += 1
+        if self.fast:
+            self._restart_server()      # a killed server serves the next trial again
         digest = DIGEST.search(data).group(1).decode()
         self.acked[msgid] = (box, digest)
         self.stats["acknowledged"] += 1
@@ -202,6 +255,51 @@ class Rig:
             self.check_dovecot()
         if n % ROTATE_EVERY == 0:
             self.rotate()
+
+    def _fast_kill(self, proc):
+        """Kill the front, the worker delivering this message, or the server;
+        what was killed (None: the delivery had ended, or no worker held it)."""
+        if proc.poll() is not None:
+            return None
+        target = self.rng.choices(["front", "worker", "server"], [2, 2, 1])[0]
+        if target == "front":
+            proc.kill()
+        elif target == "worker":
+            pids = [p for p in self.fast.holders(proc.stdin_ident)
+                    if p != self.fast.server.pid]
+            if not pids:
+                self.stats["worker_not_found"] += 1
+                return None
+            for pid in pids:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+        else:
+            self.fast.kill_server()
+        self.stats[f"killed_{target}"] += 1
+        return target
+
+    def _fast_outcome(self, killed, proc, err):
+        """True when the delivery must be retried (the front killed, or its 75
+        after a worker or the server was killed); 0 is an acknowledgement."""
+        if killed is None:
+            return False
+        if killed == "front":
+            return proc.returncode == -9
+        if proc.returncode == 0:
+            self.stats["acknowledged_after_kill"] += 1
+            return False
+        if proc.returncode == 75:
+            self.stats["front_75_after_kill"] += 1
+            return True
+        raise Failure(f"the front exited {proc.returncode} after the {killed} was "
+                      f"killed: {err.decode(errors='replace')}")
+
+    def _restart_server(self):
+        if not self.fast.server_alive():
+            self.stats["server_restarts"] += 1
+            self.fast.ensure_server()
 
     def rotate(self):
         """Start on empty mailboxes (the checks read every message each trial)."""
@@ -235,8 +333,8 @@ class Rig:
                     for name in sorted(os.listdir(d)) if os.path.isdir(d) else ():
                         with open(os.path.join(d, name), "rb") as f:
                             yield box, f.read()
-                self._check_uidlist(path)
-                self._check_maildirsize(root)
+                check_uidlist(path)
+                check_maildirsize(root)
         else:
             import mailbox
             for box, path in (("INBOX", os.path.join(self.home, "mail", "inbox")),
@@ -257,45 +355,6 @@ class Rig:
                         yield box, _unquote(_strip_dovecot(raw))
                 finally:
                     mb.close()
-
-    def _check_uidlist(self, path):
-        uidlist = os.path.join(path, "dovecot-uidlist")
-        if not os.path.exists(uidlist):
-            return
-        with open(uidlist, "rb") as f:
-            lines = f.read().split(b"\n")
-        header = lines[0].split(b" ")
-        if header[0] != b"3" or not any(h.startswith(b"N") for h in header):
-            raise Failure(f"{uidlist}: bad header {lines[0][:100]!r}")
-        files = set()
-        for sub in ("new", "cur"):
-            d = os.path.join(path, sub)
-            files.update(n.split(":2,")[0] for n in os.listdir(d)) if os.path.isdir(d) else None
-        last = 0
-        if lines[-1] != b"":
-            raise Failure(f"{uidlist}: last line not ended: {lines[-1][:100]!r}")
-        for line in lines[1:-1]:
-            m = UIDLIST_LINE.match(line)
-            if not m:
-                raise Failure(f"{uidlist}: bad line {line[:100]!r}")
-            uid = int(m.group(1))
-            # N is not rewritten on append (Dovecot's rule): only the order counts.
-            if uid <= last:
-                raise Failure(f"{uidlist}: UID {uid} after {last}")
-            last = uid
-            name = m.group(2).decode().split(":2,")[0]
-            if name not in files:
-                raise Failure(f"{uidlist}: lists {name}, which is not in new/ or cur/")
-
-    def _check_maildirsize(self, root):
-        path = os.path.join(root, "maildirsize")
-        if not os.path.exists(path):
-            return
-        with open(path, "rb") as f:
-            lines = f.read().split(b"\n")
-        for line in lines[1:]:
-            if line and not re.fullmatch(rb"-?\d+ -?\d+", line):
-                raise Failure(f"{path}: bad line {line!r}")
 
     def check(self):
         seen = self.visible()
@@ -362,6 +421,48 @@ class Rig:
             raise Failure(f"Dovecot's log: {problems[:3]}")
 
 
+def check_uidlist(path):
+    """A Maildir's dovecot-uidlist parses, its UIDs rise, every name is a file."""
+    uidlist = os.path.join(path, "dovecot-uidlist")
+    if not os.path.exists(uidlist):
+        return
+    with open(uidlist, "rb") as f:
+        lines = f.read().split(b"\n")
+    header = lines[0].split(b" ")
+    if header[0] != b"3" or not any(h.startswith(b"N") for h in header):
+        raise Failure(f"{uidlist}: bad header {lines[0][:100]!r}")
+    files = set()
+    for sub in ("new", "cur"):
+        d = os.path.join(path, sub)
+        files.update(n.split(":2,")[0] for n in os.listdir(d)) if os.path.isdir(d) else None
+    last = 0
+    if lines[-1] != b"":
+        raise Failure(f"{uidlist}: last line not ended: {lines[-1][:100]!r}")
+    for line in lines[1:-1]:
+        m = UIDLIST_LINE.match(line)
+        if not m:
+            raise Failure(f"{uidlist}: bad line {line[:100]!r}")
+        uid = int(m.group(1))
+        # N is not rewritten on append (Dovecot's rule): only the order counts.
+        if uid <= last:
+            raise Failure(f"{uidlist}: UID {uid} after {last}")
+        last = uid
+        name = m.group(2).decode().split(":2,")[0]
+        if name not in files:
+            raise Failure(f"{uidlist}: lists {name}, which is not in new/ or cur/")
+
+def check_maildirsize(root):
+    """maildirsize, if there is one, parses."""
+    path = os.path.join(root, "maildirsize")
+    if not os.path.exists(path):
+        return
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    for line in lines[1:]:
+        if line and not re.fullmatch(rb"-?\d+ -?\d+", line):
+            raise Failure(f"{path}: bad line {line!r}")
+
+
 def _finish(proc):
     """Wait for proc; its stderr (stdin may be a pipe a feeder thread closed)."""
     err = proc.stderr.read()
@@ -389,10 +490,10 @@ def _unquote(raw):
     return re.sub(rb"(?m)^>(>*From )", rb"\1", raw)
 
 
-def run(fmt, sieve, trials, seed=None):
+def run(fmt, sieve, trials, seed=None, path="pipe"):
     seed = seed if seed is not None else int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)
-    rig = Rig(fmt, sieve, rng)
+    rig = Rig(fmt, sieve, rng, path)
     try:
         samples = []
         for i in range(3):
@@ -411,7 +512,7 @@ def run(fmt, sieve, trials, seed=None):
         for n in range(1, trials + 1):
             rig.trial(n, typical)
         rig.check_dovecot()
-        summary = dict(rig.stats, format=fmt, sieve=sieve, seed=seed,
+        summary = dict(rig.stats, format=fmt, sieve=sieve, seed=seed, path=path,
                        typical_delivery_s=round(typical, 3),
                        seconds=round(time.monotonic() - started, 1))
         return summary
@@ -425,11 +526,12 @@ def main(argv=None):
     parser.add_argument("--sieve", action="store_true")
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--path", choices=["pipe", "fast"], default="pipe")
     args = parser.parse_args(argv)
     import signal
     # SIGTERM (make stopped, a timeout) unwinds: the user and the homes go too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    print(json.dumps(run(args.format, args.sieve, args.trials, args.seed)))
+    print(json.dumps(run(args.format, args.sieve, args.trials, args.seed, args.path)))
 
 
 if __name__ == "__main__":
