@@ -16,6 +16,8 @@ validation as the YAML. It is written only where the running user may write. As
 root (the admin's `mailslot config` or `mailslot user -c`, whose cache every user
 then trusts), a file whose path another user could change -- a directory on the way
 or the file not root's or writable by others, a symlink anywhere -- is refused.
+The parts a delivery with a fresh cache never runs -- the YAML parser, the root-safe
+walk to the file, writing the cache -- are in config_file.py, imported only then.
 
 Errors: every problem is a ConfigError naming the file, the line and the key: an
 unknown key, a bad value, an unknown %variable, unreadable YAML, a file root must
@@ -233,7 +235,8 @@ def load_settings(path=None, *, use_cache=True):
         # Cache only what was read from a file that did not change meanwhile.
         if use_cache and _cache_key(os.fstat(fd)) == key:
             _step("before-cache-write")
-            _write_cache(dir_fd, cache_name, key, settings)
+            from .config_file import write_cache
+            write_cache(dir_fd, cache_name, key, settings, CACHE_FORMAT)
         return settings
     finally:
         os.close(fd)
@@ -491,43 +494,10 @@ class _Collect:
 # -- YAML -----------------------------------------------------------------------------
 
 def _parse_yaml(text, path):
-    """Return ({key: (python value, line)}, [ConfigError]) for the top-level mapping
-    of YAML text.
-
-    A key that is not a name, or a name given twice, is an error in the list and is
-    skipped; unreadable YAML raises at once."""
-    from .sitepath import enable_site_packages
-    enable_site_packages()
-    import yaml
-    loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    loader = loader_class(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return {}, []
-        if not isinstance(node, yaml.MappingNode):
-            raise _error("expected a mapping of setting: value",
-                         path, node.start_mark.line + 1)
-        values, problems = {}, []
-        for key_node, value_node in node.value:
-            line = key_node.start_mark.line + 1
-            if not isinstance(key_node, yaml.ScalarNode):
-                problems.append(_error("expected a setting name", path, line))
-                continue
-            name = key_node.value
-            if name in values:
-                problems.append(_error(f"duplicate setting (first on line {values[name][1]})",
-                                       path, line, name))
-                continue
-            values[name] = (loader.construct_object(value_node, deep=True), line)
-        return values, problems
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise _error(f"invalid YAML: {problem}", path, line) from None
-    finally:
-        loader.dispose()
+    """({key: (python value, line)}, [ConfigError]) for the file's YAML
+    (config_file.parse_yaml: the parser is imported only when a file is parsed)."""
+    from .config_file import parse_yaml
+    return parse_yaml(text, path)
 
 
 # -- opening the file, and the cache ----------------------------------------------------
@@ -547,7 +517,7 @@ def _parse_yaml(text, path):
 # than read in part. The YAML file itself is bounded too.
 CACHE_MAX_BYTES = 4 * 1024 * 1024
 CONFIG_MAX_BYTES = 16 * 1024 * 1024
-_S_IFMT, _S_IFREG, _S_IFDIR, _S_ISVTX = 0o170000, 0o100000, 0o040000, 0o1000
+_S_IFMT, _S_IFREG = 0o170000, 0o100000
 # Tests set this to a function of one step name, called between the steps that open
 # and use the files (they swap symlinks there); None in production.
 _step_hook = None
@@ -568,8 +538,11 @@ def _open_config(path, explicit):
         raise _error("not a file name", path)
     as_root = os.geteuid() == 0
     try:
-        dir_fd = _open_root_directory(head, path) if as_root else \
-            os.open(head, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if as_root:
+            from .config_file import open_root_directory
+            dir_fd = open_root_directory(head, path)
+        else:
+            dir_fd = os.open(head, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         if explicit:
             raise _error("configuration file not found", path) from None
@@ -606,47 +579,6 @@ def _open_config(path, explicit):
     except BaseException:
         os.close(dir_fd)
         raise
-
-
-def _open_root_directory(head, path):
-    """Open directory head as root: from "/" one component at a time, no symlink
-    followed, each directory root's and writable by no one else (sticky ones
-    excepted). Raises ConfigError when another user could change the path."""
-    if not head.startswith("/"):
-        head = os.getcwd().rstrip("/") + "/" + head
-    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    shown = ""
-    try:
-        _check_root_directory(fd, "/", path, sticky_ok=False)
-        parts = [p for p in head.split("/") if p and p != "."]
-        for i, part in enumerate(parts):
-            if part == "..":
-                raise _error("refusing '..' in the path as root", path)
-            shown += "/" + part
-            try:
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-                              | os.O_CLOEXEC, dir_fd=fd)
-            except OSError as exc:
-                import errno
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):   # a symlink (or a file)
-                    raise _error(f"refusing as root: {shown} is a symlink or not a "
-                                 "directory (name the real path)", path) from None
-                raise
-            os.close(fd)
-            fd = nxt
-            _check_root_directory(fd, shown, path, sticky_ok=True)
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _check_root_directory(fd, shown, path, *, sticky_ok):
-    st = os.fstat(fd)
-    writable = st.st_mode & 0o022
-    if st.st_uid != 0 or (writable and not (sticky_ok and st.st_mode & _S_ISVTX)):
-        raise _error(f"refusing as root: {shown} is owned by uid {st.st_uid} or "
-                     "writable by others, so another user can change the path", path)
 
 
 def _read_whole(fd, limit):
@@ -711,7 +643,10 @@ def _read_cache(dir_fd, cache_name, key):
                 continue
             name, value = entry.split("\t", 1)
             value = _unescape(value)
-            if name.startswith("userdb/"):
+            spec = SCHEMA.get(name)
+            if spec is not None and spec[0] == "str":
+                settings[name] = value      # any text is a valid string setting
+            elif name.startswith("userdb/"):
                 _, index, key = name.split("/")
                 userdb.setdefault(int(index), {})[key] = value
             else:
@@ -730,57 +665,6 @@ def _read_cache(dir_fd, cache_name, key):
             return None
         raise
     return settings
-
-
-def serialize_settings(settings):
-    """Return the settings as cache lines (every value as text)."""
-    out = []
-    for name, (kind, _) in SCHEMA.items():
-        value = settings[name]
-        if kind == "namespace":
-            for ns_name, ns in value.items():
-                for key, item in ns.items():
-                    text = ("yes" if item else "no") if isinstance(item, bool) else item
-                    out.append(f"namespace/{ns_name}/{key}\t{_escape(text)}")
-        elif kind == "userdb":
-            for i, block in enumerate(value):
-                for key, item in block.items():
-                    out.append(f"userdb/{i}/{key}\t{_escape(item)}")
-        elif isinstance(value, bool):
-            out.append(f"{name}\t{'yes' if value else 'no'}")
-        else:
-            out.append(f"{name}\t{_escape(str(value))}")
-    return out
-
-
-def _write_cache(dir_fd, cache_name, key, settings):
-    """Write the cache in the opened directory: a new file, then renameat."""
-    body = ("\n".join([CACHE_FORMAT, key] + serialize_settings(settings)) + "\n").encode("utf-8")
-    tmp = f"{cache_name}.{os.getpid()}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644, dir_fd=dir_fd)
-    except OSError:
-        return                              # not ours to write (or read-only): no cache
-    try:
-        try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        # Atomic replace, in the same directory: a reader sees the old cache or the
-        # new one, never half, and never one in another directory.
-        os.rename(tmp, cache_name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except OSError:
-        try:
-            os.unlink(tmp, dir_fd=dir_fd)
-        except OSError:
-            pass
-
-
-def _escape(text):
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
 
 
 def _unescape(text):

@@ -140,9 +140,10 @@ def _deliver(context, message, log):
     if not namespace.get("separator"):
         namespace["separator"] = storage.default_separator
     storage.display_separator = namespace["separator"]
-    from . import sieve
+    # A stat answers whether Sieve runs; the interpreter is imported only then.
+    from .script_location import has_scripts
     try:
-        if sieve.has_scripts(settings, user.home):
+        if has_scripts(settings, user.home):
             saved = file_by_sieve(storage, source, context, log)
         else:
             from .filing import save_with_fallback

@@ -76,25 +76,9 @@ default_mailbox= is dovecot-lda's -m (where keep files; default INBOX).
 """
 
 
-# Settings that name administrator scripts: any of them set means Sieve runs.
-ADMIN_SCRIPT_SETTINGS = ("sieve_before", "sieve_before2", "sieve_before3", "sieve_after",
-                         "sieve_after2", "sieve_after3", "sieve_default")
-
-
-def has_scripts(settings, home):
-    """Whether a delivery has any script to run: a cheap check, no imports.
-
-    The delivery engine asks this before importing the interpreter, so a user
-    without a script pays nothing for Sieve. It follows the same rules as
-    delivery_scripts(): the `sieve` location's active script (or the location
-    itself when it is a file), and any administrator script setting.
-    """
-    import os
-    from .location import parse_location
-    if any(settings.get(key) for key in ADMIN_SCRIPT_SETTINGS):
-        return True
-    _, script = parse_location(settings.get("sieve") or "", home)
-    return script is not None and os.path.isfile(script)
+# The cheap "is there any script?" check lives outside this package (importing
+# the package is what a delivery without scripts must not pay for).
+from ..script_location import ADMIN_SCRIPT_SETTINGS, has_scripts  # noqa: F401,E402
 
 
 def delivery_scripts(settings, home):
