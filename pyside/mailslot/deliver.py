@@ -9,6 +9,9 @@ deliver() is the pipeline for one recipient of an already resolved message:
     log -> the recipient's view of the message (its header lines) -> storage
     -> Sieve or the -m mailbox (a missing one created unless no_create) -> save -> log
 
+Sieve filing is sieve_filing.py's, imported only when script_location.has_scripts()
+finds a script: the plain path loads neither it nor the interpreter.
+
 Its inputs are all in the DeliveryContext and the message source; it reads no
 command line, no environment, no fd 0 and not the process's uid, so a server can
 call it once per recipient, one after another, in one process. The fronts do the
@@ -44,7 +47,7 @@ and from scripts pass filing.mailbox_components.
 import os
 import time
 
-from .errors import MailboxNameError, QuotaExceededError
+from .errors import QuotaExceededError
 from .homedir import check_mail_root
 
 # DeliveryContext(sender=DEFAULT_SENDER): the settings' transport, built on first use.
@@ -106,6 +109,16 @@ class DeliveryContext:
         self.log_tag = log_tag
         self.refuse_over_quota = refuse_over_quota
 
+    @property
+    def default_sender(self):
+        """True when outgoing mail goes through a sender built from the settings."""
+        return self.sender == DEFAULT_SENDER
+
+    def build_sender(self, log, duplicates=None):
+        """The settings' sender (outgoing_mail), for default_sender deliveries."""
+        return outgoing_mail(self.settings, self.envelope, log, duplicates,
+                             clock=self.clock)
+
 
 def deliver(context, message):
     """Deliver message (a message.Message) for context's recipient; return the
@@ -144,6 +157,7 @@ def _deliver(context, message, log):
     from .script_location import has_scripts
     try:
         if has_scripts(settings, user.home):
+            from .sieve_filing import file_by_sieve
             saved = file_by_sieve(storage, source, context, log)
         else:
             from .filing import save_with_fallback
@@ -172,10 +186,7 @@ def over_quota(context, source, log, exc):
     rejected = QuotaRejectedError(str(exc))
     if context.stderr_reject or context.refuse_over_quota or context.sender is None:
         raise rejected from None
-    sender = context.sender
-    if sender == DEFAULT_SENDER:
-        sender = outgoing_mail(context.settings, context.envelope, log, None,
-                               clock=context.clock)
+    sender = context.build_sender(log) if context.default_sender else context.sender
     from .send.compose import Original
     sender.dsn(Original.from_message(source), status=failure_for(rejected).dsn_status,
                diagnostic=str(exc))
@@ -219,52 +230,6 @@ def log_saved(log, saved, message, envelope, prefix, report):
         report(f"message delivered, but logging it failed: {exc}")
 
 
-def file_by_sieve(storage, source, context, log):
-    """Run the user's Sieve scripts and carry out the result; return the saves."""
-    from . import sieve
-    from .actions import perform
-    from .errors import RejectedError
-    from .filing import mailbox_components, save_with_fallback
-    settings, user = context.settings, context.user
-
-    def exists(name):
-        try:
-            return storage.mailbox_exists(mailbox_components(name, settings))
-        except MailboxNameError:
-            return False
-
-    def admin_log(level, text):
-        {"error": log.error, "warning": log.warning}.get(level, log.info)(text)
-
-    plan = sieve.delivery_scripts(settings, user.home)
-    from .duplicates import for_home
-    # The context's clock: vacation and redirect memory expire on the same time
-    # as everything else the delivery decides (tests fix it).
-    duplicates = for_home(user.home, clock=context.clock)
-    try:
-        result = sieve.run(plan["scripts"], source, context.envelope, settings=settings,
-                           mailbox_exists=exists, log=admin_log,
-                           global_scripts=plan["global_scripts"],
-                           user_log=plan["user_log"], discard_script=plan["discard"],
-                           home=user.home, default_mailbox=context.mailbox or "INBOX",
-                           user=user.name, duplicate=_QuietDuplicates(duplicates, log),
-                           now=context.clock())
-    except Exception as exc:  # a bug in Sieve must not lose or defer the message
-        log.error(f"sieve: internal error {type(exc).__name__}: {exc}; "
-                  "falling back to implicit keep")
-        return [save_with_fallback(storage, source, context.mailbox, context, log)]
-    sender = context.sender
-    if sender == DEFAULT_SENDER:
-        sender = _Lazy(lambda: outgoing_mail(settings, context.envelope, log, duplicates,
-                                             clock=context.clock))
-    try:
-        return perform(result, storage, source, context, log, sender=sender,
-                       duplicates=duplicates)
-    except RejectedError as exc:
-        log.info(f"sieve: rejected: {exc}")
-        raise
-
-
 def outgoing_mail(settings, envelope, log, duplicates, *, transport=None, clock=None):
     """The delivery's sender for Sieve's outgoing mail (send/outgoing.py); the
     send package is imported only when a script actually sends."""
@@ -278,33 +243,6 @@ def outgoing_mail(settings, envelope, log, duplicates, *, transport=None, clock=
                         clock=clock or time.time, hostname=hostname,
                         envelope=envelope,
                         user_address=final if "@" in final else f"{final}@{hostname}")
-
-
-class _Lazy:
-    """Builds the sender on first use: a script that sends nothing imports nothing."""
-
-    def __init__(self, make):
-        self._make, self._made = make, None
-
-    def __getattr__(self, name):
-        if self._made is None:
-            self._made = self._make()
-        return getattr(self._made, name)
-
-
-class _QuietDuplicates:
-    """Sieve's duplicate test over the user's database: a database that cannot be
-    used is logged and means "not seen" (the test must never fail the delivery)."""
-
-    def __init__(self, db, log):
-        self.db, self.log = db, log
-
-    def check(self, key, period):
-        try:
-            return self.db.check(key)
-        except Exception as exc:
-            self.log.warning(f"sieve: duplicate database: {exc}")
-            return False
 
 
 def _log_values(message, envelope, result):

@@ -46,7 +46,8 @@ EX_TEMPFAIL = 75
 # and the worker itself. Imported once, here; a module missing from this list is
 # still imported by the worker when a delivery needs it, only slower.
 PRELOAD = (
-    "mailslot.actions", "mailslot.cli", "mailslot.config", "mailslot.deliver",
+    "mailslot.actions", "mailslot.cli", "mailslot.config", "mailslot.config_file",
+    "mailslot.deliver", "mailslot.script_location", "mailslot.sieve_filing",
     "mailslot.duplicates", "mailslot.errors", "mailslot.filing", "mailslot.homedir",
     "mailslot.log", "mailslot.mailbox_name", "mailslot.message", "mailslot.recipient",
     "mailslot.sieve", "mailslot.sieve.address", "mailslot.sieve.cache",

@@ -1,0 +1,93 @@
+"""Filing by the user's Sieve scripts: run them, then carry out what they decided.
+
+    saved = file_by_sieve(storage, source, context, log)     # -> [SaveResult]
+
+deliver.py calls this when script_location.has_scripts() found a script; a
+delivery without one never imports this module, the interpreter (sieve/) or the
+actions (actions.py). The scripts run over the recipient's view of the message
+with the context's envelope, clock and -m mailbox (keep's default); the result's
+actions are carried out by actions.perform (fileinto, keep, redirect, vacation,
+reject ...). Outgoing mail gets the context's sender, built from the settings on
+first use (a script that sends nothing imports nothing of send/).
+
+Errors: an internal error of the interpreter is logged and the message is kept
+(implicit keep into the -m mailbox or INBOX, as Pigeonhole falls back): a bug in
+Sieve must neither lose nor defer mail. A reject is RejectedError (logged here);
+the storage's errors are perform's.
+
+Security: the scripts are the user's and the administrator's; mailbox names they
+give pass filing.mailbox_components, addresses they redirect to are checked by
+send/. The duplicate database is the user's, under their home.
+"""
+
+
+def file_by_sieve(storage, source, context, log):
+    """Run the user's Sieve scripts and carry out the result; return the saves."""
+    from . import sieve
+    from .actions import perform
+    from .errors import MailboxNameError, RejectedError
+    from .filing import mailbox_components, save_with_fallback
+    settings, user = context.settings, context.user
+
+    def exists(name):
+        try:
+            return storage.mailbox_exists(mailbox_components(name, settings))
+        except MailboxNameError:
+            return False
+
+    def admin_log(level, text):
+        {"error": log.error, "warning": log.warning}.get(level, log.info)(text)
+
+    plan = sieve.delivery_scripts(settings, user.home)
+    from .duplicates import for_home
+    # The context's clock: vacation and redirect memory expire on the same time
+    # as everything else the delivery decides (tests fix it).
+    duplicates = for_home(user.home, clock=context.clock)
+    try:
+        result = sieve.run(plan["scripts"], source, context.envelope, settings=settings,
+                           mailbox_exists=exists, log=admin_log,
+                           global_scripts=plan["global_scripts"],
+                           user_log=plan["user_log"], discard_script=plan["discard"],
+                           home=user.home, default_mailbox=context.mailbox or "INBOX",
+                           user=user.name, duplicate=_QuietDuplicates(duplicates, log),
+                           now=context.clock())
+    except Exception as exc:  # a bug in Sieve must not lose or defer the message
+        log.error(f"sieve: internal error {type(exc).__name__}: {exc}; "
+                  "falling back to implicit keep")
+        return [save_with_fallback(storage, source, context.mailbox, context, log)]
+    sender = context.sender
+    if context.default_sender:
+        sender = _Lazy(lambda: context.build_sender(log, duplicates))
+    try:
+        return perform(result, storage, source, context, log, sender=sender,
+                       duplicates=duplicates)
+    except RejectedError as exc:
+        log.info(f"sieve: rejected: {exc}")
+        raise
+
+
+class _Lazy:
+    """Builds the sender on first use: a script that sends nothing imports nothing."""
+
+    def __init__(self, make):
+        self._make, self._made = make, None
+
+    def __getattr__(self, name):
+        if self._made is None:
+            self._made = self._make()
+        return getattr(self._made, name)
+
+
+class _QuietDuplicates:
+    """Sieve's duplicate test over the user's database: a database that cannot be
+    used is logged and means "not seen" (the test must never fail the delivery)."""
+
+    def __init__(self, db, log):
+        self.db, self.log = db, log
+
+    def check(self, key, period):
+        try:
+            return self.db.check(key)
+        except Exception as exc:
+            self.log.warning(f"sieve: duplicate database: {exc}")
+            return False
