@@ -14,6 +14,11 @@ after 354), and counts the 250s. Sides alternate run by run; the median run coun
 The physical limit (bench/measure.py: a durable create+write+fsync+rename+directory
 fsync loop, one process) is measured in the same run on the same filesystem.
 
+CPU: each side's CPU seconds (user + system, from /proc/PID/stat) per acknowledged
+message over the same runs -- for Dovecot its master, the children it reaped and its
+live children (lmtp, auth, ...). A shared machine distorts this far less than it
+distorts messages per second.
+
 Memory: mailslot-lmtpd's peak RSS (VmHWM) while 16 connections each send one 50 MB
 message (spooled to a file past 1 MiB, so memory stays flat).
 """
@@ -149,8 +154,39 @@ class _Conn:
         return self.reply().startswith(b"250 ")
 
 
-def load(sock_path, connections, seconds, message):
-    """Messages per second acknowledged with 250 over `connections` connections."""
+def cpu_seconds(pid, with_children=False):
+    """pid's user + system CPU seconds; with_children: plus the children it reaped and
+    its live descendants' (Dovecot's master and its service processes)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def fields(p):
+        with open(f"/proc/{p}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    own = fields(pid)
+    total = int(own[11]) + int(own[12])
+    if with_children:
+        total += int(own[13]) + int(own[14])
+        parents, kids = {pid}, {}
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    kids[int(name)] = fields(name)
+                except OSError:
+                    pass
+        grew = True
+        while grew:
+            grew = False
+            for p, f in kids.items():
+                if p not in parents and int(f[1]) in parents:
+                    parents.add(p)
+                    total += int(f[11]) + int(f[12])
+                    grew = True
+    return total / tick
+
+
+def load(sock_path, connections, seconds, message, stats=None):
+    """Messages per second acknowledged with 250 over `connections` connections
+    (stats: a dict that gets "messages", the count)."""
     content = message.replace(b"\n", b"\r\n") + b".\r\n"
     counts = [0] * connections
     errors = []
@@ -188,6 +224,8 @@ def load(sock_path, connections, seconds, message):
         t.join()
     if errors:
         raise SystemExit(f"bench: LMTP load failed: {errors[0]!r}")
+    if stats is not None:
+        stats["messages"] = sum(counts)
     return sum(counts) / (time.perf_counter() - began)
 
 
@@ -258,15 +296,26 @@ def run(base, inst, uid, gid, quick=False):
             load(sockets[side], 4, 1.0, message)
         for conns in case.connections:
             rates = {side: [] for side in sockets}
+            cpu = {side: [] for side in sockets}
             for r in range(runs):
                 order = ("mailslot", "dovecot") if r % 2 == 0 else ("dovecot", "mailslot")
                 for side in order:
-                    rates[side].append(load(sockets[side], conns, seconds, message))
+                    pid, tree = servers[side].pid, side == "dovecot"
+                    stats = {}
+                    before = cpu_seconds(pid, tree)
+                    rates[side].append(load(sockets[side], conns, seconds, message, stats))
+                    cpu[side].append((cpu_seconds(pid, tree) - before)
+                                     / max(stats["messages"], 1) * 1000)
             med = {side: statistics.median(v) for side, v in rates.items()}
+            cpu_med = {side: statistics.median(v) for side, v in cpu.items()}
             results["connections"][conns] = {"rates": rates, "median": med,
-                                             "ratio": med["mailslot"] / med["dovecot"]}
-            sys.stderr.write(f"lmtp {conns} connection(s): mailslot {med['mailslot']:.0f}/s, "
-                             f"dovecot {med['dovecot']:.0f}/s\n")
+                                             "ratio": med["mailslot"] / med["dovecot"],
+                                             "cpu_ms_per_msg": cpu, "cpu_median": cpu_med,
+                                             "load_average": os.getloadavg()[0]}
+            sys.stderr.write(f"lmtp {conns} connection(s): mailslot {med['mailslot']:.0f}/s "
+                             f"({cpu_med['mailslot']:.2f} ms CPU/msg), dovecot "
+                             f"{med['dovecot']:.0f}/s ({cpu_med['dovecot']:.2f} ms CPU/msg), "
+                             f"load {os.getloadavg()[0]:.1f}\n")
     finally:
         for proc in servers.values():
             stop(proc)
@@ -279,11 +328,13 @@ def report(results):
     """Markdown lines for docs/benchmarks.md."""
     phys = results["physical_per_s"]
     lines = ["| connections | mailslot-lmtpd msg/s | Dovecot lmtp msg/s | ratio | "
-             "mailslot / physical limit |", "| --- | --- | --- | --- | --- |"]
+             "mailslot / physical limit | CPU ms/msg mailslot | CPU ms/msg Dovecot |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for conns, row in sorted(results["connections"].items(), key=lambda kv: int(kv[0])):
-        med = row["median"]
+        med, cpu = row["median"], row.get("cpu_median", {})
         lines.append(f"| {conns} | {med['mailslot']:.0f} | {med['dovecot']:.0f} | "
-                     f"{row['ratio']:.2f}x | {med['mailslot'] / phys:.0%} |")
+                     f"{row['ratio']:.2f}x | {med['mailslot'] / phys:.0%} | "
+                     f"{cpu.get('mailslot', 0):.2f} | {cpu.get('dovecot', 0):.2f} |")
     lines.append("")
     lines.append(f"Physical limit (one process, durable create loop): {phys:.0f}/s. "
                  f"Peak RSS of mailslot-lmtpd, 16 connections x 50 MB: "

@@ -5,29 +5,33 @@
 Listens where lmtp_listen says ("unix:/run/mailslot/lmtp", "127.0.0.1:24", ...) or,
 under systemd socket activation (LISTEN_PID is ours, LISTEN_FDS=n), on the sockets
 systemd hands over (fds 3..3+n-1; lmtp_listen is then ignored). Each connection is a
-protocol.Session driven here; the session's two requests run in a small thread pool:
-RCPT's userdb lookup and, once the message is in, one delivery per recipient, all of
-them at once (delivery.Backend; the replies still go out in RCPT order).
+protocol.Session driven by its own thread (lmtp_max_connections bounds them): the
+thread reads, feeds the session, answers RCPT through the userdb and, once the
+message is in, files it -- one recipient right there, several side by side in a
+small pool (delivery.Backend; the replies still go out in RCPT order) -- and writes
+each batch of replies with one send.
 
-Why asyncio plus a thread pool: the connections are I/O-bound and long-lived (an MTA
-keeps a few open and pipelines), which one event loop serves without a thread each;
-the deliveries block (open, write, fsync, rename, directory fsync, a lock wait, a
-userdb query), and fsync and the other system calls release the GIL, so
-DELIVERY_THREADS deliveries of different transactions overlap on the disk while
-the loop keeps reading and answering the other connections -- one transaction's
-fsyncs never stall the others. A selector loop would need the same pool; asyncio is
-that loop with less code. Messages committed into the same directory at the same
-moment share one directory fsync (group commit, storage/dirs.py sync_directory).
+Why threads and no event loop: the connections are long-lived and few (an MTA keeps
+a handful open and pipelines), and every step but the wait for the client blocks
+(userdb, open, write, fsync, rename, a lock wait). fsync, recv and the other system
+calls release the GIL, so deliveries of different connections overlap on the disk
+-- one transaction's fsyncs never stall the others -- with no hand-off between a
+loop and worker threads (with asyncio those hand-offs and the loop's own work were
+about half of the server's CPU per message; docs/benchmarks.md). The main thread
+only accepts connections and takes signals. Messages committed into the same
+directory at the same moment share one directory fsync (group commit,
+storage/dirs.py sync_directory).
 
 "250 means on disk": a recipient's 250 is written only after the delivery core
 returned for it, i.e. its copy is saved and (unless mail_fsync=never) fsynced with
 its directory. A crash or SIGKILL at any moment loses nothing acknowledged; what was
 not yet acknowledged the MTA still holds and sends again.
 
-Signals: SIGTERM (and SIGINT) closes the listeners at once; idle connections get
-"421 4.3.2" and are closed; a connection inside a transaction finishes it (its
+Signals (taken by the main thread): SIGTERM (and SIGINT) closes the listeners at
+once; idle connections get "421 4.3.2" and are closed (their reading side is shut
+down, which wakes their thread); a connection inside a transaction finishes it (its
 replies are sent), then gets 421; after DRAIN_TIMEOUT the rest are dropped (never
-acknowledged, so nothing is lost). SIGHUP reloads the settings file: new
+acknowledged, so nothing is lost) and the process exits EXIT_GRACE later. SIGHUP reloads the settings file: new
 transactions use the new settings, transactions under way finish with theirs; a file
 that does not load is logged and the old settings stay. Listeners are not changed
 by a reload (restart for that).
@@ -44,18 +48,19 @@ Unix sockets are created mode SOCKET_MODE; an existing path is replaced only whe
 is a socket (never a file someone put there).
 """
 
-import asyncio
 import os
 import signal
 import socket
 import stat
 import sys
+import threading
 
 from .protocol import Close, Deliver, Discard, Limits, Reply, Session, VerifyRecipient
 
 PROGRAM = "mailslot-lmtpd"
-# Deliveries and lookups run side by side: enough for the disk to have several
-# fsyncs in flight (the point of the pool), few enough for two cores' Python.
+# A transaction with several recipients files them side by side in a pool of this
+# many threads (their fsyncs overlap); one recipient is filed in its connection's
+# own thread (no hand-off).
 DELIVERY_THREADS = 16
 # RFC 5321 4.5.3.2.7: a server waits at least 5 minutes for the next command.
 IDLE_TIMEOUT = 300
@@ -63,6 +68,9 @@ IDLE_TIMEOUT = 300
 READ_SIZE = 65536
 # SIGTERM: how long transactions under way may take to finish.
 DRAIN_TIMEOUT = 300
+# After DRAIN_TIMEOUT: how long the connections' threads get to notice their sockets
+# were shut down before the process exits anyway.
+EXIT_GRACE = 5
 # Like Dovecot's lmtp listener: the socket is for local MTAs (file modes decide who).
 SOCKET_MODE = 0o666
 # systemd's sd_listen_fds(3): passed sockets start at fd 3.
@@ -80,10 +88,12 @@ class Server:
         self.clock = clock
         self.backend = self._load()
         self.pool = None
-        self.servers = []
-        self.connections = {}           # task -> _Connection
+        self.listeners = []
+        self.connections = set()        # _Connection objects being served
+        self.lock = threading.Lock()    # guards connections, draining, their idle flags
         self.draining = False
-        self.stopped = None
+        self._drain_started = None
+        self._wake_r = self._wake_w = None
 
     def _load(self):
         from ..recipient import load_base_settings
@@ -97,22 +107,91 @@ class Server:
         backend.max_connections = base["lmtp_max_connections"]
         return backend
 
-    # -- start and stop -----------------------------------------------------------------
+    # -- the main thread: accept, signals, shutdown ---------------------------------------
 
-    async def start(self, sockets):
+    def run(self, sockets):
+        """Serve until SIGTERM (or SIGINT) and the drain are over."""
+        import selectors
+        import time
         from concurrent.futures import ThreadPoolExecutor
         self.pool = ThreadPoolExecutor(DELIVERY_THREADS, thread_name_prefix="deliver")
-        self.stopped = asyncio.get_running_loop().create_future()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_r, selectors.EVENT_READ)
         for sock in sockets:
-            if sock.family == socket.AF_UNIX:
-                server = await asyncio.start_unix_server(self._serve, sock=sock)
-            else:
-                server = await asyncio.start_server(self._serve, sock=sock)
-            self.servers.append(server)
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.drain)
-        loop.add_signal_handler(signal.SIGINT, self.drain)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ)
+        self.listeners = list(sockets)
+        # Why a wakeup fd: a signal arriving while select() waits must end the wait
+        # (the handlers below then run in this thread, between two selects).
+        old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, lambda *_: self.drain(selector))
+        signal.signal(signal.SIGINT, lambda *_: self.drain(selector))
+        signal.signal(signal.SIGHUP, lambda *_: self.reload())
+        try:
+            while True:
+                if self.draining:
+                    with self.lock:
+                        left = len(self.connections)
+                    if not left:
+                        break
+                    waited = time.monotonic() - self._drain_started
+                    if waited > DRAIN_TIMEOUT + EXIT_GRACE:
+                        break           # threads that still hang are left behind
+                    if waited > DRAIN_TIMEOUT:
+                        self._give_up()
+                for key, _ in selector.select(1.0 if self.draining else None):
+                    if key.fileobj is self._wake_r:
+                        try:
+                            while self._wake_r.recv(4096):
+                                pass
+                        except (BlockingIOError, InterruptedError):
+                            pass
+                    elif not self.draining:
+                        self._accept(key.fileobj)
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sock in self.listeners:
+                sock.close()
+            selector.close()
+            self.pool.shutdown(wait=True)
+
+    def _accept(self, listener):
+        while True:
+            try:
+                sock, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:      # EMFILE and friends: try again at the next wake-up
+                self.log(f"accept failed: {exc.strerror or exc}")
+                return
+            limit = self.backend.max_connections
+            with self.lock:
+                full = bool(limit) and len(self.connections) >= limit
+                conn = None if full else _Connection(self, sock, addr)
+                if conn is not None:
+                    self.connections.add(conn)
+            if full:
+                # Why refuse: every connection holds buffers, a spool and a thread;
+                # a bound keeps a flood of connections from exhausting fds and memory.
+                try:
+                    sock.setblocking(False)
+                    sock.send(b"421 4.3.2 Too many connections, try again later\r\n")
+                except OSError:
+                    pass
+                sock.close()
+                continue
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True,
+                                      name="lmtp-connection")
+            try:
+                thread.start()
+            except RuntimeError as exc:     # no thread to be had: as if full
+                with self.lock:
+                    self.connections.discard(conn)
+                self.log(f"cannot start a connection thread: {exc}")
+                sock.close()
 
     def reload(self):
         try:
@@ -122,158 +201,163 @@ class Server:
             return
         self.log("settings reloaded")
 
-    def drain(self):
+    def drain(self, selector=None):
         """Stop listening; close idle connections; let transactions finish."""
+        import time
         if self.draining:
             return
-        self.draining = True
         self.log("shutting down: finishing transactions under way")
-        for server in self.servers:
-            server.close()
-        for task, conn in list(self.connections.items()):
-            if conn.idle:
-                task.cancel()
-        loop = asyncio.get_running_loop()
-        loop.call_later(DRAIN_TIMEOUT, self._give_up)
-        self._check_drained()
+        for sock in self.listeners:
+            if selector is not None:
+                try:
+                    selector.unregister(sock)
+                except (KeyError, ValueError):
+                    pass
+            sock.close()
+        self.listeners = []
+        self._drain_started = time.monotonic()
+        with self.lock:
+            self.draining = True
+            for conn in self.connections:
+                if conn.idle:
+                    conn.stop_reading()
 
     def _give_up(self):
-        for task in list(self.connections):
-            task.cancel()
-        self._check_drained()
+        with self.lock:
+            for conn in self.connections:
+                conn.stop_reading(everything=True)
 
-    def _check_drained(self):
-        if self.draining and not self.connections and not self.stopped.done():
-            self.stopped.set_result(None)
-
-    async def run(self, sockets):
-        await self.start(sockets)
+    def _serve(self, conn):
         try:
-            await self.stopped
-        finally:
-            self.pool.shutdown(wait=True)
-
-    # -- one connection -----------------------------------------------------------------
-
-    async def _serve(self, reader, writer):
-        task = asyncio.current_task()
-        limit = self.backend.max_connections
-        if limit and len(self.connections) >= limit:
-            # Why refuse: every connection holds buffers, a spool and pool time; a
-            # bound keeps a flood of connections from exhausting fds and memory.
-            writer.write(b"421 4.3.2 Too many connections, try again later\r\n")
-            try:
-                await writer.drain()
-            except (ConnectionError, OSError):
-                pass
-            writer.close()
-            return
-        conn = _Connection(self, reader, writer)
-        self.connections[task] = conn
-        try:
-            await conn.run()
-        except asyncio.CancelledError:
-            conn.abort("421 4.3.2 Shutting down")
+            conn.run()
         except (ConnectionError, OSError):
             conn.abort(None)
         except Exception as exc:      # a bug: this connection ends, the server goes on
             self.log(f"internal error: {type(exc).__name__}: {exc}")
             conn.abort("421 4.3.0 Internal error")
         finally:
-            del self.connections[task]
             try:
-                writer.close()
-            except Exception:
+                conn.sock.close()
+            except OSError:
                 pass
-            self._check_drained()
+            with self.lock:
+                self.connections.discard(conn)
+            try:
+                self._wake_w.send(b"c")     # the main thread may be waiting for the last
+            except OSError:
+                pass
 
 
 class _Connection:
-    def __init__(self, server, reader, writer):
-        self.server, self.reader, self.writer = server, reader, writer
+    """One client, served by its own thread: read, feed the session, answer its
+    requests right here (a userdb lookup, the delivery), write the replies in one send.
+    Why a thread per connection and not an event loop: every step but the wait for
+    the client blocks (userdb, open, write, fsync, rename, a lock wait), so an event
+    loop needs a hand-off to a worker thread and back for each of them -- measured,
+    the loop and the hand-offs were half the server's CPU per message. A thread
+    blocked in recv() or fsync() holds no GIL; lmtp_max_connections bounds the threads.
+    """
+
+    def __init__(self, server, sock, addr):
+        self.server, self.sock = server, sock
         self.backend = server.backend
-        self.idle = False
-        peer = writer.get_extra_info("peername")
-        self.ip = peer[0] if isinstance(peer, tuple) and peer else None
+        self.idle = False               # waiting for the client outside a transaction
+        self.stopped = False            # drain() shut our reading side
+        self.ip = addr[0] if isinstance(addr, tuple) and addr else None
         self.session = Session(self.backend.limits, self._open_sink)
-        self.lhlo = None
 
     def _open_sink(self):
         from ..message import Spool
         return Spool(self.backend.temp_dir)
 
-    async def run(self):
-        session, loop = self.session, asyncio.get_running_loop()
+    def stop_reading(self, everything=False):
+        """Called by the main thread (holding server.lock): wake our recv() with EOF."""
+        self.stopped = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR if everything else socket.SHUT_RD)
+        except OSError:
+            pass
+
+    def run(self):
+        session, server, sock = self.session, self.server, self.sock
+        sock.settimeout(IDLE_TIMEOUT)
         pending = session.greeting()
         while True:
             out = bytearray()
             closing = False
             while pending:
-                event = pending.pop(0)
-                if isinstance(event, Reply):
-                    out += event.data
-                elif isinstance(event, VerifyRecipient):
-                    tx = event.transaction
-                    if not hasattr(tx, "backend"):
-                        # The settings generation a transaction starts with is the
-                        # one it ends with, whatever SIGHUP does meanwhile.
-                        tx.backend = self.server.backend
-                    verdict = await loop.run_in_executor(self.server.pool,
-                                                         tx.backend.verify, event.address)
-                    pending = session.answer(verdict) + pending
-                elif isinstance(event, Deliver):
-                    if out:
-                        self.writer.write(bytes(out))
-                        out.clear()
-                    replies = await self._deliver(event.transaction)
-                    pending = session.answer(replies) + pending
-                elif isinstance(event, Discard):
-                    event.transaction.sink.close()
-                elif isinstance(event, Close):
+                events, pending = pending, []
+                for i, event in enumerate(events):
+                    if isinstance(event, Reply):
+                        out += event.data
+                    elif isinstance(event, VerifyRecipient):
+                        tx = event.transaction
+                        if not hasattr(tx, "backend"):
+                            # The settings generation a transaction starts with is the
+                            # one it ends with, whatever SIGHUP does meanwhile.
+                            tx.backend = server.backend
+                        pending = session.answer(tx.backend.verify(event.address)) \
+                            + events[i + 1:]
+                        break
+                    elif isinstance(event, Deliver):
+                        if out:
+                            sock.sendall(out)
+                            out.clear()
+                        pending = session.answer(self._deliver(event.transaction)) \
+                            + events[i + 1:]
+                        break
+                    elif isinstance(event, Discard):
+                        event.transaction.sink.close()
+                    elif isinstance(event, Close):
+                        closing = True
+            with server.lock:
+                if server.draining and not session.busy and not closing:
+                    out += b"421 4.3.2 " + self.backend.hostname.encode() + \
+                        b" Shutting down\r\n"
                     closing = True
-            self.lhlo = session.lhlo_name
-            if self.server.draining and not session.busy and not closing:
-                out += b"421 4.3.2 " + self.backend.hostname.encode() + \
-                    b" Shutting down\r\n"
-                closing = True
+                # Why under the lock: drain() either sees us idle (and wakes our recv)
+                # or we see it draining here -- no connection sleeps through it.
+                self.idle = not closing and not session.busy
             if out:
-                self.writer.write(bytes(out))
-                await self.writer.drain()
+                sock.sendall(out)
             if closing:
                 return
-            self.idle = not session.busy
             try:
-                data = await asyncio.wait_for(self.reader.read(READ_SIZE), IDLE_TIMEOUT)
-            except asyncio.TimeoutError:
+                data = sock.recv(READ_SIZE)
+            except socket.timeout:
                 self._discard(session.eof())
-                self.writer.write(b"421 4.4.2 Timeout, closing connection\r\n")
+                sock.sendall(b"421 4.4.2 Timeout, closing connection\r\n")
                 return
             finally:
-                self.idle = False
+                with server.lock:
+                    self.idle = False
             if not data:
                 self._discard(session.eof())
+                if self.stopped:
+                    self.abort("421 4.3.2 Shutting down")
                 return
             pending = session.feed(data)
 
-    async def _deliver(self, tx):
-        """Every recipient's delivery in the pool at once (their fsyncs overlap);
-        the replies in RCPT order. A delivery that breaks is None: the session
-        answers it 451."""
-        loop, backend = asyncio.get_running_loop(), tx.backend
+    def _deliver(self, tx):
+        """Every recipient's reply, in RCPT order. One recipient is filed here; more
+        are filed side by side in the pool (their fsyncs overlap). A delivery that
+        breaks is None: the session answers it 451."""
+        backend = tx.backend
         try:
-            job = backend.begin(tx, (self.lhlo or "unknown", self.ip))
+            job = backend.begin(tx, (self.session.lhlo_name or "unknown", self.ip))
         except Exception as exc:
             self.server.log(f"internal error: {type(exc).__name__}: {exc}")
             return []
-        gathered = asyncio.gather(
-            *(loop.run_in_executor(self.server.pool, backend.deliver_one, job, i)
-              for i in range(len(tx.recipients))), return_exceptions=True)
-        # Why a callback and a shield: the spool is closed only once every thread
-        # reading it is done, even if this connection is cancelled meanwhile (a
-        # closed fd's number could be reused under a reader).
-        gathered.add_done_callback(lambda _: backend.end(job))
-        results = await asyncio.shield(gathered)
-        return [r if isinstance(r, str) else None for r in results]
+        try:
+            count = len(tx.recipients)
+            if count == 1:
+                return [_guarded(backend.deliver_one, job, 0)]
+            # The spool is closed (end) only after every thread reading it is done:
+            # map() returns when all have returned.
+            return list(self.server.pool.map(_guarded, [backend.deliver_one] * count,
+                                             [job] * count, range(count)))
+        finally:
+            backend.end(job)
 
     def _discard(self, events):
         for event in events:
@@ -286,9 +370,16 @@ class _Connection:
             self._discard(self.session.eof())
         if reply:
             try:
-                self.writer.write(reply.encode() + b"\r\n")
+                self.sock.sendall(reply.encode() + b"\r\n")
             except Exception:
                 pass
+
+
+def _guarded(deliver_one, job, index):
+    try:
+        return deliver_one(job, index)
+    except Exception:           # deliver_one answers its own failures; a bug is None
+        return None
 
 
 # -- listeners ----------------------------------------------------------------------------
@@ -403,7 +494,7 @@ def main(argv=None):
             from ..errors import ConfigError
             raise ConfigError("lmtp_listen: no listener")
         log(f"listening on {len(sockets)} socket(s)")
-        asyncio.run(server.run(sockets))
+        server.run(sockets)
         log("stopped")
         return 0
     except MailslotError as exc:
