@@ -54,14 +54,20 @@ def site():
                    stdout=subprocess.DEVNULL)
     lib = os.path.join(root, "usr/lib/mailslot")
     homes = {}
-    for name, uid in (("t1", t1), ("t2", t2), ("own", server)):
+    # q1/q2 (relayed, t1's uid) and qown (in-process) have a 1 KB quota; q2 with
+    # quota_full_tempfail.
+    quota = "userdb_quota_rule=*:storage=1k"
+    people = (("t1", t1, ""), ("t2", t2, ""), ("own", server, ""), ("q1", t1, quota),
+              ("q2", t1, quota + " userdb_quota_full_tempfail=yes"),
+              ("qown", server, quota))
+    for name, uid, _ in people:
         homes[name] = os.path.join(base, "home-" + name)
         os.mkdir(homes[name], 0o700)
-        os.chown(homes[name], uid, gid if name == "own" else uid)
+        os.chown(homes[name], uid, gid if uid == server else uid)
     users = os.path.join(etc, "users")
     _root_file(users, "".join(
-        f"{n}@example.org::{u}:{gid if n == 'own' else u}::{homes[n]}::\n"
-        for n, u in (("t1", t1), ("t2", t2), ("own", server))))
+        f"{n}@example.org::{u}:{gid if u == server else u}::{homes[n]}::{extra}\n"
+        for n, u, extra in people))
     run = os.path.join(base, "run")
     os.mkdir(run, 0o755)
     os.chown(run, server, gid)
@@ -116,3 +122,42 @@ def test_other_uids_through_the_relay_own_uid_in_process(site):
         # The LMTP lines reach the relayed copies too; then the message, unchanged.
         assert data.startswith(b"Return-Path: <s@example.net>\nReceived: from client.test\n")
         assert data.endswith(b"Subject: multi-uid\n\nhello\n")
+
+
+def test_over_quota_through_the_relay_answers_as_in_process(site):
+    """Over quota is the recipient's reply, whichever path delivers it: 552 5.2.2
+    (452 4.2.2 with quota_full_tempfail), never a 250 with a DSN mailed behind it
+    (the relay runs the engine with -e; relayed.engine_reply maps its exit code
+    and reason through errors.py's table)."""
+    c = Client.unix(site["sock"])
+    c.hello()
+    body = b"Subject: big\n\n" + b"x" * 75 + b"\n"
+    rcpt, final = c.transaction("s@example.net", ["q1@example.org", "qown@example.org",
+                                                  "q2@example.org", "t1@example.org"],
+                                body * 40)
+    assert rcpt == ["250 2.1.5 OK"] * 4
+    err = open(site["err"]).read()
+    text = "Quota exceeded (mailbox for user is full)"
+    assert final == [f"552 5.2.2 <q1@example.org> {text}",
+                     f"552 5.2.2 <qown@example.org> {text}",
+                     f"452 4.2.2 <q2@example.org> {text}",
+                     "250 2.0.0 <t1@example.org> Saved"], err
+    for name in ("q1", "qown", "q2"):
+        new = os.path.join(site["homes"][name], "Maildir", "new")
+        assert not os.path.isdir(new) or not os.listdir(new)
+
+
+def test_engine_reply_maps_exit_codes_through_the_one_table():
+    from mailslot.lmtp.relayed import engine_reply
+    settings = {"quota_exceeded_message": "Over!"}
+    cases = [(0, "", "250 2.0.0 <a@x> Saved"),
+             (67, "mailslot-lda: no such user", "550 5.1.1 <a@x> no such user"),
+             (77, "mailslot-lda: not wanted", "550 5.7.1 <a@x> not wanted"),
+             (77, "mailslot-lda: Over!", "552 5.2.2 <a@x> Over!"),
+             (75, "mailslot-lda: Over!", "452 4.2.2 <a@x> Over!"),
+             (75, "mailslot-lda: disk on fire", "451 4.3.0 <a@x> disk on fire"),
+             (70, "", "451 4.3.0 <a@x> mailslot-relay exited 70"),
+             (77, "mailslot-relay: caller not allowed\x1b[0m",
+              "550 5.7.1 <a@x> mailslot-relay: caller not allowed?[0m")]
+    for code, text, reply in cases:
+        assert engine_reply(code, text, "a@x", settings) == reply

@@ -161,7 +161,8 @@ class Backend:
                 # Not ours to write: the relay delivers as the user (multi-uid sites).
                 from .relayed import deliver_through_relay
                 return deliver_through_relay(self.relay, self.config_path, lines,
-                                             message, address, tx.sender, mailbox)
+                                             message, address, tx.sender, mailbox,
+                                             settings=settings)
             deliver(context, _WithLines(message, lines))
         except MailslotError as exc:
             return _failure_reply(address, exc)
