@@ -475,3 +475,69 @@ def test_connections_beyond_the_limit_get_421():
         assert second.reply() == "250 2.0.0 OK"
     finally:
         s.cleanup()
+
+
+def _headers_of_one(site, name, rcpt_line):
+    """Send one pipelined one-recipient transaction with a raw RCPT line; return
+    (RCPT reply, final reply or None, stored copy's header block or None)."""
+    before = set(site.maildir(name))
+    c = Client.unix(site.socket)
+    c.hello()
+    c.send(b"MAIL FROM:<s@example.org>\r\n" + rcpt_line + b"\r\n")
+    assert c.reply().startswith("250 ")
+    rcpt = c.reply()
+    if not rcpt.startswith("250"):
+        return rcpt, None, None
+    c.send(b"DATA\r\n")
+    assert c.reply().startswith("354")
+    c.send(b"Subject: orcpt\r\n\r\nbody\r\n.\r\n")
+    final = c.reply()
+    c.close()
+    (path,) = set(site.maildir(name)) - before
+    with open(path, "rb") as f:
+        return rcpt, final, f.read().split(b"\n\n")[0]
+
+
+# (lmtp_hdr_delivery_address, RCPT parameters, Delivered-To or None, Received's for).
+# Facts from Dovecot 2.3.19's lmtp: "original" writes ORCPT's address (xtext decoded,
+# angle brackets dropped) in Delivered-To and Received's for; without an rfc822 ORCPT
+# no Delivered-To, and Received names the final address.
+ORCPT_CASES = [
+    ("original", b" ORCPT=rfc822;Orig+2Bx@example.net", b"Orig+x@example.net",
+     b"Orig+x@example.net"),
+    ("original", b" ORCPT=RFC822;<o@example.net>", b"o@example.net", b"o@example.net"),
+    ("original", b"", None, b"alice@example.org"),
+    ("original", b" ORCPT=x400;foo", None, b"alice@example.org"),
+    ("final", b" ORCPT=rfc822;o@example.net", b"alice@example.org", b"alice@example.org"),
+    ("none", b" ORCPT=rfc822;o@example.net", None, None),
+]
+
+
+@pytest.mark.parametrize("mode", ["original", "final", "none"])
+def test_hdr_delivery_address_original_uses_orcpt(mode):
+    s = Site.create(extra=f"lmtp_hdr_delivery_address: {mode}\n")
+    try:
+        s.start()
+        for case_mode, params, delivered_to, received_for in ORCPT_CASES:
+            if case_mode != mode:
+                continue
+            rcpt, final, head = _headers_of_one(s, "alice",
+                                                b"RCPT TO:<alice@example.org>" + params)
+            assert rcpt == "250 2.1.5 OK" and final.startswith("250 2.0.0"), (params, final)
+            lines = head.split(b"\n")
+            got = [x[len(b"Delivered-To: "):] for x in lines if x.startswith(b"Delivered-To:")]
+            assert got == ([delivered_to] if delivered_to else []), (params, head)
+            fors = re.findall(rb"\tfor <([^>]*)>;", head)
+            assert fors == ([received_for] if received_for else []), (params, head)
+        if mode == "original":
+            # Bad ORCPT values are refused at RCPT (as Dovecot: 501 5.5.4), and
+            # other DSN parameters are not taken (no DSN in LHLO).
+            for params, reply in ((b" ORCPT=rfc822;a+x@example.net", "501 5.5.4"),
+                                  (b" ORCPT=nosemicolon", "501 5.5.4"),
+                                  (b" ORCPT=rfc822;a+0Ab@example.net", "501 5.5.4"),
+                                  (b" NOTIFY=NEVER", "555 5.5.4")):
+                rcpt, _, _ = _headers_of_one(s, "alice",
+                                             b"RCPT TO:<alice@example.org>" + params)
+                assert rcpt.startswith(reply), (params, rcpt)
+    finally:
+        s.cleanup()

@@ -17,8 +17,10 @@ the core returned, i.e. the copy is saved and, unless mail_fsync=never, fsynced 
 its directory (the storages' commit) -- "250 means on disk".
 
 Per recipient, as Dovecot's lmtp: Return-Path (the envelope sender), Delivered-To
-(only in a transaction with one recipient, lmtp_hdr_delivery_address), and one
-Received line (with "for <rcpt>" only for one recipient); lmtp_save_to_detail_mailbox
+(only in a transaction with one recipient, lmtp_hdr_delivery_address: "final" the
+RCPT address, "original" the RCPT's ORCPT address and no Delivered-To without one,
+"none" none), and one Received line (with "for <rcpt>" only for one recipient, the
+ORCPT address under "original" when there is one); lmtp_save_to_detail_mailbox
 files user+detail@domain into the mailbox "detail"; lmtp_user_concurrency_limit
 refuses a recipient at RCPT (451 4.3.0) while that many deliveries to the user run.
 
@@ -132,25 +134,28 @@ class Backend:
         Safe to run for several recipients of one job at once (each has its own
         settings and view of the shared, never changed, message)."""
         address, rcpt = job.tx.recipients[index]
+        originals = job.tx.originals
+        original = originals[index] if index < len(originals) else None
         return self._deliver_one(job.tx, job.message, address, rcpt, job.received,
-                                 job.single)
+                                 job.single, original)
 
     def end(self, job):
         job.message.close()
 
-    def _deliver_one(self, tx, message, address, rcpt, received, single):
+    def _deliver_one(self, tx, message, address, rcpt, received, single, original=None):
         from ..deliver import DeliveryContext, deliver
         from ..errors import MailslotError
         from ..message import header_line
         settings = rcpt.settings
         lines = [header_line("Return-Path", f"<{tx.sender}>")]
-        if single and settings["lmtp_hdr_delivery_address"] != "none":
-            lines.append(header_line("Delivered-To", address))
+        shown = _delivery_address(settings["lmtp_hdr_delivery_address"], address, original)
+        if single and shown:
+            lines.append(header_line("Delivered-To", shown))
         lines.append(received)
         mailbox = None
         if settings["lmtp_save_to_detail_mailbox"]:
             mailbox = _detail(address, settings["recipient_delimiter"])
-        envelope = {"from": tx.sender, "to": address, "orig_to": address}
+        envelope = {"from": tx.sender, "to": address, "orig_to": original or address}
         context = DeliveryContext(settings, rcpt.user, envelope, mailbox=mailbox,
                                   extra=rcpt.extra, clock=self.clock,
                                   report=_report, refuse_over_quota=True)
@@ -183,7 +188,12 @@ class Backend:
                  f"by {self.hostname} with LMTP", f"id {transaction_id(tx)}",
                  f"(envelope-from <{tx.sender}>)"]
         if single and self.base["lmtp_hdr_delivery_address"] != "none":
-            lines.append(f"for <{tx.recipients[0][0]}>")
+            # "original" names the ORCPT address when the MTA sent one (Dovecot's
+            # lmtp does the same); the final address otherwise.
+            originals = tx.originals
+            shown = (originals[0] if originals else None) \
+                if self.base["lmtp_hdr_delivery_address"] == "original" else None
+            lines.append(f"for <{shown or tx.recipients[0][0]}>")
         lines[-1] += "; " + _rfc5322_date(self.clock())
         # Each piece made a line by header_line (control characters removed), then
         # folded with a TAB as Dovecot does.
@@ -228,6 +238,18 @@ class _WithLines:
 
     def __getattr__(self, name):
         return getattr(self.message, name)
+
+
+def _delivery_address(mode, address, original):
+    """The Delivered-To address for lmtp_hdr_delivery_address, or None for none:
+    "final" the RCPT address; "original" the ORCPT address (RFC 3461) and none
+    when the MTA sent no ORCPT of type rfc822 -- what Dovecot 2.3's lmtp writes
+    (checked against it: no ORCPT, no Delivered-To)."""
+    if mode == "final":
+        return address
+    if mode == "original":
+        return original
+    return None
 
 
 def transaction_id(tx):

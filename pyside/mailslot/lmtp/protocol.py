@@ -53,6 +53,8 @@ MAX_PATH = 256
 # RFC 5321 4.5.3.1.8 asks for at least 100 recipients per transaction; beyond
 # MAX_RECIPIENTS: 452 4.5.3 (RFC 5321 4.5.3.1.10), the client sends the rest later.
 MAX_RECIPIENTS = 1000
+# RFC 3461 4.2: the ORCPT parameter's value is at most 500 characters.
+MAX_ORCPT = 500
 # Bad commands in a row before the session is closed (421): a confused or hostile
 # client is not served forever.
 MAX_ERRORS = 20
@@ -90,12 +92,13 @@ class Reply:
 
 
 class VerifyRecipient:
-    """Request: may address receive mail? Answer with session.answer(Verdict)."""
+    """Request: may address receive mail? Answer with session.answer(Verdict).
+    original: the RCPT's ORCPT address (RFC 3461, type rfc822, decoded) or None."""
 
-    __slots__ = ("address", "transaction")
+    __slots__ = ("address", "transaction", "original")
 
-    def __init__(self, address, transaction):
-        self.address, self.transaction = address, transaction
+    def __init__(self, address, transaction, original=None):
+        self.address, self.transaction, self.original = address, transaction, original
 
 
 class Deliver:
@@ -144,6 +147,7 @@ class Transaction:
         self.body = body                    # BODY= value (7BIT, 8BITMIME)
         self.declared_size = declared_size  # SIZE= value or None
         self.recipients = []                # [(address, token)] in RCPT order
+        self.originals = []                 # each one's ORCPT address or None
         self.sink = None                    # open_sink()'s object once content arrives
         self.size = 0                       # content octets as sent (CRLF, unstuffed)
         self.failure = None                 # None, or the reason the content fails
@@ -370,9 +374,15 @@ class Session:
             self._error(out, parsed)
             return
         raw_path, params = parsed
-        if params:
-            self._error(out, "555 5.5.4 Unsupported parameter " + _shown(params[0][0]))
-            return
+        original = None
+        for key, value in params:
+            if key != "ORCPT" or original is not None:
+                self._error(out, "555 5.5.4 Unsupported parameter " + _shown(key))
+                return
+            original = _orcpt(value)
+            if isinstance(original, tuple):
+                self._error(out, original[0])
+                return
         address = _check_path(raw_path, tx.smtputf8, null_ok=False)
         if isinstance(address, tuple):
             self._error(out, address[0])
@@ -380,7 +390,7 @@ class Session:
         if len(tx.recipients) >= self.limits.max_recipients:
             self._reply(out, "452 4.5.3 Too many recipients")
             return
-        self._waiting = VerifyRecipient(address, tx)
+        self._waiting = VerifyRecipient(address, tx, original or None)
         out.append(self._waiting)
 
     def _recipient_answered(self, request, verdict, out):
@@ -389,6 +399,7 @@ class Session:
             return
         if isinstance(verdict, Verdict) and verdict.accepted:
             tx.recipients.append((request.address, verdict.token))
+            tx.originals.append(request.original)
             self._ok(out, verdict.reply or "250 2.1.5 OK")
             return
         text = verdict.reply if isinstance(verdict, Verdict) and verdict.reply else \
@@ -638,6 +649,44 @@ def _path_argument(rest, keyword):
             return "501 5.5.4 Invalid parameter"
         params.append((key.upper().decode(), value.decode() if eq else None))
     return path, params
+
+
+def _orcpt(value):
+    """ORCPT=addr-type;xtext (RFC 3461 4.2): the original address when the type is
+    rfc822 ("" for another type: accepted and not used, as Dovecot's lmtp), or
+    (error reply,). The decoded address is data: printable, without CR/LF."""
+    if value is None or ";" not in value:
+        return ("501 5.5.4 Invalid ORCPT= parameter: no address type",)
+    kind, _, xtext = value.partition(";")
+    if len(value) > MAX_ORCPT or not kind or not xtext:
+        return ("501 5.5.4 Invalid ORCPT= parameter",)
+    decoded = bytearray()
+    i = 0
+    while i < len(xtext):
+        ch = xtext[i]
+        if ch == "+":
+            digits = xtext[i + 1:i + 3]
+            if len(digits) != 2 or any(d not in "0123456789ABCDEF" for d in digits):
+                return ("501 5.5.4 Invalid ORCPT= parameter: invalid hexchar after '+' "
+                        "in xtext",)
+            decoded.append(int(digits, 16))
+            i += 3
+            continue
+        if not "!" <= ch <= "~" or ch == "=":
+            return ("501 5.5.4 Invalid ORCPT= parameter: invalid character in xtext",)
+        decoded.append(ord(ch))
+        i += 1
+    if kind.lower() != "rfc822":
+        return ""
+    try:
+        address = decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        return ("501 5.5.4 Invalid ORCPT= parameter: not UTF-8",)
+    if address.startswith("<") and address.endswith(">"):
+        address = address[1:-1]
+    if not address or not address.isprintable():
+        return ("501 5.5.4 Invalid ORCPT= parameter: invalid address",)
+    return address
 
 
 def _closing_bracket(rest):
