@@ -13,6 +13,14 @@ the mail group's. SignalGuard turns SIGTERM/SIGINT/SIGHUP/SIGPIPE during one sav
 into an exception that unwinds it (rollback, unlock), then re-sends the signal; its
 handlers are installed when a save starts and removed when it ends.
 
+Threads (mailslot-lmtpd delivers in several): before any file lock, MboxLocks takes
+an in-process lock of its own for the mbox (one per directory inode and file name,
+_ProcessLocks), and lets it go only in close(). Why: the dotlock and fcntl locks
+keep other processes out, but every thread here has the same pid, so a dotlock
+naming "our" pid or an fcntl lock (per process, not per thread) is no barrier
+between two threads; a mistake in that logic must never let two of our own appends
+interleave. The pipe path has one thread: the lock is always free.
+
 Errors: ConfigError (a bad lock list, an unknown mail_privileged_group);
 StorageError for a timeout, a replaced or foreign mbox, a helper that refused
 (its own diagnostic kept, bounded by HELPER_ERROR_MAX).
@@ -23,6 +31,7 @@ used only for the configured INBOX, only when it is root-owned and set-group-id
 mail_privileged_group, and it is run with an argv and a fixed environment.
 """
 
+import _thread
 import os
 import time
 
@@ -255,6 +264,42 @@ class DotlockHelper:
 
 
 
+class _ProcessLocks:
+    """One in-process lock per mbox (directory inode, file name), made when first
+    wanted and forgotten when its last user lets go (the table stays bounded)."""
+
+    def __init__(self):
+        self._guard = _thread.allocate_lock()
+        self._locks = {}                # key -> [lock, users]
+
+    def acquire(self, key, timeout):
+        with self._guard:
+            entry = self._locks.get(key)
+            if entry is None:
+                entry = self._locks[key] = [_thread.allocate_lock(), 0]
+            entry[1] += 1
+        if entry[0].acquire(True, max(timeout, 0.0)):
+            return True
+        self._forget(key)
+        return False
+
+    def release(self, key):
+        with self._guard:
+            entry = self._locks[key]
+        entry[0].release()
+        self._forget(key)
+
+    def _forget(self, key):
+        with self._guard:
+            entry = self._locks[key]
+            entry[1] -= 1
+            if not entry[1]:
+                del self._locks[key]
+
+
+PROCESS_LOCKS = _ProcessLocks()
+
+
 class MboxLocks:
     """The locks of mbox_write_locks on one mbox, taken in order, released reversed."""
 
@@ -271,6 +316,7 @@ class MboxLocks:
         self.fd_locks = []              # methods held on mbox_fd
         self.last_touch = time.monotonic()
         self.guard = None
+        self.process_key = None         # held in PROCESS_LOCKS until close()
 
     def acquire(self, guard):
         """Take every lock within mbox_lock_timeout; reopen a replaced mbox.
@@ -287,6 +333,14 @@ class MboxLocks:
         """
         self.guard = guard
         deadline = time.monotonic() + self.storage.lock_timeout
+        if self.process_key is None:
+            # Why first: no other thread of ours may be between its locks and its
+            # append on this mbox, whatever the file locks below conclude.
+            st = os.fstat(self.dir_fd)
+            key = (st.st_dev, st.st_ino, self.fname)
+            if not PROCESS_LOCKS.acquire(key, self._remaining(deadline)):
+                raise self._timeout()
+            self.process_key = key
         pause = LOCK_BACKOFF_MIN_SECS
         reopened = 0
         methods = self.storage.write_locks
@@ -564,9 +618,14 @@ class MboxLocks:
                 pass
 
     def close(self):
-        if self.mbox_fd is not None:
-            fd, self.mbox_fd = self.mbox_fd, None
-            os.close(fd)
+        try:
+            if self.mbox_fd is not None:
+                fd, self.mbox_fd = self.mbox_fd, None
+                os.close(fd)
+        finally:
+            if self.process_key is not None:
+                key, self.process_key = self.process_key, None
+                PROCESS_LOCKS.release(key)
 
 
 def check_mbox_file(st, path):
