@@ -136,6 +136,12 @@ SCHEMA = {
     # mailslot's own: multi-uid sites; a recipient of another uid than the server's
     # is delivered through this relay (mailslot-lmtpd(8)); "" refuses them (451).
     "lmtp_relay_path": ("str", ""),
+    # mailslot's own, read by mailslot-handoffd at its start (the fast path): the
+    # hand-offs one worker serves before it is replaced (as Postfix's max_use; 1:
+    # a fresh fork for every delivery) and how long one that has served waits for
+    # another (as Postfix's max_idle).
+    "handoff_worker_max_use": ("int", 100),
+    "handoff_worker_max_idle": ("time", 100),
     # Pigeonhole.
     "sieve": ("str", "file:~/sieve;active=~/.dovecot.sieve"),
     "sieve_default": ("str", ""),

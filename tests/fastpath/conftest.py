@@ -5,6 +5,12 @@ into a temp directory, and mailslot-handoffd running as a test user.
               .socket_for(uid), .engine (the installed mailslot-lda it falls back to)
     server    start_server(user, **kw) -> a running Server (stop() / kill())
 
+start_server is parametrized by worker_max_use: every test that starts a server
+runs twice, with workers used once (--max-use 1: a fresh fork per hand-off) and
+with the default of handoff_worker_max_use (read from a settings file that does
+not set it), so that each test holds on both. A test that needs one particular
+reuse passes max_use= (or its own extra_argv) itself.
+
 The front is built with HANDOFF_DIR=<temp>/handoff and ENGINE_PATH=<installed
 engine>; the socket directory <temp>/handoff/<uid> is made as the systemd unit
 makes it (owned by the uid, 0700).
@@ -75,7 +81,7 @@ class Server:
                                      stderr=subprocess.PIPE, cwd="/",
                                      env={"PATH": "/usr/bin:/bin"})
         self.rest = ""
-        line = self.proc.stderr.readline().decode()
+        line = self.banner = self.proc.stderr.readline().decode()
         assert "listening on" in line, line + self.proc.stderr.read().decode()
 
     @property
@@ -133,14 +139,30 @@ class Server:
         self.proc.stderr.close()
 
 
-@pytest.fixture
-def start_server(front):
-    started = []
+@pytest.fixture(params=[1, "default"], ids=["max_use=1", "max_use=default"])
+def worker_max_use(request):
+    """1, or "default": handoff_worker_max_use as the settings leave it."""
+    return request.param
 
-    def start(entry, socket=None, make_dir=True, **kw):
+
+@pytest.fixture
+def start_server(front, worker_max_use):
+    started = []
+    # The server's own settings file: nothing about workers in it, so "default"
+    # is the setting's default, whatever /etc/mailslot holds on this machine.
+    server_conf = os.path.join(front.base, "handoffd.yaml")
+    if not os.path.exists(server_conf):
+        with open(server_conf, "w") as f:
+            f.write("hostname: test.example.org\n")
+        os.chmod(server_conf, 0o644)
+
+    def start(entry, socket=None, make_dir=True, max_use=None, extra_argv=(), **kw):
         if make_dir:
             front.make_socket_dir(entry)
-        server = Server(front, entry, socket or front.socket_for(entry.pw_uid), **kw)
+        use = worker_max_use if max_use is None else max_use
+        argv = ["-c", server_conf] + ([] if use == "default" else ["--max-use", str(use)])
+        server = Server(front, entry, socket or front.socket_for(entry.pw_uid),
+                        extra_argv=argv + list(extra_argv), **kw)
         started.append(server)
         return server
     yield start

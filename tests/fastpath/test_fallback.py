@@ -235,19 +235,62 @@ def test_server_killed_mid_delivery_the_worker_finishes(box, start_server):
     assert box.read_new() == [MSG] and box.log_counts() == (1, 0)
 
 
+def test_a_new_server_starts_while_a_killed_servers_worker_still_delivers(box, front,
+                                                                         start_server):
+    # The busy worker still holds the old listening socket; the new server must
+    # not mistake it for a live server (the lock, not a connect(), tells).
+    server = start_server(box.user)
+    proc = slow_delivery(box)
+    proc.stdin.write(MSG[:40])
+    proc.stdin.flush()
+    assert wait_for(lambda: server.workers_reading(proc.stdin))
+    server.kill()
+    successor = start_server(box.user)
+    assert box.deliver(input=MSG).returncode == 0          # handed to the successor
+    proc.stdin.write(MSG[40:])
+    proc.stdin.close()
+    assert proc.wait(30) == 0, proc.stderr.read()
+    assert box.read_new() == [MSG, MSG] and box.log_counts() == (2, 0)
+    assert "not reused" not in successor.stop()
+
+
+def test_a_second_server_does_not_start(box, front, start_server):
+    start_server(box.user)
+    proc = run_as(box.user, [front.server_entry, "--socket",
+                             front.socket_for(box.user.pw_uid)])
+    assert proc.returncode == 75 and b"another server is listening" in proc.stderr
+    assert box.deliver().returncode == 0 and box.log_counts() == (1, 0)
+
+
 def test_worker_killed_mid_delivery_is_tempfail_and_files_nothing(box, start_server):
     server = start_server(box.user)
     proc = slow_delivery(box)
     proc.stdin.write(MSG[:40])
     proc.stdin.flush()
     assert wait_for(lambda: server.workers_reading(proc.stdin))
-    for pid in server.workers_reading(proc.stdin):
-        os.kill(pid, signal.SIGKILL)
-    proc.stdin.write(MSG[40:])
-    proc.stdin.close()
+    (worker,) = server.workers_reading(proc.stdin)
+    # Killed before GO the front would run the engine itself (and deliver): wait
+    # until the worker is past GO, blocked reading the message from fd 0.
+    assert wait_for(lambda: blocked_reading_fd0(worker))
+    os.kill(worker, signal.SIGKILL)
+    try:
+        proc.stdin.write(MSG[40:])
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass                # the front saw its worker end and exited: no reader left
     assert proc.wait(30) == 75
     assert b"not acknowledged" in proc.stderr.read()
     assert box.new() == []
+
+
+def blocked_reading_fd0(pid):
+    """The process sits in read(0, ...) (x86-64 and arm64 syscall numbers)."""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            fields = f.read().split()
+    except OSError:
+        return False
+    return len(fields) > 1 and fields[0] in ("0", "63") and int(fields[1], 16) == 0
 
 
 def _alive(pid):
