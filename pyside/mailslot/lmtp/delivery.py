@@ -136,8 +136,20 @@ class Backend:
         address, rcpt = job.tx.recipients[index]
         originals = job.tx.originals
         original = originals[index] if index < len(originals) else None
-        return self._deliver_one(job.tx, job.message, address, rcpt, job.received,
-                                 job.single, original)
+        from .isolated import NeedsOwnProcess
+        try:
+            return self._deliver_one(job.tx, job.message, address, rcpt, job.received,
+                                     job.single, original)
+        except NeedsOwnProcess:
+            # The script matches with :regex, which only a main thread can bound in
+            # time: the whole delivery again, in a child (isolated.py).
+            from .isolated import deliver_isolated
+            name = rcpt.user.name
+            self._enter(name)
+            try:
+                return deliver_isolated(self, job, index)
+            finally:
+                self._leave(name)
 
     def end(self, job):
         job.message.close()

@@ -34,7 +34,6 @@ privilege of its own: it only may execute the relay because its group is a calle
 group in relay.policy.
 """
 
-import os
 import subprocess
 
 # The engine's stderr is one line; more is not read into memory.

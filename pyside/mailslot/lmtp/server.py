@@ -114,6 +114,11 @@ class Server:
         import selectors
         import time
         from concurrent.futures import ThreadPoolExecutor
+        from ..sieve.extensions import regex
+        from .isolated import refuse_off_main_thread
+        # Why: a :regex match cannot be bounded in time off the main thread; such
+        # a delivery is redone in a process of its own (isolated.py).
+        regex.THREAD_GUARD = refuse_off_main_thread
         self.pool = ThreadPoolExecutor(DELIVERY_THREADS, thread_name_prefix="deliver")
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)

@@ -62,6 +62,11 @@ class _LazyRe:
 
 re = _LazyRe()
 
+# Called before every match when set. mailslot-lmtpd sets it (lmtp/isolated.py): off
+# the main thread it raises, because the CPU limit's signal cannot interrupt a
+# match there, and the delivery is redone in a process of its own.
+THREAD_GUARD = None
+
 
 def _bracket(p, i, icase):
     """Translate a bracket expression starting after '['; return (text, index)."""
@@ -284,6 +289,8 @@ def load(v, name):
 
 def match_regex(it, cmp, values, keys):
     """Run :regex; on a match set ${0}..${n} (unset groups skipped like Pigeonhole)."""
+    if THREAD_GUARD is not None:
+        THREAD_GUARD()
     cache = it.ctx.regex_cache
     icase = cmp.name == "i;ascii-casemap"
     compiled = []
