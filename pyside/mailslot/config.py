@@ -47,6 +47,12 @@ TIME_UNITS = {"": 1, "s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60
 SYSLOG_FACILITIES = ("mail", "daemon", "user", "local0", "local1", "local2", "local3",
                      "local4", "local5", "local6", "local7")
 
+# Dovecot 2.3's default (doveconf -d postmaster_address): postmaster at the user's
+# domain, or at the host name (%{hostname}: the hostname setting, else the
+# system's) for a user without one. The only %{if;...} form mailslot knows
+# (postmaster_template); any other is refused as variables.py says.
+POSTMASTER_DEFAULT = "postmaster@%{if;%d;ne;;%d;%{hostname}}"
+
 # name: (type, default). Types: str, words (a list), bool, int, size, time,
 # ("enum", ...), "namespace", "userdb". Names and defaults are Dovecot's (2.3) and
 # Pigeonhole's unless a comment
@@ -55,7 +61,7 @@ SCHEMA = {
     "mail_location": ("str", "maildir:~/Maildir"),
     "namespace": ("namespace", None),
     "hostname": ("str", ""),                      # "" = the system's host name
-    "postmaster_address": ("str", "postmaster@%d"),
+    "postmaster_address": ("str", POSTMASTER_DEFAULT),
     # Dovecot's default is "no"; mailslot creates a missing -m mailbox unless -n or
     # "no" is set, as its issue asks. README names the difference.
     "lda_mailbox_autocreate": ("bool", True),
@@ -279,6 +285,8 @@ def expand_user_settings(settings, values):
                     settings[name] = expand_path(text, values, separators="/;:",
                                                  refuse=";")
                 else:
+                    if name == "postmaster_address":
+                        text = postmaster_template(text, values)
                     settings[name] = expand(text, values)
             except UnsafeValueError as exc:
                 from .errors import UserUnknownError
@@ -430,9 +438,21 @@ def _check_template(text, path, line, name):
             from .log import check_log_format
             check_log_format(text)
         else:
+            if name == "postmaster_address":
+                text = postmaster_template(text, sample)
             expand(text, sample)
     except ValueError as exc:
         raise _error(str(exc), path, line, name) from None
+
+
+def postmaster_template(text, values):
+    """Dovecot's default postmaster_address (POSTMASTER_DEFAULT) as the template
+    it amounts to for these values: postmaster@%d when the user has a domain,
+    else postmaster@%{hostname} (never an empty "postmaster@"); any other text as
+    it is."""
+    if text != POSTMASTER_DEFAULT:
+        return text
+    return "postmaster@%d" if values.get("domain") else "postmaster@%{hostname}"
 
 
 def _as_text(value, path, line, name):
