@@ -257,7 +257,7 @@ def _log_values(message, envelope, result):
         "from_envelope": envelope["from"],
         "to_envelope": envelope["to"],
         "size": str(result.size),
-        "vsize": str(result.vsize),
+        "vsize": lambda: str(result.vsize),     # counted only if the log shows it
         "mailbox": result.mailbox,
         "uid": "" if result.uid is None else str(result.uid),
     }

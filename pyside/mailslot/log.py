@@ -217,15 +217,22 @@ class DeliveryLog:
         """Log one delivery result: deliver_log_format expanded with values and status.
 
         values maps long names (msgid, subject, from, from_envelope, size, vsize,
-        to_envelope, delivery_time, session_time, storage_id) to strings; status is
-        the %$ text, e.g. "saved mail to INBOX". Nothing is logged when
-        deliver_log_format is empty.
+        to_envelope, delivery_time, session_time, storage_id) to strings, or to
+        functions returning one (called only when the template uses the name: a
+        large message's vsize costs a pass over it); status is the %$ text, e.g.
+        "saved mail to INBOX". Nothing is logged when deliver_log_format is empty.
         """
         template = self.deliver_log_format
         if not template:
             return
+        try:
+            used = referenced(template, short_keys=DELIVER_LOG_KEYS)
+        except ValueError:
+            used = None     # malformed: expanded below as far as it goes, all values
         table = {}
         for key, value in values.items():
+            if callable(value):
+                value = value() if used is None or key in used else None
             if value is not None:
                 table[key] = sanitize(str(value), FIELD_LIMITS.get(key, MAX_FIELD_BYTES))
         if not table.get("msgid"):

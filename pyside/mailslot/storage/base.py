@@ -11,7 +11,7 @@ Errors and security: see the package docstring (storage/__init__.py).
 class SaveResult:
     """What one save did, for the log and for hard-linking further copies."""
 
-    __slots__ = ("mailbox", "uid", "path", "size", "vsize", "uid_error", "mbox_path",
+    __slots__ = ("mailbox", "uid", "path", "size", "_vsize", "uid_error", "mbox_path",
                  "offset", "warnings")
 
     def __init__(self, mailbox, uid, path, size, vsize, uid_error=None, *, mbox_path=None,
@@ -19,11 +19,19 @@ class SaveResult:
         self.mailbox = mailbox      # name for the log, e.g. "INBOX" or "box.sub"
         self.uid = uid              # IMAP UID in dovecot-uidlist; None if not assigned
         self.path = path            # final path of the message file (None for mbox)
-        self.size, self.vsize = size, vsize
+        # vsize may be a function, called on first use (mbox: counting a large
+        # message's lines costs more than copying it, and only some logs show it).
+        self.size, self._vsize = size, vsize
         self.uid_error = uid_error  # why uid is None (lock busy, ...), else None
         self.mbox_path = mbox_path  # mbox: the mbox file the message was appended to
         self.offset = offset        # mbox: where its From_ line begins in that file
         self.warnings = warnings    # things the log should say (an mbox repaired, ...)
+
+    @property
+    def vsize(self):
+        if callable(self._vsize):
+            self._vsize = self._vsize()
+        return self._vsize
 
     def __repr__(self):
         where = (f"path={self.path!r}" if self.mbox_path is None else

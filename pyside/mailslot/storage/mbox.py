@@ -363,7 +363,9 @@ class MboxStorage(Storage):
                 raise storage_error("saving into", self.display_name(name), err) from None
             finally:
                 self._guard = self.helper.guard = None
-        return SaveResult(self.display_name(name), None, None, spool.size, spool.vsize,
+        # vsize as a function: counted only if the log shows it (message.Spool.vsize).
+        return SaveResult(self.display_name(name), None, None, spool.size,
+                          lambda: spool.vsize,
                           UID_NOTE, mbox_path=path, offset=offset,
                           warnings=tuple(refused) + tuple(notes))
 
