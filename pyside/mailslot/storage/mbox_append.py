@@ -25,6 +25,9 @@ from .mbox_journal import PREFIX_MAX
 
 # One buffered write to the mbox.
 COPY_CHUNK = 256 * 1024
+# At most this many pieces go to one writev() (Linux's IOV_MAX is 1024); a chunk
+# cut into more (a body of nothing but "From " lines) is joined first.
+WRITEV_MAX = 64
 # Messages up to this size are encoded into memory before the append (see
 # append()); larger ones are streamed.
 IN_MEMORY_MAX = 1024 * 1024
@@ -101,12 +104,12 @@ def append(locks, path, journal, spool, sender, extra, guard, *, variant, fsync,
     return from_offset
 
 def _encoded(spool, extra, variant):
-    """The message's mbox form, piece by piece, ending with the blank line."""
+    """The message's mbox form, piece by piece, ending with the blank line. The
+    pieces are the encoder's (memoryviews into the spool's chunks where no line
+    needed quoting): written as they are, not joined."""
     encoder = MboxEncoder(variant, extra)
     for chunk in spool.chunks():
-        out = encoder.feed(chunk)
-        if out:
-            yield out
+        yield from encoder.feed_pieces(chunk)
     yield encoder.finish() + b"\n"
 
 def _separator_fix(fd, length, path):
@@ -153,13 +156,18 @@ class Writer:
                 self._drain()
 
     def _drain(self):
-        data = b"".join(self.pieces)
-        self.pieces, self.pending = [], 0
-        view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
+        pieces, self.pieces, self.pending = self.pieces, [], 0
+        if len(pieces) > WRITEV_MAX:
+            pieces = [b"".join(pieces)]
+        # writev: the pieces go out without being joined (copied) first.
+        while pieces:
+            n = os.writev(self.fd, pieces)
             self.written += n
+            while pieces and n >= len(pieces[0]):
+                n -= len(pieces[0])
+                pieces.pop(0)
+            if n:
+                pieces[0] = memoryview(pieces[0])[n:]
         self.locks.touch_if_due()
 
     def flush(self):

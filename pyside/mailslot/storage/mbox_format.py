@@ -143,23 +143,36 @@ def is_from_candidate(data, rd):
 
 def quote_lines(block, rd):
     """Quote the lines of block (which starts at a line start) that need it."""
-    i = block.find(_FROM)
-    if i < 0:
-        return block
     out = []
-    start = 0
+    _quote_into(out, block, 0, len(block), rd)
+    return out[0] if len(out) == 1 else b"".join(out)
+
+
+def _quote_into(out, buf, first, end, rd):
+    """Append buf[first:end] (which starts at a line start) to out, quoted, as
+    pieces that share buf's memory: a large body is not copied once more here."""
+    i = buf.find(_FROM, first, end)
+    start = first
     while i >= 0:
         j = i
         if rd:
-            while j > 0 and block[j - 1] == _GT:
+            while j > first and buf[j - 1] == _GT:
                 j -= 1
-        if j == 0 or block[j - 1] == _NL:
-            out.append(block[start:j])
+        if j == first or buf[j - 1] == _NL:
+            if j > start:
+                out.append(_piece(buf, start, j))
             out.append(b">")
             start = j
-        i = block.find(_FROM, i + len(_FROM))
-    out.append(block[start:])
-    return b"".join(out)
+        i = buf.find(_FROM, i + len(_FROM), end)
+    if end > start:
+        out.append(_piece(buf, start, end))
+
+
+def _piece(buf, start, end):
+    """buf[start:end] without a copy (buf itself when it is all of it)."""
+    if start == 0 and end == len(buf):
+        return buf
+    return memoryview(buf)[start:end]
 
 
 def _name_state(head):
@@ -215,6 +228,11 @@ class MboxEncoder:
 
     def feed(self, data):
         """Encode the next piece of the message; return the bytes to write."""
+        return b"".join(self.feed_pieces(data))
+
+    def feed_pieces(self, data):
+        """feed(), as a list of buffers to write in order (bytes, or memoryviews
+        into data: valid as long as data is; nothing is copied that need not be)."""
         buf = self.carry + data if self.carry else data
         self.carry = b""
         out = []
@@ -222,7 +240,11 @@ class MboxEncoder:
             buf = self._headers(buf, out)
         if buf and not self.in_headers:
             self._body(buf, out)
-        return self._joined(out)
+        for piece in reversed(out):
+            if len(piece):
+                self.last = bytes(piece[-1:])
+                break
+        return out
 
     def finish(self):
         """Flush what is left; the result ends the message with a newline."""
@@ -317,7 +339,7 @@ class MboxEncoder:
             self.mid_line = False
         last_nl = buf.rfind(b"\n", pos)
         if last_nl >= 0:
-            out.append(quote_lines(buf[pos:last_nl + 1], self.rd))
+            _quote_into(out, buf, pos, last_nl + 1, self.rd)
             pos = last_nl + 1
         if pos == len(buf):
             return
