@@ -118,11 +118,27 @@ def perform(result, storage, message, context, log, *, sender=None, duplicates=N
         if ereject or context.stderr_reject or sender is None:
             raise RejectedError(rejection or "message rejected")
         sends.append({"type": "reject", "reason": rejection})
+    rejection_sent = None
     if sends:
-        _send_all(sends, sender, original, message, saved, settings, log)
+        rejection_sent = _send_all(sends, sender, original, message, saved, settings,
+                                   log)
     if duplicates is not None:
         _mark_duplicates(result.actions, duplicates, log)
+    if rejection_sent is not None:
+        return Rejected(rejection_sent, context.envelope.get("from") or "")
     return saved
+
+
+class Rejected(list):
+    """perform's answer for a message a Sieve reject refused without -e: no copy
+    saved (an empty list of SaveResults) and the delivery's log line saying so,
+    whether the rejection was mailed (outcome; deliver.log_saved writes it where a
+    discard writes "discarded by sieve")."""
+
+    def __init__(self, sent, to):
+        super().__init__()
+        self.outcome = (f"rejected by sieve: rejection sent to <{to}>" if sent
+                        else "rejected by sieve: no rejection sent")
 
 
 def _would_send(action):
@@ -130,8 +146,10 @@ def _would_send(action):
 
 
 def _send_all(sends, sender, original, message, saved, settings, log):
-    """Send in the script's order; a failure defers only while nothing is saved."""
+    """Send in the script's order; a failure defers only while nothing is saved.
+    Returns whether the rejection went out (None: the script did not reject)."""
     spool = None
+    rejection_sent = None
     try:
         for action in sends:
             kind = action["type"]
@@ -163,7 +181,7 @@ def _send_all(sends, sender, original, message, saved, settings, log):
                 elif kind == "notify":
                     sender.notify(original, action)
                 elif kind == "reject":
-                    sender.reject(original, action["reason"])
+                    rejection_sent = bool(sender.reject(original, action["reason"]))
             except SendError as exc:
                 if not saved:
                     raise
@@ -171,6 +189,7 @@ def _send_all(sends, sender, original, message, saved, settings, log):
     finally:
         if spool is not None:
             spool.close()
+    return rejection_sent
 
 
 def _spool(message, settings):

@@ -225,7 +225,9 @@ def log_saved(log, saved, message, envelope, prefix, report):
             shown = result.mailbox if result.mailbox == "INBOX" else prefix + result.mailbox
             log.delivered(_log_values(message, envelope, result), f"saved mail to {shown}")
         if not saved:
-            log.delivered(_log_values(message, envelope, None), "discarded by sieve")
+            # A Sieve reject says so (actions.Rejected), a discard this.
+            log.delivered(_log_values(message, envelope, None),
+                          getattr(saved, "outcome", "discarded by sieve"))
     except LogError as exc:
         report(f"message delivered, but logging it failed: {exc}")
 

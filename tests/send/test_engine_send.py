@@ -48,8 +48,12 @@ def test_reject_mails_an_mdn_and_saves_nothing(mailer):
     assert report["Original-Message-ID"] == "<abc123@example.com>"
     assert "Go away." in msg.get_payload()[0].get_content()
     assert mailer.inbox(mailer.users[0]) == []
-    assert "reject action: rejected message from <sender@example.com>" in \
-        mailer.log(mailer.users[0])
+    log = mailer.log(mailer.users[0])
+    # dovecot-lda logs "reject action: rejected message from <...> (reject)" and no
+    # line about saving or discarding; the delivery's own line says what happened.
+    assert "reject action: rejected message from <sender@example.com> (reject)" in log
+    assert "rejected by sieve: rejection sent to <sender@example.com>" in log
+    assert "discarded" not in log
 
 
 def test_reject_with_e_is_77_with_the_reason_and_sends_nothing(mailer):
@@ -76,7 +80,10 @@ def test_no_rejection_to_null_sender_or_auto_submitted(mailer, message, sender):
     proc = deliver_a(mailer, message, sender=sender)
     assert proc.returncode == 0, proc.stderr
     assert mailer.sink.wait(1, timeout=0.5) == []
-    assert "not sending rejection" in mailer.log(mailer.users[0])
+    log = mailer.log(mailer.users[0])
+    assert "not sending rejection" in log
+    assert "rejected by sieve: no rejection sent" in log
+    assert "discarded" not in log
 
 
 # -- vacation ----------------------------------------------------------------------

@@ -116,15 +116,15 @@ class OutgoingMail:
     def reject(self, original, reason):
         sender = self.envelope.get("from") or ""
         if not sender or sender == "<>":
-            self.log.info("sieve: reject action: not sending rejection to <>: discarded")
+            self.log.info("sieve: reject action: not sending rejection to <>")
             return False
         if _is_auto_submitted(original):
             self.log.info(f"sieve: reject action: not sending rejection for an "
-                          f"auto-submitted message from <{sender}>: discarded")
+                          f"auto-submitted message from <{sender}>")
             return False
         if _unusable(sender):
             self.log.info(f"sieve: reject action: not sending rejection: "
-                          f"{_unusable(sender)}: discarded")
+                          f"{_unusable(sender)}")
             return False
         out = compose.rejection(
             original, reason=reason, final_rcpt=self.envelope.get("to") or "",
