@@ -36,9 +36,9 @@ def lines(path):
 def fresh_stamps(monkeypatch):
     """The process-wide guards that keep names and UIDVALIDITYs increasing, reset:
     a fixed clock earlier than what a previous test saw must still be used."""
-    from mailslot.storage import maildir
+    from mailslot.storage import maildir, uidvalidity
     monkeypatch.setattr(maildir, "_last_stamp", (0, 0))
-    monkeypatch.setattr(index, "_fallback_uid_validity", 0)
+    monkeypatch.setattr(uidvalidity, "_fallback_uid_validity", 0)
 
 
 def test_file_name_is_dovecots(home, fresh_stamps):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from mailslot.storage import index
+from mailslot.storage import index, uidvalidity
 
 # Written by Dovecot 2.3.19's dovecot-lda and imap on this machine's Debian packages.
 DOVECOT_WRITTEN = (
@@ -100,18 +100,18 @@ def test_format_record_refuses_bad_names(bad):
 
 
 def test_uidvalidity_sequence_like_dovecot(tmp_path, dir_fd):
-    first = index.next_uid_validity(dir_fd, mode=0o600)
-    second = index.next_uid_validity(dir_fd, mode=0o600)
+    first = uidvalidity.next_uid_validity(dir_fd, mode=0o600)
+    second = uidvalidity.next_uid_validity(dir_fd, mode=0o600)
     assert second == first + 1
     assert (tmp_path / "dovecot-uidvalidity").read_text() == f"{second:08x}"
     assert sorted(os.listdir(tmp_path)) == ["dovecot-uidvalidity",
                                             f"dovecot-uidvalidity.{second:08x}"]
     # A lost main file is rebuilt from the marker, never going backwards.
     os.unlink(tmp_path / "dovecot-uidvalidity")
-    assert index.next_uid_validity(dir_fd, mode=0o600) == second + 1
+    assert uidvalidity.next_uid_validity(dir_fd, mode=0o600) == second + 1
 
 
 def test_uidvalidity_continues_dovecots_files(tmp_path, dir_fd):
     (tmp_path / "dovecot-uidvalidity").write_text("6b02cb7a")
     (tmp_path / "dovecot-uidvalidity.6b02cb7a").write_text("")
-    assert index.next_uid_validity(dir_fd) == 0x6B02CB7B
+    assert uidvalidity.next_uid_validity(dir_fd) == 0x6B02CB7B

@@ -76,7 +76,7 @@ PRELOAD = (
     "mailslot.sieve.settings", "mailslot.sieve.syntax", "mailslot.sieve.validator",
     "mailslot.storage", "mailslot.storage.base", "mailslot.storage.dirs",
     "mailslot.storage.index", "mailslot.storage.location", "mailslot.storage.locking",
-    "mailslot.storage.maildir", "mailslot.storage.mbox",
+    "mailslot.storage.maildir", "mailslot.storage.uidvalidity", "mailslot.storage.mbox",
     "mailslot.storage.mbox_append", "mailslot.storage.mbox_format",
     "mailslot.storage.mbox_journal", "mailslot.storage.mbox_lock", "mailslot.userdb",
     "mailslot.userdb.common", "mailslot.userdb.lookup", "mailslot.variables",

@@ -320,7 +320,8 @@ class MaildirStorage(Storage):
         root = self._control_root()
         root_fd = fds.add(self.dirs.open_root(root, create=True))
         perm = self.dirs.perm_of(root_fd)
-        return index.next_uid_validity(root_fd, mode=perm.file_mode, clock=self.clock)
+        from .uidvalidity import next_uid_validity
+        return next_uid_validity(root_fd, mode=perm.file_mode, clock=self.clock)
 
     def subscribe(self, name):
         name = checked_name(name)
