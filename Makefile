@@ -159,7 +159,8 @@ install: build
 	@# Byte-compile now: delivery users cannot write __pycache__ in a root-owned
 	@# directory, and compiling the engine on every message would cost more than
 	@# the delivery itself.
-	$(PYTHON) -m compileall -q -d $(LIBDIR)/python $(DESTDIR)$(LIBDIR)/python/mailslot
+	@# -d: tracebacks name the installed file (.../python/mailslot/storage/dirs.py).
+	$(PYTHON) -m compileall -q -d $(LIBDIR)/python/mailslot $(DESTDIR)$(LIBDIR)/python/mailslot
 	install -m 0755 pyside/entry/mailslot-lda $(DESTDIR)$(LIBDIR)/mailslot-lda
 	install -m 0755 pyside/entry/mailslot $(DESTDIR)$(LIBDIR)/mailslot
 	install -m 0755 pyside/entry/mailslot-lmtpd $(DESTDIR)$(LIBDIR)/mailslot-lmtpd

@@ -354,3 +354,16 @@ def test_mbox_folder_uses_the_formats_separator(env):
     data = open(folder, "rb").read()
     assert data.startswith(b"From s@example.org ") and MSG in data
     assert "saved mail to a/b" in open(env.log).read()
+
+
+@pytest.mark.parametrize("rel", ["mailslot/cli.py", "mailslot/storage/dirs.py"])
+def test_installed_bytecode_names_the_installed_source(installed, rel):
+    # make install byte-compiled with the package's parent as the name base, so a
+    # traceback said .../python/cli.py for .../python/mailslot/cli.py.
+    import importlib.util
+    import marshal
+    libdir = installed[installed.rindex("/usr/lib/mailslot"):]    # without DESTDIR
+    source = os.path.join(installed, "python", rel)
+    with open(importlib.util.cache_from_source(source), "rb") as f:
+        code = marshal.loads(f.read()[16:])
+    assert code.co_filename == os.path.join(libdir, "python", rel)
