@@ -82,7 +82,13 @@ PRELOAD = (
     "mailslot.userdb.common", "mailslot.userdb.lookup", "mailslot.variables",
     "mailslot.storage.quota", "mailslot.storage.quota_maildirsize",
     "mailslot.storage.quota_rules", "mailslot.handoff.worker", "json", "select", "fcntl",
-    "zlib",
+    "zlib", "mailslot.user", "mailslot.syslog_sink", "mailslot.userdb.static",
+    "mailslot.userdb.dovecot", "mailslot.storage.keywords",
+    "mailslot.storage.maildir_keywords", "mailslot.storage.mbox_heal",
+    "mailslot.storage.subscriptions", "mailslot.sieve.mime", "mailslot.sieve.bodytext",
+    "mailslot.sieve.html2text", "mailslot.send", "mailslot.send.compose",
+    "mailslot.send.headers", "mailslot.send.outgoing", "mailslot.send.redirect",
+    "mailslot.send.transport", "mailslot.handoff.state", "_locale", "atexit",
 )
 PRELOAD_PACKAGES = ("mailslot.sieve.extensions",)
 
