@@ -146,7 +146,8 @@ def _python_state():
         "trace": id(sys.gettrace()), "profile": id(sys.getprofile()),
         "excepthook": id(sys.excepthook), "unraisablehook": id(sys.unraisablehook),
         "displayhook": id(sys.displayhook),
-        "gc": (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count() > 0),
+        # Not gc.get_freeze_count(): it walks every frozen object (1.7 ms here).
+        "gc": (gc.isenabled(), gc.get_threshold()),
         "os.environ": dict(os.environ), "os.environ object": id(os.environ),
         "time zone": (time.tzname, time.timezone, time.altzone, time.daylight),
         "handlers": [id(signal.getsignal(s)) for s in sorted(signal.valid_signals())],
