@@ -62,6 +62,9 @@ PROGRAM = "mailslot-lmtpd"
 # many threads (their fsyncs overlap); one recipient is filed in its connection's
 # own thread (no hand-off).
 DELIVERY_THREADS = 16
+# Threads that fsync a new message's directory while its delivery syncs the uidlist
+# (storage/maildir.py PARALLEL_SYNC): one per delivery that can be in that step.
+FLUSH_THREADS = 32
 # RFC 5321 4.5.3.2.7: a server waits at least 5 minutes for the next command.
 IDLE_TIMEOUT = 300
 # One read from a connection (the session holds no more than this plus a line).
@@ -120,6 +123,12 @@ class Server:
         # a delivery is redone in a process of its own (isolated.py).
         regex.THREAD_GUARD = refuse_off_main_thread
         self.pool = ThreadPoolExecutor(DELIVERY_THREADS, thread_name_prefix="deliver")
+        from ..storage import maildir
+        # Why a pool of its own: its tasks are leaves (one directory fsync each) and
+        # never wait for others, so no delivery can wait on a queue it fills.
+        self.flushers = ThreadPoolExecutor(FLUSH_THREADS, thread_name_prefix="flush")
+        # A Maildir save's directory fsync overlaps its uidlist's (storage/maildir.py).
+        maildir.PARALLEL_SYNC = self.flushers.submit
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -162,6 +171,7 @@ class Server:
                 sock.close()
             selector.close()
             self.pool.shutdown(wait=True)
+            self.flushers.shutdown(wait=True)
 
     def _accept(self, listener):
         while True:

@@ -13,8 +13,16 @@ One save, in this order (src/lib-storage/index/maildir/maildir-save.c):
      keyword letters (a-z), sorted by ASCII -- and fsync the directory unless
      mail_fsync=never;
   5. with the lock: the next UID is appended to dovecot-uidlist (created as
-     Dovecot would when missing); without it the file stays in new/ without a
-     UID, and Dovecot assigns one at its next sync -- as dovecot-lda does.
+     Dovecot would when missing) and fdatasync()ed, as Dovecot does with
+     mail_fsync=optimized (a UID an IMAP reader may already have seen must survive
+     a crash, or the next delivery could reuse it for another message); without
+     the lock the file stays in new/ without a UID, and Dovecot assigns one at
+     its next sync -- as dovecot-lda does. In a long-lived process that sets
+     PARALLEL_SYNC (mailslot-lmtpd) the directory fsync of step 4 runs in another
+     thread while this one writes and syncs the uidlist, so the two flushes
+     overlap; the save still returns only once both are done, and a failed
+     directory fsync still fails it (the uidlist's record of a name that is then
+     removed is what Dovecot sees after any expunge: the UID is simply unused).
 Any failure before the message is durable in new/ or cur/ removes what was
 written: there is never a partial file in new/ or cur/. After that point nothing
 fails the save (the MTA would deliver it twice): a uidlist that could not be
@@ -59,6 +67,11 @@ from . import index
 from .locking import acquire_dotlock
 from .base import INBOX, SaveResult, Storage, checked_name, encode_mutf7
 from .dirs import NAME_MAX, DirOpener, Fds, current_umask, storage_error, sync_directory
+
+# submit(fn, *args) -> a future, set by a long-lived process with threads
+# (mailslot-lmtpd): the new name's directory fsync then overlaps the uidlist's
+# (step 5). None in the pipe: one thread, both in turn.
+PARALLEL_SYNC = None
 
 SUBDIRS = ("cur", "new", "tmp")          # the order Dovecot creates them in
 MAILDIRFOLDER_NAME = "maildirfolder"
@@ -482,30 +495,30 @@ class MaildirStorage(Storage):
                 except OSError:
                     pass
                 raise storage_error("moving into", path, err) from None
+            numbered = state is not None and state.status in ("ok", "missing")
+            syncing = None
             if self.fsync:
-                try:
-                    # Why: the message is delivered only once its name is durable.
-                    # (Shared with the other threads committing into this directory
-                    # at the same moment: group commit, storage/dirs.py, sync_directory.)
-                    sync_directory(dest_fd)
-                except OSError as err:
-                    # Not durable means not delivered: take it back, as Dovecot's
-                    # rollback does, so that the MTA's retry makes no duplicate.
+                if numbered and PARALLEL_SYNC is not None:
+                    # Why in another thread: this one meanwhile appends and syncs
+                    # the uidlist; the two flushes overlap (step 5).
+                    syncing = PARALLEL_SYNC(sync_directory, dest_fd)
+                else:
+                    self._sync_new_name(dest_fd, final, f"{mbox_path}/{dest}", None)
+            uid = None
+            try:
+                if numbered:
                     try:
-                        os.unlink(final, dir_fd=dest_fd)
-                    except OSError:
-                        pass
-                    raise storage_error("syncing", f"{mbox_path}/{dest}", err) from None
+                        uid = self._assign_uid(fds, ctl_fd, state, existing, final, perm)
+                    except (OSError, ValueError) as err:
+                        # The mail is saved; Dovecot will number it at its next sync.
+                        uid_error = (f"{ctl_path}/{index.UIDLIST_NAME} not updated: "
+                                     f"{getattr(err, 'strerror', None) or err}")
+            finally:
+                if syncing is not None:
+                    # Always waited for: dest_fd stays open until that fsync is over.
+                    self._sync_new_name(dest_fd, final, f"{mbox_path}/{dest}", syncing)
             # The message is committed: from here on nothing may fail the save (the
             # MTA would deliver it twice); what goes wrong is a warning.
-            uid = None
-            if state is not None and state.status in ("ok", "missing"):
-                try:
-                    uid = self._assign_uid(fds, ctl_fd, state, existing, final, perm)
-                except (OSError, ValueError) as err:
-                    # The mail is saved; Dovecot will number it at its next sync.
-                    uid_error = (f"{ctl_path}/{index.UIDLIST_NAME} not updated: "
-                                 f"{getattr(err, 'strerror', None) or err}")
             if uid is None:
                 warnings.append(f"{path}: saved without a UID ({uid_error}); Dovecot "
                                 "numbers it at its next sync")
@@ -529,6 +542,26 @@ class MaildirStorage(Storage):
                 except OSError as err:
                     warnings.append(f"{ctl_path}/{index.UIDLIST_NAME}.lock: releasing "
                                     f"failed: {err.strerror or err}")
+
+    def _sync_new_name(self, dest_fd, final, dest_path, syncing):
+        """fsync the directory of the new name (or wait for syncing, that fsync
+        running in another thread); on failure remove the name and fail the save."""
+        try:
+            # Why: the message is delivered only once its name is durable.
+            # (Shared with the other threads committing into this directory
+            # at the same moment: group commit, storage/dirs.py, sync_directory.)
+            if syncing is None:
+                sync_directory(dest_fd)
+            else:
+                syncing.result()
+        except OSError as err:
+            # Not durable means not delivered: take it back, as Dovecot's
+            # rollback does, so that the MTA's retry makes no duplicate.
+            try:
+                os.unlink(final, dir_fd=dest_fd)
+            except OSError:
+                pass
+            raise storage_error("syncing", dest_path, err) from None
 
     def _keyword_letters(self, ctl_fd, ctl_path, keywords, warnings, locked, perm, sub,
                          base):
