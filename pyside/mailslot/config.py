@@ -670,8 +670,8 @@ def _read_cache(dir_fd, cache_name, key):
             name, value = entry.split("\t", 1)
             value = _unescape(value)
             spec = SCHEMA.get(name)
-            if spec is not None and spec[0] == "str":
-                settings[name] = value      # any text is a valid string setting
+            if spec is not None and spec[0] in _CACHE_KINDS:
+                settings[name] = _cached_value(spec[0], value)
             elif name.startswith("userdb/"):
                 _, index, key = name.split("/")
                 userdb.setdefault(int(index), {})[key] = value
@@ -691,6 +691,24 @@ def _read_cache(dir_fd, cache_name, key):
             return None
         raise
     return settings
+
+
+# The kinds whose cache text (as config_file.serialize_settings writes it) is read
+# here directly: the common settings, without the general validator's cost.
+_CACHE_KINDS = frozenset(("str", "bool", "int", "size", "time"))
+
+
+def _cached_value(kind, text):
+    """A str, bool or number setting from its cache text; ValueError if invalid."""
+    if kind == "str":
+        return text                 # any text is a valid string setting
+    if kind == "bool":
+        if text not in BOOL_WORDS:
+            raise ValueError(text)
+        return BOOL_WORDS[text]
+    if not text.isdigit():          # numbers are written in plain digits, never < 0
+        raise ValueError(text)
+    return int(text)
 
 
 def _unescape(text):
