@@ -209,7 +209,8 @@ def deliver_pipe(opts, clock=None, log_tag=None):
                         "using <> instead")
     message = open_message(opts, settings["mail_temp_dir"] or None)
     from .deliver import DeliveryContext, deliver
-    context = DeliveryContext(settings, rcpt.user, build_envelope(opts, rcpt.user, message),
+    context = DeliveryContext(settings, rcpt.user,
+                              build_envelope(opts, rcpt.user, message, settings),
                               mailbox=opts.mailbox, no_create=opts.no_create,
                               subscribe=opts.subscribe, stderr_reject=opts.stderr_reject,
                               extra=rcpt.extra, warnings=warnings, report=report,
@@ -267,8 +268,13 @@ def open_message(opts, temp_dir=None):
     return message
 
 
-def build_envelope(opts, user, message):
-    """Return the envelope: from (sender), to (final), orig_to (original)."""
+def build_envelope(opts, user, message, settings=None):
+    """Return the envelope: from (sender), to (final), orig_to (original).
+
+    The original recipient is -a's; without -a, as dovecot-lda does, the first
+    address of the message's lda_original_recipient_header field when the setting
+    names one and that address is local@domain; else the final recipient. The
+    message itself is not changed (dovecot-lda writes no such field)."""
     if opts.sender_given:
         sender = opts.sender
     elif message.from_line_sender is not None:
@@ -276,8 +282,25 @@ def build_envelope(opts, user, message):
     else:
         sender = parse_address(message.get("Return-Path", "")) or ""
     final = opts.final_recipient or opts.user or user.name
-    original = opts.original_recipient or final
-    return {"from": sender, "to": final, "orig_to": original}
+    original = opts.original_recipient
+    header = settings["lda_original_recipient_header"] if settings else ""
+    if original is None and header:
+        original = _header_address(message.get(header) or "")
+    return {"from": sender, "to": final, "orig_to": original or final}
+
+
+def _header_address(value):
+    """The first address of a header field's value ("Name <a@b>, c@d" -> "a@b")
+    when it is local@domain with both parts, else None."""
+    if "@" not in value:
+        return None
+    from email.utils import getaddresses   # only with the setting and no -a
+    for _, address in getaddresses([value])[:1]:
+        address = parse_address(address)
+        local, at, domain = (address or "").rpartition("@")
+        if at and local and domain:
+            return address
+    return None
 
 
 def lookup_main(opts):

@@ -19,9 +19,10 @@ process-wide steps: cli.py (the pipe: refusing root, the relay's promise, the
 environment, fd 0, "is it our uid") and an LMTP server.
 
 The message is a message.Message: read from its source once, spooled by the
-delivering process, shared by every recipient; what one recipient adds
-(lda_original_recipient_header; later Delivered-To, Return-Path) is a
-message.MessageView, never a change to the shared message.
+delivering process, shared by every recipient; what one recipient adds (nothing
+today: dovecot-lda adds no line, lda_original_recipient_header is read by cli.py;
+room for Delivered-To, Return-Path) is a message.MessageView, never a change to
+the shared message.
 
 A message that cannot be saved into the -m mailbox goes to INBOX, as dovecot-lda
 does; one that cannot be saved to INBOX either is a temporary failure. Once a copy
@@ -137,7 +138,7 @@ def _deliver(context, message, log):
     settings, user, envelope = context.settings, context.user, context.envelope
     for warning in list(user.warnings) + context.warnings:
         log.warning(warning)
-    source = message.view(_recipient_lines(settings, envelope), envelope["from"])
+    source = message.view([], envelope["from"])
 
     from .storage import open_storage
     # Maildir names carry the system's host name (gethostname), as Dovecot's do;
@@ -203,15 +204,6 @@ def open_log(context):
                        deliver_log_format=settings["deliver_log_format"],
                        home=context.user.home, clock=context.clock,
                        tag=context.log_tag)
-
-
-def _recipient_lines(settings, envelope):
-    """The header lines this recipient's copy gets in front of the message."""
-    header = settings["lda_original_recipient_header"]
-    if header and envelope["orig_to"]:
-        from .message import header_line
-        return [header_line(header, envelope["orig_to"])]
-    return []
 
 
 def log_saved(log, saved, message, envelope, prefix, report):

@@ -7,8 +7,8 @@ file (O_TMPFILE in the temp directory, else a memfd), so memory stays flat whate
 the size. The spool belongs to the delivering process, not to any mailbox: every
 copy, for every recipient, is written from it, and it is never changed.
 
-What differs per recipient -- the header lines a delivery adds (Delivered-To,
-Return-Path, lda_original_recipient_header) and the envelope sender of an mbox From_
+What differs per recipient -- the header lines a delivery adds (none yet: room for
+Delivered-To, Return-Path) and the envelope sender of an mbox From_
 line -- is a MessageView (Message.view(...)): the shared message seen with those
 lines in front. A view also remembers the file its first Maildir copy went to, so
 that further copies for that recipient are hard links (stored_path).
@@ -475,7 +475,7 @@ class EditedMessage:
 
     pieces are (buffer, start, end) ranges and bytes objects, written in order
     (the edited header, then the original body); the message's prepended lines
-    (lda_original_recipient_header) come first and its envelope sender stays, so
+    (a view's) come first and its envelope sender stays, so
     an edited copy differs from the original only where it was edited. Nothing is
     copied: the ranges point into the original message's buffer.
     """
