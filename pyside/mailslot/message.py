@@ -4,7 +4,8 @@ read_message(fd) reads the header block (no more than HEADER_PARSE_LIMIT bytes o
 are parsed) and returns a Message; the rest of the input is read on first need, once,
 into the message's Spool: in memory up to SPOOL_MEMORY_MAX, beyond that in an unnamed
 file (O_TMPFILE in the temp directory, else a memfd), so memory stays flat whatever
-the size. The spool belongs to the delivering process, not to any mailbox: every
+the size; its vsize is counted only when asked for (Spool.vsize). The spool
+belongs to the delivering process, not to any mailbox: every
 copy, for every recipient, is written from it, and it is never changed.
 
 What differs per recipient -- the header lines a delivery adds (none yet: room for
@@ -52,15 +53,6 @@ HEADER_VALUE_LIMIT = 65536
 HEADER_FIELD_LIMIT = 1000
 # One read or write: large enough for few syscalls, small enough for flat memory.
 COPY_CHUNK = 256 * 1024
-# The input pipe's buffer once a message turns out large (PIPE_WIDEN_AFTER;
-# F_SETPIPE_SZ; 1 MiB is Linux's default fs.pipe-max-size, the most an
-# unprivileged process may ask for). With the default 64 KiB every read returns
-# 64 KiB and every write of the MTA waits for it: reading 100 MB took about twice
-# the CPU.
-PIPE_BUFFER = 1024 * 1024
-# ... once this much has come: Linux's default pipe size, so a message that fits
-# in it (almost all) pays for no fstat, fcntl or import.
-PIPE_WIDEN_AFTER = 64 * 1024
 # A spool stays in memory up to this size (the usual message, no file at all);
 # beyond it the whole message moves to an unnamed file.
 SPOOL_MEMORY_MAX = 1024 * 1024
@@ -333,16 +325,11 @@ class Message:
             self._input_started = True
             carry = self._pending_cr
             self._eof, self._pending_cr = True, b""
-            seen = len(self._head)
             while True:
                 chunk = _read_chunk(self._fd)
                 self.source_reads += 1
                 if not chunk:
                     break
-                if seen <= PIPE_WIDEN_AFTER:
-                    seen += len(chunk)
-                    if seen > PIPE_WIDEN_AFTER:
-                        _widen_pipe(self._fd)
                 data, carry = _to_lf(carry + chunk)
                 if data:
                     yield data
@@ -622,19 +609,6 @@ def _read_chunk(fd):
     except OSError as exc:
         from .errors import MessageError
         raise MessageError(f"reading the message failed: {exc.strerror}") from None
-
-
-def _widen_pipe(fd):
-    """Give the input pipe PIPE_BUFFER bytes of buffer, if fd is a pipe and the
-    kernel agrees (a user over fs.pipe-user-pages-soft is refused: no matter)."""
-    try:
-        if (os.fstat(fd).st_mode & 0o170000) != 0o010000:
-            return              # a file or a socket: nothing to widen
-        import fcntl            # only a message larger than the first read pays
-        if fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) < PIPE_BUFFER:
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BUFFER)
-    except (OSError, AttributeError):
-        pass
 
 
 def _write_all(fd, data):

@@ -6,7 +6,9 @@ writes the From_ line and the message in its mbox form (mbox_format.py: forged
 mbox metadata dropped, From_ lines quoted), fdatasync()s it and puts the atime
 back. Up to IN_MEMORY_MAX the message is encoded into memory first, so the journal
 records the append's whole length; a larger one is streamed and the journal's clear
-is made durable before the save counts as done.
+is made durable before the save counts as done. The encoder's pieces (memoryviews
+into the spool's chunks, where no line needed quoting) go out with writev(): a
+large body is copied once, spool to mbox, not sliced and joined on the way.
 
 Errors: StorageError for a file that is not an mbox (no From_ line at its start)
 and for every OSError (named, via dirs.storage_error); any failure or signal
