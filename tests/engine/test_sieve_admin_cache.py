@@ -49,6 +49,12 @@ def test_root_compiled_admin_script_runs_from_its_cache(site, installed):
     assert "mailslot.sieve.validator" in imported
     assert sorted(os.listdir(admin)) == ["before.sieve", "mailslot.yaml"]
     assert not os.path.exists(os.path.join(user.pw_dir, ".cache"))
+    # The delivery log says so once, with the command that ends it (Pigeonhole
+    # logs an error for such a script on every delivery too).
+    notice = (f"sieve: administrator's script {script} is compiled for every "
+              f"delivery (compiled script not saved: only its owner (uid 0) or root")
+    assert admin_log(user).count(notice) == 1
+    assert f"mailslot sievec -c <the deliveries' settings file> {script}" in admin_log(user)
     # Root compiles it beside the script; the next delivery uses that.
     sievec = subprocess.run([os.path.join(installed, "mailslot"), "sievec", script],
                             capture_output=True, text=True)
@@ -58,6 +64,12 @@ def test_root_compiled_admin_script_runs_from_its_cache(site, installed):
     assert "mailslot.sieve.validator" not in imported
     admin_box = os.path.join(user.pw_dir, "Maildir", ".Admin", "new")
     assert len(os.listdir(admin_box)) == 2
+    assert admin_log(user).count(notice) == 1           # nothing more once compiled
+
+
+def admin_log(user):
+    with open(os.path.join(user.pw_dir, "log")) as f:
+        return f.read()
 
 
 def test_sievec_with_the_deliveries_settings_file_matches_them(site, installed):

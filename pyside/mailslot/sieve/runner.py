@@ -294,7 +294,10 @@ def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=N
             env = make_env(sset, global_script=is_global)
             before = len(diag.lines)
             try:
-                program = load_program(path, env, diag, sset, cache=cache)
+                program = load_program(
+                    path, env, diag, sset, cache=cache,
+                    unsaved=(lambda problem: _admin_uncompiled(path, problem, log))
+                    if is_global else None)
             except ScriptNotFoundError:
                 return _EMPTY
             except ScriptReadError as exc:
@@ -339,6 +342,23 @@ def run(scripts, message, envelope, *, settings=None, mailbox_exists=None, log=N
         res.header_fields = ctx.message.fields()
     _report(failed_script[0], diag, status, global_scripts, user_log, log)
     return res
+
+
+# Administrator's scripts already reported as compiled per delivery (a long-lived
+# process, mailslot-lmtpd, says it once per script; at most the configured scripts).
+_REPORTED_UNCOMPILED = set()
+
+
+def _admin_uncompiled(path, problem, log):
+    """An administrator's script had no fresh compiled form and this delivery could
+    not save one (only root may write a cache deliveries trust): say so once, at
+    error level as Pigeonhole does, with the command that ends it."""
+    if log is None or path in _REPORTED_UNCOMPILED:
+        return
+    _REPORTED_UNCOMPILED.add(path)
+    log("error", f"sieve: administrator's script {path} is compiled for every delivery "
+                 f"({problem}): compile it once as root after each change: mailslot "
+                 f"sievec -c <the deliveries' settings file> {path}")
 
 
 def _expand_sequence(value, home):

@@ -128,9 +128,10 @@ def make_env(settings, enabled=None, global_script=False, include=None,
                          global_script, no_envelope)
 
 
-def load_program(path, env, diag, settings, name=None, cache=True):
+def load_program(path, env, diag, settings, name=None, cache=True, unsaved=None):
     """compile_file() through the compile cache (cache.py): a trusted, fresh
-    cached program, else a compile whose result is saved for the next run."""
+    cached program, else a compile whose result is saved for the next run;
+    unsaved(problem) is called when it could not be saved."""
     name = name or script_name(path)
     if cache:
         from .cache import lookup
@@ -140,7 +141,9 @@ def load_program(path, env, diag, settings, name=None, cache=True):
     program, _ = compile_file(path, env, diag, settings.max_script_size, name)
     if program is not None and cache:
         from .cache import save_program
-        save_program(path, program, settings, env)
+        problem = save_program(path, program, settings, env)
+        if problem and unsaved is not None:
+            unsaved(problem)
     return program
 
 
