@@ -207,7 +207,7 @@ def deliver_pipe(opts, clock=None, log_tag=None):
     if opts.sender_invalid is not None:
         warnings.append(f"Invalid envelope sender address {opts.sender_invalid!r}, "
                         "using <> instead")
-    message = open_message(opts, settings["mail_temp_dir"] or None)
+    message, opened_fd = open_message(opts, settings["mail_temp_dir"] or None)
     from .deliver import DeliveryContext, deliver
     context = DeliveryContext(settings, rcpt.user,
                               build_envelope(opts, rcpt.user, message, settings),
@@ -221,6 +221,10 @@ def deliver_pipe(opts, clock=None, log_tag=None):
         deliver(context, message)
     finally:
         message.close()
+        if opened_fd is not None:
+            # Why: the -p file's descriptor is ours, not the message's; a process
+            # that delivers again (the fast path's reused worker) must not keep it.
+            os.close(opened_fd)
     return 0
 
 
@@ -254,18 +258,23 @@ def check_our_uid(user):
 
 def open_message(opts, temp_dir=None):
     """Read the message's header block from -p path or stdin (the rest is read once,
-    when the delivery first needs it)."""
+    when the delivery first needs it). Returns (message, the descriptor this opened
+    for -p, which the caller closes after the delivery; None for stdin)."""
     from .message import read_message, scan_link_source
     if opts.message_path is None:
-        return read_message(0, temp_dir)
+        return read_message(0, temp_dir), None
     from .errors import MessageError
     try:
         fd = os.open(opts.message_path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as exc:
         raise MessageError(f"cannot open {opts.message_path}: {exc.strerror}") from None
-    message = read_message(fd, temp_dir)
-    scan_link_source(opts.message_path, message)
-    return message
+    try:
+        message = read_message(fd, temp_dir)
+        scan_link_source(opts.message_path, message)
+    except BaseException:
+        os.close(fd)
+        raise
+    return message, fd
 
 
 def build_envelope(opts, user, message, settings=None):

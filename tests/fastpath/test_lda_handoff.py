@@ -10,7 +10,10 @@ delivery that the server did not preload).
 Each test must also have been handed off: the fixture counts the log lines
 marked <handoff> and the ones not marked, and a test whose deliveries all went
 the ordinary way fails (a test that delivers only with -k or as root is the
-exception: those take the ordinary path by design).
+exception: those take the ordinary path by design). Every test runs with
+max_use 1 and with the default (conftest.py); with the default, the server's log
+must show no worker that was "not reused" (a delivery left something behind),
+except after a test that lowers a hard limit on purpose.
 """
 
 import os
@@ -28,6 +31,9 @@ pytestmark = needs_root
 ORDINARY_BY_DESIGN = {
     "test_root_is_refused": "root: the front never hands off for uid 0",
 }
+# Tests whose delivery lowers a hard resource limit (sh's ulimit sets both): their
+# worker cannot be reused, and says so.
+LOWERS_A_HARD_LIMIT = {"test_file_size_limit_is_named"}
 del test_plain_path_imports_nothing_heavy  # noqa: F821 (python3 -X importtime on the entry)
 del test_plain_path_import_budget  # noqa: F821
 
@@ -54,5 +60,14 @@ def env(installed, mail_users, tmp_path_factory, front, start_server, request,
         next(inner)
     except StopIteration:
         pass
+    # With reuse, every worker must stay reusable after the suite's deliveries (a
+    # leaked descriptor, a handler left behind... would end it: "not reused"),
+    # except where the test lowers a hard limit on purpose.
+    log = server.stop()
+    if request.node.callspec.params.get("worker_max_use") != 1:
+        if name in LOWERS_A_HARD_LIMIT:
+            assert "the hard limit was lowered" in log, log
+        else:
+            assert "not reused" not in log, f"{name}: {log}"
     if name not in ORDINARY_BY_DESIGN and unmarked and not marked:
         pytest.fail(f"{name}: {unmarked} log lines, none from the fast path")

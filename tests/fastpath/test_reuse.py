@@ -261,3 +261,19 @@ def test_a_lowered_hard_limit_ends_the_worker_after_its_delivery(box, start_serv
     assert (second == third) == reused, pids(box)
     assert box.log_counts() == (3, 0)
     server.stop()
+
+
+def test_a_worker_is_reused_after_a_delivery_from_a_file(box, start_server):
+    # -p: the engine opens the file itself; its descriptor must not outlive the
+    # delivery (it did: the worker then saw a leaked fd and was not reused).
+    src = os.path.join(box.user.pw_dir, "incoming.eml")
+    with open(src, "wb") as f:
+        f.write(message(1))
+    os.chown(src, box.user.pw_uid, box.user.pw_gid)
+    server = start_server(box.user, max_use=100, extra_argv=["--max-workers", "1"])
+    proc = box.deliver("-p", src, input=b"")
+    assert proc.returncode == 0, proc.stderr
+    deliver_ok(box, 2)
+    first, second = pids(box)
+    assert first == second, server.stop()
+    assert "not reused" not in server.stop()

@@ -126,7 +126,7 @@ def serve(listener, notify_fd, parent, max_use=1, max_idle=None):
             if served >= max_use:
                 os._exit(0)
             problems = snapshot.restore()
-            if not reusable:
+            if not reusable and not problems:
                 problems.append("the hand-off lowered a hard resource limit or an "
                                 "exception escaped the delivery")
             _parent_death_signal(signal.SIGTERM)
