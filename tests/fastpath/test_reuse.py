@@ -277,3 +277,23 @@ def test_a_worker_is_reused_after_a_delivery_from_a_file(box, start_server):
     first, second = pids(box)
     assert first == second, server.stop()
     assert "not reused" not in server.stop()
+
+
+def test_each_delivery_has_its_clients_time_zone(box, start_server):
+    # The log's time stamps are local time: the same worker, three clients with
+    # three TZ values, each line in its own client's zone (the C library reads TZ
+    # once unless told again: the worker calls tzset for each hand-off).
+    start_server(box.user, max_use=100, extra_argv=["--max-workers", "1"])
+    zones = ["Etc/GMT-9", "Etc/GMT+5", "Etc/GMT-9"]         # UTC+9, UTC-5, UTC+9
+    for n, zone in enumerate(zones):
+        proc = box.deliver(input=message(n), env={"TZ": zone})
+        assert proc.returncode == 0, proc.stderr
+    assert len(set(pids(box))) == 1
+    minutes = [int(t[0]) * 60 + int(t[1]) for t in
+               (line.split()[2].split(":") for line in open(box.log)
+                if "<handoff>: Info: msgid=" in line)]
+    assert len(minutes) == 3
+    # +9 and -5 are 14 hours apart (mod 24), whatever the clock says (a minute of
+    # slack: the deliveries are not at the same instant).
+    assert abs((minutes[0] - minutes[1]) % 1440 - 14 * 60) <= 1, minutes
+    assert (minutes[2] - minutes[0]) % 1440 in (0, 1, 1439), minutes
