@@ -109,7 +109,10 @@ def serve(listener, notify_fd, parent, max_use=1, max_idle=None):
         # Why exclusive: one connection wakes one waiting worker (the oldest that
         # waits), not every idle one; the listener is non-blocking, so a worker woken
         # for a connection another took goes back to waiting.
-        poller.register(listener.fileno(), select.EPOLLIN | EPOLLEXCLUSIVE)
+        try:
+            poller.register(listener.fileno(), select.EPOLLIN | EPOLLEXCLUSIVE)
+        except OSError:     # a kernel before 4.5: every waiting worker wakes
+            poller.register(listener.fileno(), select.EPOLLIN)
         snapshot = state.Snapshot.take() if max_use > 1 else None
         served = 0
         while True:
