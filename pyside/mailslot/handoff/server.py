@@ -256,6 +256,7 @@ class Server:
         self.spare = min(spare or SPARE_WORKERS, max_workers)
         self.idle = set()
         self.busy = set()
+        self.carry = b""
         self.stopping = False
         self.notify_r, self.notify_w = os.pipe()
         self.wake_r, self.wake_w = os.pipe()
@@ -275,7 +276,9 @@ class Server:
             while not self.stopping:
                 select.select([self.notify_r, self.wake_r], [], [])
                 _drain(self.wake_r)
-                for pid, what in _records(_drain(self.notify_r)):
+                data = self.carry + _drain(self.notify_r)
+                self.carry = data[len(data) - len(data) % 5:]   # a record cut by the read
+                for pid, what in _records(data):
                     if what == BUSY and pid in self.idle:
                         self.idle.discard(pid)
                         self.busy.add(pid)
