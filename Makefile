@@ -16,7 +16,8 @@ DESTDIR     ?=
 # Debian packages: what building needs, and what the test suite's real parts need.
 DEB_BUILD := python3-venv python3-dev libcap-dev gcc make python3-yaml python3-prctl
 DEB_TEST  := time python3-cffi dovecot-core dovecot-imapd dovecot-sieve dovecot-lmtpd valgrind clang \
-             libclang-rt-14-dev util-linux procps postgresql python3-psycopg2 postfix
+             libclang-rt-14-dev util-linux procps postgresql python3-psycopg2 postfix \
+             python3-llfuse
 DEB_BENCH := hyperfine time
 # Packaging (issue 7): building the .deb and the RPM, and the packaging and Postfix
 # tests. Postfix is preseeded to "No configuration": no system instance is set up.
@@ -124,7 +125,8 @@ bench-quick: bench-deps
 # `make stress` kills STRESS_TRIALS deliveries per configuration (Maildir and mbox,
 # the pipe engine and the fast path (front, worker or server killed),
 # with and without Sieve), loads mailslot-lmtpd with 50 clients x STRESS_LMTP_MESSAGES
-# while it is restarted and killed, and runs the full mbox lock mix against dovecot-lda;
+# while it is restarted and killed, runs the full mbox lock mix against dovecot-lda,
+# and cuts the power (tests/reliability/fusedisk.py) after every operation of a delivery;
 # `make fuzz` runs the property-based fuzzers for FUZZ_EXAMPLES examples each and the
 # C helpers' libFuzzer targets for FUZZ_SECONDS each.
 STRESS_TRIALS ?= 1000
@@ -144,6 +146,7 @@ stress: build deps-test
 	$(VPY) -m tests.reliability.faults
 	$(VPY) -m tests.reliability.hostile
 	$(VPY) -m tests.reliability.powerloss
+	$(VPY) -m tests.reliability.fusecrash
 
 fuzz: build
 	MAILSLOT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VPY) -m pytest -q -p no:cacheprovider tests/fuzz

@@ -1,0 +1,378 @@
+"""Power loss below Python: real deliveries on a FUSE disk that keeps only what was
+made durable, cut at every operation (issue 21).
+
+    python3 -m tests.reliability.fusecrash [--format maildir|mbox] [--points K]
+                                           [--drop-sync N]
+
+SIGKILL (crash.py) never loses the page cache, and powerloss.py sees the engine's
+os calls only. Here the engine runs unchanged (Debian's python3 -I -S, as a test
+user) on tests/reliability/fusedisk.py, a FUSE file system that applies POSIX's
+strict rule -- a file's bytes are durable at its fsync/fdatasync, a name at its
+directory's fsync -- as the kernel passes the engine's system calls to it. The
+mailbox starts with one message delivered and read by Dovecot (its index files
+too). A first run counts the operations of a delivery (T); then for every crash
+point k = 1..T the same delivery runs on a fresh copy and the power goes after
+its k-th operation (the engine gets SIGKILL inside that call, every later call
+fails with EIO); the durable state is written out as a real tree and checked:
+
+  - Maildir: every file in new/ and cur/ is a whole message (its X-Digest matches
+    its body), the old message is there once, the new one at most once;
+    dovecot-uidlist parses, its UIDs rise and it names only files that exist;
+    doveadm lists exactly those messages and Dovecot's log has no error.
+  - mbox: the old mbox survives byte for byte at the front; after the next
+    delivery (the one that heals a cut append) the mbox is whole messages only:
+    the old one, the healing one, and the cut one only if it survived whole;
+    doveadm agrees.
+  - After the run that was not cut (the crash "right after exit 0"), the new
+    message is there, whole: acknowledged means durable.
+  - Either way, a next delivery succeeds on the state the crash left (no lock
+    left behind blocks it) and the checks hold again.
+
+--drop-sync N makes the engine skip its N-th fsync()/fdatasync() of a file on the
+FUSE disk (a monkeypatch in this harness's engine wrapper only; the product has
+no such knob): the run must then find violations, which shows the model catches
+a missing fsync. --points K checks only K crash points spread over 1..T (make
+test); without it every point (make stress). Prints a JSON summary.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from tests.dovecot_env import DovecotEnv
+from tests.mbox.mboxtest import check_structure
+from tests.reliability.crash import (DIGEST, MSGID, Failure, _strip_dovecot, _unquote,
+                                     check_uidlist)
+from tests.support import REPO, ensure_user, remove_user, world_tempdir
+
+FUSEDISK = os.path.join(REPO, "tests", "reliability", "fusedisk.py")
+SYSTEM_PYTHON = "/usr/bin/python3"      # Debian's, with python3-llfuse
+LOCATIONS = {"maildir": "maildir:~/Maildir",
+             "mbox": "mbox:~/mail:INBOX=~/mail/inbox"}
+ENGINE = r"""
+import os, sys
+sys.path.insert(0, %(pyside)r)
+DROP = %(drop)d
+if DROP:
+    # Test build only: the DROP-th fsync/fdatasync of a file under HOME is skipped.
+    home = os.path.realpath(%(home)r) + "/"
+    count = [0]
+
+    def skipping(real):
+        def call(fd):
+            try:
+                path = os.readlink("/proc/self/fd/%%d" %% fd)
+            except OSError:
+                path = ""
+            if path.startswith(home):
+                count[0] += 1
+                if count[0] == DROP:
+                    return None
+            return real(fd)
+        return call
+    os.fsync, os.fdatasync = skipping(os.fsync), skipping(os.fdatasync)
+from mailslot.cli import main
+sys.exit(main())
+"""
+MOUNT_TIMEOUT_S = 30
+
+
+def message(tag, size=300_000):
+    """A message whose body the kernel passes in several writes (128 KB each)."""
+    line = f"{tag} power cut line " .encode() + b"0123456789" * 6 + b"\n"
+    body = line * (size // len(line))
+    head = (f"From: power@example.org\nTo: user@example.org\nSubject: {tag}\n"
+            f"Message-ID: <{tag}@power.example.org>\n"
+            f"X-Digest: {hashlib.sha256(body).hexdigest()}\n\n").encode()
+    return head + body
+
+
+class Rig:
+    def __init__(self, fmt, drop=0):
+        self.fmt, self.drop = fmt, drop
+        self.token = os.urandom(3).hex()
+        self.name = f"mslt-w{self.token}"
+        self.entry = ensure_user(self.name, "/nonexistent-" + self.token)
+        self.dc = None
+        self.base = world_tempdir("mailslot-fusecrash-")
+        try:
+            self.dc = DovecotEnv.create(mail_location=LOCATIONS[fmt], separator="/",
+                                        uid=self.entry.pw_uid, gid=self.entry.pw_gid,
+                                        user=self.name)
+            subprocess.run(["usermod", "-d", self.dc.home, self.name], check=True)
+            self.home = self.dc.home
+            self.conf = os.path.join(self.base, "mailslot.yaml")
+            log = os.path.join(self.base, "engine.log")
+            with open(self.conf, "w") as f:
+                f.write(f"mail_location: {LOCATIONS[fmt]}\nlog_path: {log}\n"
+                        "hostname: power.example.org\nfirst_valid_uid: 100\n")
+            os.chmod(self.conf, 0o644)
+            open(log, "a").close()
+            os.chown(log, self.entry.pw_uid, self.entry.pw_gid)
+            self.source = os.path.join(self.base, "source")
+            self.old, self.new, self.next = (message(f"old-{self.token}"),
+                                             message(f"new-{self.token}"),
+                                             message(f"next-{self.token}", 2000))
+            self._prepare()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        if self.dc is not None:
+            subprocess.run(["umount", "-l", self.dc.home], capture_output=True)
+            self.dc.cleanup()
+        shutil.rmtree(self.base, ignore_errors=True)
+        remove_user(self.name)
+
+    # -- running ---------------------------------------------------------------------
+
+    def engine(self, data, drop=0):
+        code = ENGINE % {"pyside": os.path.join(REPO, "pyside"), "drop": drop,
+                         "home": self.home}
+        argv = ["setpriv", f"--reuid={self.entry.pw_uid}", f"--regid={self.entry.pw_gid}",
+                "--init-groups", "--", SYSTEM_PYTHON, "-I", "-S", "-c", code,
+                "-c", self.conf]
+        env = {"PATH": "/usr/bin:/bin", "USER": self.name, "HOME": self.home,
+               "LOGNAME": self.name}
+        proc = subprocess.run(argv, input=data, capture_output=True, env=env, cwd="/",
+                              timeout=300)
+        return proc.returncode, proc.stderr.decode(errors="replace")
+
+    def _empty_home(self):
+        for name in os.listdir(self.home):
+            path = os.path.join(self.home, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+
+    def _prepare(self):
+        """The state before the delivery: one message, read by Dovecot."""
+        code, err = self.engine(self.old)
+        if code != 0:
+            raise Failure(f"the first delivery failed: {err}")
+        self.dc.doveadm_rows("fetch", "mailbox hdr.message-id", "ALL")
+        os.makedirs(self.source)
+        subprocess.run(["cp", "-a", self.home + "/.", self.source], check=True)
+        self._empty_home()
+
+    def cut(self, crash_after):
+        """Deliver the new message on the FUSE disk, the power going after its
+        crash_after-th operation (0: never); the engine's exit and the ops log."""
+        self._empty_home()
+        status = os.path.join(self.base, "status")
+        disk = subprocess.Popen([SYSTEM_PYTHON, FUSEDISK, self.source, self.home, status,
+                                 "--crash-after", str(crash_after)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            line = disk.stdout.readline()
+            if line.strip() != b"mounted":
+                raise Failure(f"the FUSE disk did not mount: {disk.stderr.read()[-2000:]!r}")
+            code, err = self.engine(self.new, self.drop)
+        finally:
+            self._unmount(disk)
+        with open(status) as f:
+            lines = [json.loads(line) for line in f]
+        return code, err, lines[:-1], lines[-1]
+
+    def _unmount(self, disk):
+        deadline = time.monotonic() + MOUNT_TIMEOUT_S
+        while disk.poll() is None:
+            proc = subprocess.run(["umount", self.home], capture_output=True)
+            if proc.returncode == 0 or disk.poll() is not None:
+                break
+            if time.monotonic() > deadline:
+                subprocess.run(["umount", "-l", self.home], capture_output=True)
+                break
+            time.sleep(0.05)
+        disk.wait(timeout=MOUNT_TIMEOUT_S)
+        err = disk.stderr.read()
+        disk.stdout.close()
+        disk.stderr.close()
+        if disk.returncode != 0:
+            raise Failure(f"the FUSE disk failed: {err[-2000:]!r}")
+
+    # -- checking ----------------------------------------------------------------------
+
+    def visible(self):
+        """[(message tag, intact)] of every message a reader finds now."""
+        out = []
+        for raw in self._raw_messages():
+            head, _, body = raw.partition(b"\n\n")
+            m, d = MSGID.search(head + b"\n"), DIGEST.search(head + b"\n")
+            if not m or not d:
+                out.append(("partial", False))
+                continue
+            out.append((m.group(1).decode().split("@")[0],
+                        hashlib.sha256(body).hexdigest() == d.group(1).decode()))
+        return out
+
+    def _raw_messages(self):
+        if self.fmt == "maildir":
+            root = os.path.join(self.home, "Maildir")
+            for sub in ("new", "cur"):
+                d = os.path.join(root, sub)
+                for name in sorted(os.listdir(d)) if os.path.isdir(d) else ():
+                    with open(os.path.join(d, name), "rb") as f:
+                        yield f.read()
+            check_uidlist(root)
+        else:
+            import mailbox
+            path = os.path.join(self.home, "mail", "inbox")
+            if not os.path.exists(path):
+                return
+            with open(path, "rb") as f:
+                check_structure(f.read())
+            mb = mailbox.mbox(path, create=False)
+            try:
+                for key in mb.keys():
+                    yield _unquote(_strip_dovecot(mb.get_bytes(key)))
+            finally:
+                mb.close()
+
+    def check(self, acked, healed):
+        """Problems with the state in the home now ([] when none)."""
+        tags = {"old": f"old-{self.token}", "new": f"new-{self.token}",
+                "next": f"next-{self.token}"}
+        try:
+            seen = self.visible()
+        except (AssertionError, Failure) as exc:
+            return [f"does not parse: {exc}"]
+        problems = []
+        counts = {}
+        for tag, ok in seen:
+            if not ok:
+                problems.append(f"a partial message is visible ({tag})")
+            counts[tag] = counts.get(tag, 0) + 1
+        want = {tags["old"]: 1}
+        if healed:
+            want[tags["next"]] = 1
+        for tag, n in want.items():
+            if counts.get(tag, 0) != n:
+                problems.append(f"{tag} is there {counts.get(tag, 0)} times, not {n}")
+        if acked and counts.get(tags["new"], 0) != 1:
+            problems.append(f"acknowledged (exit 0) but there {counts.get(tags['new'], 0)} "
+                            "times after the power cut")
+        if counts.get(tags["new"], 0) > 1:
+            problems.append("the new message is there twice")
+        extra = set(counts) - set(tags.values())
+        if extra:
+            problems.append(f"unknown messages: {sorted(extra)}")
+        if self.fmt == "maildir" or healed:
+            try:
+                rows = self.dc.doveadm_rows("fetch", "hdr.message-id", "ALL")
+            except AssertionError as exc:       # doveadm's exit 75 on a torn file
+                return problems + [f"doveadm cannot read it: {str(exc)[:300]}"]
+            got = sorted(r["hdr.message-id"].strip("<>").split("@")[0] for r in rows)
+            mine = sorted(tag for tag, _ok in seen)
+            if got != mine:
+                problems.append(f"doveadm lists {got}, the files hold {mine}")
+            log = self.dc.log_problems()
+            if log:
+                problems.append(f"Dovecot's log: {log[:2]}")
+        return problems
+
+    def point(self, crash_after):
+        """One crash point: cut, check, deliver the next message, check again."""
+        code, err, ops, end = self.cut(crash_after)
+        cut = end["crashed"]
+        if cut and code != -9:
+            return end, [f"the engine exited {code} after the power cut: {err[-300:]}"], ops
+        if not cut and code != 0:
+            return end, [f"the delivery failed without a cut: {err[-300:]}"], ops
+        acked = code == 0
+        problems = []
+        if self.fmt == "mbox":
+            with open(os.path.join(self.home, "mail", "inbox"), "rb") as f:
+                if not f.read().startswith(self._old_mbox()):
+                    problems.append("the old mbox did not survive")
+        else:
+            problems += self.check(acked, healed=False)
+        # The next delivery runs on what the crash left (and heals a cut mbox append).
+        code2, err2 = self.engine(self.next)
+        if code2 != 0:
+            problems.append(f"the next delivery exited {code2}: {err2[-300:]}")
+        else:
+            problems += [f"after the next delivery: {p}" for p in self.check(acked, True)]
+        where = ops[-1] if cut and ops else {"name": "exit 0"}
+        return end, [f"crash after op {crash_after} ({where['name']} "
+                     f"{where.get('path', '')}): {p}" for p in problems], ops
+
+    def _old_mbox(self):
+        with open(os.path.join(self.source, "mail", "inbox"), "rb") as f:
+            return f.read()
+
+
+def spread(total, k):
+    """k crash points spread over 1..total (all of them when k >= total)."""
+    if k >= total:
+        return list(range(1, total + 1))
+    return sorted({1 + round(i * (total - 1) / max(1, k - 1)) for i in range(k)})
+
+
+def run(fmt, points=None, drop=0):
+    rig = Rig(fmt, drop)
+    try:
+        started = time.monotonic()
+        # The run that is not cut: counts the operations; its state is the crash
+        # "right after exit 0".
+        end, problems, ops = rig.point(0)
+        total = end["operations"]
+        violations = list(problems)
+        chosen = spread(total, points) if points else list(range(1, total + 1))
+        cut = 0
+        for k in chosen:
+            end, problems, _ops = rig.point(k)
+            cut += bool(end["crashed"])
+            violations += problems
+        kinds = {}
+        for op in ops:
+            kinds[op["name"]] = kinds.get(op["name"], 0) + 1
+        return {"format": fmt, "operations": total, "operation_kinds": kinds,
+                "crash_points": len(chosen) + 1, "cut": cut, "drop_sync": drop,
+                "violation_count": len(violations), "violations": violations[:8],
+                "syncs": [f"{o['name']} {o['path'].replace(rig.home, '~')}"
+                          for o in ops if o["name"] in ("fsync", "fsyncdir")],
+                "seconds": round(time.monotonic() - started, 1)}
+    finally:
+        rig.close()
+
+
+def fuse_missing():
+    """Why a FUSE disk cannot be mounted here (None when it can)."""
+    if os.geteuid() != 0:
+        return "needs root"
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse"
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import llfuse"], capture_output=True)
+    if probe.returncode != 0:
+        return "python3-llfuse is not installed (make deps-test)"
+    return None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--format", choices=sorted(LOCATIONS), action="append")
+    parser.add_argument("--points", type=int)
+    parser.add_argument("--drop-sync", type=int, default=0)
+    args = parser.parse_args(argv)
+    reason = fuse_missing()
+    if reason:
+        print(f"fusecrash: {reason}", file=sys.stderr)
+        return 75
+    bad = 0
+    for fmt in args.format or ["maildir", "mbox"]:
+        result = run(fmt, args.points, args.drop_sync)
+        bad += result["violation_count"]
+        print(json.dumps(result))
+    return 1 if bad and not args.drop_sync else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
