@@ -15,6 +15,10 @@ A lock is stale, and is removed, when:
     (kill(pid, 0) fails with ESRCH) -- or is our own pid; or
   - it names no live local pid and neither it nor the file it protects has changed
     for stale_timeout seconds (120 for dovecot-uidlist, 30 for subscriptions).
+  - it was last changed before the system booted, and is empty or names our
+    hostname: no process that took it is running now. A power cut can leave a lock
+    that was born whole empty all the same (its name reached the disk, its
+    content did not), or naming a pid a new process has been given since.
 A lock held by a live local process is never broken, however old.
 
 Everything works relative to a directory fd (dir_fd), and no path is followed
@@ -40,6 +44,33 @@ LOCK_WAIT_MIN_SECS = 0.1
 LOCK_WAIT_MAX_SECS = 3.0
 # read_local_pid() reads at most this much of a lock file (Dovecot: 512 bytes).
 LOCK_CONTENT_MAX = 512
+
+
+def boot_time():
+    """When the system booted (wall-clock seconds, /proc/stat's btime); 0 if unknown."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"btime "):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _read_lock(dir_fd, lock_name):
+    """A lock file's content (at most LOCK_CONTENT_MAX - 1 bytes), or None."""
+    try:
+        fd = os.open(lock_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, LOCK_CONTENT_MAX - 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 class _ChangeInfo:
@@ -69,17 +100,9 @@ def _update_change_info(st, info, last_change, now):
 
 def read_lock_pid(dir_fd, lock_name, hostname):
     """Return the pid in a "<pid>:<host>" lock file if host is ours, else None."""
-    try:
-        fd = os.open(lock_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                     dir_fd=dir_fd)
-    except OSError:
+    data = _read_lock(dir_fd, lock_name)
+    if data is None:
         return None
-    try:
-        data = os.read(fd, LOCK_CONTENT_MAX - 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     text = data.decode("utf-8", "replace")
     if text.endswith("\n"):
         text = text[:-1]
@@ -110,6 +133,16 @@ class _LockState:
         except FileNotFoundError:
             return None
 
+    def _from_before_boot(self, st):
+        """The lock was last changed before this boot and is empty or ours by host."""
+        if st.st_mtime >= boot_time():
+            return False
+        data = _read_lock(self.dir_fd, self.lock_name)
+        if data is None:
+            return False
+        return data.strip() == b"" or \
+            data.decode("utf-8", "replace").rstrip("\n").endswith(":" + self.hostname)
+
     def _override(self):
         try:
             os.unlink(self.lock_name, dir_fd=self.dir_fd)
@@ -126,6 +159,11 @@ class _LockState:
         if st is None:
             return True
         changed, self.last_change = _update_change_info(st, self.lock_info, self.last_change, now)
+        if changed and self._from_before_boot(st):
+            # Why: a power cut left it (empty: its name reached the disk before its
+            # content) -- waiting stale_timeout for it would hold mail for minutes.
+            self._override()
+            return True
         pid = None
         if changed or not self.pid_read:
             if self.lock_info.mtime >= now - STALE_PID_CHECK_SECS:
