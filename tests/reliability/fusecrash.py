@@ -1,8 +1,8 @@
 """Power loss below Python: real deliveries on a FUSE disk that keeps only what was
 made durable, cut at every operation (issue 21).
 
-    python3 -m tests.reliability.fusecrash [--format maildir|mbox] [--points K]
-                                           [--drop-sync N]
+    python3 -m tests.reliability.fusecrash [--format maildir|mbox] [--sieve]
+                                           [--points K] [--drop-sync N]
 
 SIGKILL (crash.py) never loses the page cache, and powerloss.py sees the engine's
 os calls only. Here the engine runs unchanged (Debian's python3 -I -S, as a test
@@ -13,7 +13,11 @@ mailbox starts with one message delivered and read by Dovecot (its index files
 too). A first run counts the operations of a delivery (T); then for every crash
 point k = 1..T the same delivery runs on a fresh copy and the power goes after
 its k-th operation (the engine gets SIGKILL inside that call, every later call
-fails with EIO); the durable state is written out as a real tree and checked:
+fails with EIO); the state the disk comes back with is written out as a real tree
+and checked -- three states per point (fusedisk.py's modes): only what was
+synced (strict), also every name as it was (names: directories written back
+before file data), and also the file written last (tail: an append's pages written
+back before anything else) --
 
   - Maildir: every file in new/ and cur/ is a whole message (its X-Digest matches
     its body), the old message is there once, the new one at most once;
@@ -25,6 +29,11 @@ fails with EIO); the durable state is written out as a real tree and checked:
     doveadm agrees.
   - After the run that was not cut (the crash "right after exit 0"), the new
     message is there, whole: acknowledged means durable.
+  - With --sieve the user's script files the new message into a folder it
+    creates (`fileinto :create "Odd"`: the folder's directories, or a new mbox
+    file, made during the cut delivery) and marks it in the duplicate database:
+    the message counts only in that folder, and the duplicate database must
+    parse (a torn database could make a retry discard the message).
   - Either way, a next delivery succeeds on the state the crash left (no lock
     left behind blocks it) and the checks hold again.
 
@@ -39,6 +48,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,6 +68,10 @@ ENGINE = r"""
 import os, sys
 sys.path.insert(0, %(pyside)r)
 DROP = %(drop)d
+if %(boot)d:
+    # After a cut the machine "reboots": locks left on the disk are from before.
+    import mailslot.storage.locking
+    mailslot.storage.locking.boot_time = lambda: %(boot)d
 if DROP:
     # Test build only: the DROP-th fsync/fdatasync of a file under HOME is skipped.
     home = os.path.realpath(%(home)r) + "/"
@@ -80,6 +94,17 @@ from mailslot.cli import main
 sys.exit(main())
 """
 MOUNT_TIMEOUT_S = 30
+# The delivery after a cut must not wait out a lock the cut left (120 s stale rules).
+NEXT_DELIVERY_MAX_S = 20
+# The states a cut may leave (fusedisk.py --mode): only what was synced; every name
+# written back too; and the file being written written back too.
+MODES = ("strict", "names", "tail")
+SIEVE_SCRIPT = b"""require ["fileinto", "mailbox", "duplicate"];
+if duplicate { discard; stop; }
+if header :contains "subject" "new-" { fileinto :create "Odd"; }
+"""
+FOLDERS = {"maildir": {"INBOX": "Maildir", "Odd": "Maildir/.Odd"},
+           "mbox": {"INBOX": "mail/inbox", "Odd": "mail/Odd"}}
 
 
 def message(tag, size=300_000):
@@ -93,8 +118,8 @@ def message(tag, size=300_000):
 
 
 class Rig:
-    def __init__(self, fmt, drop=0):
-        self.fmt, self.drop = fmt, drop
+    def __init__(self, fmt, drop=0, sieve=False):
+        self.fmt, self.drop, self.sieve = fmt, drop, sieve
         self.token = os.urandom(3).hex()
         self.name = f"mslt-w{self.token}"
         self.entry = ensure_user(self.name, "/nonexistent-" + self.token)
@@ -132,9 +157,10 @@ class Rig:
 
     # -- running ---------------------------------------------------------------------
 
-    def engine(self, data, drop=0):
+    def engine(self, data, drop=0, rebooted=False):
         code = ENGINE % {"pyside": os.path.join(REPO, "pyside"), "drop": drop,
-                         "home": self.home}
+                         "home": self.home,
+                         "boot": int(time.time()) + 1 if rebooted else 0}
         argv = ["setpriv", f"--reuid={self.entry.pw_uid}", f"--regid={self.entry.pw_gid}",
                 "--init-groups", "--", SYSTEM_PYTHON, "-I", "-S", "-c", code,
                 "-c", self.conf]
@@ -154,6 +180,11 @@ class Rig:
 
     def _prepare(self):
         """The state before the delivery: one message, read by Dovecot."""
+        if self.sieve:
+            script = os.path.join(self.home, ".dovecot.sieve")
+            with open(script, "wb") as f:
+                f.write(SIEVE_SCRIPT)
+            os.chown(script, self.entry.pw_uid, self.entry.pw_gid)
         code, err = self.engine(self.old)
         if code != 0:
             raise Failure(f"the first delivery failed: {err}")
@@ -162,13 +193,13 @@ class Rig:
         subprocess.run(["cp", "-a", self.home + "/.", self.source], check=True)
         self._empty_home()
 
-    def cut(self, crash_after):
+    def cut(self, crash_after, mode="strict"):
         """Deliver the new message on the FUSE disk, the power going after its
         crash_after-th operation (0: never); the engine's exit and the ops log."""
         self._empty_home()
         status = os.path.join(self.base, "status")
         disk = subprocess.Popen([SYSTEM_PYTHON, FUSEDISK, self.source, self.home, status,
-                                 "--crash-after", str(crash_after)],
+                                 "--crash-after", str(crash_after), "--mode", mode],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             line = disk.stdout.readline()
@@ -201,40 +232,52 @@ class Rig:
     # -- checking ----------------------------------------------------------------------
 
     def visible(self):
-        """[(message tag, intact)] of every message a reader finds now."""
+        """[(mailbox, message tag, intact)] of every message a reader finds now."""
         out = []
-        for raw in self._raw_messages():
+        for box, raw in self._raw_messages():
             head, _, body = raw.partition(b"\n\n")
             m, d = MSGID.search(head + b"\n"), DIGEST.search(head + b"\n")
             if not m or not d:
-                out.append(("partial", False))
+                out.append((box, "partial", False))
                 continue
-            out.append((m.group(1).decode().split("@")[0],
+            out.append((box, m.group(1).decode().split("@")[0],
                         hashlib.sha256(body).hexdigest() == d.group(1).decode()))
         return out
 
     def _raw_messages(self):
-        if self.fmt == "maildir":
-            root = os.path.join(self.home, "Maildir")
-            for sub in ("new", "cur"):
-                d = os.path.join(root, sub)
-                for name in sorted(os.listdir(d)) if os.path.isdir(d) else ():
-                    with open(os.path.join(d, name), "rb") as f:
-                        yield f.read()
-            check_uidlist(root)
-        else:
+        for box, rel in FOLDERS[self.fmt].items():
+            path = os.path.join(self.home, rel)
+            if self.fmt == "maildir":
+                for sub in ("new", "cur"):
+                    d = os.path.join(path, sub)
+                    for name in sorted(os.listdir(d)) if os.path.isdir(d) else ():
+                        with open(os.path.join(d, name), "rb") as f:
+                            yield box, f.read()
+                check_uidlist(path)
+                continue
             import mailbox
-            path = os.path.join(self.home, "mail", "inbox")
             if not os.path.exists(path):
-                return
+                continue
             with open(path, "rb") as f:
                 check_structure(f.read())
             mb = mailbox.mbox(path, create=False)
             try:
                 for key in mb.keys():
-                    yield _unquote(_strip_dovecot(mb.get_bytes(key)))
+                    yield box, _unquote(_strip_dovecot(mb.get_bytes(key)))
             finally:
                 mb.close()
+
+    def _check_duplicates(self):
+        """The duplicate database parses (crash.py's rule), if there is one."""
+        path = os.path.join(self.home, ".mailslot.lda-dupes")
+        if not os.path.exists(path):
+            return []
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
+        if lines[0] != b"mailslot-duplicates 1" or lines[-1] != b"" or not all(
+                re.fullmatch(rb"[0-9a-f]{32} \d{1,12}", line) for line in lines[1:-1]):
+            return [f"the duplicate database is torn: {lines[:3]!r}"]
+        return []
 
     def check(self, acked, healed):
         """Problems with the state in the home now ([] when none)."""
@@ -244,11 +287,14 @@ class Rig:
             seen = self.visible()
         except (AssertionError, Failure) as exc:
             return [f"does not parse: {exc}"]
-        problems = []
+        problems = self._check_duplicates()
         counts = {}
-        for tag, ok in seen:
+        new_box = "Odd" if self.sieve else "INBOX"
+        for box, tag, ok in seen:
             if not ok:
-                problems.append(f"a partial message is visible ({tag})")
+                problems.append(f"a partial message is visible ({box}: {tag})")
+            if tag == tags["new"] and box != new_box:
+                problems.append(f"the new message is in {box}, not {new_box}")
             counts[tag] = counts.get(tag, 0) + 1
         want = {tags["old"]: 1}
         if healed:
@@ -266,11 +312,12 @@ class Rig:
             problems.append(f"unknown messages: {sorted(extra)}")
         if self.fmt == "maildir" or healed:
             try:
-                rows = self.dc.doveadm_rows("fetch", "hdr.message-id", "ALL")
+                rows = self.dc.doveadm_rows("fetch", "mailbox hdr.message-id", "ALL")
             except AssertionError as exc:       # doveadm's exit 75 on a torn file
                 return problems + [f"doveadm cannot read it: {str(exc)[:300]}"]
-            got = sorted(r["hdr.message-id"].strip("<>").split("@")[0] for r in rows)
-            mine = sorted(tag for tag, _ok in seen)
+            got = sorted((r["mailbox"], r["hdr.message-id"].strip("<>").split("@")[0])
+                         for r in rows)
+            mine = sorted((box, tag) for box, tag, _ok in seen)
             if got != mine:
                 problems.append(f"doveadm lists {got}, the files hold {mine}")
             log = self.dc.log_problems()
@@ -278,9 +325,9 @@ class Rig:
                 problems.append(f"Dovecot's log: {log[:2]}")
         return problems
 
-    def point(self, crash_after):
+    def point(self, crash_after, mode="strict"):
         """One crash point: cut, check, deliver the next message, check again."""
-        code, err, ops, end = self.cut(crash_after)
+        code, err, ops, end = self.cut(crash_after, mode)
         cut = end["crashed"]
         if cut and code != -9:
             return end, [f"the engine exited {code} after the power cut: {err[-300:]}"], ops
@@ -295,13 +342,17 @@ class Rig:
         else:
             problems += self.check(acked, healed=False)
         # The next delivery runs on what the crash left (and heals a cut mbox append).
-        code2, err2 = self.engine(self.next)
+        started = time.monotonic()
+        code2, err2 = self.engine(self.next, rebooted=True)
+        waited = time.monotonic() - started
+        if waited > NEXT_DELIVERY_MAX_S:
+            problems.append(f"the next delivery took {waited:.0f} s (a lock left behind?)")
         if code2 != 0:
             problems.append(f"the next delivery exited {code2}: {err2[-300:]}")
         else:
             problems += [f"after the next delivery: {p}" for p in self.check(acked, True)]
         where = ops[-1] if cut and ops else {"name": "exit 0"}
-        return end, [f"crash after op {crash_after} ({where['name']} "
+        return end, [f"{mode} crash after op {crash_after} ({where['name']} "
                      f"{where.get('path', '')}): {p}" for p in problems], ops
 
     def _old_mbox(self):
@@ -316,8 +367,8 @@ def spread(total, k):
     return sorted({1 + round(i * (total - 1) / max(1, k - 1)) for i in range(k)})
 
 
-def run(fmt, points=None, drop=0):
-    rig = Rig(fmt, drop)
+def run(fmt, points=None, drop=0, sieve=False):
+    rig = Rig(fmt, drop, sieve)
     try:
         started = time.monotonic()
         # The run that is not cut: counts the operations; its state is the crash
@@ -325,17 +376,19 @@ def run(fmt, points=None, drop=0):
         end, problems, ops = rig.point(0)
         total = end["operations"]
         violations = list(problems)
-        chosen = spread(total, points) if points else list(range(1, total + 1))
+        chosen = spread(total, points) if points is not None else list(range(1, total + 1))
         cut = 0
         for k in chosen:
-            end, problems, _ops = rig.point(k)
-            cut += bool(end["crashed"])
-            violations += problems
+            for mode in MODES:
+                end, problems, _ops = rig.point(k, mode)
+                cut += bool(end["crashed"])
+                violations += problems
         kinds = {}
         for op in ops:
             kinds[op["name"]] = kinds.get(op["name"], 0) + 1
-        return {"format": fmt, "operations": total, "operation_kinds": kinds,
-                "crash_points": len(chosen) + 1, "cut": cut, "drop_sync": drop,
+        return {"format": fmt, "sieve": sieve, "operations": total, "operation_kinds": kinds,
+                "crash_points": len(chosen) + 1, "states_checked": len(chosen) * len(MODES) + 1,
+                "cut": cut, "drop_sync": drop,
                 "violation_count": len(violations), "violations": violations[:8],
                 "syncs": [f"{o['name']} {o['path'].replace(rig.home, '~')}"
                           for o in ops if o["name"] in ("fsync", "fsyncdir")],
@@ -361,6 +414,7 @@ def main(argv=None):
     parser.add_argument("--format", choices=sorted(LOCATIONS), action="append")
     parser.add_argument("--points", type=int)
     parser.add_argument("--drop-sync", type=int, default=0)
+    parser.add_argument("--sieve", action="store_true")
     args = parser.parse_args(argv)
     reason = fuse_missing()
     if reason:
@@ -368,7 +422,7 @@ def main(argv=None):
         return 75
     bad = 0
     for fmt in args.format or ["maildir", "mbox"]:
-        result = run(fmt, args.points, args.drop_sync)
+        result = run(fmt, args.points, args.drop_sync, args.sieve)
         bad += result["violation_count"]
         print(json.dumps(result))
     return 1 if bad and not args.drop_sync else 0

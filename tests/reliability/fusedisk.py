@@ -2,7 +2,7 @@
 is volatile, and at a "crash" leaves only the durable part.
 
     /usr/bin/python3 tests/reliability/fusedisk.py SOURCE MOUNTPOINT STATUS
-                     [--crash-after N]
+                     [--crash-after N] [--mode strict|names|tail]
 
 Run as root (Debian's python3-llfuse; the Makefile's deps-test installs it). It
 loads the tree SOURCE into memory -- all of it durable, as after a clean boot --
@@ -30,6 +30,17 @@ out as a real tree into MOUNTPOINT itself (then an empty directory again), hard
 links kept, so that Dovecot and the next delivery read it as a disk would come
 back. The last line of STATUS says how many operations there were and whether the
 crash happened.
+
+What fsync guarantees is a floor: a kernel may also have written back anything
+unsynced before the cut (ext4 commits its journal every few seconds). --mode says
+which of those states is written out:
+
+  strict   only what was synced: the floor;
+  names    every name as it is (the directories written back), file data only as
+           synced: a rename that reached the disk before its file's data;
+  tail     every name as it is, and the bytes of the file written last as they
+           are (its pages written back; every other file as synced): an append
+           that reached the disk before the record that would take it back.
 
 Not a test module: tests/reliability/fusecrash.py drives it.
 """
@@ -75,8 +86,10 @@ def fail(code):
 
 
 class Disk(llfuse.Operations):
-    def __init__(self, source, status, crash_after):
+    def __init__(self, source, status, crash_after, mode="strict"):
         super().__init__()
+        self.mode = mode
+        self.last_written = None         # the inode of the last write or truncate
         self.lock = threading.Lock()
         self.nodes = {}
         self.next_ino = llfuse.ROOT_INODE
@@ -129,7 +142,8 @@ class Disk(llfuse.Operations):
         made = {}                        # ino -> first path written (hard links)
 
         def walk(node, path):
-            for name, ino in sorted(node.durable_entries.items()):
+            entries = node.durable_entries if self.mode == "strict" else node.entries
+            for name, ino in sorted(entries.items()):
                 child = self.nodes[ino]
                 full = os.path.join(path, os.fsdecode(name))
                 if child.is_dir:
@@ -143,8 +157,9 @@ class Disk(llfuse.Operations):
                     os.lchown(full, child.uid, child.gid)
                     continue
                 else:
+                    tail = self.mode == "tail" and ino == self.last_written
                     with open(full, "wb") as f:
-                        f.write(child.durable)
+                        f.write(bytes(child.data) if tail else child.durable)
                     made[ino] = full
                 os.chown(full, child.uid, child.gid)
                 os.chmod(full, stat.S_IMODE(child.mode))
@@ -178,7 +193,8 @@ class Disk(llfuse.Operations):
 
     def finish(self):
         self.status.write(json.dumps({"operations": self.count, "crashed": self.crashed,
-                                      "crash_after": self.crash_after}) + "\n")
+                                      "crash_after": self.crash_after,
+                                      "mode": self.mode}) + "\n")
         self.status.close()
 
     # -- attributes ------------------------------------------------------------------
@@ -231,6 +247,7 @@ class Disk(llfuse.Operations):
             node = self._node(inode)
             self._op("setattr", node, ctx)
             if fields.update_size:
+                self.last_written = node.ino
                 size = attr.st_size
                 del node.data[size:]
                 node.data.extend(b"\0" * (size - len(node.data)))
@@ -396,6 +413,7 @@ class Disk(llfuse.Operations):
             if flags & os.O_TRUNC and (flags & os.O_ACCMODE) != os.O_RDONLY:
                 self._op("setattr", node, ctx)
                 node.data = bytearray()
+                self.last_written = node.ino
                 self._touch(node)
             return self._open_handle(node, ctx)
 
@@ -411,6 +429,7 @@ class Disk(llfuse.Operations):
             if len(node.data) < off:
                 node.data.extend(b"\0" * (off - len(node.data)))
             node.data[off:off + len(buf)] = buf
+            self.last_written = node.ino
             self._touch(node)
             return len(buf)
 
@@ -461,12 +480,17 @@ class Disk(llfuse.Operations):
 
 def main(argv):
     source, mountpoint, status = argv[:3]
-    crash_after = 0
-    if len(argv) > 3:
-        if argv[3] != "--crash-after" or len(argv) != 5:
-            sys.exit("usage: fusedisk.py SOURCE MOUNTPOINT STATUS [--crash-after N]")
-        crash_after = int(argv[4])
-    disk = Disk(source, status, crash_after)
+    options = {"--crash-after": "0", "--mode": "strict"}
+    rest = argv[3:]
+    while rest:
+        if len(rest) < 2 or rest[0] not in options:
+            sys.exit("usage: fusedisk.py SOURCE MOUNTPOINT STATUS [--crash-after N] "
+                     "[--mode strict|names|tail]")
+        options[rest[0]] = rest[1]
+        rest = rest[2:]
+    if options["--mode"] not in ("strict", "names", "tail"):
+        sys.exit(f"unknown mode {options['--mode']!r}")
+    disk = Disk(source, status, int(options["--crash-after"]), options["--mode"])
     if os.listdir(mountpoint):
         sys.exit(f"{mountpoint} is not empty")
     llfuse.init(disk, mountpoint, ["fsname=fusedisk", "subtype=fusedisk", "allow_other"])
