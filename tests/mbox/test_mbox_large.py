@@ -193,6 +193,19 @@ def test_vsize_is_counted_only_when_asked(tmp_path):
     _save(tmp_path, message, "mboxrd", check)
 
 
+def test_the_quota_check_does_not_count_lines(tmp_path):
+    """The quota needs a message's size, not its vsize: checking one leaves a large
+    message's lines uncounted (storage/quota._size_of)."""
+    from mailslot.storage.quota import _size_of
+    message = _pipe_message(HEAD + b"q\n" * (3 * CHUNK))
+    try:
+        view = message.view([b"X-Line: 1\n"], "s@example.org")
+        assert _size_of(view) == len(HEAD) + 6 * CHUNK + len(b"X-Line: 1\n")
+        assert message._spool._lines is None
+    finally:
+        message.close()
+
+
 def test_the_log_calls_a_value_function_only_for_a_shown_name(tmp_path):
     calls = []
 

@@ -162,10 +162,13 @@ class Quota:
 
 
 def _size_of(source):
+    # size before sizes: a message's sizes include its vsize, a count of its lines
+    # (a pass over a large message) that the quota does not need.
+    size = getattr(source, "size", None)
+    if size is not None:
+        return size
     sizes = getattr(source, "sizes", None)
-    if sizes is not None:
-        return sizes[0]
-    return getattr(source, "size", 0) or 0
+    return sizes[0] if sizes is not None else 0
 
 
 class _Names:
