@@ -121,6 +121,47 @@ def test_writev_batches_are_bounded_and_joined_in_order(tmp_path):
     assert out == oracle(message, "mboxrd")
 
 
+def test_writer_finishes_short_writes_in_order(tmp_path, monkeypatch):
+    """writev() may write less than asked (a regular file near RLIMIT_FSIZE does):
+    the Writer goes on from the first byte not written, across pieces."""
+    from mailslot.storage import mbox_append
+    real_writev = os.writev
+    calls = []
+
+    def short_writev(fd, buffers):
+        # At most 777 bytes a call, cut anywhere: inside a piece or between two.
+        out, room = [], 777
+        for buf in buffers:
+            view = memoryview(buf)[:room]
+            out.append(view)
+            room -= len(view)
+            if not room:
+                break
+        calls.append(len(buffers))
+        return real_writev(fd, out)
+    monkeypatch.setattr(mbox_append.os, "writev", short_writev)
+
+    class Locks:
+        touched = 0
+
+        def touch_if_due(self):
+            self.touched += 1
+    pieces = [b"a" * 5000, memoryview(b"0123456789" * 30)[7:250], b">", b"z" * 9,
+              b"", memoryview(b"tail\n")]
+    pieces += [b"From q\n"] * (WRITEV_MAX + 5)
+    path = tmp_path / "out"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        writer = mbox_append.Writer(fd, Locks())
+        for piece in pieces:
+            writer.write(piece)
+        assert writer.flush() == sum(len(p) for p in pieces)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(bytes(p) for p in pieces)
+    assert len(calls) > 1 and max(calls) <= WRITEV_MAX
+
+
 def _pipe_message(data):
     """A Message read from a real pipe, as from an MTA (a child writes it)."""
     r, w = os.pipe()
