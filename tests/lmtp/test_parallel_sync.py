@@ -64,7 +64,6 @@ def test_directory_and_uidlist_flushes_overlap(tmp_path, flushes):
     (_, d0, d1), = [f for f in flushes if f[0] == "dir"]
     (_, u0, u1), = [f for f in flushes if f[0] == "datasync"]
     assert d0 < u1 and u0 < d1, flushes     # the two intervals overlap
-    assert took < 3 * FLUSH + 0.04, took     # file, then both at once
     assert all(end <= began + took for _, _, end in flushes)   # none after the return
     with open(tmp_path / "Maildir" / index.UIDLIST_NAME) as f:
         assert [line.split()[0] for line in f.read().splitlines()[1:]] == ["1", "2"]
