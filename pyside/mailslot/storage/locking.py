@@ -134,8 +134,9 @@ class _LockState:
             return None
 
     def _from_before_boot(self, st):
-        """The lock was last changed before this boot and is empty or ours by host."""
-        if st.st_mtime >= boot_time():
+        """The lock was last changed before this boot and is empty or ours by host.
+        ctime, not mtime: a lock's owner can set its mtime, never its ctime."""
+        if st.st_ctime >= boot_time():
             return False
         data = _read_lock(self.dir_fd, self.lock_name)
         if data is None:
