@@ -147,6 +147,7 @@ stress: build deps-test
 	$(VPY) -m tests.reliability.hostile
 	$(VPY) -m tests.reliability.powerloss
 	$(VPY) -m tests.reliability.fusecrash
+	$(VPY) -m tests.reliability.fusecrash --sieve
 
 fuzz: build
 	MAILSLOT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VPY) -m pytest -q -p no:cacheprovider tests/fuzz
