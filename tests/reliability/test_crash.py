@@ -43,7 +43,7 @@ def test_sigkill_of_the_fast_path_loses_nothing(fmt, sieve):
     summary = crash.run(fmt, sieve, TRIALS, seed, path="fast")
     assert summary["acknowledged"] == TRIALS
     assert summary["lost"] == summary["duplicated"] == summary["partial_visible"] == 0
-    assert summary["killed_mid_delivery"] >= TRIALS // 5, summary
+    assert summary["killed_mid_delivery"] >= TRIALS // 8, summary
     # Each of the three was killed, and a killed worker never left a 0 behind.
     assert summary["killed_front"] and summary["killed_worker"] and \
         summary["killed_server"], summary
