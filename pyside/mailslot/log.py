@@ -19,7 +19,8 @@ with Dovecot's deliver variables: %$ the status text, %m/%{msgid} ("unspecified"
 the message has none), %s/%{subject}, %f/%{from}, %e/%{from_envelope}, %p/%{size},
 %w/%{vsize}, and %{to_envelope} %{delivery_time} %{session_time} %{storage_id}.
 An unknown variable expands to "" and one error line names it (Dovecot does the same,
-writing UNSUPPORTED_VARIABLE_x in its place).
+writing UNSUPPORTED_VARIABLE_x in its place). The default format is filled in
+directly; any other is expanded by variables.py, imported only then.
 
 Errors: a log file that cannot be opened (at construction, before anything is
 delivered) or written raises errors.LogError with the reason; a write that fails with
@@ -41,7 +42,6 @@ import os
 import time
 
 from mailslot import errors
-from mailslot.variables import expand, referenced
 
 DEFAULT_DELIVER_LOG_FORMAT = "msgid=%m: %$"
 DEFAULT_LOG_TIMESTAMP = "%b %d %H:%M:%S "
@@ -98,6 +98,8 @@ def sanitize(text, max_bytes=MAX_TEXT_BYTES):
 
 def check_log_format(template):
     """Raise ValueError unless template is a valid deliver_log_format (for config.py)."""
+    from mailslot.variables import referenced
+
     for name in referenced(template, short_keys=DELIVER_LOG_KEYS):
         if name not in _DELIVER_LOG_NAMES and ":" not in name:
             raise ValueError(f"unknown variable '%{{{name}}}' in {template!r}")
@@ -225,6 +227,15 @@ class DeliveryLog:
         template = self.deliver_log_format
         if not template:
             return
+        if template == DEFAULT_DELIVER_LOG_FORMAT:
+            # "msgid=%m: %$" needs no expander: every delivery logs it.
+            msgid = values.get("msgid")
+            msgid = msgid() if callable(msgid) else msgid
+            msgid = sanitize(str(msgid), FIELD_LIMITS["msgid"]) if msgid else ""
+            self.info(f"msgid={msgid or 'unspecified'}: {sanitize(status)}")
+            return
+        from mailslot.variables import expand, referenced
+
         try:
             used = referenced(template, short_keys=DELIVER_LOG_KEYS)
         except ValueError:

@@ -103,11 +103,21 @@ def _copy(value):
 
 
 def expand_for_user(settings, user, values=None):
-    """Expand the per-user %variables (%u, %h, %{hostname}, %{pid}, ...) in place."""
-    from .config import expand_user_settings
+    """Expand the per-user %variables (%u, %h, %{hostname}, %{pid}, ...) in place.
+
+    The expander (variables.py) is imported only when a setting holds a '%' other
+    than the default postmaster_address, which is filled in directly."""
+    from .config import POSTMASTER_DEFAULT, USER_TEMPLATES, expand_user_settings
+    hostname = settings["hostname"] or os.uname().nodename
+    if settings["postmaster_address"] == POSTMASTER_DEFAULT and not values:
+        # Dovecot's default, postmaster@%d or @%{hostname} (config.postmaster_template).
+        domain = user.name.partition("@")[2]
+        settings["postmaster_address"] = "postmaster@" + (domain or hostname)
+    if not any("%" in (settings.get(name) or "") for name in USER_TEMPLATES):
+        return
     from .variables import user_values
     merged = user_values(user.name, user.home)
-    merged["hostname"] = settings["hostname"] or os.uname().nodename
+    merged["hostname"] = hostname
     merged["pid"] = str(os.getpid())
     if values:
         merged.update(values)

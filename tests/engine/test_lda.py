@@ -306,12 +306,15 @@ PLAIN_PATH_MODULES = {
     "mailslot.recipient", "mailslot.script_location",
     "mailslot.storage", "mailslot.storage.base", "mailslot.storage.dirs",
     "mailslot.storage.index", "mailslot.storage.location", "mailslot.storage.locking",
-    "mailslot.storage.maildir", "mailslot.user", "mailslot.variables",
+    "mailslot.storage.maildir", "mailslot.user",
 }
 # Never on the plain path: the Sieve package (a stat says there is no script:
 # script_location.has_scripts), the YAML side of the settings (config_file: the
-# cache is fresh), the UIDVALIDITY counter (the uidlist exists).
-OFF_PLAIN_PATH = ("mailslot.sieve", "mailslot.config_file", "mailslot.storage.uidvalidity")
+# cache is fresh), the UIDVALIDITY counter (the uidlist exists), the %-expander
+# (variables: no setting has a '%' but the default postmaster_address, and the log
+# line has the default format: both filled in directly).
+OFF_PLAIN_PATH = ("mailslot.sieve", "mailslot.config_file", "mailslot.storage.uidvalidity",
+                  "mailslot.variables")
 # What the interpreter itself loads under -I -S, plus pwd and errno.
 PLAIN_PATH_STDLIB = {
     "_abc", "_codecs", "_collections_abc", "_frozen_importlib_external", "_io", "_signal",

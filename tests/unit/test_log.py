@@ -448,3 +448,22 @@ def test_same_lines_as_dovecot_lda():
                           "rcpt@example.com)\n"]
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# The default deliver_log_format is filled in without the %-expander; the same
+# format written with long names goes through variables.expand. Both lines match.
+DEFAULT_FORMAT_MSGIDS = ["<abc@example.org>", "", None, "<a\r\nb@x>", "<\u2028@x>",
+                         "<" + "m" * 300 + "@x>", "100%%<%u>"]
+
+
+@pytest.mark.parametrize("msgid", DEFAULT_FORMAT_MSGIDS)
+def test_default_format_matches_the_expander(tmp_path, msgid):
+    values = {} if msgid is None else {"msgid": msgid}
+    for name, fmt in (("fast", logmod.DEFAULT_DELIVER_LOG_FORMAT),
+                      ("expanded", "msgid=%{msgid}: %$")):
+        with make_log(tmp_path, info_log_path=str(tmp_path / name),
+                      deliver_log_format=fmt) as log:
+            log.delivered(dict(values, vsize=lambda: 1 / 0), "saved mail to a\nb")
+    fast, expanded = (lines(tmp_path / n)[0].split(": Info: ", 1)[1]
+                      for n in ("fast", "expanded"))
+    assert fast == expanded and fast.count("\n") == 1
