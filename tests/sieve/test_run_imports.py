@@ -65,3 +65,33 @@ def test_cached_run_imports_no_compiler(tmp_path):
     assert "mailslot.sieve.extensions.regex" not in modules
     assert "mailslot.sieve.extensions.subaddress" not in modules
     assert "re" not in modules and "json" not in modules
+
+
+ENTRY_RUNNER = r"""
+import gc, runpy, sys
+sys.path.insert(0, sys.argv[1])
+import mailslot.cli
+# The entry ends with os._exit; stop just before it to look at the process.
+def stop(code):
+    raise SystemExit(code)
+mailslot.cli.exit_now = stop
+sys.argv = [sys.argv[2], "--no-such-option"]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as exc:
+    print(exc.code, gc.isenabled())
+"""
+
+
+def test_engine_entry_runs_without_the_cyclic_collector(tmp_path):
+    # One message per process: the collector's first pass over what the imports
+    # made costs about 5% of a Sieve delivery's instructions and frees nothing
+    # the exit would not (docs/benchmarks.md, "Sieve (session 4)").
+    entry = tmp_path / "mailslot-lda"
+    entry.write_bytes(open(os.path.join(REPO, "pyside", "entry", "mailslot-lda"),
+                           "rb").read())
+    os.symlink(os.path.join(REPO, "pyside"), tmp_path / "python")
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", ENTRY_RUNNER, os.path.join(REPO, "pyside"),
+         str(entry)], check=True, capture_output=True, text=True).stdout.split()
+    assert out == ["64", "False"], out
