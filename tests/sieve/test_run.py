@@ -294,3 +294,39 @@ def test_default_mailbox_is_lda_m(tmp_path):
     assert res.actions == [{"type": "keep", "mailbox": "Archive"}]
     res, _ = run([str(tmp_path / "none.sieve")], tmp_path, default_mailbox="Archive")
     assert res.implicit_keep and res.implicit_keep_mailbox == "Archive"
+
+
+def test_a_header_edit_is_seen_by_the_next_test(tmp_path):
+    # Decoded header values are kept per message (a filter list tests the same
+    # Subject once per rule); an edit must drop them, or a test after
+    # deleteheader/addheader would still see the old field.
+    script = write(tmp_path / "s.sieve", """require ["editheader", "fileinto"];
+if header :contains "subject" "Hello" { fileinto "Before"; }
+deleteheader "subject";
+if header :contains "subject" "Hello" { fileinto "Stale"; }
+addheader "Subject" "=?utf-8?q?Gr=C3=BC=C3=9Fe?=";
+if header :is "subject" "Grüße" { fileinto "After"; }
+""")
+    res, _ = run([script], tmp_path, settings={"sieve_extensions": "+editheader"})
+    assert res.status == "success", res.errors
+    assert [a["mailbox"] for a in res.actions] == ["Before", "After"]
+
+
+def test_an_envelope_changed_during_a_run_is_seen(tmp_path):
+    # Envelope test values are worked out once per envelope; the test suite's
+    # test_set changes the envelope's addresses in place between two tests.
+    from mailslot.sieve.address import parse_path
+    from mailslot.sieve.diagnostics import Diagnostics
+    from mailslot.sieve.extensions.envelope_runtime import envelope_values
+    from mailslot.sieve.interpreter import Interpreter
+    from mailslot.sieve.program import Program
+    from mailslot.sieve.runner import RunContext
+    from mailslot.sieve.settings import SieveSettings
+    ctx = RunContext(RawMessage(MESSAGE), ENVELOPE, SieveSettings(), Diagnostics())
+    it = Interpreter(ctx, Program("t", [], ["envelope"]))
+    assert envelope_values(it, ["from"], "all") == ["alice@example.org"]
+    assert envelope_values(it, ["from"], "domain") == ["example.org"]
+    ctx.envelope.sender = parse_path("carol@example.net")
+    assert envelope_values(it, ["from"], "all") == ["carol@example.net"]
+    ctx.envelope.auth_user = "dave"
+    assert envelope_values(it, ["auth"], "all") == ["dave"]

@@ -235,6 +235,7 @@ class MessageView:
         self._buf = None
         self._hend = 0
         self._index = None
+        self._decoded = {}        # lower-case name -> decoded values (see below)
         self._size = None
         self.edited = False
         self.mime_cache = None    # mime.message_tree() keeps the part tree here
@@ -269,7 +270,16 @@ class MessageView:
         return index.get(name.lower(), [])
 
     def decoded_values(self, name):
-        return [decode_words(v) if "=?" in v else v for v in self.header_values(name)]
+        """The values of the fields called name with RFC 2047 words decoded,
+        decoded once per message (a filter list tests the same Subject once per
+        rule); like header_values(), the list returned is shared: not to be
+        changed."""
+        key = name.lower()
+        found = self._decoded.get(key)
+        if found is None:
+            found = [decode_words(v) if "=?" in v else v for v in self.header_values(key)]
+            self._decoded[key] = found
+        return found
 
     def size(self):
         """The message's size in bytes; after editheader, the edited message's
@@ -329,6 +339,7 @@ class MessageView:
         self.budget.charge(16 * len(fields), "an edited header")
         self._fields, self._spans = fields, spans
         self._index = None
+        self._decoded = {}
         self.edited = True
         self.mime_cache = None
 

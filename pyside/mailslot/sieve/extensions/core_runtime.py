@@ -10,7 +10,8 @@ Security: header values are untrusted; parsed addresses are cached per run with
 a bounded size (MAX_ADDRESS_CACHE).
 """
 
-from ..address import AddressError, header_addresses, parse_sieve_address
+from ..address import AddressError, header_addresses, parse_sieve_address, \
+    smtp_encode
 from ..interpreter import HANDLERS, TESTS, StopScript
 from ..diagnostics import sanitize
 from ..match import match
@@ -72,7 +73,6 @@ def _value_addresses(it, value, part):
 def extract_part(it, localpart, domain, part):
     """One address part of an address (None: the part does not exist)."""
     if part == "all":
-        from ..address import smtp_encode
         return smtp_encode(localpart, domain)
     if part == "localpart":
         return localpart

@@ -10,7 +10,24 @@ from .core_runtime import extract_part
 
 
 def envelope_values(it, parts, addr_part):
-    env = it.ctx.envelope
+    """The values an envelope test compares (a list shared with later tests of
+    the same parts: not to be changed). Each (parts, address part) is worked out
+    once per envelope, not once per rule; the cache is kept for the envelope's
+    addresses as they are (the test suite's test_set changes them in place)."""
+    ctx = it.ctx
+    env = ctx.envelope
+    state = (env, env.sender, env.recipient, env.orig_recipient, env.auth_user)
+    cached = ctx.envelope_cache
+    if cached is None or cached[0] != state:
+        cached = ctx.envelope_cache = (state, {})
+    key = (tuple(parts), addr_part)
+    values = cached[1].get(key)
+    if values is None:
+        values = cached[1][key] = _envelope_values(it, env, parts, addr_part)
+    return values
+
+
+def _envelope_values(it, env, parts, addr_part):
     values = []
     for part in parts:
         low = part.lower()
