@@ -225,6 +225,30 @@ def test_personal_cache_cannot_use_a_disabled_extension(tmp_path, declared):
     assert res.implicit_keep or res.actions == [{"type": "keep", "mailbox": "INBOX"}]
 
 
+@pytest.mark.parametrize("ext, source", [
+    ("fileinto", 'require "fileinto";\nfileinto "Stolen";\n'),
+    ("envelope", 'require ["envelope", "fileinto"];\n'
+                 'if envelope :is "from" "a@example.org" { fileinto "Stolen"; }\n'),
+])
+def test_core_runtime_runs_fileinto_and_envelope_only_when_declared(tmp_path, ext,
+                                                                     source):
+    """fileinto's and envelope's handlers live in core_runtime, which every run
+    loads: a cache whose program uses one without declaring it fails instead of
+    running it (interpreter.REQUIRES), as for an extension in its own module."""
+    settings = {}
+    script = tmp_path / "s.sieve"
+    script.write_text("keep;\n")
+    declared = [e for e in ("fileinto", "envelope") if e != ext]
+    data = forged_cache(str(script), settings, None, False, source=source,
+                        extensions=declared)
+    cpath = tmp_path / "s.msbin"
+    cpath.write_bytes(data)
+    os.chmod(cpath, 0o600)
+    res = sieve.run([str(script)], RawMessage(MSG), ENVELOPE, settings=settings)
+    assert {"type": "store", "mailbox": "Stolen"} not in res.actions
+    assert res.status != "success" and res.implicit_keep
+
+
 @needs_root
 def test_cache_of_another_owner_is_not_read(tmp_path):
     script = tmp_path / "s.sieve"

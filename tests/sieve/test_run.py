@@ -317,7 +317,7 @@ def test_an_envelope_changed_during_a_run_is_seen(tmp_path):
     # test_set changes the envelope's addresses in place between two tests.
     from mailslot.sieve.address import parse_path
     from mailslot.sieve.diagnostics import Diagnostics
-    from mailslot.sieve.extensions.envelope_runtime import envelope_values
+    from mailslot.sieve.extensions.core_runtime import envelope_values
     from mailslot.sieve.interpreter import Interpreter
     from mailslot.sieve.program import Program
     from mailslot.sieve.runner import RunContext

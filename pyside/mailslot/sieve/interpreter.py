@@ -30,6 +30,10 @@ from .limits import MAX_MATCH_VALUES
 
 HANDLERS = {}
 TESTS = {}
+# name -> the extension a program must declare to run that command or test, for
+# handlers that share a module with others (fileinto and envelope live in
+# core_runtime): the module being loaded is not enough for them.
+REQUIRES = {}
 
 # How often the op loop looks at the clock (thread_time() costs ~0.1 us).
 MAX_OPS_BETWEEN_CHECKS = 64
@@ -187,8 +191,13 @@ def _dispatch_tables(extensions):
             info = EXTENSIONS.get(ext)
             if info is not None:
                 modules.add(load_extension_module(info[-1]).__name__)
-        tables = ({k: f for k, f in HANDLERS.items() if f.__module__ in modules},
-                  {k: f for k, f in TESTS.items() if f.__module__ in modules})
+
+        def allowed(name, func):
+            need = REQUIRES.get(name)
+            return func.__module__ in modules and (need is None or need in key)
+
+        tables = ({k: f for k, f in HANDLERS.items() if allowed(k, f)},
+                  {k: f for k, f in TESTS.items() if allowed(k, f)})
         _TABLES[key] = tables
     return tables
 

@@ -115,7 +115,7 @@ class RunContext:
                              settings.max_redirects)
         self.glob_cache = {}
         self.address_cache = {}      # (address part, header value) -> [str]
-        self.envelope_cache = None   # (envelope, {(parts, part): [str]}): envelope_runtime
+        self.envelope_cache = None   # (envelope state, {(parts, part): [str]}): core_runtime
         self.regex_cache = {}
         self.cpu_deadline = None
         self.mailbox_exists = mailbox_exists

@@ -1,18 +1,24 @@
-"""The core language's run-time half: the handlers of core.py's commands and tests.
+"""The run-time half of RFC 5228: the core's commands and tests, and those of
+its two optional extensions, fileinto (4.1) and envelope (5.4).
 
 The interpreter imports this module, not core.py, to run a compiled program, so a
 delivery from a fresh compile cache never loads the compiler's definitions
 (syntax, defs and core's command classes). core.py re-exports what other
 extensions use from here (header_source, extract_part, make_effects, ...).
+fileinto and envelope live here because nearly every script requires one of
+them and a module of their own cost each delivery an import (about 0.28 M
+instructions each, docs/benchmarks.md); REQUIRES keeps them out of the dispatch
+table of a program that does not declare them (interpreter._dispatch_tables).
 
-Errors: run-time errors are raised as interpreter.SieveRunError (it.error()).
+Errors: run-time errors are raised as interpreter.SieveRunError (it.error()); an
+invalid (non UTF-8) folder name made at run time is one, as in Pigeonhole.
 Security: header values are untrusted; parsed addresses are cached per run with
 a bounded size (MAX_ADDRESS_CACHE).
 """
 
 from ..address import AddressError, header_addresses, parse_sieve_address, \
     smtp_encode
-from ..interpreter import HANDLERS, TESTS, StopScript
+from ..interpreter import HANDLERS, REQUIRES, TESTS, StopScript
 from ..diagnostics import sanitize
 from ..match import match
 from ..result import DiscardAction, RedirectAction, StoreAction
@@ -190,9 +196,84 @@ def test_anyof(it, op):
     return False
 
 
+# -- fileinto (RFC 5228 4.1) -----------------------------------------------------
+
+def valid_utf8(text):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def run_fileinto(it, op):
+    folder = it.expand(op[2])
+    if not valid_utf8(folder):
+        # Pigeonhole prints the name as it is here (no sanitizing).
+        it.error("fileinto command: invalid folder name `%s' specified: invalid utf-8"
+                 % folder)
+    action = StoreAction(it.location(), folder)
+    if it.ctx.message.edited:
+        action.header = it.ctx.message.snapshot()
+    it.result.add(it, action, make_effects(it, op[3]))
+
+
+# -- envelope (RFC 5228 5.4) -----------------------------------------------------
+
+def envelope_values(it, parts, addr_part):
+    """The values an envelope test compares (a list shared with later tests of
+    the same parts: not to be changed). Each (parts, address part) is worked out
+    once per envelope, not once per rule; the cache is kept for the envelope's
+    addresses as they are (the test suite's test_set changes them in place)."""
+    ctx = it.ctx
+    env = ctx.envelope
+    state = (env, env.sender, env.recipient, env.orig_recipient, env.auth_user)
+    cached = ctx.envelope_cache
+    if cached is None or cached[0] != state:
+        cached = ctx.envelope_cache = (state, {})
+    key = (tuple(parts), addr_part)
+    values = cached[1].get(key)
+    if values is None:
+        values = cached[1][key] = _envelope_values(it, env, parts, addr_part)
+    return values
+
+
+def _envelope_values(it, env, parts, addr_part):
+    values = []
+    for part in parts:
+        low = part.lower()
+        if low == "from":
+            sender = env.sender
+            if sender is None or sender.localpart is None:
+                values.append("")
+            else:
+                value = extract_part(it, sender.localpart, sender.domain, addr_part)
+                if value is not None:
+                    values.append(value)
+        elif low == "to":
+            rcpt = env.orig_recipient or env.recipient
+            if rcpt is not None and rcpt.localpart is not None:
+                value = extract_part(it, rcpt.localpart, rcpt.domain, addr_part)
+                if value is not None:
+                    values.append(value)
+        elif low == "auth":
+            if env.auth_user:
+                values.append(env.auth_user)
+    return values
+
+
+def test_envelope(it, op):
+    p = op[2]
+    values = envelope_values(it, it.expand_list(p["parts"]), p["part"])
+    return match(it, p["spec"], values, it.expand_list(p["keys"]))
+
+
 HANDLERS.update({"if": run_if, "stop": run_stop, "keep": run_keep,
-                 "discard": run_discard, "redirect": run_redirect})
+                 "discard": run_discard, "redirect": run_redirect,
+                 "fileinto": run_fileinto})
 TESTS.update({"address": test_address, "header": test_header, "exists": test_exists,
               "size": test_size, "not": test_not, "allof": test_allof,
               "anyof": test_anyof, "true": lambda it, op: True,
-              "false": lambda it, op: False})
+              "false": lambda it, op: False, "envelope": test_envelope})
+# Only a program that declares the extension may run these (see the docstring).
+REQUIRES.update({"fileinto": "fileinto", "envelope": "envelope"})

@@ -9,7 +9,7 @@ from .. import syntax as S
 from ..diagnostics import sanitize
 from ..defs import CommandDef
 from .core import link_match_tags, key_list_and_spec
-from . import envelope_runtime  # noqa: F401 (the run-time half: registers the test)
+from . import core_runtime  # noqa: F401 (the run-time half: registers the test)
 
 PARTS = ("from", "to", "auth")
 

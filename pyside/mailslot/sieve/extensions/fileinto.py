@@ -10,7 +10,7 @@ from .. import syntax as S
 from ..diagnostics import sanitize
 from ..defs import CommandDef
 from .core import collect_effects
-from .fileinto_runtime import valid_utf8  # the run-time half (registers the handler)
+from .core_runtime import valid_utf8  # the run-time half (registers the handler)
 
 
 class Fileinto(CommandDef):
