@@ -66,24 +66,23 @@ class Options:
 
 def parse_args(argv):
     """Parse dovecot-lda's argv (without the program name) into Options."""
-    from .errors import UsageError
     opts = Options()
     i = 0
     while i < len(argv):
         arg = argv[i]
         i += 1
         if len(arg) > MAX_ARGUMENT_LENGTH:
-            raise UsageError("argument too long")
+            raise _usage("argument too long")
         if arg == "--":
             break
         if arg == "--lookup":
             if i >= len(argv):
-                raise UsageError("option --lookup requires a user name")
+                raise _usage("option --lookup requires a user name")
             opts.lookup = argv[i]
             i += 1
             continue
         if not arg.startswith("-") or arg == "-":
-            raise UsageError(f"unexpected argument {arg!r}")
+            raise _usage(f"unexpected argument {arg!r}")
         letters = arg[1:]
         while letters:
             letter, letters = letters[0], letters[1:]
@@ -96,15 +95,21 @@ def parse_args(argv):
                     value = argv[i]
                     i += 1
                 else:
-                    raise UsageError(f"option -{letter} requires an argument")
+                    raise _usage(f"option -{letter} requires an argument")
                 if len(value) > MAX_ARGUMENT_LENGTH:
-                    raise UsageError(f"option -{letter}: argument too long")
+                    raise _usage(f"option -{letter}: argument too long")
                 _set_value(opts, letter, value)
             else:
-                raise UsageError(f"unknown option -{letter}")
+                raise _usage(f"unknown option -{letter}")
     if i < len(argv):
-        raise UsageError(f"unexpected argument {argv[i]!r}")
+        raise _usage(f"unexpected argument {argv[i]!r}")
     return opts
+
+
+def _usage(text):
+    """The UsageError (64) for a bad command line (errors._MORE: built only then)."""
+    from .errors import UsageError
+    return UsageError(text)
 
 
 def _set_flag(opts, letter):
@@ -119,10 +124,9 @@ def _set_flag(opts, letter):
 
 
 def _set_value(opts, letter, value):
-    from .errors import UsageError
     if letter == "d":
         if not value:
-            raise UsageError("option -d requires a user name")
+            raise _usage("option -d requires a user name")
         opts.user = value
     elif letter == "a":
         opts.original_recipient = _recipient(value, "-a")
@@ -140,7 +144,7 @@ def _set_value(opts, letter, value):
     elif letter == "o":
         key, sep, val = value.partition("=")
         if not sep or not key:
-            raise UsageError(f"option -o: expected key=value, not {value!r}")
+            raise _usage(f"option -o: expected key=value, not {value!r}")
         opts.overrides.append((key, val))
     elif letter == "m":
         opts.mailbox = value or None    # empty, as from -m ${extension}: INBOX
@@ -149,10 +153,9 @@ def _set_value(opts, letter, value):
 
 
 def _recipient(value, option):
-    from .errors import UsageError
     parsed = parse_address(value)
     if not parsed:
-        raise UsageError(f"option {option}: invalid address {value!r}")
+        raise _usage(f"option {option}: invalid address {value!r}")
     return parsed
 
 

@@ -48,7 +48,7 @@ and from scripts pass filing.mailbox_components.
 import os
 import time
 
-from .errors import QuotaExceededError
+from . import errors
 from .homedir import check_mail_root
 
 # DeliveryContext(sender=DEFAULT_SENDER): the settings' transport, built on first use.
@@ -166,7 +166,7 @@ def _deliver(context, message, log):
             # copy may be written as the input is read (no spool file in between).
             source.only_copy = context.only_copy
             saved = [save_with_fallback(storage, source, context.mailbox, context, log)]
-    except QuotaExceededError as exc:
+    except errors.QuotaExceededError as exc:     # named only when a save failed
         return over_quota(context, source, log, exc)
     log_saved(log, saved, source, envelope, namespace.get("prefix", ""), context.report)
     return saved
@@ -209,7 +209,6 @@ def open_log(context):
 def log_saved(log, saved, message, envelope, prefix, report):
     """Log each saved copy. The message is saved: a log that fails now is reported
     (report) but does not fail the delivery, or the MTA would deliver it twice."""
-    from .errors import LogError
     try:
         for result in saved:
             for warning in getattr(result, "warnings", None) or ():
@@ -220,7 +219,7 @@ def log_saved(log, saved, message, envelope, prefix, report):
             # A Sieve reject says so (actions.Rejected), a discard this.
             log.delivered(_log_values(message, envelope, None),
                           getattr(saved, "outcome", "discarded by sieve"))
-    except LogError as exc:
+    except errors.LogError as exc:      # named only when logging failed
         report(f"message delivered, but logging it failed: {exc}")
 
 

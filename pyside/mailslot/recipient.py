@@ -158,13 +158,14 @@ def strip_detail(name, delimiters):
 
 def check_valid_ids(user, settings):
     """The target's uid and gid must lie in the valid ranges and never be 0."""
-    from .errors import PrivilegeError
     first, last = settings["first_valid_uid"], settings["last_valid_uid"]
     if user.uid == 0 or user.uid < first or (last and user.uid > last):
+        from .errors import PrivilegeError
         raise PrivilegeError(f"Mail access for users with UID {user.uid} not permitted "
                              f"(see first_valid_uid in config file, uid {user.uid} "
                              f"of user {user.name})")
     first, last = settings["first_valid_gid"], settings["last_valid_gid"]
     if user.gid == 0 or user.gid < first or (last and user.gid > last):
+        from .errors import PrivilegeError
         raise PrivilegeError(f"Mail access for users with GID {user.gid} not permitted "
                              f"(see first_valid_gid in config file, user {user.name})")

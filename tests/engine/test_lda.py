@@ -312,34 +312,64 @@ PLAIN_PATH_MODULES = {
 # script_location.has_scripts), the YAML side of the settings (config_file: the
 # cache is fresh), the UIDVALIDITY counter (the uidlist exists), the %-expander
 # (variables: no setting has a '%' but the default postmaster_address, and the log
-# line has the default format: both filled in directly).
+# line has the default format: both filled in directly), the mbox modules.
 OFF_PLAIN_PATH = ("mailslot.sieve", "mailslot.config_file", "mailslot.storage.uidvalidity",
-                  "mailslot.variables")
+                  "mailslot.variables", "mailslot.storage.mbox")
+# A delivery into an existing mbox INBOX (the default locks, fcntl and a dotlock
+# in a directory the user may write, an idle journal) loads the same minus the
+# Maildir modules, plus the mbox save's own. Never: the set-group-id helper's
+# client (mbox_helper: only when a dotlock or the INBOX could not be created), the
+# journal's replay after a crash (mbox_recover, mbox_heal).
+MBOX_PLAIN_PATH_MODULES = (PLAIN_PATH_MODULES - {"mailslot.storage.maildir",
+                                                 "mailslot.storage.index"}) | {
+    "mailslot.storage.mbox", "mailslot.storage.mbox_append", "mailslot.storage.mbox_format",
+    "mailslot.storage.mbox_journal", "mailslot.storage.mbox_lock",
+}
+OFF_MBOX_PLAIN_PATH = ("mailslot.storage.mbox_helper", "mailslot.storage.mbox_recover",
+                       "mailslot.storage.mbox_heal", "mailslot.storage.keywords",
+                       "mailslot.storage.subscriptions") + OFF_PLAIN_PATH[:-1]
 # What the interpreter itself loads under -I -S, plus pwd and errno.
 PLAIN_PATH_STDLIB = {
     "_abc", "_codecs", "_collections_abc", "_frozen_importlib_external", "_io", "_signal",
     "_stat", "abc", "codecs", "encodings", "encodings.aliases", "encodings.utf_8",
     "errno", "genericpath", "io", "marshal", "os", "posix", "posixpath", "pwd", "stat",
-    "time", "zipimport",
+    "time", "zipimport", "gc",      # gc: built in, the entry turns the collector off
 }
 
 
-def test_plain_path_import_budget(env):
+def _imports_of_a_delivery(env, conf):
+    """The modules a second delivery with conf imports (-X importtime): (ours, stdlib)."""
     subprocess.run([os.path.join(os.path.dirname(env.engine), "mailslot"), "config",
-                    "-c", env.conf], check=True, capture_output=True)
-    # The common case: the mailbox and its uidlist exist (the first delivery also
-    # imports storage/uidvalidity.py to number the new list).
-    assert env.lda().returncode == 0
+                    "-c", conf], check=True, capture_output=True)
+    # The common case: the mailbox (and a Maildir's uidlist) exist already (the
+    # first Maildir delivery also imports storage/uidvalidity.py to number the list).
+    assert run_as(env.user, [env.engine, "-c", conf], input=MSG).returncode == 0
     proc = run_as(env.user, ["/usr/bin/python3", "-X", "importtime", "-I", "-S",
-                             env.engine, "-c", env.conf], input=MSG)
+                             env.engine, "-c", conf], input=MSG)
     assert proc.returncode == 0, proc.stderr
     imported = {line.split("|")[-1].strip() for line in proc.stderr.decode().splitlines()
                 if line.startswith("import time:") and "imported package" not in line}
     ours = {name for name in imported if name.startswith("mailslot")}
-    assert not {name for name in ours if name.startswith(OFF_PLAIN_PATH)}, sorted(ours)
-    assert ours == PLAIN_PATH_MODULES, (f"joined: {sorted(ours - PLAIN_PATH_MODULES)}, "
-                                        f"left: {sorted(PLAIN_PATH_MODULES - ours)}")
-    assert imported - ours <= PLAIN_PATH_STDLIB, sorted(imported - ours - PLAIN_PATH_STDLIB)
+    return ours, imported - ours
+
+
+@pytest.mark.parametrize("fmt", ["maildir", "mbox"])
+def test_plain_path_import_budget(env, fmt):
+    conf, expected, never = env.conf, PLAIN_PATH_MODULES, OFF_PLAIN_PATH
+    stdlib_allowed = PLAIN_PATH_STDLIB
+    if fmt == "mbox":
+        conf = os.path.join(env.confdir, "mbox.yaml")
+        with open(conf, "w") as f:
+            f.write(f"mail_location: mbox:~/mail:INBOX=~/mail/inbox\nlog_path: {env.log}\n"
+                    "hostname: test.example.org\nfirst_valid_uid: 100\n")
+        os.chmod(conf, 0o644)
+        expected, never = MBOX_PLAIN_PATH_MODULES, OFF_MBOX_PLAIN_PATH
+        stdlib_allowed = PLAIN_PATH_STDLIB | {"fcntl"}     # the mbox's fcntl lock
+    ours, stdlib = _imports_of_a_delivery(env, conf)
+    assert not {name for name in ours if name.startswith(never)}, sorted(ours)
+    assert ours == expected, (f"joined: {sorted(ours - expected)}, "
+                              f"left: {sorted(expected - ours)}")
+    assert stdlib <= stdlib_allowed, sorted(stdlib - stdlib_allowed)
 
 
 def test_log_failing_after_the_save_does_not_fail_the_delivery(env):

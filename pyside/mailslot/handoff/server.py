@@ -64,7 +64,8 @@ EX_TEMPFAIL = 75
 PRELOAD = (
     "mailslot.actions", "mailslot.cli", "mailslot.config", "mailslot.config_file",
     "mailslot.deliver", "mailslot.script_location", "mailslot.sieve_filing",
-    "mailslot.duplicates", "mailslot.errors", "mailslot.filing", "mailslot.homedir",
+    "mailslot.duplicates", "mailslot.errors", "mailslot.filing",
+    "mailslot.homedir",
     "mailslot.log", "mailslot.mailbox_name", "mailslot.message", "mailslot.recipient",
     "mailslot.sieve", "mailslot.sieve.address", "mailslot.sieve.cache",
     "mailslot.sieve.cache_write", "mailslot.sieve.compiler", "mailslot.sieve.cpu",
@@ -85,6 +86,7 @@ PRELOAD = (
     "zlib", "mailslot.user", "mailslot.syslog_sink", "mailslot.userdb.static",
     "mailslot.userdb.dovecot", "mailslot.storage.keywords",
     "mailslot.storage.maildir_keywords", "mailslot.storage.mbox_heal",
+    "mailslot.storage.mbox_helper", "mailslot.storage.mbox_recover",
     "mailslot.storage.subscriptions", "mailslot.sieve.mime", "mailslot.sieve.bodytext",
     "mailslot.sieve.html2text", "mailslot.send", "mailslot.send.compose",
     "mailslot.send.headers", "mailslot.send.outgoing", "mailslot.send.redirect",

@@ -62,8 +62,10 @@ A keyword new to a mailbox cannot be shown by Dovecot after a mailslot delivery:
 declaring it means rewriting the first message, which is not an append and not
 crash-safe, so mailslot never does it.
 
-The save is split by job: mbox_lock.py (the locks, the set-group-id helper, the
-signal guard), mbox_append.py (step 4's append and its rollback), mbox_journal.py,
+The save is split by job: mbox_lock.py (the locks, the signal guard),
+mbox_helper.py (the set-group-id helper, imported only when it is needed),
+mbox_append.py (step 4's append and its rollback), mbox_journal.py (its replay after
+a crash in mbox_recover.py and mbox_heal.py, imported only then),
 mbox_format.py, message.Spool (step 1) and subscriptions.py (shared with Maildir); this
 module holds the layout, the mailbox operations and the order of the steps.
 
@@ -90,8 +92,8 @@ from .dirs import NAME_MAX, DirOpener, Fds, RefusedError, current_umask, storage
 from .mbox_append import append
 from .mbox_format import VARIANTS, flag_headers
 from .mbox_journal import MboxJournal
-from .mbox_lock import (DotlockHelper, MboxLocks, SignalGuard, check_lock_order,
-                        check_mbox_file, default_helper_path, parse_lock_methods)
+from .mbox_lock import (MboxLocks, SignalGuard, check_lock_order, check_mbox_file,
+                        parse_lock_methods)
 
 # Dovecot's MBOX_INDEX_DIR_NAME: per-mailbox state, never listed as a mailbox.
 INDEX_DIR_NAME = ".imap"
@@ -155,9 +157,8 @@ class MboxStorage(Storage):
         self.variant = conf["mbox_variant"]
         self.privileged_group = conf["mail_privileged_group"]
         self.temp_dir = conf["mail_temp_dir"] or "/tmp"
-        self.dotlock_helper = dotlock_helper or default_helper_path()
-        self.helper = DotlockHelper(self.dotlock_helper, self.privileged_group,
-                                    location.inbox)
+        self.dotlock_helper = dotlock_helper    # None: the installed one
+        self._helper = None         # made when first needed (the helper property)
         # The engine may set its namespace separator here (as for Maildir).
         self.display_separator = None
         self.umask = current_umask()
@@ -168,6 +169,17 @@ class MboxStorage(Storage):
                               child_file_error=_folder_is_an_mbox)
         self._spools = []
         self._guard = None          # the SignalGuard of the save running now
+
+    @property
+    def helper(self):
+        """mailslot-dotlock's client (mbox_helper.py), made when a dotlock or the
+        INBOX could not be created in the spool directory: only then imported."""
+        if self._helper is None:
+            from .mbox_helper import DotlockHelper, default_helper_path
+            self._helper = DotlockHelper(self.dotlock_helper or default_helper_path(),
+                                         self.privileged_group, self.location.inbox)
+            self._helper.guard = self._guard
+        return self._helper
 
     # --- names and paths ------------------------------------------------------------
 
@@ -325,7 +337,7 @@ class MboxStorage(Storage):
         if self._guard is not None:
             self._guard.checkpoint()
         if code != 0:
-            raise StorageError(f"{self.dotlock_helper} create {path} failed: {message}")
+            raise StorageError(f"{self.helper.path} create {path} failed: {message}")
         if self.fsync:
             try:
                 os.fsync(dir_fd)
@@ -355,19 +367,25 @@ class MboxStorage(Storage):
         sender = self._sender_of(source)
         spool = self._spool(source)
         with SignalGuard() as guard:
-            self._guard = self.helper.guard = guard
+            self._set_guard(guard)
             try:
                 path, offset, notes = self._save(name, spool, sender, extra, guard, keywords)
             except OSError as err:
                 # A stray OSError names the mailbox, never a bare "[Errno 5]".
                 raise storage_error("saving into", self.display_name(name), err) from None
             finally:
-                self._guard = self.helper.guard = None
+                self._set_guard(None)
         # vsize as a function: counted only if the log shows it (message.Spool.vsize).
         return SaveResult(self.display_name(name), None, None, spool.size,
                           lambda: spool.vsize,
                           UID_NOTE, mbox_path=path, offset=offset,
                           warnings=tuple(refused) + tuple(notes))
+
+    def _set_guard(self, guard):
+        """The SignalGuard of the save running now (None after it), the helper's too."""
+        self._guard = guard
+        if self._helper is not None:
+            self._helper.guard = guard
 
     # --- the steps of a save --------------------------------------------------------
 

@@ -29,7 +29,8 @@ delivery to the mbox -- holding the same write lock -- finds it and decides:
     mbox_format): our cut bytes are taken out and that writer's mail moved down,
     crash-safely (mbox_heal.remove).
 A record that is not complete (the crash hit the journal write itself) means the
-mbox was not touched yet: it is dropped. The clear after a successful append
+mbox was not touched yet: it is dropped. These decisions are mbox_recover.py's
+(and mbox_heal.py's), imported only when a record is found. The clear after a successful append
 needs no fsync when the total was recorded, by the second rule.
 
 The journal lives in the mailbox's Dovecot index directory (".imap", a name Dovecot
@@ -55,8 +56,6 @@ PREFIX_MAX = 512
 # an fdatasync() of a new record flushes one data block and no metadata. Idle, it
 # starts with NUL bytes (the magic wiped).
 RECORD_SIZE = 1024
-SCAN_CHUNK = 256 * 1024
-_BOUNDARY = b"\nFrom "
 
 
 class JournalRecord:
@@ -151,68 +150,14 @@ class MboxJournal:
 
     def recover(self, mbox_fd):
         """Settle a record an earlier delivery left; return notes for the log."""
-        data, record = self.read()
+        data = os.pread(self.fd, RECORD_SIZE, 0)
         if is_idle(data):
             return []
-        notes = []
-        # Imported here: only an interrupted delivery needs it, not the plain path.
-        from . import mbox_heal
-        if data.startswith(mbox_heal.MOVE_MAGIC):
-            notes.extend(mbox_heal.redo_move(self, data, mbox_fd))
-        elif record is None:
-            notes.append(f"{self.path}: incomplete journal record dropped "
-                         "(the mbox had not been touched yet)")
-        else:
-            notes.extend(self._settle(record, mbox_fd))
+        # Imported here: only after an interrupted delivery (mbox_recover.py).
+        from .mbox_recover import recover
+        notes = recover(self, data, parse_record(data), mbox_fd)
         self.clear()
         return notes
-
-    def _settle(self, record, mbox_fd):
-        st = os.fstat(mbox_fd)
-        size = st.st_size
-        if st.st_ino != record.ino or size < record.length:
-            return self._heal(record, mbox_fd, size, "replaced or rewritten")
-        if size == record.length:
-            return []           # nothing of the append reached the file
-        # A boundary inside our span can only be another writer's message: our
-        # bytes are only those before it (and before the newline it may have added).
-        end = record.end if record.end is not None else size
-        scan_end = min(size, end + len(_BOUNDARY) - 1)
-        foreign = _find_boundary(mbox_fd, record.from_offset, scan_end)
-        ours_end = size if foreign is None else foreign - 1
-        count = max(0, min(len(record.prefix), ours_end - record.from_offset))
-        have = os.pread(mbox_fd, count, record.from_offset) if count else b""
-        if have != record.prefix[:count]:
-            return self._heal(record, mbox_fd, size, "rewritten")
-        if foreign is not None and (record.end is None or foreign < record.end):
-            # Why: another program appended after our cut bytes; they are taken out
-            # and its mail moved down, crash-safely (mbox_heal.remove).
-            from . import mbox_heal
-            mbox_heal.remove(self, mbox_fd, record.from_offset, foreign, size)
-            return [f"took out an interrupted delivery ({foreign - record.from_offset} "
-                    f"bytes at offset {record.from_offset}) that mail from another "
-                    "program followed"]
-        if record.end is not None and size >= record.end:
-            return []           # whole: kept (see the module docstring)
-        # Why truncate and fsync: the interrupted append must vanish for good
-        # before this delivery appends after the last whole message.
-        os.ftruncate(mbox_fd, record.length)
-        if self.fsync:
-            os.fsync(mbox_fd)
-        return [f"rolled back an interrupted delivery: {size - record.length} bytes at "
-                f"offset {record.length}"]
-
-    def _heal(self, record, mbox_fd, size, how):
-        """The mbox changed since the record: find the cut append and take it out."""
-        from . import mbox_heal
-        found, why = mbox_heal.find_cut(mbox_fd, size, record)
-        if found is None:
-            return [f"{self.path}: the mbox was {how} since an interrupted delivery; "
-                    f"nothing taken out ({why})"]
-        start, end = found
-        mbox_heal.remove(self, mbox_fd, start, end, size)
-        return [f"took out an interrupted delivery ({end - start} bytes at offset "
-                f"{start}) after the mbox was {how} by another program"]
 
     def begin(self, mbox_fd, length, from_offset, total, prefix, meta=0):
         """Record an append of total bytes (None: not known) at length, meta of
@@ -245,20 +190,3 @@ class MboxJournal:
         """Wipe the record in place (its magic), leaving the file's size alone."""
         os.pwrite(self.fd, b"\0" * len(JOURNAL_MAGIC), 0)
         self.active = False
-
-
-def _find_boundary(fd, start, end):
-    """Offset of the first line after start beginning with "From ", or None."""
-    pos = start
-    tail = b""
-    while pos < end:
-        chunk = os.pread(fd, min(SCAN_CHUNK, end - pos), pos)
-        if not chunk:
-            break
-        data = tail + chunk
-        i = data.find(_BOUNDARY)
-        if i >= 0:
-            return pos - len(tail) + i + 1
-        tail = data[-(len(_BOUNDARY) - 1):]
-        pos += len(chunk)
-    return None

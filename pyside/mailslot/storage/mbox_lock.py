@@ -1,4 +1,4 @@
-"""mbox locking: the locks of mbox_write_locks, the set-group-id helper, the signal guard.
+"""mbox locking: the locks of mbox_write_locks and the signal guard.
 
 MboxLocks takes the locks of mbox_write_locks on one open mbox in their order
 ("fcntl dotlock", Debian's Dovecot's order, by default; also flock, lockf,
@@ -8,8 +8,8 @@ dotlock for LATER_DOTLOCK_WAIT_SECS); held by a writer (who may be waiting for o
 first lock) all are let go and the busy lock is the one waited for next round, in
 its holders' queue, so neither lock order deadlocks and none starves us (21.3). A dotlock is stale when its pid is dead on this host, or
 untouched for mbox_dotlock_change_timeout while its holder does not hold the next
-lock either. DotlockHelper runs mailslot-dotlock where the INBOX's directory is
-the mail group's. SignalGuard turns SIGTERM/SIGINT/SIGHUP/SIGPIPE during one save
+lock either. Where the INBOX's directory is the mail group's, the dotlock is taken
+through mailslot-dotlock (mbox_helper.py, imported only then). SignalGuard turns SIGTERM/SIGINT/SIGHUP/SIGPIPE during one save
 into an exception that unwinds it (rollback, unlock), then re-sends the signal; its
 handlers are installed when a save starts and removed when it ends.
 
@@ -23,12 +23,11 @@ interleave. The pipe path has one thread: the lock is always free.
 
 Errors: ConfigError (a bad lock list, an unknown mail_privileged_group);
 StorageError for a timeout, a replaced or foreign mbox, a helper that refused
-(its own diagnostic kept, bounded by HELPER_ERROR_MAX).
+(mbox_helper.py).
 
 Security: check_mbox_file refuses anything but a regular file owned by the
-delivering user with one link (planted symlinks, hard links, FIFOs); the helper is
-used only for the configured INBOX, only when it is root-owned and set-group-id
-mail_privileged_group, and it is run with an argv and a fixed environment.
+delivering user with one link (planted symlinks, hard links, FIFOs); the helper's
+own checks are in mbox_helper.py.
 """
 
 import _thread
@@ -44,9 +43,6 @@ LOCK_METHODS = ("dotlock", "dotlock_try") + FILE_LOCK_METHODS
 # Dovecot's MBOX_LOCK_TOUCH_MSECS: a held dotlock is refreshed this often while we
 # wait for the next lock or write a long message.
 DOTLOCK_TOUCH_SECS = 10
-HELPER_NAME = "mailslot-dotlock"
-# The most of the helper's stderr kept for an error message.
-HELPER_ERROR_MAX = 2048
 # How often the mbox is reopened when it was replaced while we waited for locks.
 REOPEN_ATTEMPTS = 3
 # The pause (doubling, with jitter) after a later lock of the list was busy and all
@@ -63,13 +59,6 @@ READER_WAIT_SECS = 0.2
 LATER_DOTLOCK_WAIT_SECS = 0.25
 LATER_DOTLOCK_POLL_MIN_SECS = 0.0005
 LATER_DOTLOCK_POLL_MAX_SECS = 0.02
-
-
-def default_helper_path():
-    """mailslot-dotlock beside the installed engine (<libdir>/python/mailslot/...)."""
-    here = os.path.dirname(os.path.abspath(__file__))           # .../mailslot/storage
-    libdir = os.path.dirname(os.path.dirname(os.path.dirname(here)))
-    return os.path.join(libdir, HELPER_NAME)
 
 
 def parse_lock_methods(text, key):
@@ -178,90 +167,6 @@ class SignalGuard:
             os.kill(os.getpid(), self.pending)
             raise StorageError(f"delivery interrupted by signal {self.pending}") from None
         return False
-
-
-class DotlockHelper:
-    """mailslot-dotlock (root:mail 2755): the INBOX's dotlock where the spool
-    directory is the mail group's. path is the binary; guard, while a save runs,
-    is its SignalGuard (the helper then runs with signals held)."""
-
-    def __init__(self, path, privileged_group, inbox):
-        self.path = path
-        self.privileged_group = privileged_group
-        self.inbox = inbox
-        self.guard = None
-
-    def check(self, path, err, purpose):
-        """Make sure mailslot-dotlock may be used for path; StorageError if not."""
-        head = path.rpartition("/")[0] or "/"
-        if path != self.inbox:
-            raise storage_error(f"trying to {purpose}: not INBOX, so no privileged "
-                                "locking for", path, err)
-        if not self.privileged_group:
-            group = _group_name_of(head)
-            hint = f"set mail_privileged_group={group}" if group else \
-                "nonstandard permissions"
-            raise StorageError(f"{path}: cannot {purpose}: {_errno_text(err)} in {head} "
-                               f"({hint})")
-        import grp
-        try:
-            gid = grp.getgrnam(self.privileged_group).gr_gid
-        except KeyError:
-            raise ConfigError(f"unknown group {self.privileged_group!r}",
-                              key="mail_privileged_group") from None
-        try:
-            st = os.stat(self.path)
-        except OSError as exc:
-            raise StorageError(f"{path}: cannot {purpose} ({_errno_text(err)} in {head}) "
-                               f"and {self.path} is missing: "
-                               f"{_errno_text(exc)}") from None
-        if (st.st_mode & 0o170000) != 0o100000 or not st.st_mode & 0o2000 \
-                or st.st_gid != gid or st.st_uid != 0:
-            raise StorageError(f"{path}: cannot {purpose} ({_errno_text(err)} in {head}) "
-                               f"and {self.path} is not root-owned set-group-id "
-                               f"{self.privileged_group} (reinstall it)")
-
-    def run(self, command, path):
-        """Run mailslot-dotlock command path; return (exit code, its diagnostic).
-
-        During a save it runs with signals held (see SignalGuard.run_held): the
-        helper is bounded by its own attempts, and whether it took a lock must be
-        known before a signal may unwind the save.
-        """
-        guard = self.guard
-        if guard is not None:
-            return guard.run_held(self._spawn, command, path)
-        return self._spawn(command, path)
-
-    def _spawn(self, command, path):
-        r, w = os.pipe()
-        try:
-            pid = os.posix_spawn(self.path, [self.path, command, path],
-                                 {"PATH": "/usr/bin:/bin"}, file_actions=[
-                                     (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                                     (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
-                                     (os.POSIX_SPAWN_DUP2, w, 2)])
-        except OSError as err:
-            os.close(r)
-            os.close(w)
-            raise storage_error("running", self.path, err) from None
-        os.close(w)
-        chunks = []
-        try:
-            while True:
-                data = os.read(r, 4096)
-                if not data:
-                    break
-                if sum(len(c) for c in chunks) < HELPER_ERROR_MAX:
-                    chunks.append(data)
-        finally:
-            os.close(r)
-            _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        message = b"".join(chunks)[:HELPER_ERROR_MAX].decode("utf-8", "replace").strip()
-        return code, message or f"exit status {code}"
-
-
 
 
 class _ProcessLocks:
@@ -431,8 +336,10 @@ class MboxLocks:
             if err.errno in (errno.EACCES, errno.EPERM):
                 if method == "dotlock_try":
                     return True     # Dovecot: dotlock_try gives up quietly
+                # The spool directory is the mail group's: mailslot-dotlock's job.
+                from .mbox_helper import helper_lock
                 storage.helper.check(self.path, err, "create a dotlock")
-                return self._helper_lock(deadline, wait)
+                return helper_lock(self, deadline, wait)
             if method == "dotlock_try" and err.errno in (errno.ENOSPC, errno.EDQUOT):
                 return True
             raise storage_error("dotlocking", self.path, err) from None
@@ -467,32 +374,6 @@ class MboxLocks:
                 return lock
             time.sleep(min(pause, until - now))
             pause = min(pause * 2, LATER_DOTLOCK_POLL_MAX_SECS)
-
-    def _helper_lock(self, deadline, wait):
-        """Dotlock through mailslot-dotlock: "lock" (one run tries for about 20 s)
-        when this is the lock to wait for, else "trylock" (one check), so that the
-        locks already held are never kept while the helper waits."""
-        storage = self.storage
-        command = "lock" if wait else "trylock"
-        while True:
-            self.dotlock_tried = True
-            code, message = storage.helper.run(command, self.path)
-            self.dotlock_tried = False      # its outcome is known (see _dotlock)
-            if code == 0:
-                self.helper_locked = True           # released by release()
-                self.dotlock_late = bool(self.fd_locks)
-                self.last_touch = time.monotonic()
-                self.guard.checkpoint()
-                return True
-            self.guard.checkpoint()
-            if code == 75 and "lock-timeout" in message:
-                if not wait:
-                    return False
-                if self._remaining(deadline) > 0:
-                    continue        # keep asking until our own mbox_lock_timeout
-                raise self._timeout()
-            raise StorageError(f"{self.path}: {storage.helper.path} refused to lock it: "
-                               f"{message}")
 
     def _fd_lock(self, method, deadline, wait):
         """Take an fcntl/flock/lockf lock (see acquire() for the waiting); True if
@@ -638,25 +519,3 @@ def check_mbox_file(st, path):
     if st.st_nlink != 1:
         raise StorageError(f"{path}: has {st.st_nlink} hard links, refused (a link could "
                            "point the delivery at another file)")
-
-
-def _errno_text(err):
-    import errno
-    name = errno.errorcode.get(getattr(err, "errno", None) or 0)
-    text = getattr(err, "strerror", None) or str(err)
-    return f"{text} ({name})" if name else text
-
-
-def _group_name_of(path):
-    """The group of a group-writable, not world-writable directory (Dovecot's hint)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if st.st_mode & 0o002 or not st.st_mode & 0o020:
-        return None
-    import grp
-    try:
-        return grp.getgrgid(st.st_gid).gr_name
-    except KeyError:
-        return str(st.st_gid)
