@@ -330,3 +330,39 @@ def test_an_envelope_changed_during_a_run_is_seen(tmp_path):
     assert envelope_values(it, ["from"], "all") == ["carol@example.net"]
     ctx.envelope.auth_user = "dave"
     assert envelope_values(it, ["auth"], "all") == ["dave"]
+
+
+def test_a_run_leaves_the_compiled_program_unchanged(tmp_path):
+    # Interpreter.expand_list hands callers the program's own string lists when
+    # they hold no variables: a run that wrote into one would change the program
+    # for the next test, rule or delivery. Every kind of caller runs here twice.
+    import copy
+    from mailslot.sieve.diagnostics import Diagnostics
+    from mailslot.sieve.runner import RunContext, run_program
+    from mailslot.sieve.script import compile_text, make_env
+    from mailslot.sieve.settings import SieveSettings
+    source = """require ["fileinto", "envelope", "imap4flags", "variables", "body",
+        "editheader", "enotify", "mailbox", "relational", "date", "environment",
+        "subaddress", "regex", "comparator-i;ascii-numeric"];
+if header :contains ["subject", "x-none"] ["hello", "other"] { addflag ["\\\\Seen", "a b"]; }
+if address :all :is ["from", "to"] ["alice@example.org", "x@y"] { setflag "f" ["c", "d"]; }
+if envelope :domain :is ["from", "to"] ["example.org"] { addflag "f" ["e"]; removeflag "f" ["c"]; }
+if string :count "ge" :comparator "i;ascii-numeric" ["a", "", "b"] ["1"] { set "v" "1"; }
+if body :content ["text", "image"] :contains ["Hi", "Bob"] { fileinto :flags ["\\\\Flagged", "x"] "Body"; }
+if hasflag :contains ["seen"] { keep; }
+if mailboxexists ["INBOX", "Other"] { keep; }
+if valid_notify_method ["mailto:a@example.org"] { notify :options ["k=v"] "mailto:b@example.org"; }
+if header :regex "subject" ["^hel+o", "x"] { keep; }
+if environment :contains "name" ["mailslot", "x"] { keep; }
+if currentdate :value "ge" "year" ["2000"] { keep; }
+deleteheader :matches "x-spam" ["*a*", "b"];
+"""
+    settings = SieveSettings.from_mapping({"sieve_extensions": "+editheader"})
+    program = compile_text(source, "t", make_env(settings), Diagnostics())
+    assert program is not None
+    before = copy.deepcopy(program.ops)
+    for _ in range(2):
+        ctx = RunContext(RawMessage(MESSAGE), ENVELOPE, settings, Diagnostics())
+        assert run_program(ctx, program) == "success", ctx.diag.lines
+        assert any(a.kind == "store" for a in ctx.result.actions)
+    assert program.ops == before

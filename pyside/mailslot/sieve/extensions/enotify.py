@@ -381,7 +381,9 @@ def run_notify(it, op):
         raise SieveRunError("", "mailto URI: %s" % exc)
     frm = it.expand(p["from"]) if p["from"] is not None else None
     message = it.expand(p["message"]) if p["message"] is not None else None
-    options = it.expand_list(p["options"]) if p["options"] is not None else None
+    # A copy: the action's options go to the host, and expand_list may hand back
+    # the program's own list.
+    options = list(it.expand_list(p["options"])) if p["options"] is not None else None
     action = NotifyAction(it.location(), "mailto", uri, p["importance"], message, frm,
                           options)
     it.result.add(it, action)
