@@ -277,3 +277,35 @@ def test_edited_copy_is_the_one_dovecot_lda_stores(box):
         env.cleanup()
     assert ours == theirs
     assert ours.startswith(b"X-Top: 1\nReceived: from a.example.org\n\tby b.example.org;\n")
+
+
+def test_a_filter_list_delivery_loads_no_compiler_nor_duplicate_database(box):
+    # The second delivery runs from the compile cache: no lexer, parser or
+    # validator, and a script that neither sends nor uses duplicate does not
+    # load the duplicate database (sieve_filing makes it on first use).
+    box.script('require ["fileinto", "envelope"];\n'
+               'if header :contains "List-Id" "team.example.org" { fileinto "Lists"; }\n'
+               'if envelope :is "from" "x@example.org" { fileinto "X"; }\n')
+    assert box.deliver().returncode == 0
+    proc = run_as(box.user, ["/usr/bin/python3", "-X", "importtime", "-I", "-S", box.lda,
+                             "-c", box.conf], input=MSG)
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.decode().splitlines()
+                if line.startswith("import time:")}
+    assert "mailslot.sieve.extensions.core_runtime" in imported
+    assert "mailslot.actions" in imported
+    for never in ("mailslot.duplicates", "mailslot.sieve.lexer", "mailslot.sieve.parser",
+                  "mailslot.sieve.validator", "mailslot.send"):
+        assert never not in imported, never
+    assert len(box.files(".Lists")) == 2
+
+
+def test_the_duplicate_database_made_on_first_use_still_remembers(box):
+    # sieve_filing opens the duplicate database lazily: the duplicate test reads
+    # it and the delivery marks it, so the second copy of a message is caught.
+    box.script('require ["duplicate", "fileinto"];\nif duplicate { fileinto "Dup"; }\n')
+    for _ in range(2):
+        proc = box.deliver()
+        assert proc.returncode == 0, proc.stderr
+    assert len(box.files()) == 1 and len(box.files(".Dup")) == 1
+    assert os.path.exists(os.path.join(box.home, ".mailslot.lda-dupes"))
