@@ -440,6 +440,28 @@ def fuse_missing():
     probe = subprocess.run([SYSTEM_PYTHON, "-c", "import llfuse"], capture_output=True)
     if probe.returncode != 0:
         return "python3-llfuse is not installed (make deps-test)"
+    # A trivial mount: a container without CAP_SYS_ADMIN has /dev/fuse and llfuse
+    # and still cannot mount.
+    base = world_tempdir("mailslot-fuseprobe-")
+    try:
+        source, mnt = os.path.join(base, "source"), os.path.join(base, "mnt")
+        os.mkdir(source)
+        os.mkdir(mnt)
+        disk = subprocess.Popen([SYSTEM_PYTHON, FUSEDISK, source, mnt,
+                                 os.path.join(base, "status")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        mounted = disk.stdout.readline().strip() == b"mounted"
+        subprocess.run(["umount", mnt], capture_output=True)
+        try:
+            _out, err = disk.communicate(timeout=MOUNT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["umount", "-l", mnt], capture_output=True)
+            disk.kill()
+            _out, err = disk.communicate()
+        if not mounted:
+            return f"a FUSE file system cannot be mounted here: {err.decode()[-300:]}"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
     return None
 
 
