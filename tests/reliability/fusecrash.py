@@ -3,6 +3,7 @@ made durable, cut at every operation (issue 21).
 
     python3 -m tests.reliability.fusecrash [--format maildir|mbox] [--sieve]
                                            [--points K] [--drop-sync N]
+                                           [--path pipe|fast]
 
 SIGKILL (crash.py) never loses the page cache, and powerloss.py sees the engine's
 os calls only. Here the engine runs unchanged (Debian's python3 -I -S, as a test
@@ -43,6 +44,11 @@ back before anything else) --
     parse (a torn database could make a retry discard the message).
   - Either way, a next delivery succeeds on the state the crash left (no lock
     left behind blocks it) and the checks hold again.
+
+--path fast delivers the cut message through the fast path instead (the C front and
+a worker of mailslot-handoffd, tests/reliability/fastrig.py): the cut kills the
+worker, whose front must answer 75; the next delivery (after the "reboot") is the
+pipe engine's.
 
 --drop-sync N makes the engine skip its N-th fsync()/fdatasync() of a file on the
 FUSE disk (a monkeypatch in this harness's engine wrapper only; the product has
@@ -127,8 +133,9 @@ def message(tag, size=300_000):
 
 
 class Rig:
-    def __init__(self, fmt, drop=0, sieve=False):
-        self.fmt, self.drop, self.sieve = fmt, drop, sieve
+    def __init__(self, fmt, drop=0, sieve=False, path="pipe"):
+        self.fmt, self.drop, self.sieve, self.path = fmt, drop, sieve, path
+        self.fast = None
         self.locks_left = 0         # cut states with a dotlock on the disk
         self.locks_waited_out = {}  # lock -> states where only Dovecot's timeout ends it
         self.token = os.urandom(3).hex()
@@ -155,11 +162,16 @@ class Rig:
                                              message(f"new-{self.token}"),
                                              message(f"next-{self.token}", 2000))
             self._prepare()
+            if path == "fast":
+                from tests.reliability.fastrig import FastPath
+                self.fast = FastPath(self.entry)
         except BaseException:
             self.close()
             raise
 
     def close(self):
+        if self.fast is not None:
+            self.fast.close()
         if self.dc is not None:
             subprocess.run(["umount", "-l", self.dc.home], capture_output=True)
             self.dc.cleanup()
@@ -180,6 +192,23 @@ class Rig:
         proc = subprocess.run(argv, input=data, capture_output=True, env=env, cwd="/",
                               timeout=300)
         return proc.returncode, proc.stderr.decode(errors="replace")
+
+    def front(self, data):
+        """The delivery through the fast path: the C front hands it to a worker
+        of mailslot-handoffd (the one the cut kills); the front's exit."""
+        argv = ["setpriv", f"--reuid={self.entry.pw_uid}", f"--regid={self.entry.pw_gid}",
+                "--init-groups", "--"] + self.fast.argv(self.conf)
+        env = {"PATH": "/usr/bin:/bin", "USER": self.name, "HOME": self.home,
+               "LOGNAME": self.name}
+        proc = subprocess.run(argv, input=data, capture_output=True, env=env, cwd="/",
+                              timeout=300)
+        self.fast.ensure_server()
+        return proc.returncode, proc.stderr.decode(errors="replace")
+
+    def handed_off(self):
+        """The new message was saved by a handoff worker (its log line says so)."""
+        with open(os.path.join(self.base, "engine.log"), errors="replace") as f:
+            return any("<handoff>" in line and f"new-{self.token}" in line for line in f)
 
     def _empty_home(self):
         for name in os.listdir(self.home):
@@ -216,7 +245,8 @@ class Rig:
             line = disk.stdout.readline()
             if line.strip() != b"mounted":
                 raise Failure(f"the FUSE disk did not mount: {disk.stderr.read()[-2000:]!r}")
-            code, err = self.engine(self.new, self.drop)
+            code, err = self.front(self.new) if self.fast else \
+                self.engine(self.new, self.drop)
         finally:
             self._unmount(disk)
         with open(status) as f:
@@ -362,7 +392,8 @@ class Rig:
         """One crash point: cut, check, deliver the next message, check again."""
         code, err, ops, end = self.cut(crash_after, mode)
         cut = end["crashed"]
-        if cut and code != -9:
+        # The fast path: the cut kills the worker, and its front answers 75.
+        if cut and code != (75 if self.fast else -9):
             return end, [f"the engine exited {code} after the power cut: {err[-300:]}"], ops
         if not cut and code != 0:
             return end, [f"the delivery failed without a cut: {err[-300:]}"], ops
@@ -400,8 +431,8 @@ def spread(total, k):
     return sorted({1 + round(i * (total - 1) / max(1, k - 1)) for i in range(k)})
 
 
-def run(fmt, points=None, drop=0, sieve=False):
-    rig = Rig(fmt, drop, sieve)
+def run(fmt, points=None, drop=0, sieve=False, path="pipe"):
+    rig = Rig(fmt, drop, sieve, path)
     try:
         started = time.monotonic()
         # The run that is not cut: counts the operations; its state is the crash
@@ -409,6 +440,8 @@ def run(fmt, points=None, drop=0, sieve=False):
         end, problems, ops = rig.point(0)
         total = end["operations"]
         violations = list(problems)
+        if rig.fast and not rig.handed_off():
+            violations.append("the delivery did not go through the fast path")
         chosen = spread(total, points) if points is not None else list(range(1, total + 1))
         cut = 0
         for k in chosen:
@@ -419,7 +452,7 @@ def run(fmt, points=None, drop=0, sieve=False):
         kinds = {}
         for op in ops:
             kinds[op["name"]] = kinds.get(op["name"], 0) + 1
-        return {"format": fmt, "sieve": sieve, "operations": total, "operation_kinds": kinds,
+        return {"format": fmt, "sieve": sieve, "path": path, "operations": total, "operation_kinds": kinds,
                 "crash_points": len(chosen) + 1, "states_checked": len(chosen) * len(MODES) + 1,
                 "cut": cut, "drop_sync": drop, "states_with_a_lock_left": rig.locks_left,
                 "locks_dovecot_waits_out": rig.locks_waited_out,
@@ -471,6 +504,7 @@ def main(argv=None):
     parser.add_argument("--points", type=int)
     parser.add_argument("--drop-sync", type=int, default=0)
     parser.add_argument("--sieve", action="store_true")
+    parser.add_argument("--path", choices=["pipe", "fast"], default="pipe")
     args = parser.parse_args(argv)
     reason = fuse_missing()
     if reason:
@@ -478,7 +512,7 @@ def main(argv=None):
         return 75
     bad = 0
     for fmt in args.format or ["maildir", "mbox"]:
-        result = run(fmt, args.points, args.drop_sync, args.sieve)
+        result = run(fmt, args.points, args.drop_sync, args.sieve, args.path)
         bad += result["violation_count"]
         print(json.dumps(result))
     return 1 if bad and not args.drop_sync else 0

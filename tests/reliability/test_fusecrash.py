@@ -33,6 +33,15 @@ def test_power_cut_at_chosen_operations_loses_and_tears_nothing(fuse, fmt):
     assert any(s.startswith("fsync") for s in result["syncs"]), result
 
 
+@pytest.mark.parametrize("fmt", ["maildir", "mbox"])
+def test_power_cut_under_the_fast_path(fuse, fmt):
+    """The cut kills mailslot-handoffd's worker inside its system call; the front
+    answers 75 and the disk holds what the worker had synced."""
+    result = fusecrash.run(fmt, 3, path="fast")
+    assert result["violation_count"] == 0, result
+    assert result["cut"] == result["states_checked"] - 1 >= 9, result
+
+
 @pytest.mark.parametrize("fmt,synced,what", [
     ("maildir", "fsync ~/Maildir/tmp/", "the message file's fsync before its rename into new/"),
     ("maildir", "fsyncdir ~/Maildir/new", "new/'s fsync after the rename"),
