@@ -366,3 +366,20 @@ deleteheader :matches "x-spam" ["*a*", "b"];
         assert run_program(ctx, program) == "success", ctx.diag.lines
         assert any(a.kind == "store" for a in ctx.result.actions)
     assert program.ops == before
+
+
+def test_decoded_header_values_kept_for_the_run_are_charged():
+    # The decoded values stay for the whole run: the memory budget counts them
+    # (a plain value is the header's own string and costs nothing more).
+    from mailslot.sieve.mail import MessageView
+    from mailslot.sieve.memory import Budget, text_cost
+    raw = (b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\nX-Plain: hello\n\nbody\n")
+    view = MessageView(RawMessage(raw), Budget(None))
+    view.fields()
+    before = view.budget.used
+    assert view.decoded_values("x-plain") == ["hello"]
+    assert view.budget.used == before
+    assert view.decoded_values("Subject") == ["Grüße"]
+    assert view.budget.used == before + text_cost(len("=?utf-8?q?Gr=C3=BC=C3=9Fe?="))
+    assert view.decoded_values("SUBJECT") == ["Grüße"]       # kept: charged once
+    assert view.budget.used == before + text_cost(len("=?utf-8?q?Gr=C3=BC=C3=9Fe?="))

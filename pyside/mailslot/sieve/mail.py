@@ -25,7 +25,7 @@ MemoryLimitExceeded when the header needs more than the run's budget.
 """
 
 from ..message import field_text, header_end, iter_fields
-from .memory import FIELD_COST, Budget
+from .memory import FIELD_COST, Budget, text_cost
 
 # The offset of the body in a raw message (after the blank line), or its length.
 header_block_end = header_end
@@ -277,7 +277,13 @@ class MessageView:
         key = name.lower()
         found = self._decoded.get(key)
         if found is None:
-            found = [decode_words(v) if "=?" in v else v for v in self.header_values(key)]
+            found = []
+            for value in self.header_values(key):
+                if "=?" in value:
+                    # Kept for the run: charged like any text the run holds.
+                    self.budget.charge(text_cost(len(value)), "a decoded header")
+                    value = decode_words(value)
+                found.append(value)
             self._decoded[key] = found
         return found
 
