@@ -41,12 +41,6 @@ class MailslotError(Exception):
     """Base of every failure mailslot reports; temporary unless a subclass says not."""
 
 
-
-
-
-
-
-
 class TemporaryError(MailslotError):
     """The delivery cannot be done now; the MTA must keep the message and retry."""
 
@@ -70,12 +64,6 @@ class ConfigError(TemporaryError):
         super().__init__(where + message)
 
 
-
-
-
-
-
-
 class StorageError(TemporaryError):
     """A mailbox could not be written; nothing partial is left visible."""
 
@@ -86,16 +74,6 @@ class MailboxNameError(StorageError):
 
 class MailboxNotFoundError(StorageError):
     """The mailbox does not exist and may not be created."""
-
-
-
-
-
-
-
-
-
-
 
 
 class Failure:

@@ -68,6 +68,23 @@ def test_changed_source_is_recompiled(tmp_path):
     assert res.actions == [{"type": "store", "mailbox": "Changed"}]
 
 
+def test_edit_keeping_size_and_mtime_is_recompiled(tmp_path):
+    # An edit in place of the same length whose mtime is put back (touch -r,
+    # an editor or sync tool keeping times): only ctime tells the versions apart.
+    script = tmp_path / "s.sieve"
+    script.write_text('require "fileinto";\nfileinto "AAAA";\n')
+    before = os.stat(script)
+    load(script)
+    with open(script, "r+b") as f:          # same inode, same size
+        f.write(b'require "fileinto";\nfileinto "BBBB";\n')
+    os.utime(script, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(script)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == \
+        (before.st_ino, before.st_size, before.st_mtime_ns)
+    res = sieve.run([str(script)], RawMessage(MSG), ENVELOPE)
+    assert res.actions == [{"type": "store", "mailbox": "BBBB"}]
+
+
 def test_changed_include_is_recompiled(tmp_path):
     d = tmp_path / "sieve"
     d.mkdir()

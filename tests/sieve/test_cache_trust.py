@@ -21,6 +21,7 @@ from mailslot import sieve
 from mailslot.sieve import cache
 from mailslot.sieve.diagnostics import Diagnostics
 from mailslot.sieve.mail import RawMessage
+from mailslot.sieve.program import source_key
 from mailslot.sieve.script import compile_text, make_env, script_name
 from mailslot.sieve.settings import SieveSettings
 from tests.support import IS_ROOT, REPO, free_uid, needs_root, world_tempdir
@@ -66,7 +67,7 @@ def forged_cache(script, settings, home, is_global, source=FORGED,
                            Diagnostics())
     assert program is not None
     st = os.stat(script)
-    program.deps = [(os.path.realpath(script), st.st_mtime_ns, st.st_size, st.st_ino)]
+    program.deps = [source_key(os.path.realpath(script), st)]
     data = cache.program_to_data(program)
     if extensions is not None:
         data["extensions"] = extensions

@@ -6,7 +6,7 @@ delivery user's cache directory <home>/.cache/mailslot/sieve (named by a hash
 of the script's real path; home is the user's home from the userdb, handed in
 by the caller -- never $HOME). lookup() returns the cached Program only when the
 file is trusted and valid for the script as it is now: same format version,
-same source (path, mtime, size, inode of the script and of every included
+same source (path, mtime, size, inode and ctime of the script and of every included
 script), same compile settings (and the same :personal/:global include
 directories, when the script includes anything), extensions that are all
 enabled for this script, and an intact CRC-32. Anything else -- an old or foreign file, a
@@ -48,6 +48,9 @@ import os
 import zlib
 
 from ..errors import SieveError
+from .program import source_key
+
+SOURCE_KEY_LEN = 5      # program.source_key: path, mtime, size, inode, ctime
 
 MAGIC = b"MSLOT-SIEVE-2\n"
 SUFFIX = ".msbin"
@@ -183,8 +186,7 @@ def _dirs_match(recorded, env):
 
 
 def _dep_key(path):
-    st = os.stat(path)
-    return (os.path.realpath(path), st.st_mtime_ns, st.st_size, st.st_ino)
+    return source_key(os.path.realpath(path), os.stat(path))
 
 
 def cache_paths(script_path, home=None, own=True):
@@ -310,7 +312,7 @@ def lookup(path, env, settings, name):
 def _fresh(deps):
     """Whether every source a program was compiled from is unchanged."""
     for dep in deps:
-        if not isinstance(dep, tuple) or len(dep) != 4 or not isinstance(dep[0], str):
+        if not isinstance(dep, tuple) or len(dep) != SOURCE_KEY_LEN or not isinstance(dep[0], str):
             raise CorruptCacheError("deps")
         if dep[2] == -1:
             # A missing :optional include: fresh while it stays missing.

@@ -23,7 +23,20 @@ class Program:
         self.ops = ops                  # list of op tuples
         self.extensions = extensions    # sorted list of extension names used
         self.includes = includes or {}  # include key -> Program
-        self.deps = deps or []          # [(path, mtime_ns, size, ino)] of includes
+        self.deps = deps or []          # [source_key(...)] of the script and its includes
+
+
+def source_key(real_path, st):
+    """What identifies one version of a script file for the compile cache: its real
+    path, and from its stat, mtime, size, inode and ctime. ctime because an edit in
+    place that keeps the size can put the mtime back (touch -r, utime), but only the
+    kernel sets ctime."""
+    return (real_path, st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+# The key of an :optional include that was missing when the program was compiled.
+def missing_source_key(real_path):
+    return (real_path, 0, -1, 0, 0)
 
 
 class ValidationEnv:

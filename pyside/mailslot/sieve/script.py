@@ -106,8 +106,8 @@ def compile_file(path, env, diag, max_size=0, name=None):
         return None, st
     program = compile_text(decode_script(data), name, env, diag, path)
     if program is not None:
-        program.deps = [(os.path.realpath(path), st.st_mtime_ns, st.st_size, st.st_ino)] \
-            + list(program.deps)
+        from .program import source_key
+        program.deps = [source_key(os.path.realpath(path), st)] + list(program.deps)
     return program, st
 
 

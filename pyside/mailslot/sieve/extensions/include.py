@@ -22,7 +22,7 @@ from ..interpreter import HANDLERS, Interpreter, ReturnScript, SieveRunError
 from ..diagnostics import sanitize
 from ..limits import MAX_SCRIPT_NAME_LEN
 from ..defs import CommandDef, TagDef
-from ..program import Resolver  # noqa: F401 (re-exported)
+from ..program import Resolver, missing_source_key, source_key  # noqa: F401 (Resolver re-exported)
 from ..defs import valid_variable_identifier
 
 MISSING = (-1, -1)
@@ -246,7 +246,7 @@ def compile_include(c, node):
         return op
     if not data["exists"]:
         ictx.programs[key] = None
-        ictx.deps.append((real, 0, -1, 0))
+        ictx.deps.append(missing_source_key(real))
         return op
     try:
         raw, st = read_script(data["path"], 0)
@@ -256,7 +256,7 @@ def compile_include(c, node):
                    getattr(exc, "strerror", "error")))
         c.failed = True
         return op
-    ictx.deps.append((real, st.st_mtime_ns, st.st_size, st.st_ino))
+    ictx.deps.append(source_key(real, st))
     ictx.programs[key] = False   # being compiled
     from ..parser import parse
     name = script_name(data["path"])
