@@ -46,6 +46,16 @@
  *      ctime (its mtime if newer but not in the future) when first seen, and the
  *      moment a later look sees another inode, size, mtime or ctime. So setting a
  *      lock's mtime into the past does not age it: its ctime is now.
+ *   0. Before all of these (not Dovecot's): a lock whose ctime is before the system
+ *      booted, and that is empty (no byte but NUL or white space) or names this
+ *      host without a live pid, is overridden at once. No process that took it
+ *      runs now, and a power cut can leave a lock born whole empty all the same
+ *      (its name reached the disk, its content did not), which rule 3 would make
+ *      every delivery wait CHANGE_TIMEOUT for. The boot moment is the realtime
+ *      clock minus CLOCK_BOOTTIME, from the kernel, never from argv or the
+ *      environment; judged from the opened lock (fstat of the fd read). A live
+ *      local pid still decides alone: a realtime clock stepped forward moves the
+ *      computed boot later, and must not cost a live holder its lock.
  *   Dovecot's mbox code may also veto breaking an aged lock when the next lock in
  *   mbox_write_locks is still held (dotlock_callback); the helper does not know
  *   that list: the engine does that check when it breaks a lock itself.
@@ -188,20 +198,14 @@ static void check_spool_file(int dirfd, const char *name, uid_t uid)
                   (unsigned long) st.st_nlink);
 }
 
-/* Read "<pid>:<host>" from the lock named lockname; 0 on success. The pid is decimal
- * digits only and > 0 (Dovecot's str_to_pid); one trailing newline is allowed. */
-static int read_lock_owner(int dirfd, const char *lockname, long *pid, char *host,
-                           size_t hostlen)
+/* Parse "<pid>:<host>" from buf (len bytes read, buf[len] writable); 0 on success.
+ * The pid is decimal digits only and > 0 (Dovecot's str_to_pid); one trailing
+ * newline is allowed. On a bad pid, host is still filled if there is a colon. */
+static int parse_lock_owner(char *buf, long len, long *pid, char *host, size_t hostlen)
 {
-    char buf[LOCK_READ_MAX + 1], *colon, *p;
-    long len, v = 0;
-    int fd;
+    char *colon, *p;
+    long v = 0;
 
-    fd = openat(dirfd, lockname, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    len = ms_read_all(fd, buf, LOCK_READ_MAX);
-    (void) close(fd);
     if (len <= 0)
         return -1;
     buf[len] = '\0';
@@ -211,6 +215,7 @@ static int read_lock_owner(int dirfd, const char *lockname, long *pid, char *hos
     if (colon == NULL || colon == buf)
         return -1;
     *colon = '\0';
+    (void) snprintf(host, hostlen, "%s", colon + 1);
     for (p = buf; *p != '\0'; p++) {
         if (*p < '0' || *p > '9' || v > (long) INT_MAX / 10)
             return -1;
@@ -219,8 +224,23 @@ static int read_lock_owner(int dirfd, const char *lockname, long *pid, char *hos
     if (v <= 0 || v > (long) INT_MAX)
         return -1;
     *pid = v;
-    (void) snprintf(host, hostlen, "%s", colon + 1);
     return 0;
+}
+
+/* Read "<pid>:<host>" from the lock named lockname; 0 on success (parse_lock_owner). */
+static int read_lock_owner(int dirfd, const char *lockname, long *pid, char *host,
+                           size_t hostlen)
+{
+    char buf[LOCK_READ_MAX + 1];
+    long len;
+    int fd;
+
+    fd = openat(dirfd, lockname, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    len = ms_read_all(fd, buf, LOCK_READ_MAX);
+    (void) close(fd);
+    return parse_lock_owner(buf, len, pid, host, hostlen);
 }
 
 /* What one run has seen of a file: Dovecot's struct file_change_info. */
@@ -304,6 +324,67 @@ static int stat_lock(int dirfd, const char *lockname, struct stat *st)
     return 1;
 }
 
+/* When the system booted, in nanoseconds of the realtime clock; 0 if unknown. Why
+ * from the kernel's clocks and nothing else: a setgid program breaks locks by it, so
+ * no caller may choose it (argv, environment). CLOCK_BOOTTIME counts from boot,
+ * suspend included; /proc/stat's btime is the same difference, rounded. */
+static long long boot_time_ns(void)
+{
+    struct timespec real, up;
+
+    if (clock_gettime(CLOCK_REALTIME, &real) != 0 || clock_gettime(CLOCK_BOOTTIME, &up) != 0)
+        return 0;
+    return ((long long) real.tv_sec - up.tv_sec) * 1000000000LL
+           + ((long long) real.tv_nsec - up.tv_nsec);
+}
+
+/* Rule 0 of the header: 1 if the lock judged (ls->lock) is, by its opened file, a
+ * plausible lock last changed before this boot that is empty or names this host
+ * without a live pid. Every doubt (cannot open or read, another inode, not
+ * plausible) is 0: the ordinary rules judge it. */
+static int lock_is_from_before_boot(int dirfd, const char *lockname, const char *myhost,
+                                    const struct lock_state *ls)
+{
+    char buf[LOCK_READ_MAX + 1], host[LOCK_READ_MAX + 1];
+    long long boot = boot_time_ns();
+    struct stat st;
+    long len, i, pid = -1;
+    int fd, empty = 1;
+
+    if (boot <= 0)
+        return 0;
+    fd = openat(dirfd, lockname, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    /* Judge the file whose content we read: the very inode stat_lock judged
+     * plausible (regular, the caller's or root's, small), checked again here. */
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_ino != ls->lock.ino
+        || st.st_dev != ls->lock.dev || (st.st_uid != caller_uid && st.st_uid != 0)
+        || st.st_size > LOCK_READ_MAX
+        || (long long) st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec >= boot) {
+        (void) close(fd);
+        return 0;
+    }
+    len = ms_read_all(fd, buf, LOCK_READ_MAX);
+    (void) close(fd);
+    if (len < 0)
+        return 0;
+    /* Empty: a size that reached the disk without its data reads as NULs. */
+    for (i = 0; i < len; i++)
+        if (buf[i] != '\0' && buf[i] != ' ' && buf[i] != '\t' && buf[i] != '\n'
+            && buf[i] != '\r')
+            empty = 0;
+    if (empty)
+        return 1;
+    host[0] = '\0';
+    if (parse_lock_owner(buf, len, &pid, host, sizeof(host)) != 0)
+        pid = -1;
+    if (strcmp(host, myhost) != 0)
+        return 0;               /* another host's lock, or no host: rule 3 */
+    /* A live local pid is never overridden here (rule 2 still judges it). */
+    return pid == -1 || (kill((pid_t) pid, 0) != 0 && errno == ESRCH);
+}
+
 enum { LOCK_HELD, LOCK_ABSENT, LOCK_OVERRIDDEN };
 
 /* Remove a lock judged stale. Why with the mail group: only the group may remove
@@ -329,6 +410,10 @@ static int check_lock(int dirfd, const char *name, const char *lockname, const c
     if (!stat_lock(dirfd, lockname, &st))
         return LOCK_ABSENT;
     changed = update_change_info(&st, &ls->lock, &ls->last_change, now);
+    /* Why before the pid and age rules: a lock left by a power cut (empty, born
+     * whole or not) would otherwise hold every delivery for CHANGE_TIMEOUT. */
+    if (changed && lock_is_from_before_boot(dirfd, lockname, myhost, ls))
+        return override_lock(dirfd, lockname);
     if (changed || !ls->pid_read) {
         /* First look, or someone else got the lock meanwhile. A lock written in
          * the last seconds is alive: its pid may not even be in it yet. */
