@@ -135,6 +135,9 @@ SCHEMA = {
     # mailslot's own: connections served at once; one more is answered 421 (Dovecot
     # bounds its lmtp service with process_limit, 100 by default).
     "lmtp_max_connections": ("int", 100),
+    # mailslot's own: worker processes serving the listeners ("auto": one per CPU the
+    # daemon may run on); 1 is one process (mailslot-lmtpd(8), lmtp/supervisor.py).
+    "lmtp_processes": ("str", "1"),
     "lmtp_save_to_detail_mailbox": ("bool", False),
     "lmtp_hdr_delivery_address": (("enum", "final", "none", "original"), "final"),
     "lmtp_user_concurrency_limit": ("int", 0),

@@ -58,6 +58,9 @@ class Backend:
         self.concurrency = base["lmtp_user_concurrency_limit"]
         self._active = {}
         self._lock = threading.Lock()
+        # With lmtp_processes above 1, the server sets the slots all workers share
+        # (slots.UserSlots); None: this process's own count is the whole truth.
+        self.slots = None
 
     # -- RCPT ---------------------------------------------------------------------------
 
@@ -76,7 +79,7 @@ class Backend:
         except Exception as exc:     # a bug: the MTA tries again later
             return Verdict(False, f"451 4.3.0 <{address}> Internal error: "
                                   f"{type(exc).__name__}")
-        if self.concurrency and self._count(rcpt.user.name) >= self.concurrency:
+        if self.concurrency and self._full(rcpt.user.name):
             return Verdict(False, f"451 4.3.0 <{address}> Too many concurrent deliveries "
                                   "for user")
         refused = self._over_quota(rcpt, address)
@@ -145,11 +148,11 @@ class Backend:
             # time: the whole delivery again, in a child (isolated.py).
             from .isolated import deliver_isolated
             name = rcpt.user.name
-            self._enter(name)
+            slot = self._enter(name)
             try:
                 return deliver_isolated(self, job, index)
             finally:
-                self._leave(name)
+                self._leave(name, slot)
 
     def end(self, job):
         job.message.close()
@@ -172,7 +175,7 @@ class Backend:
                                   extra=rcpt.extra, clock=self.clock,
                                   report=_report, refuse_over_quota=True)
         name = rcpt.user.name
-        self._enter(name)
+        slot = self._enter(name)
         try:
             if rcpt.user.uid != os.getuid():
                 # Not ours to write: the relay delivers as the user (multi-uid sites).
@@ -188,7 +191,7 @@ class Backend:
                     f"{type(exc).__name__}: {exc}")
             return f"451 4.3.0 <{address}> Internal error: {type(exc).__name__}"
         finally:
-            self._leave(name)
+            self._leave(name, slot)
         return f"250 2.0.0 <{address}> Saved"
 
     def _received(self, tx, peer, single):
@@ -214,15 +217,26 @@ class Backend:
 
     # -- lmtp_user_concurrency_limit ---------------------------------------------------
 
-    def _count(self, name):
+    def _full(self, name):
+        if self.slots is not None:
+            return self.slots.full(name, self.concurrency)
         with self._lock:
-            return self._active.get(name, 0)
+            return self._active.get(name, 0) >= self.concurrency
 
     def _enter(self, name):
+        """Count a delivery to name; the slot token to give _leave (None in-process).
+        RCPT checked the limit: a delivery is never held back here (a race between
+        two RCPTs may let one more through, as with Dovecot's own count)."""
+        if self.slots is not None:
+            return self.slots.take(name, self.concurrency) if self.concurrency else None
         with self._lock:
             self._active[name] = self._active.get(name, 0) + 1
+        return None
 
-    def _leave(self, name):
+    def _leave(self, name, slot=None):
+        if self.slots is not None:
+            self.slots.free(slot)
+            return
         with self._lock:
             left = self._active[name] - 1
             if left:

@@ -89,6 +89,10 @@ class Server:
         self.config_path = config_path
         self.log = log
         self.clock = clock
+        # lmtp_processes above 1: the slots every worker shares (slots.py) and one
+        # accept per wake-up, so that the workers share the connections.
+        self.slots = None
+        self.single_accept = False
         self.backend = self._load()
         self.pool = None
         self.listeners = []
@@ -108,6 +112,7 @@ class Server:
                                 max_size=base["lmtp_message_size_limit"])
         backend.temp_dir = base["mail_temp_dir"] or None
         backend.max_connections = base["lmtp_max_connections"]
+        backend.slots = self.slots
         return backend
 
     # -- the main thread: accept, signals, shutdown ---------------------------------------
@@ -144,6 +149,9 @@ class Server:
         signal.signal(signal.SIGTERM, lambda *_: self.drain(selector))
         signal.signal(signal.SIGINT, lambda *_: self.drain(selector))
         signal.signal(signal.SIGHUP, lambda *_: self.reload())
+        # A worker of lmtp_processes starts with these blocked (supervisor.py).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK,
+                               {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
         try:
             while True:
                 if self.draining:
@@ -207,6 +215,11 @@ class Server:
                     self.connections.discard(conn)
                 self.log(f"cannot start a connection thread: {exc}")
                 sock.close()
+            if self.single_accept:
+                # Why one: the other workers woke for the same listener; leaving the
+                # rest of the backlog to them spreads the connections over the
+                # processes (a busy worker is slower to its next accept()).
+                return
 
     def reload(self):
         try:
@@ -504,11 +517,20 @@ def main(argv=None):
         refuse_root()
         log = _stderr_log if foreground else _syslog_log()
         server = Server(config, log=log)
+        from .supervisor import worker_count
+        workers = worker_count(server.backend.base["lmtp_processes"])
         sockets = systemd_sockets() or listen_sockets(server.backend.base["lmtp_listen"])
         if not sockets:
             from ..errors import ConfigError
             raise ConfigError("lmtp_listen: no listener")
         log(f"listening on {len(sockets)} socket(s)")
+        if workers > 1:
+            from .slots import UserSlots
+            from .supervisor import supervise
+            server.slots = server.backend.slots = UserSlots()
+            code = supervise(workers, sockets, server, log)
+            log("stopped")
+            return code
         server.run(sockets)
         log("stopped")
         return 0

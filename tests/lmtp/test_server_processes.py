@@ -1,0 +1,239 @@
+"""mailslot-lmtpd with lmtp_processes 2: a parent and two workers on shared sockets.
+
+Which worker served a connection is read from the system, not from a hook: the
+Maildir file name carries the delivering process's pid (P<pid>), and a TCP
+connection's server-side socket is found in /proc/net/tcp and then among the
+workers' open files.
+"""
+
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from tests.support import needs_root
+from tests.lmtp.lmtpsite import Client, Site
+
+pytestmark = needs_root
+
+MSG = b"From: a@example.org\nSubject: hello\n\nbody\n"
+TWO = "lmtp_processes: 2\n"
+
+
+def workers(site, timeout=20, count=2, other_than=()):
+    """The pids of the daemon's worker processes (its children), once there are
+    `count` of them none of which is in other_than."""
+    deadline = time.time() + timeout
+    while True:
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[1]) == site.proc.pid and fields[0] != "Z":
+                found.append(int(entry))
+        if len(found) == count and not set(found) & set(other_than):
+            return sorted(found)
+        assert time.time() < deadline, (found, site.stderr())
+        time.sleep(0.05)
+
+
+def worker_of(client, pids):
+    """The worker whose file table holds the server side of a TCP client."""
+    port = client.sock.getsockname()[1]
+    inode = None
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if int(fields[2].split(":")[1], 16) == port and fields[3] == "01":
+                inode = fields[9]
+    assert inode, "no server-side socket"
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return pid
+            except OSError:
+                pass
+    return None
+
+
+def delivered_by(site, name):
+    """The pids named in name's Maildir file names."""
+    return {int(re.search(r"P(\d+)", os.path.basename(p)).group(1))
+            for p in site.maildir(name)}
+
+
+@pytest.fixture
+def site():
+    s = Site.create(extra=TWO)
+    s.start()
+    yield s
+    s.cleanup()
+
+
+def test_connections_are_served_by_both_workers(site):
+    pids = workers(site)
+    assert "starting 2 worker processes" in site.stderr()
+    for pid in pids:                  # never root: the daemon's own unprivileged uid
+        with open(f"/proc/{pid}/status") as f:
+            uids = [ln for ln in f if ln.startswith("Uid:")][0].split()[1:]
+        assert uids == [str(site.uid)] * 4
+    open_clients = []
+    for _ in range(40):
+        c = Client.tcp(site.port)
+        c.hello()
+        _, final = c.transaction("s@x", ["alice@example.org"], MSG)
+        assert final == ["250 2.0.0 <alice@example.org> Saved"]
+        open_clients.append(c)        # kept open: each worker keeps its connections
+        if delivered_by(site, "alice") == set(pids):
+            break
+    assert delivered_by(site, "alice") == set(pids), site.stderr()
+    assert len(site.messages("alice")) == len(open_clients)
+
+
+def test_user_concurrency_limit_holds_across_workers():
+    """Limit 1: alice's delivery waits on a worker (her dotlock is ours); a second
+    connection served by the OTHER worker is refused alice (451 4.3.0), not bob.
+    After the first delivery ends its slot is free again on every worker."""
+    s = Site.create(extra=TWO + "lmtp_user_concurrency_limit: 1\n",
+                    location="mbox:~/mail:INBOX=~/mail/inbox")
+    try:
+        for name in ("alice", "bob"):
+            os.makedirs(os.path.join(s.home(name), "mail"))
+            os.chown(os.path.join(s.home(name), "mail"), s.uid, s.uid)
+        s.start()
+        pids = workers(s)
+        lock = os.path.join(s.home("alice"), "mail", "inbox.lock")
+        with open(lock, "w") as f:
+            f.write("0")
+        first = Client.tcp(s.port)
+        first.hello()
+        busy = worker_of(first, pids)
+        first.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+        assert first.replies(3)[-1] == "354 OK"
+        first.send(b"Subject: one\r\n\r\n1\r\n.\r\n")
+        extra = []
+        for _ in range(50):
+            second = Client.tcp(s.port)
+            second.hello()
+            if worker_of(second, pids) != busy:
+                break
+            extra.append(second)
+        assert worker_of(second, pids) not in (busy, None)
+        deadline = time.time() + 20
+        while True:
+            second.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<alice@example.org>\r\n"
+                        b"RCPT TO:<bob@example.org>\r\n")
+            replies = second.replies(3)
+            if replies[1].startswith("451") or time.time() > deadline:
+                break
+            second.send(b"RSET\r\n")
+            assert second.reply() == "250 2.0.0 OK"
+            time.sleep(0.1)
+        assert replies == [
+            "250 2.1.0 OK",
+            "451 4.3.0 <alice@example.org> Too many concurrent deliveries for user",
+            "250 2.1.5 OK"]
+        second.send(b"RSET\r\n")
+        assert second.reply() == "250 2.0.0 OK"
+        os.unlink(lock)
+        assert first.reply() == "250 2.0.0 <alice@example.org> Saved"
+        # The slot went with the delivery: alice is accepted again over there.
+        second.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<alice@example.org>\r\n")
+        assert second.replies(2) == ["250 2.1.0 OK", "250 2.1.5 OK"]
+    finally:
+        s.cleanup()
+
+
+def test_sigterm_finishes_transactions_on_a_worker_and_the_parent_exits_0(site):
+    pids = workers(site)
+    busy = Client.tcp(site.port)
+    busy.hello()
+    assert worker_of(busy, pids) in pids
+    idle = Client.unix(site.socket)
+    idle.hello()
+    busy.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+    assert busy.replies(3)[-1] == "354 OK"
+    busy.send(b"Subject: half\r\n\r\nfirst half\r\n")
+    time.sleep(0.3)
+    site.signal(signal.SIGTERM)
+    assert idle.reply().startswith("421 4.3.2")
+    time.sleep(0.3)
+    with pytest.raises(OSError):
+        Client.unix(site.socket).hello()                   # no new connections
+    busy.send(b"second half\r\n.\r\n")
+    assert busy.reply() == "250 2.0.0 <alice@example.org> Saved"
+    assert busy.reply().startswith("421 4.3.2")
+    assert site.proc.wait(20) == 0
+    (stored,) = site.messages("alice")
+    assert stored.endswith(b"first half\nsecond half\n")
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}"), "a worker outlived the parent"
+
+
+def test_a_killed_worker_is_replaced_and_service_goes_on(site):
+    pids = workers(site)
+    os.kill(pids[0], signal.SIGKILL)
+    replaced = workers(site, other_than=[pids[0]])
+    assert pids[1] in replaced
+    assert re.search(rf"worker {pids[0]} killed by signal 9; another starts in",
+                     site.stderr())
+    clients = []
+    for i in range(6):
+        c = Client.unix(site.socket)
+        c.hello()
+        _, final = c.transaction("s@x", ["bob@example.org"], MSG)
+        assert final == ["250 2.0.0 <bob@example.org> Saved"]
+        clients.append(c)
+    assert len(site.messages("bob")) == 6
+    assert delivered_by(site, "bob") <= set(replaced)
+    assert site.proc.poll() is None
+
+
+def test_sighup_reloads_every_worker(site):
+    pids = workers(site)
+    with open(site.conf, "a") as f:
+        f.write("lmtp_save_to_detail_mailbox: yes\n")
+    site.signal(signal.SIGHUP)
+    deadline = time.time() + 20
+    while True:
+        done = {pid for pid in pids if f"worker {pid}: settings reloaded" in site.stderr()}
+        if done == set(pids):
+            break
+        assert time.time() < deadline, site.stderr()
+        time.sleep(0.05)
+    clients = []
+    for _ in range(40):
+        c = Client.tcp(site.port)
+        c.hello()
+        _, final = c.transaction("s@x", ["bob+lists@example.org"], MSG)
+        assert final == ["250 2.0.0 <bob+lists@example.org> Saved"]
+        clients.append(c)
+        if len({worker_of(x, pids) for x in clients}) == 2 and len(clients) >= 4:
+            break
+    assert {worker_of(x, pids) for x in clients} == set(pids)
+    assert len(site.messages("bob", ".lists")) == len(clients)
+    assert site.messages("bob") == []
+    assert workers(site) == pids          # reloaded in place, not replaced
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("1", 1), ("3", 3), (2, 2), ("auto", len(os.sched_getaffinity(0))),
+    ("AUTO", len(os.sched_getaffinity(0))), ("0", None), ("-1", None), ("two", None),
+    ("", None)])
+def test_lmtp_processes_values(value, expected):
+    from mailslot.errors import ConfigError
+    from mailslot.lmtp.supervisor import worker_count
+    if expected is None:
+        with pytest.raises(ConfigError):
+            worker_count(value)
+    else:
+        assert worker_count(value) == expected
