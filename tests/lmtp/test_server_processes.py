@@ -223,6 +223,23 @@ def test_sighup_reloads_every_worker(site):
     assert len(site.messages("bob", ".lists")) == len(clients)
     assert site.messages("bob") == []
     assert workers(site) == pids          # reloaded in place, not replaced
+    # A worker started after the reload (replacing a killed one) has the new settings.
+    os.kill(pids[0], signal.SIGKILL)
+    replaced = workers(site, other_than=[pids[0]])
+    new = [p for p in replaced if p != pids[1]][0]
+    while f"worker {new}: settings reloaded" not in site.stderr():
+        assert time.time() < deadline + 20, site.stderr()
+        time.sleep(0.05)
+    for _ in range(40):
+        c = Client.tcp(site.port)
+        c.hello()
+        clients.append(c)
+        if worker_of(c, replaced) == new:
+            break
+    assert worker_of(c, replaced) == new
+    _, final = c.transaction("s@x", ["bob+lists@example.org"], MSG)
+    assert final == ["250 2.0.0 <bob+lists@example.org> Saved"]
+    assert site.messages("bob") == []
 
 
 @pytest.mark.parametrize("value,expected", [

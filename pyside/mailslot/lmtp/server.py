@@ -36,6 +36,10 @@ transactions use the new settings, transactions under way finish with theirs; a 
 that does not load is logged and the old settings stay. Listeners are not changed
 by a reload (restart for that).
 
+Processes: lmtp_processes above 1 (or "auto") opens the listeners here, then
+supervisor.py forks that many workers that each run Server.run on them (one accept
+per wake-up, so that they share the connections); the parent only supervises.
+
 Privileges: never runs with a root uid or gid (refused at start, like the engine).
 It delivers in-process for users whose uid is its own (single-uid "vmail" sites, the
 fast path); any other user is refused at RCPT with 451 4.3.0 (the MTA keeps the

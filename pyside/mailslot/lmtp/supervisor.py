@@ -72,6 +72,7 @@ def supervise(count, sockets, server, log):
     slots = [_Slot() for _ in range(count)]
     by_pid = {}
     stopping = False
+    reloaded = False                # a worker started after a SIGHUP reads the file anew
     log(f"starting {count} worker processes")
     while True:
         _reap(by_pid, stopping, log)
@@ -82,7 +83,7 @@ def supervise(count, sockets, server, log):
         if not stopping:
             for slot in slots:
                 if slot.pid is None and now >= slot.due:
-                    _start(slot, by_pid, sockets, server, log)
+                    _start(slot, by_pid, sockets, server, log, reloaded)
         waits = [s.due - now for s in slots if s.pid is None and not stopping]
         timeout = max(0.01, min(waits)) if waits else 60.0
         info = signal.sigtimedwait(_SIGNALS, timeout)
@@ -99,10 +100,11 @@ def supervise(count, sockets, server, log):
             _send(by_pid, signal.SIGTERM)
         elif info.si_signo == signal.SIGHUP and not stopping:
             log("reloading: SIGHUP to every worker")
+            reloaded = True
             _send(by_pid, signal.SIGHUP)
 
 
-def _start(slot, by_pid, sockets, server, log):
+def _start(slot, by_pid, sockets, server, log, reload):
     try:
         pid = os.fork()
     except OSError as exc:
@@ -113,10 +115,17 @@ def _start(slot, by_pid, sockets, server, log):
     if pid == 0:                    # the worker: today's server on the shared sockets
         code = 1
         try:
+            # Why unblock SIGCHLD here: the programs a worker runs (the relay,
+            # sendmail, an isolated delivery) would inherit it blocked.
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
             server.log = _tagged(server.log, os.getpid())
             server.single_accept = True
             server.log("worker started")
+            if reload:
+                # The parent holds the settings of the start: a worker that replaces
+                # one after a SIGHUP loads the file as its siblings did.
+                server.reload()
             server.run(sockets)
             server.log("worker stopped")
             code = 0
