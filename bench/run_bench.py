@@ -51,6 +51,8 @@ def parse_args(argv):
                              "run by run: the ratio of this tree's engine to REV's")
     parser.add_argument("--lmtp", action="store_true",
                         help="the LMTP comparison only (bench/lmtp_bench.py; as root)")
+    parser.add_argument("--lmtp-processes", default="auto", metavar="N",
+                        help="mailslot-lmtpd's lmtp_processes in --lmtp (default auto)")
     return parser.parse_args(argv)
 
 
@@ -255,7 +257,8 @@ def lmtp_main(args):
         subprocess.run(["make", "-s", "install", f"DESTDIR={inst}", "PREFIX=/usr"],
                        cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         user = bench_user()
-        results = lmtp_bench.run(base, inst, user.pw_uid, user.pw_gid, quick=args.quick)
+        results = lmtp_bench.run(base, inst, user.pw_uid, user.pw_gid, quick=args.quick,
+                                   processes=args.lmtp_processes)
         out_dir = args.out or os.path.join(REPO, "build", "bench-lmtp")
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "results.json"), "w") as f:
