@@ -99,6 +99,20 @@ def test_connections_are_served_by_both_workers(site):
     assert len(site.messages("alice")) == len(open_clients)
 
 
+def test_new_connections_go_to_the_less_busy_worker(site):
+    """Eight connections opened one after another (each served, then kept open):
+    a worker serving more connections defers its accept(), so each worker gets
+    four, give or take one -- not whichever the kernel happens to wake first."""
+    pids = workers(site)
+    clients = []
+    for _ in range(8):
+        c = Client.tcp(site.port)
+        c.hello()
+        clients.append(c)
+    served = [worker_of(c, pids) for c in clients]
+    assert sorted(served.count(pid) for pid in pids) in ([4, 4], [3, 5]), served
+
+
 def test_user_concurrency_limit_holds_across_workers():
     """Limit 1: alice's delivery waits on a worker (her dotlock is ours); a second
     connection served by the OTHER worker is refused alice (451 4.3.0), not bob.
@@ -254,3 +268,104 @@ def test_lmtp_processes_values(value, expected):
             worker_count(value)
     else:
         assert worker_count(value) == expected
+
+
+def test_two_workers_appending_to_one_mbox_never_interleave():
+    """The in-process mbox lock is per worker: between workers the dotlock and
+    fcntl locks alone order the appends. Two connections on each worker deliver
+    1.5 MB messages (past mbox_append.IN_MEMORY_MAX: several writes each) to
+    alice's one mbox at once; every message is found once, whole."""
+    import hashlib
+    import threading
+    s = Site.create(extra=TWO, location="mbox:~/mail:INBOX=~/mail/inbox",
+                    size_limit="0")
+    try:
+        os.makedirs(os.path.join(s.home("alice"), "mail"))
+        os.chown(os.path.join(s.home("alice"), "mail"), s.uid, s.uid)
+        s.start()
+        pids = workers(s)
+        clients, spare = [], []
+        for _ in range(60):              # two connections on each worker
+            c = Client.tcp(s.port)
+            c.hello()
+            served = [worker_of(x, pids) for x in clients]
+            if served.count(worker_of(c, pids)) < 2:
+                clients.append(c)
+            else:
+                spare.append(c)
+            if len(clients) == 4:
+                break
+        assert sorted(worker_of(c, pids) for c in clients) == sorted(pids * 2)
+        bodies = {}
+        for t in range(4):
+            for i in range(3):
+                line = f"m{t}-{i} the quick brown fox jumps over the lazy dog\n".encode()
+                bodies[f"m{t}-{i}"] = line * (1536 * 1024 // len(line))
+        replies, start = [], threading.Barrier(4)
+
+        def send(t, c):
+            start.wait()
+            for i in range(3):
+                tag = f"m{t}-{i}"
+                _, final = c.transaction("s@x", ["alice@example.org"],
+                                         f"Subject: {tag}\n\n".encode() + bodies[tag])
+                replies.extend(final)
+
+        threads = [threading.Thread(target=send, args=(t, c))
+                   for t, c in enumerate(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert replies == ["250 2.0.0 <alice@example.org> Saved"] * 12
+        with open(os.path.join(s.home("alice"), "mail", "inbox"), "rb") as f:
+            data = f.read()
+        parts = data.split(b"\n\nFrom ")
+        assert len(parts) == 12
+        found = {}
+        for part in parts:
+            head, _, body = part.partition(b"\n\n")
+            subject = [ln for ln in head.split(b"\n") if ln.startswith(b"Subject: ")]
+            tag = subject[0][9:].decode()
+            found[tag] = hashlib.sha256(body.rstrip(b"\n") + b"\n").digest() == \
+                hashlib.sha256(bodies[tag]).digest()
+        assert found == {tag: True for tag in bodies}
+    finally:
+        s.cleanup()
+
+
+def test_systemd_sockets_are_shared_by_the_workers():
+    """LISTEN_FDS with lmtp_processes 2: the passed socket is opened once and
+    served by both workers (lmtp_listen unused)."""
+    import socket as _socket
+    import subprocess
+    s = Site.create(extra=TWO)
+    try:
+        path = os.path.join(s.top, "run", "activated")
+        listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        listener.bind(path)
+        os.chmod(path, 0o666)
+        listener.listen(8)
+        fd = listener.fileno()
+        wrapper = ["/bin/sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh"] + s.argv()
+        err = open(s.stderr_path, "ab")
+        s.proc = subprocess.Popen(wrapper, stderr=err, stdin=subprocess.DEVNULL, cwd=s.top,
+                                  env={"PATH": "/usr/bin:/bin"}, pass_fds=(3,),
+                                  preexec_fn=lambda: os.dup2(fd, 3))
+        err.close()
+        listener.close()
+        pids = workers(s)
+        clients = []
+        for _ in range(40):
+            c = Client.unix(path)
+            c.hello()
+            _, final = c.transaction("s@x", ["alice@example.org"], MSG)
+            assert final == ["250 2.0.0 <alice@example.org> Saved"]
+            clients.append(c)
+            if delivered_by(s, "alice") == set(pids):
+                break
+        assert delivered_by(s, "alice") == set(pids)
+        assert not os.path.exists(s.socket)          # lmtp_listen was not used
+        assert s.stop() == 0
+    finally:
+        s.cleanup()

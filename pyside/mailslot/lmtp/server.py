@@ -82,6 +82,12 @@ EXIT_GRACE = 5
 SOCKET_MODE = 0o666
 # systemd's sd_listen_fds(3): passed sockets start at fd 3.
 SD_LISTEN_FDS_START = 3
+# lmtp_processes above 1: a worker woken for a new connection while it serves n
+# others waits n * ACCEPT_DEFER seconds (n at most ACCEPT_DEFER_MAX) before its
+# accept(), so that a less busy worker woken at the same time takes it first (the
+# idea of nginx's accept_mutex_delay; the kernel wakes every worker waiting).
+ACCEPT_DEFER = 0.002
+ACCEPT_DEFER_MAX = 10
 # RFC 2033 4: LMTP must not be run on port 25; lmtp_listen "HOST" alone means this.
 DEFAULT_TCP_PORT = 24
 
@@ -186,6 +192,12 @@ class Server:
             self.flushers.shutdown(wait=True)
 
     def _accept(self, listener):
+        if self.single_accept:
+            import time
+            with self.lock:
+                busy = min(len(self.connections), ACCEPT_DEFER_MAX)
+            if busy:
+                time.sleep(busy * ACCEPT_DEFER)
         while True:
             try:
                 sock, addr = listener.accept()

@@ -6,7 +6,8 @@ One process serves its connections with threads that share one interpreter lock,
 i.e. one core (docs/benchmarks.md, LMTP). With lmtp_processes N above 1 the daemon
 opens its listeners once (lmtp_listen or systemd's LISTEN_FDS), then forks N workers
 that each run the one-process server (server.Server.run) on the same sockets: the
-kernel hands each new connection to one of the workers waiting in accept(). The
+kernel wakes every worker for a new connection, and a busier worker waits a little
+before its accept() (server.ACCEPT_DEFER), so the less busy one takes it. The
 parent accepts nothing and delivers nothing; it only
 
 - restarts a worker that died (a worker that lived less than BACKOFF_RESET seconds
