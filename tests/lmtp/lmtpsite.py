@@ -130,9 +130,31 @@ class Site:
 
     def cleanup(self):
         if self.proc is not None and self.proc.poll() is None:
+            # With lmtp_processes, the workers go too (never left to drain or orphaned).
+            children = self.children()
             self.proc.kill()
             self.proc.wait()
+            for pid in children:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         shutil.rmtree(self.top, ignore_errors=True)
+
+    def children(self):
+        """The pids of the daemon's live child processes (its workers)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        stat = f.read()
+                except OSError:
+                    continue
+                fields = stat[stat.rindex(")") + 2:].split()
+                if int(fields[1]) == self.proc.pid and fields[0] != "Z":
+                    found.append(int(entry))
+        return found
 
 
 class Client:

@@ -369,3 +369,87 @@ def test_systemd_sockets_are_shared_by_the_workers():
         assert s.stop() == 0
     finally:
         s.cleanup()
+
+
+def test_sigkill_of_a_worker_under_load_loses_nothing_acknowledged(site):
+    """Four clients deliver as fast as they can, spread over both workers; one
+    worker is SIGKILLed mid-run. Every message that got its 250 is stored whole;
+    the other worker's clients go on being served; the parent replaces the dead one."""
+    import threading
+    pids = workers(site)
+    filler = ("x" * 79 + "\n") * 25
+    acked, stop = [], threading.Event()
+    after_kill = []
+    killed = threading.Event()
+    clients = []
+    for _ in range(60):               # two connections on each worker
+        c = Client.tcp(site.port)
+        c.hello()
+        if [worker_of(x, pids) for x in clients].count(worker_of(c, pids)) < 2:
+            clients.append(c)
+        if len(clients) == 4:
+            break
+    assert sorted(worker_of(c, pids) for c in clients) == sorted(pids * 2)
+    victim = pids[0]
+
+    def client(n, c):
+        i = 0
+        try:
+            while not stop.is_set():
+                marker = f"m-{n}-{i}"
+                body = (f"Subject: {marker}\n\n" + filler + f"end {marker}\n").encode()
+                _, final = c.transaction("s@x", ["alice@example.org"], body)
+                if final and final[0].startswith("250 "):
+                    acked.append(marker)
+                    if killed.is_set():
+                        after_kill.append(marker)
+                i += 1
+        except (OSError, EOFError, AssertionError):
+            return          # the kill: a transaction in flight is simply not acked
+
+    threads = [threading.Thread(target=client, args=(n, c)) for n, c in enumerate(clients)]
+    for t in threads:
+        t.start()
+    deadline = time.time() + 30
+    while len(acked) < 60 and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(victim, signal.SIGKILL)
+    killed.set()
+    while len(after_kill) < 20 and time.time() < deadline + 30:
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert len(acked) >= 60 and len(after_kill) >= 20, (len(acked), len(after_kill))
+    stored = {}
+    for m in site.messages("alice"):
+        marker = m.split(b"Subject: ", 1)[1].split(b"\n", 1)[0].decode()
+        assert m.endswith((filler + f"end {marker}\n").encode())     # whole
+        stored[marker] = True
+    assert [mk for mk in acked if mk not in stored] == []
+    assert victim not in workers(site, other_than=[victim])
+    assert site.proc.poll() is None
+
+
+def test_workers_drain_and_exit_when_the_parent_is_killed(site):
+    """SIGKILL of the parent: the kernel tells each worker (SIGTERM), an idle
+    connection gets 421, a transaction under way still ends in 250, and the
+    workers exit instead of serving on unsupervised."""
+    pids = workers(site)
+    busy = Client.tcp(site.port)
+    busy.hello()
+    busy.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+    assert busy.replies(3)[-1] == "354 OK"
+    busy.send(b"Subject: half\r\n\r\nfirst half\r\n")
+    time.sleep(0.3)
+    site.proc.kill()
+    site.proc.wait()
+    time.sleep(0.3)
+    busy.send(b"second half\r\n.\r\n")
+    assert busy.reply() == "250 2.0.0 <alice@example.org> Saved"
+    assert busy.reply().startswith("421 4.3.2")
+    deadline = time.time() + 20
+    while any(os.path.exists(f"/proc/{pid}") for pid in pids):
+        assert time.time() < deadline, site.stderr()
+        time.sleep(0.05)
+    assert len(site.messages("alice")) == 1

@@ -18,6 +18,9 @@ parent accepts nothing and delivers nothing; it only
 - forwards SIGHUP: each worker reloads the settings (as the one process does).
   lmtp_processes itself and the listeners are read at start only.
 
+If the parent itself is killed, the kernel sends each worker SIGTERM
+(PR_SET_PDEATHSIG): they drain and exit rather than serve on unsupervised.
+
 What is per process: the in-process mbox lock (storage/mbox_lock.py), the delivery
 thread pools, group commit of directory fsyncs (storage/dirs.py), and
 lmtp_max_connections (each worker's bound). Two workers appending to one mbox are
@@ -40,6 +43,8 @@ import time
 BACKOFF_RESET = 10.0
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 30.0
+# <linux/prctl.h>: a signal the kernel sends us when our parent dies.
+PR_SET_PDEATHSIG = 1
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 
 
@@ -106,6 +111,7 @@ def supervise(count, sockets, server, log):
 
 
 def _start(slot, by_pid, sockets, server, log, reload):
+    parent = os.getpid()
     try:
         pid = os.fork()
     except OSError as exc:
@@ -120,6 +126,7 @@ def _start(slot, by_pid, sockets, server, log, reload):
             # sendmail, an isolated delivery) would inherit it blocked.
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+            _term_when_orphaned(parent)
             server.log = _tagged(server.log, os.getpid())
             server.single_accept = True
             server.log("worker started")
@@ -164,6 +171,18 @@ def _reap(by_pid, stopping, log):
             slot.delay = min(max(slot.delay * 2, BACKOFF_MIN), BACKOFF_MAX)
         slot.due = now + slot.delay
         log(f"worker {pid} {how}; another starts in {slot.delay:.1f} s")
+
+
+def _term_when_orphaned(parent):
+    """A parent killed outright (SIGKILL, a crash) leaves no one to restart or stop
+    the workers: each then gets SIGTERM from the kernel and drains as if told to
+    (prctl PR_SET_PDEATHSIG, Linux). SIGTERM is still blocked here, so it waits for
+    the server's handler."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:      # it died before the prctl
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _send(by_pid, signum):
