@@ -453,3 +453,25 @@ def test_workers_drain_and_exit_when_the_parent_is_killed(site):
         assert time.time() < deadline, site.stderr()
         time.sleep(0.05)
     assert len(site.messages("alice")) == 1
+
+
+def test_a_worker_that_keeps_dying_is_restarted_after_a_growing_delay(site):
+    """Each replacement killed at once: the delays double (0.5, 1, 2 s), so a
+    worker that cannot live does not make the parent spin; the other serves on."""
+    pids = workers(site)
+    victim, delays = pids[0], []
+    for _ in range(3):
+        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        replaced = workers(site, other_than=[victim], timeout=30)
+        waited = time.monotonic() - killed_at
+        m = re.search(rf"worker {victim} killed by signal 9; another starts in "
+                      rf"([0-9.]+) s", site.stderr())
+        delays.append(float(m.group(1)))
+        assert waited >= delays[-1] - 0.05, (waited, delays)
+        victim = [p for p in replaced if p != pids[1]][0]
+    assert delays == [0.5, 1.0, 2.0]
+    c = Client.unix(site.socket)
+    c.hello()
+    _, final = c.transaction("s@x", ["alice@example.org"], MSG)
+    assert final == ["250 2.0.0 <alice@example.org> Saved"]
