@@ -149,6 +149,7 @@ stress: build deps-test
 	$(VPY) -m tests.reliability.fusecrash
 	$(VPY) -m tests.reliability.fusecrash --sieve
 	$(VPY) -m tests.reliability.fusecrash --path fast
+	$(VPY) -m tests.reliability.fusecrash --path lmtp
 
 fuzz: build
 	MAILSLOT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VPY) -m pytest -q -p no:cacheprovider tests/fuzz

@@ -3,7 +3,7 @@ made durable, cut at every operation (issue 21).
 
     python3 -m tests.reliability.fusecrash [--format maildir|mbox] [--sieve]
                                            [--points K] [--drop-sync N]
-                                           [--path pipe|fast]
+                                           [--path pipe|fast|lmtp]
 
 SIGKILL (crash.py) never loses the page cache, and powerloss.py sees the engine's
 os calls only. Here the engine runs unchanged (Debian's python3 -I -S, as a test
@@ -50,6 +50,16 @@ a worker of mailslot-handoffd, tests/reliability/fastrig.py): the cut kills the
 worker, whose front must answer 75; the next delivery (after the "reboot") is the
 pipe engine's.
 
+--path lmtp delivers it through mailslot-lmtpd (lmtp_processes 1, started as the
+user on the mounted disk, a passwd-file userdb, a unix socket): the cut kills the
+daemon inside its system call; acknowledged means the client read the recipient's
+250 after DATA, and a cut delivery must have none. The daemon's Maildir save runs
+new/'s fsync in a flusher thread while it syncs the uidlist (storage/maildir.py
+PARALLEL_SYNC, set by the server) through the group commit of storage/dirs.py
+sync_directory: the daemon's wrapper logs the thread each directory sync runs in,
+and the run that is not cut must show one in a flusher thread. The next delivery
+is the pipe engine's.
+
 --drop-sync N makes the engine skip its N-th fsync()/fdatasync() of a file on the
 FUSE disk (a monkeypatch in this harness's engine wrapper only; the product has
 no such knob): the run must then find violations, which shows the model catches
@@ -77,14 +87,9 @@ FUSEDISK = os.path.join(REPO, "tests", "reliability", "fusedisk.py")
 SYSTEM_PYTHON = "/usr/bin/python3"      # Debian's, with python3-llfuse
 LOCATIONS = {"maildir": "maildir:~/Maildir",
              "mbox": "mbox:~/mail:INBOX=~/mail/inbox"}
-ENGINE = r"""
-import os, sys
-sys.path.insert(0, %(pyside)r)
+# The engine's and the daemon's --drop-sync (formatted with drop and home).
+DROP_SYNC = r"""
 DROP = %(drop)d
-if %(boot)d:
-    # After a cut the machine "reboots": locks left on the disk are from before.
-    import mailslot.storage.locking
-    mailslot.storage.locking.boot_time = lambda: %(boot)d
 if DROP:
     # Test build only: the DROP-th fsync/fdatasync of a file under HOME is skipped.
     home = os.path.realpath(%(home)r) + "/"
@@ -103,10 +108,40 @@ if DROP:
             return real(fd)
         return call
     os.fsync, os.fdatasync = skipping(os.fsync), skipping(os.fdatasync)
+"""
+ENGINE = r"""
+import os, sys
+sys.path.insert(0, %(pyside)r)
+if %(boot)d:
+    # After a cut the machine "reboots": locks left on the disk are from before.
+    import mailslot.storage.locking
+    mailslot.storage.locking.boot_time = lambda: %(boot)d
+""" + DROP_SYNC + r"""
 from mailslot.cli import main
 sys.exit(main())
 """
 MOUNT_TIMEOUT_S = 30
+# mailslot-lmtpd for --path lmtp, as the user; it logs (to stderr, off the FUSE
+# disk) the thread every directory sync of a Maildir save runs in.
+DAEMON = r"""
+import os, sys, threading
+sys.path.insert(0, %(pyside)r)
+""" + DROP_SYNC + r"""
+import mailslot.storage.maildir as maildir
+real = maildir.sync_directory
+
+def sync_directory(fd):
+    sys.stderr.write("fusecrash: directory sync in thread %%s\n"
+                     %% threading.current_thread().name)
+    sys.stderr.flush()
+    if %(skip_dirsync)d:
+        return None     # test only: the save's directory fsync is dropped
+    return real(fd)
+maildir.sync_directory = sync_directory
+from mailslot.lmtp.server import main
+sys.exit(main(["-c", %(conf)r, "--foreground"]))
+"""
+DAEMON_START_S = 30
 # Lock files that stay (an fcntl lock is taken on them), not dotlocks.
 PERSISTENT_LOCKS = (".mailslot.lda-dupes.lock",)
 # The delivery after a cut must not wait out a lock the cut left (120 s stale rules).
@@ -133,9 +168,11 @@ def message(tag, size=300_000):
 
 
 class Rig:
-    def __init__(self, fmt, drop=0, sieve=False, path="pipe"):
+    def __init__(self, fmt, drop=0, sieve=False, path="pipe", skip_dirsync=False):
         self.fmt, self.drop, self.sieve, self.path = fmt, drop, sieve, path
+        self.skip_dirsync = skip_dirsync
         self.fast = None
+        self.lmtp = path == "lmtp"
         self.locks_left = 0         # cut states with a dotlock on the disk
         self.locks_waited_out = {}  # lock -> states where only Dovecot's timeout ends it
         self.token = os.urandom(3).hex()
@@ -165,6 +202,8 @@ class Rig:
             if path == "fast":
                 from tests.reliability.fastrig import FastPath
                 self.fast = FastPath(self.entry)
+            if path == "lmtp":
+                self._lmtpd_conf(log)
         except BaseException:
             self.close()
             raise
@@ -204,6 +243,89 @@ class Rig:
                               timeout=300)
         self.fast.ensure_server()
         return proc.returncode, proc.stderr.decode(errors="replace")
+
+    def _lmtpd_conf(self, log):
+        """mailslot-lmtpd's settings: one process, the user from a passwd-file, a
+        unix socket and a spool directory off the FUSE disk."""
+        uid, gid = self.entry.pw_uid, self.entry.pw_gid
+        run = os.path.join(self.base, "lmtpd")
+        os.mkdir(run, 0o700)
+        os.chown(run, uid, gid)
+        self.lmtp_socket = os.path.join(run, "socket")
+        self.lmtpd_err = os.path.join(self.base, "lmtpd.err")
+        users = os.path.join(self.base, "users")
+        with open(users, "w") as f:
+            f.write(f"{self.name}::{uid}:{gid}::{self.home}::\n")
+        self.lmtpd_conf = os.path.join(self.base, "lmtpd.yaml")
+        with open(self.lmtpd_conf, "w") as f:
+            f.write(f"mail_location: {LOCATIONS[self.fmt]}\nlog_path: {log}\n"
+                    f"mail_temp_dir: {run}\nhostname: power.example.org\n"
+                    "first_valid_uid: 100\nlmtp_processes: 1\n"
+                    f"lmtp_listen: [\"unix:{self.lmtp_socket}\"]\n"
+                    "lmtp_message_size_limit: 10M\n"
+                    f"userdb:\n  - driver: passwd-file\n    args: username_format=%n {users}\n")
+        for path in (users, self.lmtpd_conf):
+            os.chmod(path, 0o644)
+
+    def lmtpd(self, data):
+        """The delivery through mailslot-lmtpd, started on the mounted disk: 0 when
+        the client read the recipient's 250 after DATA; else the daemon's exit (the
+        cut kills it: -9), or 75 when it answered and lives on."""
+        from tests.lmtp.lmtpsite import Client
+        code = DAEMON % {"pyside": os.path.join(REPO, "pyside"), "conf": self.lmtpd_conf,
+                         "drop": self.drop, "home": self.home,
+                         "skip_dirsync": self.skip_dirsync}
+        argv = ["setpriv", f"--reuid={self.entry.pw_uid}", f"--regid={self.entry.pw_gid}",
+                "--init-groups", "--", SYSTEM_PYTHON, "-I", "-S", "-c", code]
+        with open(self.lmtpd_err, "ab") as err:
+            daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=err, cwd="/",
+                                      env={"PATH": "/usr/bin:/bin"})
+        try:
+            deadline = time.monotonic() + DAEMON_START_S
+            while True:
+                if daemon.poll() is not None:
+                    raise Failure(f"mailslot-lmtpd exited {daemon.returncode}: "
+                                  + self._lmtpd_err()[-2000:])
+                try:
+                    client = Client.unix(self.lmtp_socket)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise Failure("mailslot-lmtpd did not listen: "
+                                      + self._lmtpd_err()[-2000:]) from None
+                    time.sleep(0.05)
+            final = "no reply"
+            try:
+                client.hello()
+                rcpt, finals = client.transaction("power@example.org",
+                                                  [f"{self.name}@power.example.org"], data)
+                final = finals[0] if finals else f"RCPT: {rcpt}"
+            except (OSError, EOFError, AssertionError) as exc:
+                final = f"connection lost: {exc}"
+            finally:
+                client.close()
+            if isinstance(final, list):
+                final = " / ".join(final)
+            if final.startswith("250"):
+                return 0, final
+            try:
+                return daemon.wait(DAEMON_START_S), final + self._lmtpd_err()[-300:]
+            except subprocess.TimeoutExpired:
+                return 75, final
+        finally:
+            # The power is gone (or, not cut, the machine goes down right after).
+            if daemon.poll() is None:
+                daemon.kill()
+            daemon.wait()
+
+    def _lmtpd_err(self):
+        with open(self.lmtpd_err, errors="replace") as f:
+            return f.read()
+
+    def flusher_syncs(self):
+        """Directory syncs the daemon ran in a flusher thread (PARALLEL_SYNC)."""
+        return sum("directory sync in thread flush" in line
+                   for line in self._lmtpd_err().splitlines())
 
     def handed_off(self):
         """The new message was saved by a handoff worker (its log line says so)."""
@@ -245,8 +367,12 @@ class Rig:
             line = disk.stdout.readline()
             if line.strip() != b"mounted":
                 raise Failure(f"the FUSE disk did not mount: {disk.stderr.read()[-2000:]!r}")
-            code, err = self.front(self.new) if self.fast else \
-                self.engine(self.new, self.drop)
+            if self.lmtp:
+                code, err = self.lmtpd(self.new)
+            elif self.fast:
+                code, err = self.front(self.new)
+            else:
+                code, err = self.engine(self.new, self.drop)
         finally:
             self._unmount(disk)
         with open(status) as f:
@@ -392,7 +518,8 @@ class Rig:
         """One crash point: cut, check, deliver the next message, check again."""
         code, err, ops, end = self.cut(crash_after, mode)
         cut = end["crashed"]
-        # The fast path: the cut kills the worker, and its front answers 75.
+        # The fast path: the cut kills the worker, and its front answers 75. LMTP:
+        # the cut kills the daemon, the client never reads a 250.
         if cut and code != (75 if self.fast else -9):
             return end, [f"the engine exited {code} after the power cut: {err[-300:]}"], ops
         if not cut and code != 0:
@@ -431,8 +558,10 @@ def spread(total, k):
     return sorted({1 + round(i * (total - 1) / max(1, k - 1)) for i in range(k)})
 
 
-def run(fmt, points=None, drop=0, sieve=False, path="pipe"):
-    rig = Rig(fmt, drop, sieve, path)
+def run(fmt, points=None, drop=0, sieve=False, path="pipe", skip_dirsync=False):
+    """skip_dirsync (--path lmtp): the daemon skips the directory fsyncs of its
+    Maildir saves (the one its flusher thread runs): the run must find violations."""
+    rig = Rig(fmt, drop, sieve, path, skip_dirsync)
     try:
         started = time.monotonic()
         # The run that is not cut: counts the operations; its state is the crash
@@ -442,6 +571,9 @@ def run(fmt, points=None, drop=0, sieve=False, path="pipe"):
         violations = list(problems)
         if rig.fast and not rig.handed_off():
             violations.append("the delivery did not go through the fast path")
+        if rig.lmtp and fmt == "maildir" and not rig.flusher_syncs():
+            violations.append("no directory sync ran in the daemon's flusher thread "
+                              "(PARALLEL_SYNC not in use)")
         chosen = spread(total, points) if points is not None else list(range(1, total + 1))
         cut = 0
         for k in chosen:
@@ -504,7 +636,7 @@ def main(argv=None):
     parser.add_argument("--points", type=int)
     parser.add_argument("--drop-sync", type=int, default=0)
     parser.add_argument("--sieve", action="store_true")
-    parser.add_argument("--path", choices=["pipe", "fast"], default="pipe")
+    parser.add_argument("--path", choices=["pipe", "fast", "lmtp"], default="pipe")
     args = parser.parse_args(argv)
     reason = fuse_missing()
     if reason:

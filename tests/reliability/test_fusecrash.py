@@ -42,6 +42,29 @@ def test_power_cut_under_the_fast_path(fuse, fmt):
     assert result["cut"] == result["states_checked"] - 1 >= 9, result
 
 
+def test_power_cut_under_mailslot_lmtpd(fuse):
+    """The cut kills mailslot-lmtpd (lmtp_processes 1) inside its system call: the
+    client reads no 250, and what it acknowledged in the run not cut is there. The
+    save's new/ fsync ran in the daemon's flusher thread (PARALLEL_SYNC) through
+    the group commit; run() reports a violation when none did."""
+    result = fusecrash.run("maildir", 3, path="lmtp")
+    assert result["violation_count"] == 0, result
+    assert result["cut"] == result["states_checked"] - 1 >= 9, result
+    assert "fsyncdir ~/Maildir/new" in result["syncs"], result
+    assert result["operation_kinds"].get("write", 0) >= 10, result
+
+
+def test_mailslot_lmtpd_dropping_its_flusher_threads_sync_is_caught(fuse):
+    """The harness sees the overlapped sync: without new/'s fsync (the one the
+    daemon runs in its flusher thread) the name of the message acknowledged with
+    250 is not on the disk after the power goes right after the 250 (the uidlist,
+    synced, names a file new/ does not hold)."""
+    result = fusecrash.run("maildir", 1, path="lmtp", skip_dirsync=True)
+    assert result["violation_count"] > 0, result
+    assert "fsyncdir ~/Maildir/new" not in result["syncs"], result
+    assert any(v.startswith("strict crash after op 0 ") for v in result["violations"]), result
+
+
 @pytest.mark.parametrize("fmt,synced,what", [
     ("maildir", "fsync ~/Maildir/tmp/", "the message file's fsync before its rename into new/"),
     ("maildir", "fsyncdir ~/Maildir/new", "new/'s fsync after the rename"),
