@@ -156,14 +156,24 @@ class Server:
         # Why a wakeup fd: a signal arriving while select() waits must end the wait
         # (the handlers below then run in this thread, between two selects).
         old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        signal.signal(signal.SIGTERM, lambda *_: self.drain(selector))
-        signal.signal(signal.SIGINT, lambda *_: self.drain(selector))
-        signal.signal(signal.SIGHUP, lambda *_: self.reload())
+        # Why the handlers only note the signal: Python runs a handler in this thread
+        # between any two bytecodes, also while this thread holds self.lock (in
+        # _accept, in the drain check below) or the log's; a handler that took that
+        # lock again would wait for itself for ever. The loop does the work, woken at
+        # once by the wakeup fd.
+        self.signals = []
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, lambda signum, _: self.signals.append(signum))
         # A worker of lmtp_processes starts with these blocked (supervisor.py).
         signal.pthread_sigmask(signal.SIG_UNBLOCK,
                                {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
         try:
             while True:
+                while self.signals:
+                    if self.signals.pop(0) == signal.SIGHUP:
+                        self.reload()
+                    else:
+                        self.drain(selector)
                 if self.draining:
                     with self.lock:
                         left = len(self.connections)
