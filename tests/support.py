@@ -6,6 +6,7 @@ as another uid through setpriv. Import with `from tests.support import ...`.
 
 import os
 import pwd
+import shutil
 import subprocess
 import tempfile
 
@@ -33,6 +34,17 @@ def free_uid(start=4242):
         except KeyError:
             return uid
         uid += 1
+
+
+def empty_directory(path):
+    """Remove everything inside path (a test user's home between cases), keeping
+    path itself; a symlink is removed, never followed."""
+    for entry in os.listdir(path):
+        inner = os.path.join(path, entry)
+        if os.path.isdir(inner) and not os.path.islink(inner):
+            shutil.rmtree(inner)
+        else:
+            os.unlink(inner)
 
 
 def ensure_user(name, home):

@@ -14,17 +14,12 @@ import contextlib
 import os
 import shutil
 
-from tests.support import world_tempdir
+from tests.support import empty_directory, world_tempdir
 
 
 def empty_home(user):
     """Remove everything in user's home (a mailbox, logs, scripts of an earlier case)."""
-    for entry in os.listdir(user.pw_dir):
-        path = os.path.join(user.pw_dir, entry)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
+    empty_directory(user.pw_dir)
 
 
 class SieveUser:

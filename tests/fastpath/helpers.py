@@ -5,7 +5,7 @@ import os
 import re
 import shutil
 
-from tests.support import run_as, world_tempdir
+from tests.support import empty_directory, run_as, world_tempdir
 
 MSG = (b"From: Alice <alice@example.org>\nTo: bob@example.org\n"
        b"Subject: hello\nMessage-ID: <fp1@example.org>\n\nHello Bob.\n")
@@ -18,12 +18,7 @@ class Box:
 
     def __init__(self, user, front):
         self.user, self.front = user, front
-        for entry in os.listdir(user.pw_dir):
-            path = os.path.join(user.pw_dir, entry)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
+        empty_directory(user.pw_dir)
         self.confdir = world_tempdir("mailslot-fpconf-")
         self.conf = os.path.join(self.confdir, "mailslot.yaml")
         self.log = os.path.join(user.pw_dir, "mailslot.log")

@@ -234,6 +234,27 @@ class Client:
         self.sock.close()
 
 
+def assert_alice_over_the_limit(client, timeout=20):
+    """While a delivery to alice is under way elsewhere (lmtp_user_concurrency_limit
+    1), a transaction for alice and bob must answer 451 for alice and 250 for bob.
+    The first delivery may take a moment to start on a loaded machine: ask again
+    (RSET between) until it is under way; only the limit can answer 451 here."""
+    deadline = time.time() + timeout
+    while True:
+        client.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<alice@example.org>\r\n"
+                    b"RCPT TO:<bob@example.org>\r\n")
+        replies = client.replies(3)
+        if replies[1].startswith("451") or time.time() > deadline:
+            break
+        client.send(b"RSET\r\n")
+        assert client.reply() == "250 2.0.0 OK"
+        time.sleep(0.1)
+    assert replies == [
+        "250 2.1.0 OK",
+        "451 4.3.0 <alice@example.org> Too many concurrent deliveries for user",
+        "250 2.1.5 OK"]
+
+
 def stuff(body):
     """CRLF line ends and dot-stuffing (RFC 5321 4.5.2), ending in CRLF."""
     body = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")

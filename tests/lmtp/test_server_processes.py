@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.support import needs_root
-from tests.lmtp.lmtpsite import Client, Site
+from tests.lmtp.lmtpsite import Client, Site, assert_alice_over_the_limit
 
 pytestmark = needs_root
 
@@ -27,18 +27,7 @@ def workers(site, timeout=20, count=2, other_than=()):
     `count` of them none of which is in other_than."""
     deadline = time.time() + timeout
     while True:
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[1]) == site.proc.pid and fields[0] != "Z":
-                found.append(int(entry))
+        found = site.children()
         if len(found) == count and not set(found) & set(other_than):
             return sorted(found)
         assert time.time() < deadline, (found, site.stderr())
@@ -142,20 +131,7 @@ def test_user_concurrency_limit_holds_across_workers():
                 break
             extra.append(second)
         assert worker_of(second, pids) not in (busy, None)
-        deadline = time.time() + 20
-        while True:
-            second.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<alice@example.org>\r\n"
-                        b"RCPT TO:<bob@example.org>\r\n")
-            replies = second.replies(3)
-            if replies[1].startswith("451") or time.time() > deadline:
-                break
-            second.send(b"RSET\r\n")
-            assert second.reply() == "250 2.0.0 OK"
-            time.sleep(0.1)
-        assert replies == [
-            "250 2.1.0 OK",
-            "451 4.3.0 <alice@example.org> Too many concurrent deliveries for user",
-            "250 2.1.5 OK"]
+        assert_alice_over_the_limit(second)
         second.send(b"RSET\r\n")
         assert second.reply() == "250 2.0.0 OK"
         os.unlink(lock)

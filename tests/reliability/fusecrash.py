@@ -81,7 +81,7 @@ from tests.dovecot_env import DovecotEnv
 from tests.mbox.mboxtest import check_structure
 from tests.reliability.crash import (DIGEST, MSGID, Failure, _strip_dovecot, _unquote,
                                      check_uidlist)
-from tests.support import REPO, ensure_user, remove_user, world_tempdir
+from tests.support import REPO, empty_directory, ensure_user, remove_user, world_tempdir
 
 FUSEDISK = os.path.join(REPO, "tests", "reliability", "fusedisk.py")
 SYSTEM_PYTHON = "/usr/bin/python3"      # Debian's, with python3-llfuse
@@ -333,12 +333,7 @@ class Rig:
             return any("<handoff>" in line and f"new-{self.token}" in line for line in f)
 
     def _empty_home(self):
-        for name in os.listdir(self.home):
-            path = os.path.join(self.home, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
+        empty_directory(self.home)
 
     def _prepare(self):
         """The state before the delivery: one message, read by Dovecot."""
