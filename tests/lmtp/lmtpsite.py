@@ -234,6 +234,28 @@ class Client:
         self.sock.close()
 
 
+def assert_sigterm_drains(site, busy, idle):
+    """SIGTERM in the middle of busy's DATA: idle is told 421 and closed, no new
+    connection is accepted, busy's transaction is finished (250, then 421), the
+    daemon exits 0 and the message is stored whole."""
+    import pytest
+    busy.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+    assert busy.replies(3)[-1] == "354 OK"
+    busy.send(b"Subject: half\r\n\r\nfirst half\r\n")
+    time.sleep(0.3)
+    site.signal(signal.SIGTERM)
+    assert idle.reply().startswith("421 4.3.2")           # idle: told and closed
+    time.sleep(0.3)
+    with pytest.raises(OSError):
+        Client.unix(site.socket).hello()                   # no new connections
+    busy.send(b"second half\r\n.\r\n")
+    assert busy.reply() == "250 2.0.0 <alice@example.org> Saved"
+    assert busy.reply().startswith("421 4.3.2")
+    assert site.proc.wait(20) == 0
+    (stored,) = site.messages("alice")
+    assert stored.endswith(b"first half\nsecond half\n")
+
+
 def assert_alice_over_the_limit(client, timeout=20):
     """While a delivery to alice is under way elsewhere (lmtp_user_concurrency_limit
     1), a transaction for alice and bob must answer 451 for alice and 250 for bob.

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from tests.support import needs_root
-from tests.lmtp.lmtpsite import Client, Site, assert_alice_over_the_limit
+from tests.lmtp.lmtpsite import (Client, Site, assert_alice_over_the_limit,
+                                  assert_sigterm_drains)
 
 pytestmark = needs_root
 
@@ -150,21 +151,7 @@ def test_sigterm_finishes_transactions_on_a_worker_and_the_parent_exits_0(site):
     assert worker_of(busy, pids) in pids
     idle = Client.unix(site.socket)
     idle.hello()
-    busy.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
-    assert busy.replies(3)[-1] == "354 OK"
-    busy.send(b"Subject: half\r\n\r\nfirst half\r\n")
-    time.sleep(0.3)
-    site.signal(signal.SIGTERM)
-    assert idle.reply().startswith("421 4.3.2")
-    time.sleep(0.3)
-    with pytest.raises(OSError):
-        Client.unix(site.socket).hello()                   # no new connections
-    busy.send(b"second half\r\n.\r\n")
-    assert busy.reply() == "250 2.0.0 <alice@example.org> Saved"
-    assert busy.reply().startswith("421 4.3.2")
-    assert site.proc.wait(20) == 0
-    (stored,) = site.messages("alice")
-    assert stored.endswith(b"first half\nsecond half\n")
+    assert_sigterm_drains(site, busy, idle)
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}"), "a worker outlived the parent"
 
