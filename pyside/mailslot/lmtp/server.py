@@ -90,6 +90,8 @@ ACCEPT_DEFER = 0.002
 ACCEPT_DEFER_MAX = 10
 # RFC 2033 4: LMTP must not be run on port 25; lmtp_listen "HOST" alone means this.
 DEFAULT_TCP_PORT = 24
+# The signals the main loop takes (run()); blocked from before listening until then.
+_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 class Server:
@@ -162,11 +164,11 @@ class Server:
         # lock again would wait for itself for ever. The loop does the work, woken at
         # once by the wakeup fd.
         self.signals = []
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in _SIGNALS:
             signal.signal(signum, lambda signum, _: self.signals.append(signum))
-        # A worker of lmtp_processes starts with these blocked (supervisor.py).
-        signal.pthread_sigmask(signal.SIG_UNBLOCK,
-                               {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+        # main() and a worker of lmtp_processes (supervisor.py) start with these
+        # blocked: one that came meanwhile is taken now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         try:
             while True:
                 while self.signals:
@@ -249,10 +251,15 @@ class Server:
 
     def reload(self):
         try:
-            self.backend = self._load()
+            backend = self._load()
         except Exception as exc:
             self.log(f"reload failed, keeping the old settings: {exc}")
             return
+        # Why: deliveries under way (counted in the old generation, which they end
+        # with) still count against lmtp_user_concurrency_limit; a fresh count let
+        # a user's deliveries past the limit after every SIGHUP.
+        backend._active, backend._lock = self.backend._active, self.backend._lock
+        self.backend = backend
         self.log("settings reloaded")
 
     def drain(self, selector=None):
@@ -545,6 +552,10 @@ def main(argv=None):
         server = Server(config, log=log)
         from .supervisor import worker_count
         workers = worker_count(server.backend.base["lmtp_processes"])
+        # Why block before listening: once a client (or systemd, or logrotate) can
+        # see us, a SIGHUP or SIGTERM must wait for run()'s handlers (it unblocks
+        # them), not kill the daemon by the default action as it did in that window.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         sockets = systemd_sockets() or listen_sockets(server.backend.base["lmtp_listen"])
         if not sockets:
             from ..errors import ConfigError
