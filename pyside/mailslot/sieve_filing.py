@@ -10,7 +10,10 @@ actions are carried out by actions.perform (fileinto, keep, redirect, vacation,
 reject ...). Outgoing mail gets the context's sender, built from the settings on
 first use (a script that sends nothing imports nothing of send/).
 
-Errors: an internal error of the interpreter is logged and the message is kept
+Errors: a postmaster_address that is not one mailbox (postmaster@%d for a user
+without a domain expands to "postmaster@") stops the scripts before they run, as
+in dovecot-lda: logged as an error and the message kept (the -m mailbox, else
+INBOX). An internal error of the interpreter is logged and the message is kept
 (implicit keep into the -m mailbox or INBOX, as Pigeonhole falls back): a bug in
 Sieve must neither lose nor defer mail. A reject is RejectedError (logged here);
 the storage's errors are perform's.
@@ -38,6 +41,14 @@ def file_by_sieve(storage, source, context, log):
     def admin_log(level, text):
         {"error": log.error, "warning": log.warning}.get(level, log.info)(text)
 
+    problem = postmaster_problem(settings)
+    if problem:
+        # As dovecot-lda: no script runs with an unusable postmaster_address (no
+        # rejection or notification could name a sender); the message is kept
+        # where a delivery without Sieve puts it, and the log says why.
+        log.error(f"sieve: Failed to initialize script execution: {problem}; "
+                  "no Sieve script was run, the message is kept")
+        return [save_with_fallback(storage, source, context.mailbox, context, log)]
     plan = sieve.delivery_scripts(settings, user.home)
 
     def open_duplicates():
@@ -70,6 +81,21 @@ def file_by_sieve(storage, source, context, log):
     except RejectedError as exc:
         log.info(f"sieve: rejected: {exc}")
         raise
+
+
+def postmaster_problem(settings):
+    """Why the recipient's postmaster_address (expanded) is not one mailbox
+    (send/postmaster.py: "postmaster@" from postmaster@%d without a domain, two
+    addresses ...), or None; an empty setting means postmaster@<hostname>."""
+    text = settings.get("postmaster_address") or ""
+    if not text.strip():
+        return None
+    from .send.postmaster import InvalidPostmaster, parse
+    try:
+        parse(text)
+    except InvalidPostmaster as exc:
+        return str(exc)
+    return None
 
 
 class _Lazy:

@@ -151,13 +151,15 @@ def _rejection_texts(original, reason, to_addr, subject_template, reason_templat
             expand_template(reason_template or DEFAULT_REJECTION_REASON, values))
 
 
-def _rejection_head(report_type, boundary, subject, *, sender, hostname, postmaster, now):
-    """The header of a multipart/report rejection: from Postmaster to the sender,
+def _rejection_head(report_type, boundary, subject, *, sender, hostname, postmaster, now,
+                    postmaster_name=""):
+    """The header of a multipart/report rejection: from the postmaster (named
+    "Postmaster" unless postmaster_address gave a name) to the sender,
     Auto-Submitted: auto-replied (rejected), Precedence: bulk, as Dovecot sends it."""
     return b"".join([
         H.field("Message-ID", H.message_id(hostname, now)),
         H.field("Date", H.date(now)),
-        H.field("From", H.mailbox("Postmaster", postmaster)),
+        H.field("From", H.mailbox(postmaster_name or "Postmaster", postmaster)),
         H.field("To", "<%s>" % H.clean(sender)),
         H.field("MIME-Version", "1.0"),
         H.field("Content-Type", 'multipart/report; report-type=%s; boundary="%s"'
@@ -197,14 +199,15 @@ def _report_body(boundary, text, report_type, report, returned_type, original):
 
 def rejection(original, *, reason, final_rcpt, orig_rcpt, sender, hostname,
               postmaster, now, subject_template=None, reason_template=None,
-              reporting_ua="Mail Delivery Agent"):
+              reporting_ua="Mail Delivery Agent", postmaster_name=""):
     """The Sieve reject MDN (see the module docstring)."""
     to_addr = orig_rcpt or final_rcpt
     subject, text = _rejection_texts(original, reason, to_addr, subject_template,
                                      reason_template)
     boundary = _boundary(hostname)
     head = _rejection_head("disposition-notification", boundary, subject, sender=sender,
-                           hostname=hostname, postmaster=postmaster, now=now)
+                           hostname=hostname, postmaster=postmaster, now=now,
+                           postmaster_name=postmaster_name)
     report = [H.field("Reporting-UA", "%s; %s" % (hostname, reporting_ua))]
     if orig_rcpt and final_rcpt and orig_rcpt.lower() != final_rcpt.lower():
         report.append(H.field("Original-Recipient", "rfc822; %s" % orig_rcpt))
@@ -221,7 +224,8 @@ def rejection(original, *, reason, final_rcpt, orig_rcpt, sender, hostname,
 
 
 def dsn(original, *, status, diagnostic, final_rcpt, orig_rcpt, sender, hostname,
-        postmaster, now, subject_template=None, reason_template=None):
+        postmaster, now, subject_template=None, reason_template=None,
+        postmaster_name=""):
     """A failure DSN for one recipient: the over-quota rejection as dovecot-lda
     sends it (its lda "dsn" form): the rejection's header (From Postmaster, Subject
     from rejection_subject, Auto-Submitted: auto-replied (rejected), Precedence:
@@ -235,7 +239,8 @@ def dsn(original, *, status, diagnostic, final_rcpt, orig_rcpt, sender, hostname
                                       reason_template)
     boundary = _boundary(hostname)
     head = _rejection_head("delivery-status", boundary, subject, sender=sender,
-                           hostname=hostname, postmaster=postmaster, now=now)
+                           hostname=hostname, postmaster=postmaster, now=now,
+                           postmaster_name=postmaster_name)
     per_message = [H.field("Reporting-MTA", "dns; %s" % hostname),
                    H.field("Arrival-Date", H.date(now))]
     per_rcpt = []
@@ -355,7 +360,8 @@ _IMPORTANCE = {1: ("1 (Highest)", "High"), 2: ("3 (Normal)", "Normal"),
                3: ("5 (Lowest)", "Low")}
 
 
-def notification(original, action, *, owner, postmaster, hostname, now):
+def notification(original, action, *, owner, postmaster, hostname, now,
+                 postmaster_name=""):
     """An enotify mailto notification (RFC 5436) for a notify action dict."""
     recipients = [r["address"] for r in action.get("recipients") or ()]
     subject = action.get("subject")
@@ -373,7 +379,8 @@ def notification(original, action, *, owner, postmaster, hostname, now):
         H.field("Date", H.date(now)),
         H.field("Subject", H.unstructured(subject)),
         # :from as the script wrote it (Pigeonhole does the same), one line.
-        H.field("From", frm if frm else H.mailbox("Postmaster", postmaster)),
+        H.field("From", frm if frm else H.mailbox(postmaster_name or "Postmaster",
+                                                  postmaster)),
     ]
     # The To and Cc fields name the recipients as the URI did, display names
     # and encoded words included (Pigeonhole's does); the envelope has bare

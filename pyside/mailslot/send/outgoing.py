@@ -36,6 +36,7 @@ import time
 
 from ..errors import SendError
 from . import compose
+from .postmaster import InvalidPostmaster, postmaster
 from .redirect import envelope_sender, loop_reason, redirect_chunks
 from .transport import check_address
 
@@ -93,7 +94,13 @@ class OutgoingMail:
     # -- sending ------------------------------------------------------------------------
 
     def _postmaster(self):
-        return self.settings.get("postmaster_address") or "postmaster@" + self.hostname
+        """(display name, address) of postmaster_address; SendError when it is not
+        one mailbox (send/postmaster.py): nothing goes out from an invalid
+        address such as "postmaster@" (postmaster@%d for a user without a domain)."""
+        try:
+            return postmaster(self.settings, self.hostname)
+        except InvalidPostmaster as exc:
+            raise SendError(str(exc)) from None
 
     def _forget(self, key):
         """Forget a duplicate mark claimed before a send that failed, so a retried
@@ -126,10 +133,12 @@ class OutgoingMail:
             self.log.info(f"sieve: reject action: not sending rejection: "
                           f"{_unusable(sender)}")
             return False
+        name, address = self._postmaster()
         out = compose.rejection(
             original, reason=reason, final_rcpt=self.envelope.get("to") or "",
             orig_rcpt=self.envelope.get("orig_to") or "", sender=sender,
-            hostname=self.hostname, postmaster=self._postmaster(), now=self.clock(),
+            hostname=self.hostname, postmaster=address, postmaster_name=name,
+            now=self.clock(),
             subject_template=self.settings.get("rejection_subject"),
             reason_template=self.settings.get("rejection_reason"))
         self._send_outgoing(out)
@@ -144,11 +153,18 @@ class OutgoingMail:
         if not sender or sender == "<>":
             self.log.info(f"not sending a DSN ({status}) to <>: discarded")
             return False
+        try:
+            name, address = self._postmaster()
+        except SendError as exc:
+            # As dovecot-lda: no DSN from an unusable address; nothing is saved,
+            # so the delivery fails for now (75) and the MTA keeps the message.
+            self.log.error(f"not sending a DSN ({status}): {exc}")
+            raise SendError(f"can't send the DSN ({status}): {exc}") from None
         out = compose.dsn(original, status=status, diagnostic=diagnostic,
                           final_rcpt=self.envelope.get("to") or "",
                           orig_rcpt=self.envelope.get("orig_to") or "", sender=sender,
-                          hostname=self.hostname, postmaster=self._postmaster(),
-                          now=self.clock(),
+                          hostname=self.hostname, postmaster=address,
+                          postmaster_name=name, now=self.clock(),
                           subject_template=self.settings.get("rejection_subject"),
                           reason_template=self.settings.get("rejection_reason"))
         self._send_outgoing(out)
@@ -177,7 +193,8 @@ class OutgoingMail:
             self.settings.get("sieve_redirect_envelope_from"),
             sender=self.envelope.get("from") or "", recipient=self.envelope.get("to"),
             orig_recipient=self.envelope.get("orig_to"),
-            user_email=self.settings.get("sieve_user_email"), postmaster=self._postmaster())
+            user_email=self.settings.get("sieve_user_email"),
+            postmaster=lambda: self._postmaster()[1])
         if sender == "<>":
             sender = ""
         chunks = redirect_chunks(spool, self.user_address)
@@ -239,8 +256,9 @@ class OutgoingMail:
             return False
         if not action.get("recipients"):
             return False
+        name, address = self._postmaster()
         out = compose.notification(original, action, owner=self.user_address,
-                                   postmaster=self._postmaster(),
+                                   postmaster=address, postmaster_name=name,
                                    hostname=self.hostname, now=self.clock())
         setting = self.settings.get("sieve_notify_mailto_envelope_from")
         if setting:
@@ -249,8 +267,7 @@ class OutgoingMail:
             out.sender = envelope_sender(
                 setting, sender=sender, recipient=self.envelope.get("to"),
                 orig_recipient=self.envelope.get("orig_to"),
-                user_email=self.settings.get("sieve_user_email"),
-                postmaster=self._postmaster())
+                user_email=self.settings.get("sieve_user_email"), postmaster=address)
         if not sender or sender == "<>":
             # RFC 5436 2.7 (and Pigeonhole): a notification about a message with
             # the null sender goes out with the null sender, so it cannot bounce

@@ -88,7 +88,9 @@ def loop_reason(original, target, own):
 
 def envelope_sender(setting, *, sender, recipient, orig_recipient, user_email,
                     postmaster):
-    """sieve_redirect_envelope_from -> the forwarded copy's envelope sender."""
+    """sieve_redirect_envelope_from -> the forwarded copy's envelope sender.
+    postmaster: the postmaster's address, or a function giving it (asked only
+    when the setting says "postmaster")."""
     if not sender or sender == "<>":
         # RFC 5228 4.2: a message with the null sender is redirected with the
         # null sender, whatever the setting (no bounce loops).
@@ -104,7 +106,7 @@ def envelope_sender(setting, *, sender, recipient, orig_recipient, user_email,
     if low == "user_email":
         return user_email or recipient
     if low == "postmaster":
-        return postmaster
+        return postmaster() if callable(postmaster) else postmaster
     if value.startswith("<") and value.endswith(">"):
         return value[1:-1]
     return sender
