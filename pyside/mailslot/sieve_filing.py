@@ -83,12 +83,23 @@ def file_by_sieve(storage, source, context, log):
         raise
 
 
+# RFC 5322 3.2.3 atext, the dot and the "@" of a plain addr-spec.
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                   "!#$%&'*+-/=?^_`{|}~.@")
+
+
 def postmaster_problem(settings):
     """Why the recipient's postmaster_address (expanded) is not one mailbox
     (send/postmaster.py: "postmaster@" from postmaster@%d without a domain, two
     addresses ...), or None; an empty setting means postmaster@<hostname>."""
     text = settings.get("postmaster_address") or ""
     if not text.strip():
+        return None
+    local, _, domain = text.partition("@")
+    if local and domain and not set(text) - _PLAIN and "@" not in domain \
+            and "" not in domain.split("."):
+        # A plain local@domain is one mailbox as parse reads it: a filter list's
+        # delivery does not import send/ for it.
         return None
     from .send.postmaster import InvalidPostmaster, parse
     try:
