@@ -505,7 +505,10 @@ def with_edited_header(message, pieces):
 
 def header_line(name, value):
     """One header line "name: value\n" as bytes, control characters dropped."""
-    clean = "".join(ch for ch in value if ch >= " " and ch != "\x7f")
+    # isprintable() is True only without any control character: most values
+    # (addresses, dates) need no per-character pass.
+    clean = value if value.isprintable() else \
+        "".join(ch for ch in value if ch >= " " and ch != "\x7f")
     return f"{name}: {clean}\n".encode("utf-8", "surrogateescape")
 
 

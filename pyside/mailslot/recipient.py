@@ -91,7 +91,14 @@ def resolve(base, name, overrides=(), *, values=None, check_user=None):
 def copy_settings(settings):
     """A deep copy of a settings dict (dicts and lists copied, values shared:
     they are str, int and bool). Cheaper than copy.deepcopy and no import."""
-    return {key: _copy(value) for key, value in settings.items()}
+    copy = dict(settings)
+    for key, value in copy.items():
+        if isinstance(value, _CONTAINERS):      # the few dicts and lists (userdb, ...)
+            copy[key] = _copy(value)
+    return copy
+
+
+_CONTAINERS = (dict, list)
 
 
 def _copy(value):

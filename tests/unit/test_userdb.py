@@ -43,6 +43,17 @@ EXPECTED = {
 }
 
 
+@pytest.fixture(autouse=True, params=["read", "cached"])
+def passwd_file_reading(request, monkeypatch):
+    """Every test twice: the passwd-file read at each lookup (the pipe) and kept in
+    memory by userdb/passwd_cache.py (mailslot-lmtpd): same answers, same warnings."""
+    if request.param == "cached":
+        import importlib
+        from mailslot.userdb.passwd_cache import PasswdFileCache
+        walker = importlib.import_module("mailslot.userdb.lookup")   # the module
+        monkeypatch.setattr(walker, "PASSWD_FILE_CACHE", PasswdFileCache())
+
+
 def as_tuple(user):
     return None if user is None else (user.uid, user.gid, user.home, user.fields)
 

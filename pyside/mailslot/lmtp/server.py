@@ -146,6 +146,13 @@ class Server:
         self.flushers = ThreadPoolExecutor(FLUSH_THREADS, thread_name_prefix="flush")
         # A Maildir save's directory fsync overlaps its uidlist's (storage/maildir.py).
         maildir.PARALLEL_SYNC = self.flushers.submit
+        # Read once, not per delivery: nothing in this process changes its umask.
+        from ..storage import dirs
+        dirs.PROCESS_UMASK = dirs.current_umask()
+        # The passwd-files RCPT reads are kept, re-read when their stat changes.
+        from ..userdb.lookup import keep_passwd_files
+        from ..userdb.passwd_cache import PasswdFileCache
+        keep_passwd_files(PasswdFileCache())
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)

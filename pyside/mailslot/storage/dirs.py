@@ -79,10 +79,18 @@ class RefusedError(StorageError):
     """A symlink or a non-directory stands where a directory belongs."""
 
 
+# A long-lived process that never changes its umask (mailslot-lmtpd) sets it here
+# once; None: current_umask() reads it at each call (the pipe calls it once).
+PROCESS_UMASK = None
+
+
 def current_umask():
     """The process umask, read from /proc/self/status (Linux 4.7+) where it can be:
     setting it to read it would, for that instant, change it for every thread (the
-    LMTP server's deliveries run side by side). Elsewhere: set and put straight back."""
+    LMTP server's deliveries run side by side). Elsewhere: set and put straight back.
+    PROCESS_UMASK when a long-lived process has set it."""
+    if PROCESS_UMASK is not None:
+        return PROCESS_UMASK
     try:
         with open("/proc/self/status", "rb") as f:
             for line in f:

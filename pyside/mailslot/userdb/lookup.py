@@ -355,6 +355,17 @@ def _lookup_passwd_file(name, args, values, warnings):
     return fields
 
 
+# A long-lived process (mailslot-lmtpd) sets a passwd_cache.PasswdFileCache here:
+# each lookup then costs one stat() and files are re-read only when they changed.
+# None (the pipe: one lookup per process): the file is read at each lookup.
+PASSWD_FILE_CACHE = None
+
+
+def keep_passwd_files(cache):
+    """Set PASSWD_FILE_CACHE (the module's: its name is also a function's)."""
+    global PASSWD_FILE_CACHE
+    PASSWD_FILE_CACHE = cache
+
 # A line that exists for the passdb only: it hides later duplicates, as in Dovecot.
 _PASSDB_ONLY = ("passdb-only",)
 
@@ -364,6 +375,28 @@ def _find_entry(path, username, templated, warnings):
     # Names Dovecot's reader could never have stored.
     if not username or username[0] in "#:" or any(c in username for c in ":\n\0"):
         return None
+    key = username.encode("utf-8", "surrogateescape")
+    cache = PASSWD_FILE_CACHE
+    lines = cache.lines_of(path, key) if cache is not None else None
+    if lines is None:
+        lines = _read_lines_of(path, key, templated, warnings)
+        if lines is None:
+            return None
+    found = None
+    for number, line in lines:
+        where = f"passwd-file {path} line {number}"
+        if found is not None:
+            warnings.append(f"{where}: User {username} exists more than once")
+            continue
+        found = _parse_entry(line.decode("utf-8", "surrogateescape"), where, warnings)
+    if found is None or found is _PASSDB_ONLY:
+        return None
+    return found
+
+
+def _read_lines_of(path, key, templated, warnings):
+    """The (line number, line) pairs of the file for user key, read now; None for a
+    per-domain file that does not exist."""
     try:
         stream = open(path, "rb")
     except FileNotFoundError:
@@ -376,30 +409,21 @@ def _find_entry(path, username, templated, warnings):
         raise errors.UserdbError(
             f"passwd-file {path}: cannot open: {exc.strerror} "
             f"(running as uid {os.getuid()})") from None
-    key = username.encode("utf-8", "surrogateescape")
-    found = None
+    lines = []
     try:
         with stream:
             for number, raw in enumerate(stream, 1):
-                # Cheap filter first: only lines for this user are parsed.
+                # Cheap filter first: only lines for this user are kept.
                 if not raw.startswith(key):
                     continue
                 line = raw[:-1] if raw.endswith(b"\n") else raw
                 if line.endswith(b"\r"):
                     line = line[:-1]
-                if line != key and not line.startswith(key + b":"):
-                    continue
-                where = f"passwd-file {path} line {number}"
-                if found is not None:
-                    warnings.append(f"{where}: User {username} exists more than once")
-                    continue
-                found = _parse_entry(line.decode("utf-8", "surrogateescape"), where,
-                                     warnings)
+                if line == key or line.startswith(key + b":"):
+                    lines.append((number, line))
     except OSError as exc:
         raise errors.UserdbError(f"passwd-file {path}: read failed: {exc.strerror}") from None
-    if found is None or found is _PASSDB_ONLY:
-        return None
-    return found
+    return lines
 
 
 def _parse_entry(line, where, warnings):
