@@ -8,20 +8,31 @@ mail_fsync=optimized: the file and its directory are fsynced before the 250), an
 log file. mailslot-lmtpd runs from the installed tree as the bench user (the
 single-uid layout); Dovecot runs its own master with a private base_dir (as root, as
 Dovecot is deployed), its lmtp service delivering as the same bench uid. The load
-generator keeps `connections` LMTP connections busy for a fixed time, one transaction
-after another on each (MAIL, RCPT, DATA pipelined as RFC 2920 allows; the content
-after 354), and counts the 250s. Sides alternate run by run; the median run counts.
-The physical limit (bench/measure.py: a durable create+write+fsync+rename+directory
-fsync loop, one process) is measured in the same run on the same filesystem.
+generator (bench/lmtp_load.py) keeps `connections` LMTP connections busy for a fixed
+time, one transaction after another on each (MAIL, RCPT, DATA pipelined as RFC 2920
+allows; the content after 354), and counts the 250s. It is bench/lmtp_load.c,
+compiled with cc -O2 into the run's temporary directory, one thread on epoll (the
+Python one, a thread per connection, with --lmtp-generator python, or with a warning
+when there is no compiler). After every run the bench counts the files in the side's
+Maildirs: a run whose count differs from the acknowledged one stops the bench. Sides
+alternate run by run; the median run counts. The physical limit (bench/measure.py: a
+durable create+write+fsync+rename+directory fsync loop, one process) is measured in
+the same run on the same filesystem.
 
 CPU: each side's CPU seconds (user + system, from /proc/PID/stat) per acknowledged
 message over the same runs -- for Dovecot its master, the children it reaped and its
 live children (lmtp, auth, ...). A shared machine distorts this far less than it
-distorts messages per second.
+distorts messages per second. The generator's own CPU per message (getrusage) is
+reported per side and connection count: it shares the cores with the servers.
 
-Memory: mailslot-lmtpd's peak RSS (VmHWM) while 16 connections each send one 50 MB
-message (spooled to a file past 1 MiB, so memory stays flat): the largest of its
-processes, and their sum.
+Memory, while 16 connections each send one 50 MB message (spooled to a file past
+1 MiB, so memory stays flat), three figures for mailslot-lmtpd's processes (the
+parent and its workers): the peak of their summed PSS (/proc/PID/smaps_rollup,
+sampled every 50 ms while the messages are in flight: the pages the forked workers
+share with the parent counted once, split between them) -- the honest total; the
+largest VmHWM of one process; and the sum of their VmHWMs, which counts the shared
+pages once per process and adds peaks from different moments (an overstatement,
+kept for comparison with earlier sessions' figures).
 
 Processes: mailslot-lmtpd runs with lmtp_processes PROCESSES (run_bench.py
 --lmtp-processes, default "auto": one worker per CPU), said in the report. Dovecot
@@ -42,10 +53,13 @@ sys.path.insert(0, HERE)
 
 import cases as casemod  # noqa: E402
 import measure  # noqa: E402
+from lmtp_load import Generator, Conn  # noqa: E402
 
 DOVECOT = "/usr/sbin/dovecot"
 USERS = 16
 START_TIMEOUT = 30
+GENERATOR_NAMES = {"c": "C (bench/lmtp_load.c, one thread on epoll)",
+                   "python": "Python (a thread per connection in the bench process)"}
 
 
 def prepare(base, inst, uid, gid, processes="auto"):
@@ -129,37 +143,6 @@ def stop(proc):
         proc.wait()
 
 
-class _Conn:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX)
-        self.s.connect(path)
-        self.buf = b""
-        self.reply()
-        self.s.sendall(b"LHLO bench.client\r\n")
-        self.reply()
-
-    def reply(self):
-        while True:
-            while b"\r\n" not in self.buf:
-                data = self.s.recv(65536)
-                if not data:
-                    raise EOFError("server closed the connection")
-                self.buf += data
-            line, self.buf = self.buf.split(b"\r\n", 1)
-            if line[3:4] != b"-":
-                return line
-
-    def deliver(self, user, content):
-        self.s.sendall(b"MAIL FROM:<sender@bench.test>\r\nRCPT TO:<%s@bench.test>\r\n"
-                       b"DATA\r\n" % user)
-        for expect in (b"250", b"250", b"354"):
-            line = self.reply()
-            if not line.startswith(expect):
-                raise RuntimeError(f"unexpected reply {line!r}")
-        self.s.sendall(content)
-        return self.reply().startswith(b"250 ")
-
-
 def cpu_seconds(pid, with_children=False):
     """pid's user + system CPU seconds; with_children: plus the children it reaped and
     its live descendants' (Dovecot's master and its service processes)."""
@@ -190,95 +173,138 @@ def cpu_seconds(pid, with_children=False):
     return total / tick
 
 
-def load(sock_path, connections, seconds, message, stats=None):
-    """Messages per second acknowledged with 250 over `connections` connections
-    (stats: a dict that gets "messages", the count)."""
-    content = message.replace(b"\n", b"\r\n") + b".\r\n"
-    counts = [0] * connections
-    errors = []
-    start_at = threading.Barrier(connections + 1)
-    stop_at = [0.0]
+def load(generator, paths, side, connections, seconds, message):
+    """One run of `generator` against side ("mailslot" or "dovecot"): its result
+    (messages, elapsed, the generator's CPU seconds), after checking that the side's
+    Maildirs hold exactly one new file per acknowledged message."""
+    before = delivered_files(paths, side)
+    result = generator.run(paths[side + "_socket"], connections, seconds, message,
+                           [f"u{i}@bench.test" for i in range(USERS)], paths["top"])
+    filed = delivered_files(paths, side) - before
+    if filed != result["messages"]:
+        raise SystemExit(f"bench: {side}: {result['messages']} messages acknowledged "
+                         f"but {filed} files delivered")
+    return result
 
-    def worker(i):
-        try:
-            conn = _Conn(sock_path)
-            start_at.wait()
-            user = b"u%d" % (i % USERS)
-            while time.perf_counter() < stop_at[0]:
-                if conn.deliver(user, content):
-                    counts[i] += 1
-            conn.s.sendall(b"QUIT\r\n")
-            conn.s.close()
-        except Exception as exc:     # reported, the run is invalid
-            errors.append(exc)
+
+def delivered_files(paths, side):
+    """The files in the side's users' Maildirs (new/ and cur/)."""
+    total = 0
+    for i in range(USERS):
+        for sub in ("new", "cur"):
             try:
-                start_at.abort()
-            except threading.BrokenBarrierError:
+                total += len(os.listdir(os.path.join(paths["top"], side, "homes",
+                                                     f"u{i}", "Maildir", sub)))
+            except FileNotFoundError:
                 pass
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
-    for t in threads:
-        t.start()
-    stop_at[0] = time.perf_counter() + 3600
-    try:
-        start_at.wait()
-    except threading.BrokenBarrierError:
-        pass
-    began = time.perf_counter()
-    stop_at[0] = began + seconds
-    for t in threads:
-        t.join()
-    if errors:
-        raise SystemExit(f"bench: LMTP load failed: {errors[0]!r}")
-    if stats is not None:
-        stats["messages"] = sum(counts)
-    return sum(counts) / (time.perf_counter() - began)
+    return total
 
 
 def peak_memory(paths, size=50 * 1024 * 1024, connections=16):
-    """mailslot-lmtpd's VmHWM (KiB) after `connections` parallel size-byte messages:
-    (its largest process's, the sum over its processes)."""
+    """mailslot-lmtpd's memory while `connections` size-byte messages arrive at once,
+    in KiB: {"hwm_max": the largest VmHWM of its processes, "hwm_sum": the sum of
+    their VmHWMs, "pss_sum_peak": the peak over time of the sum of their PSS,
+    "samples": how many PSS samples}.
+
+    The sum of VmHWMs counts every page a forked worker shares with the parent (the
+    interpreter, the modules imported before the fork) once per process, and adds
+    peaks that may not have happened at the same moment: it overstates. PSS (from
+    /proc/PID/smaps_rollup) splits each shared page between the processes sharing
+    it, so the sum of PSS at one moment is the memory the server holds then; sampled
+    every PSS_INTERVAL seconds, its peak may miss a shorter spike."""
     proc = start(paths["mailslot_argv"], paths["mailslot_socket"],
                  os.path.join(paths["top"], "mailslot.out"))
     try:
         line = b"x" * 76 + b"\r\n"
         chunk = line * (1024 * 1024 // len(line))
+        errors = []
 
         def one(i):
-            conn = _Conn(paths["mailslot_socket"])
-            conn.s.sendall(b"MAIL FROM:<s@bench.test>\r\nRCPT TO:<u%d@bench.test>\r\n"
-                           b"DATA\r\n" % (i % USERS))
-            for _ in range(3):
-                conn.reply()
-            conn.s.sendall(b"Subject: big\r\n\r\n")
-            for _ in range(size // len(chunk)):
-                conn.s.sendall(chunk)
-            conn.s.sendall(b".\r\n")
-            conn.reply()
-            conn.s.close()
+            try:
+                conn = Conn(paths["mailslot_socket"])
+                conn.s.sendall(b"MAIL FROM:<s@bench.test>\r\nRCPT TO:<u%d@bench.test>\r\n"
+                               b"DATA\r\n" % (i % USERS))
+                for code in (b"250", b"250", b"354"):
+                    conn.expect(code)
+                conn.s.sendall(b"Subject: big\r\n\r\n")
+                for _ in range(size // len(chunk)):
+                    conn.s.sendall(chunk)
+                conn.s.sendall(b".\r\n")
+                conn.expect(b"250")
+                conn.s.close()
+            except Exception as exc:       # reported: the figure would be no measurement
+                errors.append(exc)
 
+        sampler = PssSampler(proc.pid)
+        sampler.start()
         threads = [threading.Thread(target=one, args=(i,)) for i in range(connections)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        peaks = [_hwm_kib(p) for p in [proc.pid] + _children(proc.pid)]
-        return max(peaks), sum(peaks)
+        sampler.finish()
+        if errors:
+            raise SystemExit(f"bench: a 50 MB delivery failed: {errors[0]!r}")
+        peaks = [_hwm_kib(p) for p in [proc.pid] + _descendants(proc.pid)]
+        return {"hwm_max": max(peaks), "hwm_sum": sum(peaks),
+                "pss_sum_peak": sampler.peak, "samples": sampler.samples}
     finally:
         stop(proc)
 
 
-def _children(pid):
-    out = []
+PSS_INTERVAL = 0.05
+
+
+class PssSampler(threading.Thread):
+    """Samples the summed PSS of pid and its descendants every PSS_INTERVAL s."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.samples = pid, 0, 0
+        self.done = threading.Event()
+
+    def run(self):
+        while True:
+            total = sum(_pss_kib(p) for p in [self.pid] + _descendants(self.pid))
+            self.peak = max(self.peak, total)
+            self.samples += 1
+            if self.done.wait(PSS_INTERVAL):
+                return
+
+    def finish(self):
+        self.done.set()
+        self.join()
+
+
+def _pss_kib(pid):
+    """Pss of /proc/pid/smaps_rollup in KiB (0 for a process already gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for text in f:
+                if text.startswith("Pss:"):
+                    return int(text.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def _descendants(pid):
+    """pid's live descendants (mailslot-lmtpd's workers and any child of theirs)."""
+    parents = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
                 with open(f"/proc/{name}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(name))
+                    fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
-                pass
-    return out
+                continue
+            if fields[0] != "Z":
+                parents[int(name)] = int(fields[1])
+    found, frontier = [], {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier}
+        found += sorted(frontier)
+    return found
 
 
 def _hwm_kib(pid):
@@ -299,12 +325,14 @@ def physical(paths, seconds):
     return float(out.stdout.strip())
 
 
-def run(base, inst, uid, gid, quick=False, processes="auto"):
-    """The whole LMTP comparison; returns a dict for the report."""
+def run(base, inst, uid, gid, quick=False, processes="auto", generator="c"):
+    """The whole LMTP comparison; returns a dict for the report. generator: "c"
+    (bench/lmtp_load.c, the Python one if there is no compiler) or "python"."""
     case = casemod.LMTP_CASE
     paths = prepare(base, inst, uid, gid, processes)
     os.makedirs(paths["physical"])
     os.chown(paths["physical"], uid, gid)
+    gen = Generator.create(paths["top"], generator)
     message = casemod.make_message(case.size)
     seconds = case.quick_seconds if quick else case.seconds
     runs = case.quick_runs if quick else case.full_runs
@@ -314,64 +342,84 @@ def run(base, inst, uid, gid, quick=False, processes="auto"):
         "dovecot": start(paths["dovecot_argv"], paths["dovecot_socket"],
                          os.path.join(paths["top"], "dovecot.out")),
     }
-    sockets = {"mailslot": paths["mailslot_socket"], "dovecot": paths["dovecot_socket"]}
     results = {"size": case.size, "seconds": seconds, "runs": runs, "connections": {},
-               "lmtp_processes": processes,
+               "lmtp_processes": processes, "generator": gen.kind,
                "workers": len(os.sched_getaffinity(0)) if processes == "auto"
                else int(processes)}
     try:
-        for side in sockets:                     # warm-up: caches, processes, Maildirs
-            load(sockets[side], 4, 1.0, message)
+        for side in servers:                     # warm-up: caches, processes, Maildirs
+            load(gen, paths, side, 4, 1.0, message)
         for conns in case.connections:
-            rates = {side: [] for side in sockets}
-            cpu = {side: [] for side in sockets}
+            rates = {side: [] for side in servers}
+            cpu = {side: [] for side in servers}
+            gen_cpu = {side: [] for side in servers}
             for r in range(runs):
                 order = ("mailslot", "dovecot") if r % 2 == 0 else ("dovecot", "mailslot")
                 for side in order:
                     # Both are process trees (mailslot's parent and its workers).
-                    pid, tree = servers[side].pid, True
-                    stats = {}
-                    before = cpu_seconds(pid, tree)
-                    rates[side].append(load(sockets[side], conns, seconds, message, stats))
-                    cpu[side].append((cpu_seconds(pid, tree) - before)
-                                     / max(stats["messages"], 1) * 1000)
+                    before = cpu_seconds(servers[side].pid, True)
+                    got = load(gen, paths, side, conns, seconds, message)
+                    count = max(got["messages"], 1)
+                    cpu[side].append((cpu_seconds(servers[side].pid, True) - before)
+                                     / count * 1000)
+                    rates[side].append(got["messages"] / got["elapsed"])
+                    gen_cpu[side].append(got["cpu"] / count * 1000)
             med = {side: statistics.median(v) for side, v in rates.items()}
             cpu_med = {side: statistics.median(v) for side, v in cpu.items()}
+            gen_med = {side: statistics.median(v) for side, v in gen_cpu.items()}
             results["connections"][conns] = {"rates": rates, "median": med,
                                              "ratio": med["mailslot"] / med["dovecot"],
                                              "cpu_ms_per_msg": cpu, "cpu_median": cpu_med,
+                                             "generator_cpu_ms_per_msg": gen_cpu,
+                                             "generator_cpu_median": gen_med,
                                              "load_average": os.getloadavg()[0]}
             sys.stderr.write(f"lmtp {conns} connection(s): mailslot {med['mailslot']:.0f}/s "
                              f"({cpu_med['mailslot']:.2f} ms CPU/msg), dovecot "
                              f"{med['dovecot']:.0f}/s ({cpu_med['dovecot']:.2f} ms CPU/msg), "
+                             f"{gen.kind} generator {gen_med['mailslot']:.3f} / "
+                             f"{gen_med['dovecot']:.3f} ms CPU/msg, "
                              f"load {os.getloadavg()[0]:.1f}\n")
     finally:
         for proc in servers.values():
             stop(proc)
     results["physical_per_s"] = physical(paths, 1.0 if quick else 5.0)
-    results["peak_rss_kib_16x50m"], results["peak_rss_kib_16x50m_total"] = \
-        peak_memory(paths, size=(5 if quick else 50) * 2**20)
+    memory = peak_memory(paths, size=(5 if quick else 50) * 2**20)
+    results["peak_rss_kib_16x50m"] = memory["hwm_max"]
+    results["peak_rss_kib_16x50m_total"] = memory["hwm_sum"]
+    results["peak_pss_kib_16x50m_total"] = memory["pss_sum_peak"]
+    results["pss_samples"] = memory["samples"]
     return results
 
 
 def report(results):
     """Markdown lines for docs/benchmarks.md."""
     phys = results["physical_per_s"]
+    kind = results.get("generator", "python")
     lines = [f"mailslot-lmtpd with lmtp_processes: {results.get('lmtp_processes', 1)} "
              f"({results.get('workers', 1)} worker process(es)); Dovecot's lmtp with its "
-             "defaults (a process per connection).", "",
+             f"defaults (a process per connection); the {GENERATOR_NAMES[kind]} load "
+             "generator.", "",
              "| connections | mailslot-lmtpd msg/s | Dovecot lmtp msg/s | ratio | "
-             "mailslot / physical limit | CPU ms/msg mailslot | CPU ms/msg Dovecot |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "mailslot / physical limit | CPU ms/msg mailslot | CPU ms/msg Dovecot | "
+             "generator CPU ms/msg (mailslot / Dovecot runs) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for conns, row in sorted(results["connections"].items(), key=lambda kv: int(kv[0])):
         med, cpu = row["median"], row.get("cpu_median", {})
+        gen = row.get("generator_cpu_median", {})
         lines.append(f"| {conns} | {med['mailslot']:.0f} | {med['dovecot']:.0f} | "
                      f"{row['ratio']:.2f}x | {med['mailslot'] / phys:.0%} | "
-                     f"{cpu.get('mailslot', 0):.2f} | {cpu.get('dovecot', 0):.2f} |")
+                     f"{cpu.get('mailslot', 0):.2f} | {cpu.get('dovecot', 0):.2f} | "
+                     f"{gen.get('mailslot', 0):.3f} / {gen.get('dovecot', 0):.3f} |")
     lines.append("")
+    mib = lambda key: (results.get(key) or 0) / 1024  # noqa: E731
     lines.append(f"Physical limit (one process, durable create loop): {phys:.0f}/s. "
-                 f"Peak RSS of mailslot-lmtpd, 16 connections x 50 MB: "
-                 f"{(results['peak_rss_kib_16x50m'] or 0) / 1024:.1f} MiB (its largest "
-                 f"process; all its processes together "
-                 f"{(results.get('peak_rss_kib_16x50m_total') or 0) / 1024:.1f} MiB).")
+                 f"Memory of mailslot-lmtpd, 16 connections x 50 MB: the peak of the "
+                 f"summed PSS of all its processes, sampled every "
+                 f"{PSS_INTERVAL * 1000:.0f} ms while the messages were in flight, "
+                 f"{mib('peak_pss_kib_16x50m_total'):.1f} MiB (pages shared between the "
+                 f"parent and its forked workers counted once, split between them); "
+                 f"peak RSS (VmHWM) of its largest process "
+                 f"{mib('peak_rss_kib_16x50m'):.1f} MiB, and the sum of every process's "
+                 f"VmHWM {mib('peak_rss_kib_16x50m_total'):.1f} MiB (shared pages counted "
+                 f"once per process, and each process's own peak whenever it was).")
     return "\n".join(lines) + "\n"

@@ -53,6 +53,10 @@ def parse_args(argv):
                         help="the LMTP comparison only (bench/lmtp_bench.py; as root)")
     parser.add_argument("--lmtp-processes", default="auto", metavar="N",
                         help="mailslot-lmtpd's lmtp_processes in --lmtp (default auto)")
+    parser.add_argument("--lmtp-generator", choices=("c", "python"), default="c",
+                        help="the load generator of --lmtp: bench/lmtp_load.c compiled "
+                             "with cc -O2 (default; Python if there is no compiler) or "
+                             "the Python one, a thread per connection in the bench")
     return parser.parse_args(argv)
 
 
@@ -258,7 +262,8 @@ def lmtp_main(args):
                        cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         user = bench_user()
         results = lmtp_bench.run(base, inst, user.pw_uid, user.pw_gid, quick=args.quick,
-                                   processes=args.lmtp_processes)
+                                   processes=args.lmtp_processes,
+                                   generator=args.lmtp_generator)
         out_dir = args.out or os.path.join(REPO, "build", "bench-lmtp")
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "results.json"), "w") as f:
