@@ -54,8 +54,14 @@ HEADER_FIELD_LIMIT = 1000
 # One read or write: large enough for few syscalls, small enough for flat memory.
 COPY_CHUNK = 256 * 1024
 # A spool stays in memory up to this size (the usual message, no file at all);
-# beyond it the whole message moves to an unnamed file.
-SPOOL_MEMORY_MAX = 1024 * 1024
+# beyond it the whole message moves to an unnamed file. mailslot-lmtpd holds one
+# spool per connection at once: at 1 MiB, 16 connections starting large messages
+# held 16 MiB of them (issue 17's budget is 64 MiB for the whole daemon); at
+# 128 KiB a 2 KB or 100 KB message still never opens a file.
+SPOOL_MEMORY_MAX = 128 * 1024
+# Message.from_spool reads a spool file's start in reads of this size until the
+# header's blank line: a message's header is usually a few KB.
+HEAD_READ = 16 * 1024
 # The spool file's mode: private to the delivering user.
 SPOOL_MODE = 0o600
 # Where the spool file goes when no mail_temp_dir is given.
@@ -132,8 +138,9 @@ class Spool:
         except OSError as err:
             raise _spool_error(self.temp_dir, err) from None
 
-    def chunks(self):
-        """The bytes, in order, in pieces of at most about COPY_CHUNK."""
+    def chunks(self, size=COPY_CHUNK):
+        """The bytes, in order, in pieces of at most about `size` (a spool in
+        memory: its one piece)."""
         if self.fd is None:
             if len(self._pieces) > 1:
                 # One piece (at most SPOOL_MEMORY_MAX): one write per copy.
@@ -142,11 +149,32 @@ class Spool:
             return
         offset = 0
         while True:
-            data = os.pread(self.fd, COPY_CHUNK, offset)
+            data = os.pread(self.fd, size, offset)
             if not data:
                 return
             offset += len(data)
             yield data
+
+    def copy_to(self, out_fd):
+        """Write a spool file's bytes to out_fd through one buffer; return (size,
+        vsize). Why one buffer and not chunks(): a large message's copy then
+        allocates nothing per read, so concurrent copies do not leave the heap
+        fragmented (docs/benchmarks.md, LMTP memory)."""
+        buf = bytearray(COPY_CHUNK)
+        view = memoryview(buf)
+        count = self._lines is None
+        offset = lines = 0
+        while True:
+            n = os.preadv(self.fd, [buf], offset)
+            if not n:
+                break
+            offset += n
+            _write_all(out_fd, view[:n])
+            if count:
+                lines += buf.count(b"\n", 0, n)     # vsize on the way, not a second pass
+        if count:
+            self._lines = lines
+        return self.size, self.vsize
 
     def close(self):
         if self.fd is not None:
@@ -199,11 +227,17 @@ class Message:
         """A Message whose bytes are already in spool (filled by its writer, e.g. the
         LMTP server while the content arrived): nothing is read or copied again."""
         head = bytearray()
-        for chunk in spool.chunks():
+        for chunk in spool.chunks(HEAD_READ):
             head += chunk
             if len(head) > HEADER_PARSE_LIMIT or b"\n\n" in head:
                 break
         whole = len(head) >= spool.size
+        end = header_end(head)
+        if not whole and end < len(head):
+            # Only the header is kept (the body is read from the spool when written),
+            # and one byte past it: an end at the buffer's end would mean "no blank
+            # line yet" to header_buffer().
+            del head[end + 1:]
         message = cls(None, bytes(head), b"", None, eof=whole, temp_dir=spool.temp_dir)
         message._spool = spool
         return message
@@ -275,6 +309,8 @@ class Message:
                 and not self._eof:
             return self._stream_to(out_fd)
         spool = self.spool()
+        if spool.fd is not None:
+            return spool.copy_to(out_fd)
         lines = 0 if spool._lines is None else None
         for chunk in spool.chunks():
             _write_all(out_fd, chunk)

@@ -27,7 +27,7 @@ pytestmark = needs_root
 
 MSG = (b"From: Alice <alice@example.org>\nTo: list@example.org\n"
        b"Subject: three ways\nMessage-ID: <core1@example.org>\n\n"
-       + b"A line of the body.\n" * 20000)          # 380 KB: several pipe reads
+       + b"A line of the body.\n" * 5000)      # 95 KB: several pipe reads, one spool in memory
 SIEVE = b'require ["fileinto"];\nfileinto "Lists";\nkeep;\n'
 
 CHILD = r"""
