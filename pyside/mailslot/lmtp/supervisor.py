@@ -34,6 +34,7 @@ Security: workers are forks of the parent, which already refused root
 (server.refuse_root): they run as the daemon's own user and never change it.
 """
 
+import gc
 import os
 import signal
 import time
@@ -112,6 +113,11 @@ def supervise(count, sockets, server, log):
 
 def _start(slot, by_pid, sockets, server, log, reload):
     parent = os.getpid()
+    # Why freeze: the objects the parent made so far (modules, settings) are the
+    # workers' too, shared page by page after the fork; a worker's garbage collector
+    # writes into every object it examines, which copies the page. Frozen objects
+    # are never examined (Python's gc.freeze, made for forking servers).
+    gc.freeze()
     try:
         pid = os.fork()
     except OSError as exc:
