@@ -116,7 +116,9 @@ def _start(slot, by_pid, sockets, server, log, reload):
     # Why freeze: the objects the parent made so far (modules, settings) are the
     # workers' too, shared page by page after the fork; a worker's garbage collector
     # writes into every object it examines, which copies the page. Frozen objects
-    # are never examined (Python's gc.freeze, made for forking servers).
+    # are never examined (Python's gc.freeze, made for forking servers). The cost:
+    # a frozen object in a reference cycle is never freed -- only the settings of
+    # the start that a worker drops at a SIGHUP, once per reload.
     gc.freeze()
     try:
         pid = os.fork()
