@@ -716,9 +716,9 @@ def _check_path(raw, smtputf8, null_ok):
         if colon < 0:
             return ("501 5.1.3 Invalid source route",)
         raw = raw[colon + 1:]
-    if any(b < 0x20 or b == 0x7F for b in raw):
+    if len(raw.translate(None, _CONTROL_BYTES)) != len(raw):
         return ("501 5.1.3 Invalid address",)
-    if any(b >= 0x80 for b in raw):
+    if not raw.isascii():
         if not smtputf8:
             return ("553 5.6.7 Non-ASCII address needs SMTPUTF8 (RFC 6531)",)
         try:
@@ -736,10 +736,17 @@ def _check_path(raw, smtputf8, null_ok):
     return text
 
 
+# Characters an address may not have outside quotes (local part) or at all (domain),
+# and the control bytes no address may hold.
+_LOCAL_SPECIALS = frozenset(' <>(),;:\\[]"')
+_DOMAIN_SPECIALS = frozenset(' <>()[],;:\\@"')
+_CONTROL_BYTES = bytes(range(0x20)) + b"\x7f"
+
+
 def _valid_local(local):
     if local.startswith('"'):
         return len(local) >= 2 and local.endswith('"')
-    return not any(ch in ' <>(),;:\\[]"' for ch in local) and ".." not in local \
+    return _LOCAL_SPECIALS.isdisjoint(local) and ".." not in local \
         and not local.startswith(".") and not local.endswith(".")
 
 
@@ -747,8 +754,8 @@ def _valid_domain(domain):
     if domain.startswith("[") and domain.endswith("]"):
         return len(domain) > 2
     labels = domain.split(".")
-    return all(lab and not lab.startswith("-") and not lab.endswith("-") and
-               not any(ch in ' <>()[],;:\\@"' for ch in lab) for lab in labels)
+    return _DOMAIN_SPECIALS.isdisjoint(domain) and \
+        all(lab and not lab.startswith("-") and not lab.endswith("-") for lab in labels)
 
 
 def _printable_ascii(data):
@@ -760,6 +767,8 @@ def _shown(text):
 
 
 def _one_line(text):
+    if text.isprintable():          # no control character: nothing to replace
+        return text
     return "".join(ch if ch >= " " and ch != "\x7f" else " " for ch in text)
 
 
