@@ -17,10 +17,10 @@ last final reply. Any other reply, or a connection the server closes, fails the 
 Why a C generator: on the 2-core bench machine the generator shares the cores with
 the servers it measures, and the physical limit they are held against (a create
 loop) has no generator beside it. The Python one (a thread per connection in the
-bench process) costs 0.07-0.11 ms of CPU per message, the C one (one thread on
-epoll, non-blocking sockets) 0.03-0.08 ms (docs/benchmarks.md, "The load
-generator"): small beside either server's 0.9-3 ms, but no longer a second Python
-interpreter on the cores. "cpu" is user + system of the generator alone:
+bench process) costs 0.07-0.16 ms of CPU per message, the C one (one thread on
+epoll, non-blocking sockets) 0.03-0.08 ms (docs/benchmarks.md, "The load generator
+and the memory figures"): both small beside either server's 0.9-3 ms, the C one
+about half. "cpu" is user + system of the generator alone:
 getrusage(RUSAGE_SELF) of the C program (it prints it), or of this process around
 the Python run (its other threads are idle then).
 """
