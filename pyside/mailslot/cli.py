@@ -286,7 +286,9 @@ def build_envelope(opts, user, message, settings=None):
     The original recipient is -a's; without -a, as dovecot-lda does, the first
     address of the message's lda_original_recipient_header field when the setting
     names one and that address is local@domain; else the final recipient. The
-    message itself is not changed (dovecot-lda writes no such field)."""
+    final recipient is -r's, else the user's name, with "@<hostname>" when it has
+    no domain. The message itself is not changed (dovecot-lda writes no such
+    field)."""
     if opts.sender_given:
         sender = opts.sender
     elif message.from_line_sender is not None:
@@ -294,6 +296,11 @@ def build_envelope(opts, user, message, settings=None):
     else:
         sender = parse_address(message.get("Return-Path", "")) or ""
     final = opts.final_recipient or opts.user or user.name
+    if opts.final_recipient is None and "@" not in final:
+        # As dovecot-lda: a user without a domain is user@<hostname> (the setting,
+        # else the system's), an address for Sieve's envelope "to", %t and a
+        # rejection's Final-Recipient (RFC 3464 2.3.2), never a bare name.
+        final += "@" + ((settings or {}).get("hostname") or os.uname().nodename)
     original = opts.original_recipient
     header = settings["lda_original_recipient_header"] if settings else ""
     if original is None and header:

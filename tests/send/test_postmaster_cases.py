@@ -14,6 +14,7 @@ tests/sieve/casefile.py):
                             saved: <mailbox> | none
                             sent: <envelope sender> -> <recipients> | From: <From>
                             sent: none
+                            final-recipient: <a rejection's>
                             sieve: ran | not run (postmaster_address)
 
 The recipient is a system user without a domain (so %d is empty), the hostname
@@ -69,9 +70,10 @@ def _setting(case):
     return case.sections["postmaster_address"].rstrip("\n")
 
 
-def observe(status, home, sent, log):
+def observe(status, home, sent, log, user):
     """The case's expect lines for one run: exit status, where the message was
-    saved (Maildir++ under ~/Maildir), what was sent, whether Sieve ran."""
+    saved (Maildir++ under ~/Maildir), what was sent (a rejection's
+    Final-Recipient too), whether Sieve ran; the user's name reads USER."""
     lines = [f"exit: {status}"]
     saved = []
     root = os.path.join(home, "Maildir")
@@ -87,6 +89,10 @@ def observe(status, home, sent, log):
         msg = email.message_from_bytes(data, policy=email.policy.compat32)
         lines.append(f"sent: <{sender}> -> {' '.join(recipients)} | From: "
                      + " ".join(str(msg["From"]).split()))
+        if msg.get_content_type() == "multipart/report":
+            report = msg.get_payload()[1].get_payload()[0]
+            lines.append("final-recipient: " + report["Final-Recipient"].replace(
+                user, "USER"))
     if not sent:
         lines.append("sent: none")
     failed = any("Error:" in line and "Failed to initialize script execution" in line
@@ -109,7 +115,8 @@ def run_mailslot(mailer, case):
     mailer.script(user, case.script)
     proc = mailer.deliver(user, MSG, *_argv(case))
     sent = [(m.sender, m.recipients, m.data) for m in mailer.sink.messages]
-    return observe(proc.returncode, user.pw_dir, sent, mailer.log(user)), proc
+    return observe(proc.returncode, user.pw_dir, sent, mailer.log(user),
+                   user.pw_name), proc
 
 
 def run_dovecot(case):
@@ -146,7 +153,8 @@ def run_dovecot(case):
                 data = f.read()
             assert args[:2] == ["-i", "-f"] and args[3] == "--"
             sent.append(("" if args[2] == "<>" else args[2], args[4:], data))
-        return observe(proc.returncode, env.home, sent, env.read_log()), env.read_log()
+        return (observe(proc.returncode, env.home, sent, env.read_log(), env.user),
+                env.read_log())
     finally:
         env.cleanup()
         shutil.rmtree(spool, ignore_errors=True)
