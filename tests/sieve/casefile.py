@@ -6,11 +6,15 @@ with a line "== <name>":
     == script          the script (required)
     == message         the message (default: a small plain-text message)
     == args            sieve-test options, one per line ("-f a@b.c")
-    == config          Dovecot-style settings lines for both tools (key = value)
+    == config          Dovecot-style settings lines for both tools (key = value),
+                       in the plugin { } block
+    == settings        Dovecot-style settings outside the plugin block
+                       (postmaster_address, hostname ...)
     == file <path>     an extra file, e.g. "== file sieve/lib.sieve" for include
     == expect          sieve-test's stdout, exactly
     == errors          the error/warning lines on stderr, in order
-    == status          success | failed | compile-error | resource-limit
+    == status          success | failed | compile-error | resource-limit | fatal
+                       (the tool refuses to run: "Fatal: ..." and a failure exit)
     == differs         why mailslot deliberately differs from Pigeonhole; the
                        differential test then checks only that Pigeonhole's
                        answer is still the one described (or skips)
@@ -126,7 +130,8 @@ class Case:
         (d / "script.sieve").write_text(self.script, encoding="utf-8")
         (d / "msg.eml").write_bytes(self.message.encode("utf-8"))
         conf = ("ssl = no\nlog_path = /dev/stderr\n"
-                f"mail_location = maildir:{d}/mail\nplugin {{\n"
+                f"mail_location = maildir:{d}/mail\n"
+                + self.sections.get("settings", "") + "plugin {\n"
                 f"  sieve_dir = {d}/sieve\n  sieve_global_dir = {d}/global\n"
                 + self.config + "}\n")
         (d / "conf").write_text(conf, encoding="utf-8")

@@ -8,7 +8,8 @@ import pytest
 
 from tests.sieve.casefile import Case, all_cases, error_lines, run_mailslot
 
-STATUS_RC = {"success": 0, "failed": 1, "compile-error": 1, "resource-limit": 1}
+STATUS_RC = {"success": 0, "failed": 1, "compile-error": 1, "resource-limit": 1,
+             "fatal": 1}
 
 
 @pytest.mark.parametrize("path", all_cases(), ids=lambda p: p.stem)
@@ -27,3 +28,5 @@ def test_case(path, tmp_path):
         assert "resource limit exceeded" in err
     elif case.status == "failed":
         assert "final result: failed" in err
+    elif case.status == "fatal":
+        assert "Fatal: " in err and "final result" not in err

@@ -11,7 +11,9 @@ sievec_main(argv) checks and compiles a script (mailslot sievec [-x ...] SCRIPT
 [OUT]), writing the compiled form to the compile cache (or OUT).
 
 Exit status: 0 on success, 1 on failure (compile error, run-time error, bad
-usage prints usage and exits 1 too; Pigeonhole uses 64/89 there). Errors go to
+usage prints usage and exits 1 too; Pigeonhole uses 64/89 there). A
+postmaster_address that is not one mailbox for the running user (postmaster@%d
+without a domain) is fatal before any script runs, as in Pigeonhole's tool. Errors go to
 stderr as "<script>: line N: error: <message>.".
 
 The envelope defaults are sieve-test's: the sender comes from Return-Path, Sender
@@ -232,6 +234,13 @@ def sieve_test_main(argv):
     script_path, mail_path = args
     if location is None:
         location = conf.get("mail_location")
+    problem = _postmaster_problem(conf)
+    if problem:
+        # As Pigeonhole's tool: no script runs with an unusable postmaster_address
+        # (a delivery keeps the message then: sieve_filing.py).
+        err.write("sieve-test: Fatal: Failed to initialize script execution: %s\n"
+                  % problem)
+        return 1
     settings = SieveSettings.from_mapping(conf, os.environ.get("HOME"))
     if mailbox:
         settings.default_mailbox = mailbox
@@ -371,6 +380,32 @@ def sieve_test_main(argv):
                       "successful implicit keep\n")
     sys.stdout.flush()
     return 0 if status == OK else 1
+
+
+def _postmaster_problem(conf):
+    """Why conf's postmaster_address, expanded for the running user ($USER,
+    $HOME: %d is their domain), is not one mailbox (send/postmaster.py), or
+    None; it is stored expanded for -e's preview."""
+    text = conf.get("postmaster_address")
+    if not text:
+        return None
+    hostname = conf.get("hostname") or os.uname().nodename
+    if "%" in text:
+        from ..config import postmaster_template
+        from ..variables import expand, user_values
+        values = user_values(os.environ.get("USER") or "", os.environ.get("HOME") or "")
+        values.update(hostname=hostname, pid=str(os.getpid()))
+        try:
+            text = expand(postmaster_template(text, values), values)
+        except ValueError as exc:
+            return "postmaster_address: %s" % exc
+        conf["postmaster_address"] = text
+    from ..send.postmaster import InvalidPostmaster, parse
+    try:
+        parse(text)
+    except InvalidPostmaster as exc:
+        return str(exc)
+    return None
 
 
 def _raw_bytes_output():
