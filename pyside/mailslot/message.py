@@ -609,13 +609,23 @@ def scan_link_source(path, message):
 def parse_address(text):
     """Return the address in text ("" for <>), or None when it cannot be parsed.
 
-    Accepts "addr", "<addr>" and "<>"; an address is local@domain or a bare local
+    Accepts "addr", "<addr>" and "<>" (a source route "<@relay:addr>" is
+    dropped: RFC 5321 3.3); an address is local@domain or a bare local
     part, with a quoted local part allowed; no control characters or unquoted
     spaces; at most MAX_PATH_LENGTH octets (RFC 5321).
     """
     text = text.strip()
-    if text.startswith("<") and text.endswith(">"):
+    bracketed = text.startswith("<") and text.endswith(">")
+    if bracketed:
         text = text[1:-1].strip()
+    if bracketed and text.startswith("@") and ":" in text:
+        # RFC 5321 4.1.2/3.3: a source route ("<@relay,@relay2:a@b>") is accepted
+        # and ignored, as dovecot-lda does (only in <>, domain names only).
+        route, _, text = text.partition(":")
+        if any(not part.startswith("@") or len(part) < 2 or not all(
+                c.isalnum() or c in "-." for c in part[1:])
+                for part in route.split(",")):
+            return None
     if text == "":
         return ""
     if len(text.encode("utf-8", "surrogateescape")) > MAX_PATH_LENGTH:

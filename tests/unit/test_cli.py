@@ -87,3 +87,17 @@ def test_no_traceback_without_mailslot_debug(monkeypatch, capsys):
     cli.main([])
     err = capsys.readouterr().err
     assert err == "mailslot-lda: internal error: ZeroDivisionError: division by zero\n"
+
+
+# RFC 5321 4.1.2/3.3: a source route in <> is accepted and dropped, as dovecot-lda
+# does (its reject goes to the mailbox); outside <> or naming a domain literal it
+# is not a path (dovecot-lda: <>).
+@pytest.mark.parametrize("text, expected", [
+    ("<@relay.example:s@example.com>", "s@example.com"),
+    ("<@a.example,@b.example:s@example.com>", "s@example.com"),
+    ("<@[192.0.2.1]:s@example.com>", None),
+    ("@relay.example:s@example.com", None),
+    ("<@:s@example.com>", None),
+    ("<@a.example,b.example:s@example.com>", None)])
+def test_source_route(text, expected):
+    assert parse_address(text) == expected
