@@ -78,7 +78,8 @@ def test_rejection_sends_a_dsn(quota_env):
         for key, value in block.items():
             fields[key.lower()] = value
     assert fields["status"] == "5.2.2" and fields["action"] == "failed"
-    assert fields["final-recipient"] == f"rfc822; {q.user}"
+    # A user without a domain is user@<hostname>, as in dovecot-lda's DSN.
+    assert fields["final-recipient"] == f"rfc822; {q.user}@test.example.org"
     returned = parts[2].get_content() if hasattr(parts[2], "get_content") else ""
     returned = parts[2].get_payload(decode=True).decode() if not returned else returned
     assert "Subject: big report" in returned and "Message-ID: <over1@example.org>" in returned

@@ -15,6 +15,7 @@ tests/sieve/casefile.py):
                             sent: <envelope sender> -> <recipients> | From: <From>
                             sent: none
                             final-recipient: <a rejection's>
+                            redirected-from: <a forwarded copy's header>
                             sieve: ran | not run (postmaster_address)
 
 The recipient is a system user without a domain (so %d is empty), the hostname
@@ -89,6 +90,9 @@ def observe(status, home, sent, log, user):
         msg = email.message_from_bytes(data, policy=email.policy.compat32)
         lines.append(f"sent: <{sender}> -> {' '.join(recipients)} | From: "
                      + " ".join(str(msg["From"]).split()))
+        if msg["X-Sieve-Redirected-From"]:
+            lines.append("redirected-from: " + msg["X-Sieve-Redirected-From"].replace(
+                user, "USER"))
         if msg.get_content_type() == "multipart/report":
             report = msg.get_payload()[1].get_payload()[0]
             lines.append("final-recipient: " + report["Final-Recipient"].replace(

@@ -64,3 +64,17 @@ def test_outgoing_mail_treats_the_final_recipient_as_our_address():
     looped = original(b"X-Sieve-Redirected-From: timo@example.net\n")
     assert out.redirect_loop(looped, "cras@example.net") is not None
     assert out.redirect_loop(original(b""), "cras@example.net") is None
+
+
+def test_outgoing_mail_treats_sieve_user_email_as_our_address():
+    # Its copies carry X-Sieve-Redirected-From: <sieve_user_email> (Pigeonhole's,
+    # redirect-user-email.case): one coming back is a loop.
+    from mailslot.send.outgoing import OutgoingMail
+    from mailslot.send.transport import CaptureTransport
+    out = OutgoingMail({"sieve_user_email": "me@example.org"}, log=None,
+                       transport=CaptureTransport(), hostname="mx",
+                       envelope={"from": "sirius@example.org", "to": "timo@example.net",
+                                 "orig_to": "tss@example.net"},
+                       user_address="timo@example.net")
+    looped = original(b"X-Sieve-Redirected-From: me@example.org\n")
+    assert out.redirect_loop(looped, "cras@example.net") is not None

@@ -86,10 +86,11 @@ class OutgoingMail:
         self.transport.check()
 
     def redirect_loop(self, original, address):
-        # Our own X-Sieve-Redirected-From is the user's address or the final
-        # recipient, whichever the copy was sent with: both mean a loop.
+        # Our own X-Sieve-Redirected-From is sieve_user_email, the user's address or
+        # the final recipient, whichever the copy was sent with: each means a loop.
         return loop_reason(original, address,
-                           (self.user_address, self.envelope.get("to") or ""))
+                           (self.user_address, self.envelope.get("to") or "",
+                            self.settings.get("sieve_user_email") or ""))
 
     # -- sending ------------------------------------------------------------------------
 
@@ -197,7 +198,10 @@ class OutgoingMail:
             postmaster=lambda: self._postmaster()[1])
         if sender == "<>":
             sender = ""
-        chunks = redirect_chunks(spool, self.user_address)
+        # Pigeonhole's X-Sieve-Redirected-From: sieve_user_email when set, else
+        # the recipient's address (redirect_loop knows both as ours).
+        chunks = redirect_chunks(spool, self.settings.get("sieve_user_email")
+                                 or self.user_address)
         try:
             if self.dry_run:
                 data = b"".join(chunks)
