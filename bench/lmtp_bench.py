@@ -383,7 +383,8 @@ def run(base, inst, uid, gid, quick=False, processes="auto", generator="c"):
         for proc in servers.values():
             stop(proc)
     results["physical_per_s"] = physical(paths, 1.0 if quick else 5.0)
-    memory = peak_memory(paths, size=(5 if quick else 50) * 2**20)
+    results["memory_message_mib"] = 5 if quick else 50
+    memory = peak_memory(paths, size=results["memory_message_mib"] * 2**20)
     results["peak_rss_kib_16x50m"] = memory["hwm_max"]
     results["peak_rss_kib_16x50m_total"] = memory["hwm_sum"]
     results["peak_pss_kib_16x50m_total"] = memory["pss_sum_peak"]
@@ -413,7 +414,8 @@ def report(results):
     lines.append("")
     mib = lambda key: (results.get(key) or 0) / 1024  # noqa: E731
     lines.append(f"Physical limit (one process, durable create loop): {phys:.0f}/s. "
-                 f"Memory of mailslot-lmtpd, 16 connections x 50 MB: the peak of the "
+                 f"Memory of mailslot-lmtpd, 16 connections x "
+                 f"{results.get('memory_message_mib', 50)} MB: the peak of the "
                  f"summed PSS of all its processes, sampled every "
                  f"{PSS_INTERVAL * 1000:.0f} ms while the messages were in flight, "
                  f"{mib('peak_pss_kib_16x50m_total'):.1f} MiB (pages shared between the "
