@@ -150,6 +150,7 @@ stress: build deps-test
 	$(VPY) -m tests.reliability.fusecrash --sieve
 	$(VPY) -m tests.reliability.fusecrash --path fast
 	$(VPY) -m tests.reliability.fusecrash --path lmtp
+	$(VPY) -m tests.reliability.fusecrash --path lmtp --clients 4
 
 fuzz: build
 	MAILSLOT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VPY) -m pytest -q -p no:cacheprovider tests/fuzz

@@ -424,8 +424,10 @@ class Rig:
             raise Failure(f"Dovecot's log: {problems[:3]}")
 
 
-def check_uidlist(path):
-    """A Maildir's dovecot-uidlist parses, its UIDs rise, every name is a file."""
+def check_uidlist(path, missing=None):
+    """A Maildir's dovecot-uidlist parses, its UIDs rise, every name is a file
+    (missing: a list that gets the names not in new/ or cur/ instead of a Failure,
+    for a caller that judges them itself)."""
     uidlist = os.path.join(path, "dovecot-uidlist")
     if not os.path.exists(uidlist):
         return
@@ -451,7 +453,9 @@ def check_uidlist(path):
             raise Failure(f"{uidlist}: UID {uid} after {last}")
         last = uid
         name = m.group(2).decode().split(":2,")[0]
-        if name not in files:
+        if name not in files and missing is not None:
+            missing.append(name)
+        elif name not in files:
             raise Failure(f"{uidlist}: lists {name}, which is not in new/ or cur/")
 
 def check_maildirsize(root):

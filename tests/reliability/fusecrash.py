@@ -78,6 +78,7 @@ import sys
 import time
 
 from tests.dovecot_env import DovecotEnv
+from tests.reliability import fuselmtp
 from tests.mbox.mboxtest import check_structure
 from tests.reliability.crash import (DIGEST, MSGID, Failure, _strip_dovecot, _unquote,
                                      check_uidlist)
@@ -123,24 +124,7 @@ sys.exit(main())
 MOUNT_TIMEOUT_S = 30
 # mailslot-lmtpd for --path lmtp, as the user; it logs (to stderr, off the FUSE
 # disk) the thread every directory sync of a Maildir save runs in.
-DAEMON = r"""
-import os, sys, threading
-sys.path.insert(0, %(pyside)r)
-""" + DROP_SYNC + r"""
-import mailslot.storage.maildir as maildir
-real = maildir.sync_directory
-
-def sync_directory(fd):
-    sys.stderr.write("fusecrash: directory sync in thread %%s\n"
-                     %% threading.current_thread().name)
-    sys.stderr.flush()
-    if %(skip_dirsync)d:
-        return None     # test only: the save's directory fsync is dropped
-    return real(fd)
-maildir.sync_directory = sync_directory
-from mailslot.lmtp.server import main
-sys.exit(main(["-c", %(conf)r, "--foreground"]))
-"""
+DAEMON = fuselmtp.DAEMON_HEAD + DROP_SYNC + fuselmtp.DAEMON_BODY
 DAEMON_START_S = 30
 # Lock files that stay (an fcntl lock is taken on them), not dotlocks.
 PERSISTENT_LOCKS = (".mailslot.lda-dupes.lock",)
@@ -168,9 +152,16 @@ def message(tag, size=300_000):
 
 
 class Rig:
-    def __init__(self, fmt, drop=0, sieve=False, path="pipe", skip_dirsync=False):
+    def __init__(self, fmt, drop=0, sieve=False, path="pipe", skip_dirsync=False,
+                 clients=1):
         self.fmt, self.drop, self.sieve, self.path = fmt, drop, sieve, path
         self.skip_dirsync = skip_dirsync
+        self.clients = clients
+        self.broken_group = False   # run(broken_group=True): see DAEMON
+        self.err_mark = 0           # where the daemon's stderr of the last run begins
+        self.acked_at_cuts = []     # --clients: how many had their 250, per cut
+        self.uidlist_missing = []   # (Maildir, name) the uidlist lists, not in new/ cur/
+        self.uidlist_not_renamed = 0    # states where that was a save cut mid-commit
         self.fast = None
         self.lmtp = path == "lmtp"
         self.locks_left = 0         # cut states with a dotlock on the disk
@@ -198,6 +189,12 @@ class Rig:
             self.old, self.new, self.next = (message(f"old-{self.token}"),
                                              message(f"new-{self.token}"),
                                              message(f"next-{self.token}", 2000))
+            # --clients N: N connections deliver at once, GROUP_ROUNDS messages
+            # each, one after the other (the tags new<i>r<j>-); one: "new".
+            self.news = ({f"new-{self.token}": self.new} if clients == 1 else
+                         {f"new{i}r{j}-{self.token}": message(f"new{i}r{j}-{self.token}",
+                                                              fuselmtp.GROUP_MESSAGE_SIZE)
+                          for i in range(clients) for j in range(fuselmtp.GROUP_ROUNDS)})
             self._prepare()
             if path == "fast":
                 from tests.reliability.fastrig import FastPath
@@ -270,11 +267,16 @@ class Rig:
     def lmtpd(self, data):
         """The delivery through mailslot-lmtpd, started on the mounted disk: 0 when
         the client read the recipient's 250 after DATA; else the daemon's exit (the
-        cut kills it: -9), or 75 when it answered and lives on."""
+        cut kills it: -9), or 75 when it answered and lives on. With --clients the
+        messages of self.news at once, one connection each: (exit as above, the
+        tags whose 250 a client read)."""
         from tests.lmtp.lmtpsite import Client
         code = DAEMON % {"pyside": os.path.join(REPO, "pyside"), "conf": self.lmtpd_conf,
                          "drop": self.drop, "home": self.home,
-                         "skip_dirsync": self.skip_dirsync}
+                         "skip_dirsync": self.skip_dirsync,
+                         "dir_delay": fuselmtp.GROUP_DIR_DELAY_S if self.clients > 1 else 0,
+                         "broken_group": self.broken_group}
+        self.err_mark = len(self._lmtpd_err())
         argv = ["setpriv", f"--reuid={self.entry.pw_uid}", f"--regid={self.entry.pw_gid}",
                 "--init-groups", "--", SYSTEM_PYTHON, "-I", "-S", "-c", code]
         with open(self.lmtpd_err, "ab") as err:
@@ -294,6 +296,15 @@ class Rig:
                         raise Failure("mailslot-lmtpd did not listen: "
                                       + self._lmtpd_err()[-2000:]) from None
                     time.sleep(0.05)
+            if self.clients > 1:
+                client.close()
+                acked, finals = self._at_once()
+                if len(acked) == len(self.news):
+                    return (0, acked), " / ".join(finals)
+                try:
+                    return (daemon.wait(DAEMON_START_S), acked), " / ".join(finals)
+                except subprocess.TimeoutExpired:
+                    return (75, acked), " / ".join(finals)
             final = "no reply"
             try:
                 client.hello()
@@ -318,9 +329,24 @@ class Rig:
                 daemon.kill()
             daemon.wait()
 
+    def _at_once(self):
+        return fuselmtp.deliver_at_once(self.lmtp_socket, self.clients, self.news,
+                                        f"{self.name}@power.example.org", DAEMON_START_S)
+
+    def dir_syncs(self, sub="new"):
+        """The daemon's directory syncs of Maildir/<sub> in the last run: (calls of
+        sync_directory, fsyncs the FUSE disk saw are counted by the caller)."""
+        end = "/Maildir/" + sub
+        return sum(line.startswith("fusecrash: directory sync in thread ")
+                   and line.endswith(end)
+                   for line in self._lmtpd_err()[self.err_mark:].splitlines())
+
     def _lmtpd_err(self):
-        with open(self.lmtpd_err, errors="replace") as f:
-            return f.read()
+        try:
+            with open(self.lmtpd_err, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:       # before the daemon's first start
+            return ""
 
     def flusher_syncs(self):
         """Directory syncs the daemon ran in a flusher thread (PARALLEL_SYNC)."""
@@ -415,7 +441,9 @@ class Rig:
                     for name in sorted(os.listdir(d)) if os.path.isdir(d) else ():
                         with open(os.path.join(d, name), "rb") as f:
                             yield box, f.read()
-                check_uidlist(path)
+                missing = []
+                check_uidlist(path, missing)
+                self.uidlist_missing += [(path, name) for name in missing]
                 continue
             import mailbox
             if not os.path.exists(path):
@@ -428,6 +456,35 @@ class Rig:
                     yield box, _unquote(_strip_dovecot(mb.get_bytes(key)))
             finally:
                 mb.close()
+
+    def _check_uidlist_names(self, acked):
+        """A name the uidlist lists must be in new/ or cur/ -- unless the power went
+        while that save committed: the daemon syncs new/ (in its flusher thread,
+        perhaps after group commit's wait for another fsync) while it syncs the
+        uidlist, so the uidlist can be durable before the rename is. That message
+        was never acknowledged; it is in tmp/ (or nowhere: tmp/ is not synced) and
+        its UID stays unused, as after an expunge (doveadm and Dovecot's log are
+        checked below). So: no acknowledged message among them, and no more of
+        them than messages not acknowledged."""
+        problems = []
+        unacked = len(set(self.news) - set(acked))
+        if len(self.uidlist_missing) > unacked:
+            problems.append(f"the uidlist lists {len(self.uidlist_missing)} names not in "
+                            f"new/ or cur/ ({self.uidlist_missing[0][1]}, ...), but only "
+                            f"{unacked} messages were not acknowledged")
+        for path, name in self.uidlist_missing:
+            try:
+                with open(os.path.join(path, "tmp", name.split(",")[0]), "rb") as f:
+                    head = f.read(4096)
+            except FileNotFoundError:
+                continue
+            m = MSGID.search(head)
+            if m and m.group(1).decode().split("@")[0] in acked:
+                problems.append(f"{path}/dovecot-uidlist lists {name}, acknowledged, "
+                                "which is only in tmp/")
+        if self.uidlist_missing and not problems:
+            self.uidlist_not_renamed += 1
+        return problems
 
     def _locks_left(self):
         """Dotlocks in the home (not the temp files they are born in)."""
@@ -451,21 +508,22 @@ class Rig:
         return []
 
     def check(self, acked, healed):
-        """Problems with the state in the home now ([] when none)."""
-        tags = {"old": f"old-{self.token}", "new": f"new-{self.token}",
-                "next": f"next-{self.token}"}
+        """Problems with the state in the home now ([] when none). acked: the tags
+        of the new messages acknowledged (exit 0, a 250) before the cut."""
+        tags = {"old": f"old-{self.token}", "next": f"next-{self.token}"}
+        self.uidlist_missing = []
         try:
             seen = self.visible()
         except (AssertionError, Failure) as exc:
             return [f"does not parse: {exc}"]
-        problems = self._check_duplicates()
+        problems = self._check_duplicates() + self._check_uidlist_names(acked)
         counts = {}
         new_box = "Odd" if self.sieve else "INBOX"
         for box, tag, ok in seen:
             if not ok:
                 problems.append(f"a partial message is visible ({box}: {tag})")
-            if tag == tags["new"] and box != new_box:
-                problems.append(f"the new message is in {box}, not {new_box}")
+            if tag in self.news and box != new_box:
+                problems.append(f"the new message {tag} is in {box}, not {new_box}")
             counts[tag] = counts.get(tag, 0) + 1
         want = {tags["old"]: 1}
         if healed:
@@ -473,12 +531,13 @@ class Rig:
         for tag, n in want.items():
             if counts.get(tag, 0) != n:
                 problems.append(f"{tag} is there {counts.get(tag, 0)} times, not {n}")
-        if acked and counts.get(tags["new"], 0) != 1:
-            problems.append(f"acknowledged (exit 0) but there {counts.get(tags['new'], 0)} "
-                            "times after the power cut")
-        if counts.get(tags["new"], 0) > 1:
-            problems.append("the new message is there twice")
-        extra = set(counts) - set(tags.values())
+        for tag in sorted(self.news):
+            if tag in acked and counts.get(tag, 0) != 1:
+                problems.append(f"{tag} acknowledged (exit 0, 250) but there "
+                                f"{counts.get(tag, 0)} times after the power cut")
+            if counts.get(tag, 0) > 1:
+                problems.append(f"the new message {tag} is there twice")
+        extra = set(counts) - set(tags.values()) - set(self.news)
         if extra:
             problems.append(f"unknown messages: {sorted(extra)}")
         locks = self._locks_left()
@@ -513,13 +572,22 @@ class Rig:
         """One crash point: cut, check, deliver the next message, check again."""
         code, err, ops, end = self.cut(crash_after, mode)
         cut = end["crashed"]
+        if self.clients > 1:
+            # Several clients: the cut may come after some (in a run with more
+            # operations than the one counted, after all) of them read their 250.
+            code, acked = code
+            if cut and code == 0:
+                code = -9
+            if cut:
+                self.acked_at_cuts.append(len(acked))
+        else:
+            acked = set(self.news) if code == 0 else set()
         # The fast path: the cut kills the worker, and its front answers 75. LMTP:
         # the cut kills the daemon, the client never reads a 250.
         if cut and code != (75 if self.fast else -9):
             return end, [f"the engine exited {code} after the power cut: {err[-300:]}"], ops
         if not cut and code != 0:
             return end, [f"the delivery failed without a cut: {err[-300:]}"], ops
-        acked = code == 0
         problems = []
         if self.fmt == "mbox":
             with open(os.path.join(self.home, "mail", "inbox"), "rb") as f:
@@ -553,10 +621,15 @@ def spread(total, k):
     return sorted({1 + round(i * (total - 1) / max(1, k - 1)) for i in range(k)})
 
 
-def run(fmt, points=None, drop=0, sieve=False, path="pipe", skip_dirsync=False):
+def run(fmt, points=None, drop=0, sieve=False, path="pipe", skip_dirsync=False,
+        clients=1, broken_group=False):
     """skip_dirsync (--path lmtp): the daemon skips the directory fsyncs of its
-    Maildir saves (the one its flusher thread runs): the run must find violations."""
-    rig = Rig(fmt, drop, sieve, path, skip_dirsync)
+    Maildir saves (the one its flusher thread runs): the run must find violations.
+    clients (--path lmtp): that many connections deliver to the one user at once;
+    broken_group: their daemon's group commit is replaced by a wrong one (a save
+    waits for an fsync already under way): the run must find violations."""
+    rig = Rig(fmt, drop, sieve, path, skip_dirsync, clients)
+    rig.broken_group = broken_group
     try:
         started = time.monotonic()
         # The run that is not cut: counts the operations; its state is the crash
@@ -564,6 +637,17 @@ def run(fmt, points=None, drop=0, sieve=False, path="pipe", skip_dirsync=False):
         end, problems, ops = rig.point(0)
         total = end["operations"]
         violations = list(problems)
+        group = {}
+        if clients > 1 and fmt == "maildir":
+            # Group commit: more saves asked for new/'s sync than the disk saw
+            # fsyncs of it -- at least one fsync covered several messages.
+            group = {"new_syncs_asked": rig.dir_syncs(),
+                     "new_fsyncs_on_disk": sum(o["name"] == "fsyncdir"
+                                               and o["path"].endswith("/Maildir/new")
+                                               for o in ops)}
+            if group["new_syncs_asked"] != len(rig.news):
+                violations.append(f"{group['new_syncs_asked']} saves synced new/, "
+                                  f"not {len(rig.news)}")
         if rig.fast and not rig.handed_off():
             violations.append("the delivery did not go through the fast path")
         if rig.lmtp and fmt == "maildir" and not rig.flusher_syncs():
@@ -584,6 +668,9 @@ def run(fmt, points=None, drop=0, sieve=False, path="pipe", skip_dirsync=False):
                 "cut": cut, "drop_sync": drop, "states_with_a_lock_left": rig.locks_left,
                 "locks_dovecot_waits_out": rig.locks_waited_out,
                 "violation_count": len(violations), "violations": violations[:8],
+                "clients": clients, "group_commit": group,
+                "acked_at_cuts": sorted(rig.acked_at_cuts),
+                "uidlist_names_not_renamed": rig.uidlist_not_renamed,
                 "syncs": [f"{o['name']} {o['path'].replace(rig.home, '~')}"
                           for o in ops if o["name"] in ("fsync", "fsyncdir")],
                 "seconds": round(time.monotonic() - started, 1)}
@@ -632,6 +719,7 @@ def main(argv=None):
     parser.add_argument("--drop-sync", type=int, default=0)
     parser.add_argument("--sieve", action="store_true")
     parser.add_argument("--path", choices=["pipe", "fast", "lmtp"], default="pipe")
+    parser.add_argument("--clients", type=int, default=1)
     args = parser.parse_args(argv)
     reason = fuse_missing()
     if reason:
@@ -639,7 +727,8 @@ def main(argv=None):
         return 75
     bad = 0
     for fmt in args.format or ["maildir", "mbox"]:
-        result = run(fmt, args.points, args.drop_sync, args.sieve, args.path)
+        result = run(fmt, args.points, args.drop_sync, args.sieve, args.path,
+                     clients=args.clients)
         bad += result["violation_count"]
         print(json.dumps(result))
     return 1 if bad and not args.drop_sync else 0
