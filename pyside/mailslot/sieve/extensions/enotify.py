@@ -380,6 +380,16 @@ def run_notify(it, op):
     except MailtoError as exc:
         raise SieveRunError("", "mailto URI: %s" % exc)
     frm = it.expand(p["from"]) if p["from"] is not None else None
+    if frm is not None and p["from"] != frm:
+        # A :from built from variables is checked when it is known, as Pigeonhole
+        # does: an invalid one fails the script (implicit keep), and no
+        # notification goes out from some other sender instead.
+        try:
+            parse_sieve_address(frm)
+        except AddressError as exc:
+            raise SieveRunError(it.location(), "notify_action: specified :from address '%s' is "
+                                "invalid for the mailto method: %s"
+                                % (sanitize(frm, 128), exc))
     message = it.expand(p["message"]) if p["message"] is not None else None
     # A copy: the action's options go to the host, and expand_list may hand back
     # the program's own list.
