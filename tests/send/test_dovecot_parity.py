@@ -35,6 +35,11 @@ CASES = {
                      '"Content-Type: text/html; charset=utf-8\n\n<p>away</p>";\n',
     "vacation-from": 'require "vacation";\nvacation :from "Me Myself <user@example.org>" '
                      ':subject "Gone fishing \u00bd" "away";\n',
+    # A :from from a variable (a sender's header could give it) with a comma in
+    # its name: sent as written, as Pigeonhole does (was "From: <Team, ...").
+    "vacation-from-variable": 'require ["vacation", "variables"];\n'
+                              'set "f" "Team, Support <user@example.org>";\n'
+                              'vacation :from "${f}" "away";\n',
     "redirect": 'redirect "fwd@example.net";\n',
     "notify-default": 'require "enotify";\nnotify :message "New: hi" '
                       '"mailto:alert@example.net?body=x";\n',

@@ -286,11 +286,13 @@ def _from_mailbox(text):
     """A :from value ("Name <a@b>" or "a@b"), validated by Sieve, re-rendered."""
     from email.utils import parseaddr
     text = H.clean(text).strip()
+    if "<" in text and text.endswith(">"):
+        # "Name <a@b>" as the script wrote it, as Pigeonhole sends it (also a
+        # name with an unquoted comma, which parseaddr would cut at the comma).
+        return text
     name, addr = parseaddr(text)
     if not addr or "@" not in addr:
         return "<%s>" % text.strip("<> ")
-    if "<" in text:
-        return text           # "Name <a@b>" as the script wrote it, as Pigeonhole
     return "<%s>" % addr
 
 
