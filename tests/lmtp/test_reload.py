@@ -17,6 +17,7 @@ here what a reload must not change:
 """
 
 import os
+import re
 import signal
 import time
 
@@ -42,15 +43,22 @@ def _start(extra, processes, location="maildir:~/Maildir"):
     return site
 
 
+def _lines(site, processes, word):
+    """The log lines with `word` from the processes that serve (with workers, the
+    workers' lines, not the parent's)."""
+    return [line for line in site.stderr().splitlines() if word in line and
+            (processes != "workers" or re.search(r"worker \d+: ", line))]
+
+
 def _reloaded(site, processes, word):
     """SIGHUP, then wait until every process that serves logged `word` (the count of
     such lines grows by one per serving process)."""
-    before = site.stderr().count(word)
+    before = len(_lines(site, processes, word))
     want = before + (2 if processes == "workers" else 1)
     if processes == "workers":
         _wait(lambda: len(site.children()) == 2, site)
     site.signal(signal.SIGHUP)
-    _wait(lambda: site.stderr().count(word) >= want, site)
+    _wait(lambda: len(_lines(site, processes, word)) >= want, site)
 
 
 def _wait(cond, site, timeout=RELOAD_TIMEOUT):
@@ -160,7 +168,8 @@ def test_a_broken_settings_file_keeps_the_old_settings(processes, kind):
             f.write("lmtp_save_to_detail_mailbox: yes\n" + text)
         _reloaded(site, processes, "reload failed, keeping the old settings:")
         failed = [line for line in site.stderr().splitlines() if "reload failed" in line]
-        assert len(failed) == (2 if processes == "workers" else 1), failed
+        # With workers the parent logs it too (it keeps the old settings as well).
+        assert len(failed) == (3 if processes == "workers" else 1), failed
         for line in failed:
             # The file and the line, then the cause ("invalid YAML: ...", the setting).
             assert f"keeping the old settings: {site.conf} line " in line, line
@@ -203,5 +212,39 @@ def test_a_sighup_as_soon_as_it_listens_is_a_reload(processes):
         _, final = c.transaction("s@x", ["bob@example.org"], MSG)
         assert final == ["250 2.0.0 <bob@example.org> Saved"]
         assert site.proc.poll() is None
+    finally:
+        site.cleanup()
+
+
+def test_a_worker_replaced_after_a_broken_reload_has_the_last_good_settings():
+    """A good reload, then a file that does not load, then a worker dies: its
+    replacement must deliver with the settings its sibling has (the last that
+    loaded). Before the fix it loaded the file itself, failed, and kept the
+    parent's settings of the start: half the mail went to INBOX, half to the detail
+    mailbox. The replacement's deliveries are told by the P<pid> in their names."""
+    site = _start("", "workers")
+    try:
+        with open(site.conf, "a") as f:
+            f.write("lmtp_save_to_detail_mailbox: yes\n")
+        _reloaded(site, "workers", "settings reloaded")
+        with open(site.conf, "a") as f:
+            f.write("no_such_setting: 1\n")
+        _reloaded(site, "workers", "reload failed")
+        pids = site.children()
+        os.kill(pids[0], signal.SIGKILL)
+        _wait(lambda: len(site.children()) == 2 and pids[0] not in site.children(), site)
+        (new,) = set(site.children()) - set(pids)
+        by_new = []
+        for _ in range(60):
+            c = Client.unix(site.socket)
+            c.hello()
+            _, final = c.transaction("s@x", ["bob+lists@example.org"], MSG)
+            assert final == ["250 2.0.0 <bob+lists@example.org> Saved"]
+            by_new = [p for p in site.maildir("bob", ".lists") + site.maildir("bob")
+                      if f"P{new}." in os.path.basename(p)]
+            if by_new:
+                break
+        assert by_new, "the new worker served none of 60 connections"
+        assert site.maildir("bob") == [], [os.path.basename(p) for p in site.maildir("bob")]
     finally:
         site.cleanup()

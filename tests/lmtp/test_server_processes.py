@@ -200,11 +200,12 @@ def test_sighup_reloads_every_worker(site):
     assert len(site.messages("bob", ".lists")) == len(clients)
     assert site.messages("bob") == []
     assert workers(site) == pids          # reloaded in place, not replaced
-    # A worker started after the reload (replacing a killed one) has the new settings.
+    # A worker started after the reload (replacing a killed one) has the new settings
+    # (the parent's: it reloaded them too).
     os.kill(pids[0], signal.SIGKILL)
     replaced = workers(site, other_than=[pids[0]])
     new = [p for p in replaced if p != pids[1]][0]
-    while f"worker {new}: settings reloaded" not in site.stderr():
+    while f"worker {new}: worker started" not in site.stderr():
         assert time.time() < deadline + 20, site.stderr()
         time.sleep(0.05)
     for _ in range(40):

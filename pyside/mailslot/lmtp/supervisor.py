@@ -15,7 +15,10 @@ parent accepts nothing and delivers nothing; it only
   worker that dies at once does not spin);
 - forwards SIGTERM/SIGINT (each worker finishes its transactions under way, as the
   one process does) and then waits for all of them, exiting 0;
-- forwards SIGHUP: each worker reloads the settings (as the one process does).
+- forwards SIGHUP: each worker reloads the settings (as the one process does);
+  the parent loads them too, first, so that a worker it starts later (replacing
+  one that died) begins with the last settings that loaded -- not those of the
+  start, and not a file that no longer loads.
   lmtp_processes itself and the listeners are read at start only.
 
 If the parent itself is killed, the kernel sends each worker SIGTERM
@@ -79,7 +82,6 @@ def supervise(count, sockets, server, log):
     slots = [_Slot() for _ in range(count)]
     by_pid = {}
     stopping = False
-    reloaded = False                # a worker started after a SIGHUP reads the file anew
     log(f"starting {count} worker processes")
     while True:
         _reap(by_pid, stopping, log)
@@ -90,7 +92,7 @@ def supervise(count, sockets, server, log):
         if not stopping:
             for slot in slots:
                 if slot.pid is None and now >= slot.due:
-                    _start(slot, by_pid, sockets, server, log, reloaded)
+                    _start(slot, by_pid, sockets, server, log)
         waits = [s.due - now for s in slots if s.pid is None and not stopping]
         timeout = max(0.01, min(waits)) if waits else 60.0
         info = signal.sigtimedwait(_SIGNALS, timeout)
@@ -107,18 +109,21 @@ def supervise(count, sockets, server, log):
             _send(by_pid, signal.SIGTERM)
         elif info.si_signo == signal.SIGHUP and not stopping:
             log("reloading: SIGHUP to every worker")
-            reloaded = True
+            # Why here too: a worker forked later inherits the parent's settings. A
+            # file that does not load is logged and the parent keeps the last good
+            # ones, as every worker does (each reads the file again itself).
+            server.reload()
             _send(by_pid, signal.SIGHUP)
 
 
-def _start(slot, by_pid, sockets, server, log, reload):
+def _start(slot, by_pid, sockets, server, log):
     parent = os.getpid()
     # Why freeze: the objects the parent made so far (modules, settings) are the
     # workers' too, shared page by page after the fork; a worker's garbage collector
     # writes into every object it examines, which copies the page. Frozen objects
     # are never examined (Python's gc.freeze, made for forking servers). The cost:
-    # a frozen object in a reference cycle is never freed -- only the settings of
-    # the start that a worker drops at a SIGHUP, once per reload.
+    # a frozen object in a reference cycle is never freed -- only the settings a
+    # process drops at a SIGHUP, once per reload.
     gc.freeze()
     try:
         pid = os.fork()
@@ -138,10 +143,6 @@ def _start(slot, by_pid, sockets, server, log, reload):
             server.log = _tagged(server.log, os.getpid())
             server.single_accept = True
             server.log("worker started")
-            if reload:
-                # The parent holds the settings of the start: a worker that replaces
-                # one after a SIGHUP loads the file as its siblings did.
-                server.reload()
             server.run(sockets)
             server.log("worker stopped")
             code = 0
