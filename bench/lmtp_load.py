@@ -78,9 +78,8 @@ class Generator:
         if self.kind == "python":
             return run_python(sock_path, connections, seconds, message, rcpts)
         path = os.path.join(workdir, "lmtp_load_message.eml")
-        if not os.path.exists(path):
-            with open(path, "wb") as f:
-                f.write(message)
+        with open(path, "wb") as f:
+            f.write(message)
         return run_c(self.binary, sock_path, connections, seconds, path, rcpts)
 
 

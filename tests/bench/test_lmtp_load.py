@@ -28,6 +28,9 @@ _spec.loader.exec_module(lmtp_load)
 # A line starting with "." must be stuffed on the wire and come out whole in the file.
 MESSAGE = (b"From: a@example.org\nSubject: load\n\nfirst line\n.a line with a dot\n"
            b"..two dots\nlast line\n")
+# More than a unix socket's send buffer (about 208 KiB): the content goes out in
+# several writes, the C generator waiting for EPOLLOUT between them.
+BIG = MESSAGE + b"a body line of the big message, and then the next one\n" * 20000
 GENERATORS = ["c", "python"]
 
 pytestmark = needs_root
@@ -35,7 +38,7 @@ pytestmark = needs_root
 
 @pytest.fixture(scope="module")
 def site():
-    s = Site.create(uid_start=4760)
+    s = Site.create(uid_start=4760, size_limit="4M")
     s.start()
     yield s
     s.stop()
@@ -50,9 +53,11 @@ def generator(request, tmp_path):
     return gen
 
 
-def test_every_acknowledged_message_is_a_delivered_file(site, generator, tmp_path):
+@pytest.mark.parametrize("message", [MESSAGE, BIG], ids=["small", "1MB"])
+def test_every_acknowledged_message_is_a_delivered_file(site, generator, tmp_path,
+                                                        message):
     before = {user: set(site.maildir(user)) for user in ("alice", "bob")}
-    got = generator.run(site.socket, 3, 1.0, MESSAGE,
+    got = generator.run(site.socket, 3, 1.0, message,
                         ["alice@lmtp.test", "bob@lmtp.test"], str(tmp_path))
     new = {user: sorted(set(site.maildir(user)) - before[user]) for user in before}
     files = new["alice"] + new["bob"]
@@ -64,7 +69,7 @@ def test_every_acknowledged_message_is_a_delivered_file(site, generator, tmp_pat
     assert 0 < got["cpu"] < got["elapsed"] + 5
     for path in files[:5] + files[-5:]:
         with open(path, "rb") as f:
-            assert f.read().endswith(MESSAGE.split(b"\n\n", 1)[1]), path
+            assert f.read().endswith(message.split(b"\n\n", 1)[1]), path
 
 
 @pytest.mark.parametrize("rcpt", [
@@ -93,3 +98,11 @@ def test_a_closed_connection_fails_the_run(generator, tmp_path):
     with pytest.raises(SystemExit, match="LMTP load failed.*closed"):
         generator.run(path, 1, 0.5, MESSAGE, ["alice@lmtp.test"], str(tmp_path))
     server.close()
+
+
+def test_without_a_compiler_the_python_generator_runs_with_a_warning(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))      # no cc, no gcc
+    gen = lmtp_load.Generator.create(str(tmp_path), "c")
+    assert gen.kind == "python"
+    assert "WARNING: no C compiler" in capsys.readouterr().err
