@@ -6,14 +6,17 @@ here what a reload must not change:
 
   - a transaction under way when SIGHUP comes finishes with the settings it began
     with (a half-sent message to bob+lists lands in INBOX although the reload turned
-    lmtp_save_to_detail_mailbox on), the next one uses the new ones;
+    lmtp_save_to_detail_mailbox on), the next one uses the new ones (also a new
+    mail_location and log_path);
   - lmtp_user_concurrency_limit still counts the deliveries under way: a reload
     made a new settings generation whose count started at zero, so one process let
     a second delivery to the same user through during the first (fixed in
     lmtp/server.py Server.reload; the workers' shared slots were never affected);
   - a settings file that does not load (bad YAML, an unknown setting, a bad value)
     is logged naming the file and the cause, and every process keeps delivering
-    with the old settings.
+    with the old settings, also a worker started later to replace one that died
+    (it had the settings of the start);
+  - a SIGHUP right after the daemon began listening is a reload, not its death.
 """
 
 import os
@@ -246,5 +249,40 @@ def test_a_worker_replaced_after_a_broken_reload_has_the_last_good_settings():
                 break
         assert by_new, "the new worker served none of 60 connections"
         assert site.maildir("bob") == [], [os.path.basename(p) for p in site.maildir("bob")]
+    finally:
+        site.cleanup()
+
+
+@pytest.mark.parametrize("processes", sorted(PROCESSES))
+def test_a_reload_moves_the_mailbox_and_the_log(processes):
+    """mail_location and log_path changed by a reload: the next deliveries (every
+    process's) go to the new Maildir and log to the new file; what was delivered
+    before stays where it was."""
+    site = _start("", processes)
+    try:
+        c = Client.unix(site.socket)
+        c.hello()
+        assert c.transaction("s@x", ["bob@example.org"], MSG)[1] == [
+            "250 2.0.0 <bob@example.org> Saved"]
+        old_log, new_log = (os.path.join(site.top, "log", n)
+                            for n in ("mailslot.log", "moved.log"))
+        with open(site.conf) as f:
+            text = f.read()
+        with open(site.conf, "w") as f:
+            f.write(text.replace("maildir:~/Maildir", "maildir:~/Moved")
+                    .replace(old_log, new_log))
+        _reloaded(site, processes, "settings reloaded")
+        for _ in range(4):
+            c = Client.unix(site.socket)
+            c.hello()
+            assert c.transaction("s@x", ["bob@example.org"], MSG)[1] == [
+                "250 2.0.0 <bob@example.org> Saved"]
+        assert len(site.messages("bob")) == 1
+        moved = os.path.join(site.home("bob"), "Moved", "new")
+        assert len(os.listdir(moved)) == 4
+        with open(old_log) as f:
+            assert len(f.read().splitlines()) == 1
+        with open(new_log) as f:
+            assert len(f.read().splitlines()) == 4
     finally:
         site.cleanup()
