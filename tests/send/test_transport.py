@@ -152,3 +152,36 @@ def test_a_hanging_sendmail_is_cut_off_at_the_timeout(tmp_path, script):
     with pytest.raises(SendError):
         t.send("", ["a@example.org"], [b"x" * 1024 * 1024])
     assert time.monotonic() - start < 5
+
+
+def test_any_transport_failure_is_a_send_error():
+    # After a save only a SendError is logged and the saved copy stands; any other
+    # exception would end the delivery with 75 after the save (the MTA's retry
+    # filing it again).
+    import io
+    from mailslot.send.compose import Original
+    from mailslot.send.outgoing import OutgoingMail
+    from mailslot.sieve.mail import RawMessage
+
+    class Broken:
+        def send(self, sender, recipients, chunks):
+            for _ in chunks:
+                pass
+            raise UnicodeEncodeError("ascii", "j\xf6rg", 1, 2, "not ASCII")
+    data = b"From: a@example.org\nSubject: x\n\nbody\n"
+    out = OutgoingMail({}, log=None, transport=Broken(), hostname="mx",
+                       envelope={"from": "a@example.org", "to": "b@example.org",
+                                 "orig_to": "b@example.org"},
+                       user_address="b@example.org")
+    with pytest.raises(SendError) as info:
+        out.redirect(Original.from_message(RawMessage(data)), io.BytesIO(data),
+                     "fwd@example.net")
+    assert "UnicodeEncodeError" in str(info.value)
+
+
+def test_smtp_refuses_a_non_ascii_address_with_a_send_error():
+    with SmtpSink() as sink:
+        transport = SmtpTransport(sink.address, timeout=10)
+        with pytest.raises(SendError) as info:
+            transport.send("", ["j\xf6rg@example.com"], [b"Subject: x\n\nbody\n"])
+    assert "SMTPUTF8" in str(info.value) and sink.messages == []

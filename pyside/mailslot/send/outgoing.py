@@ -115,7 +115,16 @@ class OutgoingMail:
             self.log.warning(f"sieve: duplicate database: {exc}")
 
     def _send(self, sender, recipients, chunks, describe):
-        self.transport.send(sender, recipients, chunks)
+        try:
+            self.transport.send(sender, recipients, chunks)
+        except SendError:
+            raise
+        except Exception as exc:
+            # Any failure to send is a SendError: after a save it is logged and
+            # the saved copy stands (actions.perform). Another exception would
+            # end the delivery with 75 after the save, and the MTA's retry would
+            # file the message again (and fail again) for ever.
+            raise SendError(f"{describe}: {type(exc).__name__}: {exc}") from None
 
     def _send_outgoing(self, out):
         self._send(out.sender, out.recipients, [out.data], out.describe)
@@ -207,9 +216,9 @@ class OutgoingMail:
                 data = b"".join(chunks)
                 self.sent.append(compose.Outgoing(sender, [address], data, "redirect",
                                                   f"forward to <{address}>"))
-                self.transport.send(sender, [address], [data])
+                self._send(sender, [address], [data], f"forward to <{address}>")
             else:
-                self.transport.send(sender, [address], chunks)
+                self._send(sender, [address], chunks, f"forward to <{address}>")
                 self.sent.append(compose.Outgoing(sender, [address], b"", "redirect",
                                                   f"forward to <{address}>"))
         except SendError:

@@ -11,7 +11,7 @@ postmaster@<hostname>.
 
 Dovecot 2.3's dovecot-lda (Pigeonhole 0.5) refuses the setting when it is not one
 mailbox with a local part and a domain, and these rules are the ones observed
-from it (tests/send/postmaster_cases):
+from it (tests/send/cases):
 - no "@", an empty local part or domain ("postmaster@" from postmaster@%d for a
   user without a domain), a domain ending in ".", a group ("team: a@b;"), an
   empty address ("Name <>") or words before an address without <> ("a b@c"):

@@ -179,6 +179,12 @@ class SmtpTransport:
         self.check()
         sender = check_address(sender) if sender else ""
         recipients = [check_address(r) for r in recipients]
+        for address in [sender] + recipients:
+            if not address.isascii():
+                # RFC 6531: an address that is not ASCII needs SMTPUTF8, which this
+                # client does not speak (sendmail_path can pass it to the MTA).
+                raise SendError(f"{self.describe()}: cannot send to or from the "
+                                f"non-ASCII address {address!r} (no SMTPUTF8)")
         try:
             conn = self._connect(smtplib)
         except (OSError, smtplib.SMTPException) as exc:

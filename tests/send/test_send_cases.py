@@ -1,6 +1,10 @@
-"""postmaster_address through a whole delivery, case by case, against dovecot-lda.
+"""The mail a delivery sends (or not), case by case, beside dovecot-lda.
 
-One case a file under tests/send/postmaster_cases/ (*.case, sections as in
+postmaster_address (what From and envelope it gives, what an unusable one
+means), the envelope's edge cases (a user without a domain, source routes, a
+sender that is not ASCII) and redirect's header, through a whole delivery.
+
+One case a file under tests/send/cases/ (*.case, sections as in
 tests/sieve/casefile.py):
 
     == postmaster_address   the setting's value, one line (absent: not set)
@@ -40,7 +44,7 @@ from tests.support import needs_root, world_tempdir
 
 pytestmark = needs_root
 
-CASES = sorted((Path(__file__).parent / "postmaster_cases").glob("*.case"))
+CASES = sorted((Path(__file__).parent / "cases").glob("*.case"))
 HOST = "mx.example.org"
 MSG = (b"From: Sender Name <sender@example.com>\nTo: someone@example.org\n"
        b"Subject: Hello there\nMessage-ID: <pmcase@example.com>\n\nbody line\n")
