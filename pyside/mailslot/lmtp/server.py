@@ -153,6 +153,14 @@ class Server:
         from ..userdb.lookup import keep_passwd_files
         from ..userdb.passwd_cache import PasswdFileCache
         keep_passwd_files(PasswdFileCache())
+        # A dotlock holding our pid (dovecot-uidlist.lock, per Maildir delivery) is a
+        # new link to one of our own lock files, not a new inode (storage/lock_files.py).
+        from ..storage import locking
+        from ..storage.lock_files import LockFilePool
+        try:
+            locking.LOCK_FILES = LockFilePool(self.backend.temp_dir)
+        except OSError as exc:
+            self.log(f"lock files: {exc.strerror or exc}; every lock gets a new file")
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -209,6 +217,9 @@ class Server:
             selector.close()
             self.pool.shutdown(wait=True)
             self.flushers.shutdown(wait=True)
+            if locking.LOCK_FILES is not None:
+                pool, locking.LOCK_FILES = locking.LOCK_FILES, None
+                pool.close()
 
     def _accept(self, listener):
         if self.single_accept:

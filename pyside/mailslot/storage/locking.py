@@ -9,6 +9,9 @@ kill in between leaves an empty lock nobody breaks for its stale timeout (issue
 that is itself the new content of <name> (keep_open=True, write_pid=False, as
 Dovecot's subscriptions file is rewritten: write into the lock, then replace()) is
 created with O_EXCL (use_excl, Dovecot's default) or the same link method.
+In mailslot-lmtpd (LOCK_FILES set) a lock holding our pid is a new link to one of
+the process's own lock files instead of a fresh temp file: no inode per lock, the
+same lock on disk (storage/lock_files.py says what it keeps and where it steps aside).
 
 A lock is stale, and is removed, when:
   - it is older than STALE_PID_CHECK_SECS, names our hostname, and its pid is dead
@@ -44,6 +47,9 @@ LOCK_WAIT_MIN_SECS = 0.1
 LOCK_WAIT_MAX_SECS = 3.0
 # read_local_pid() reads at most this much of a lock file (Dovecot: 512 bytes).
 LOCK_CONTENT_MAX = 512
+# A long-lived process (mailslot-lmtpd) sets a lock_files.LockFilePool here: a lock
+# holding our pid is then a new link to one of its files, not a new inode.
+LOCK_FILES = None
 
 
 def boot_time():
@@ -126,6 +132,7 @@ class _LockState:
         self.last_change = 0
         self.pid_read = self.have_pid = False
         self.last_pid_check = 0
+        self.on_release = None          # set by LOCK_FILES: its file back to the pool
 
     def _lstat_lock(self):
         try:
@@ -229,6 +236,7 @@ class Dotlock:
         self.dev, self.ino = st.st_dev, st.st_ino
         self.mtime = int(st.st_mtime)
         self.held = True
+        self.on_release = None
 
     def is_ours(self):
         """True if the lock file on disk is still the one we created."""
@@ -263,12 +271,17 @@ class Dotlock:
             # stale timeout (issue 21.4); the error passes up once it is removed.
             close_error = exc
         removed = False
-        if self.is_ours():
-            try:
-                os.unlink(self.lock_name, dir_fd=self.dir_fd)
-                removed = True
-            except FileNotFoundError:
-                pass
+        try:
+            if self.is_ours():
+                try:
+                    os.unlink(self.lock_name, dir_fd=self.dir_fd)
+                    removed = True
+                except FileNotFoundError:
+                    pass
+        finally:
+            if self.on_release is not None:
+                done, self.on_release = self.on_release, None
+                done()
         if close_error is not None:
             raise close_error
         return removed
@@ -384,6 +397,8 @@ def acquire_dotlock(dir_fd, name, *, hostname, stale_timeout, timeout=0,
     # A lock holding our pid is always born whole (_create_link); O_EXCL only for a
     # lock that is itself the file's new content (write_pid=False).
     create = _create_excl if (use_excl and not write_pid) else _create_link
+    if write_pid and LOCK_FILES is not None and LOCK_FILES.serves(mode):
+        create = LOCK_FILES.create
     while True:
         if state.check(now):
             fd = create(state, mode, write_pid)
@@ -411,11 +426,15 @@ def acquire_dotlock(dir_fd, name, *, hostname, stale_timeout, timeout=0,
             os.unlink(lock_name, dir_fd=dir_fd)
         except OSError:
             pass
+        if state.on_release is not None:
+            state.on_release()
         raise
     if not keep_open:
         os.close(fd)
         fd = None
-    return Dotlock(dir_fd, name, lock_name, fd, st)
+    lock = Dotlock(dir_fd, name, lock_name, fd, st)
+    lock.on_release = state.on_release
+    return lock
 
 
 # --- file locks: fcntl, flock, lockf (Dovecot's mbox lock methods) ----------------------
