@@ -118,6 +118,27 @@ def test_sigterm_finishes_the_transaction_under_way(site):
     assert_sigterm_drains(site, busy, idle)
 
 
+def test_sigterm_does_not_wait_for_a_transaction_without_recipients(site):
+    """MAIL accepted, the only RCPT refused, DATA answered 503: the transaction can
+    deliver nothing, so a SIGTERM closes it at once (421) instead of waiting for the
+    client until DRAIN_TIMEOUT; a real transaction beside it still finishes."""
+    stuck, busy = Client.unix(site.socket), Client.unix(site.socket)
+    stuck.hello()
+    busy.hello()
+    stuck.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<nosuch@example.org>\r\nDATA\r\n")
+    replies = stuck.replies(3)
+    assert replies[1].startswith("550 5.1.1") and replies[2].startswith("503")
+    busy.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+    assert busy.replies(3)[-1] == "354 OK"
+    site.signal(signal.SIGTERM)
+    assert stuck.reply().startswith("421 4.3.2")
+    busy.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    assert busy.reply() == "250 2.0.0 <alice@example.org> Saved"
+    assert busy.reply().startswith("421 4.3.2")
+    assert site.proc.wait(20) == 0
+    assert len(site.messages("alice")) == 1
+
+
 def test_sighup_reloads_settings(site):
     c = Client.unix(site.socket)
     c.hello()

@@ -213,8 +213,13 @@ class Session:
 
     @property
     def busy(self):
-        """A transaction is under way (shutdown waits for it to end)."""
-        return self.transaction is not None
+        """A transaction that may still deliver is under way: shutdown waits for it.
+        A MAIL whose every RCPT was refused has nothing to deliver: a client that
+        stopped there (its DATA answered 503) must not hold a SIGTERM for
+        DRAIN_TIMEOUT; it is told 421 like an idle one, and nothing is lost."""
+        tx = self.transaction
+        return tx is not None and bool(tx.recipients or self._waiting is not None
+                                       or self.state in (DATA, BDAT))
 
     # -- the input loop -----------------------------------------------------------------
 

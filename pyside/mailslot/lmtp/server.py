@@ -28,7 +28,8 @@ its directory. A crash or SIGKILL at any moment loses nothing acknowledged; what
 not yet acknowledged the MTA still holds and sends again.
 
 Signals (taken by the main thread): SIGTERM (and SIGINT) closes the listeners at
-once; idle connections get "421 4.3.2" and are closed (their reading side is shut
+once; idle connections (and those whose transaction has no accepted recipient yet)
+get "421 4.3.2" and are closed (their reading side is shut
 down, which wakes their thread); a connection inside a transaction finishes it (its
 replies are sent), then gets 421; after DRAIN_TIMEOUT the rest are dropped (never
 acknowledged, so nothing is lost) and the process exits EXIT_GRACE later. SIGHUP reloads the settings file: new
