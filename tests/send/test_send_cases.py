@@ -13,6 +13,10 @@ tests/sieve/casefile.py):
     == script               the recipient's Sieve script
     == args                 the LDA's options, one per line
                             (default: -f sender@example.com)
+    == system hostname      run both in their own UTS and mount namespaces
+                            where the system's host name is this (and
+                            /etc/hosts names only it), the hostname setting
+                            empty: what "the system's host name" gives
     == expect               what the delivery does, as observe() writes it:
                             exit: <status>
                             saved: <mailbox> | none
@@ -33,11 +37,12 @@ import email
 import email.policy
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.dovecot_env import DovecotEnv, dovecot_missing
+from tests.dovecot_env import DOVECOT_LDA, DovecotEnv, dovecot_missing
 from tests.quota.conftest import quota_env  # noqa: F401 (the fixture)
 from tests.sieve.casefile import Case
 from tests.support import needs_root, world_tempdir
@@ -109,11 +114,32 @@ def observe(status, home, sent, log, user):
     return lines
 
 
+def _system_hostname(case):
+    return case.sections.get("system hostname", "").strip() or None
+
+
+def _in_namespace(case, argv, directory):
+    """argv run where the system's host name is the case's (unshare -m -u: the
+    test's own UTS name and a private /etc/hosts naming only it, so that no
+    resolver can give a longer name); argv as it is without one."""
+    name = _system_hostname(case)
+    if name is None:
+        return argv
+    hosts = os.path.join(directory, "hosts")
+    with open(hosts, "w") as f:
+        f.write(f"127.0.0.1 localhost\n127.0.0.1 {name}\n")
+    os.chmod(hosts, 0o644)
+    return ["unshare", "-m", "-u", "--", "sh", "-c",
+            'mount --bind "$1" /etc/hosts && hostname "$0" && shift && exec "$@"',
+            name, hosts] + argv
+
+
 def run_mailslot(mailer, case):
     user = mailer.users[0]
     text = (f"mail_location: maildir:~/Maildir\nlog_path: ~/log\nfirst_valid_uid: 100\n"
-            f"hostname: {HOST}\nsubmission_host: {mailer.sink.address}\n"
-            "submission_timeout: 10\n")
+            f"submission_host: {mailer.sink.address}\nsubmission_timeout: 10\n")
+    if _system_hostname(case) is None:
+        text += f"hostname: {HOST}\n"
     setting = _setting(case)
     if setting is not None:
         text += f"postmaster_address: '{setting}'\n"
@@ -121,7 +147,17 @@ def run_mailslot(mailer, case):
     with open(mailer.conf, "w") as f:
         f.write(text)
     mailer.script(user, case.script)
-    proc = mailer.deliver(user, MSG, *_argv(case))
+    if _system_hostname(case) is None:
+        proc = mailer.deliver(user, MSG, *_argv(case))
+    else:
+        lda = [os.path.join(mailer.installed, "mailslot-lda"), "-c", mailer.conf]
+        argv = _in_namespace(case, ["setpriv", f"--reuid={user.pw_uid}",
+                                    f"--regid={user.pw_gid}", "--init-groups", "--"]
+                             + lda + _argv(case), mailer.confdir)
+        proc = subprocess.run(argv, input=MSG, capture_output=True, timeout=60, cwd="/",
+                              env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+                                   "USER": user.pw_name, "HOME": user.pw_dir,
+                                   "LOGNAME": user.pw_name})
     sent = [(m.sender, m.recipients, m.data) for m in mailer.sink.messages]
     return observe(proc.returncode, user.pw_dir, sent, mailer.log(user),
                    user.pw_name), proc
@@ -135,9 +171,11 @@ def run_dovecot(case):
         f.write(f"#!/bin/sh\nn=$(date +%s%N)\necho \"$@\" > {spool}/$n.args\n"
                 f"cat > {spool}/$n.msg\n")
     os.chmod(capture, 0o755)
-    extra = {"mail_plugins": "sieve", "hostname": HOST, "sendmail_path": capture,
+    extra = {"mail_plugins": "sieve", "sendmail_path": capture,
              # mailslot's default (README: lda_mailbox_autocreate)
              "lda_mailbox_autocreate": "yes"}
+    if _system_hostname(case) is None:
+        extra["hostname"] = HOST
     setting = _setting(case)
     if setting is not None:
         extra["postmaster_address"] = setting
@@ -153,7 +191,10 @@ def run_dovecot(case):
         with open(path, "w") as f:
             f.write(case.script)
         env.give(path)
-        proc = env.lda(MSG, *_argv(case), check=False)
+        argv = _in_namespace(case, env.user_argv([DOVECOT_LDA, "-c", env.conf]
+                                                 + _argv(case)), spool)
+        proc = subprocess.run(argv, input=MSG, capture_output=True, timeout=120,
+                              cwd=env.base)
         sent = []
         for name in sorted(n for n in os.listdir(spool) if n.endswith(".args")):
             args = open(os.path.join(spool, name)).read().split()
