@@ -134,17 +134,17 @@ class Server:
         """Serve until SIGTERM (or SIGINT) and the drain are over."""
         import selectors
         import time
-        from concurrent.futures import ThreadPoolExecutor
+        from .threads import Pool
         from ..sieve.extensions import regex
         from .isolated import refuse_off_main_thread
         # Why: a :regex match cannot be bounded in time off the main thread; such
         # a delivery is redone in a process of its own (isolated.py).
         regex.THREAD_GUARD = refuse_off_main_thread
-        self.pool = ThreadPoolExecutor(DELIVERY_THREADS, thread_name_prefix="deliver")
+        self.pool = Pool(DELIVERY_THREADS, "deliver")
         from ..storage import maildir
         # Why a pool of its own: its tasks are leaves (one directory fsync each) and
         # never wait for others, so no delivery can wait on a queue it fills.
-        self.flushers = ThreadPoolExecutor(FLUSH_THREADS, thread_name_prefix="flush")
+        self.flushers = Pool(FLUSH_THREADS, "flush")
         # A Maildir save's directory fsync overlaps its uidlist's (storage/maildir.py).
         maildir.PARALLEL_SYNC = self.flushers.submit
         # Read once, not per delivery: nothing in this process changes its umask.
@@ -216,8 +216,8 @@ class Server:
             for sock in self.listeners:
                 sock.close()
             selector.close()
-            self.pool.shutdown(wait=True)
-            self.flushers.shutdown(wait=True)
+            self.pool.shutdown()
+            self.flushers.shutdown()
             if locking.LOCK_FILES is not None:
                 pool, locking.LOCK_FILES = locking.LOCK_FILES, None
                 pool.close()
