@@ -283,29 +283,32 @@ def open_message(opts, temp_dir=None):
 def build_envelope(opts, user, message, settings=None):
     """Return the envelope: from (sender), to (final), orig_to (original).
 
-    The original recipient is -a's; without -a, as dovecot-lda does, the first
-    address of the message's lda_original_recipient_header field when the setting
-    names one and that address is local@domain; else the final recipient. The
-    final recipient is -r's, else the user's name, with "@<hostname>" when it has
-    no domain. The message itself is not changed (dovecot-lda writes no such
-    field)."""
+    As dovecot-lda: the original recipient is -a's; without -a, the first address
+    of the message's lda_original_recipient_header field when the setting names
+    one and that address is local@domain; else the user's name, with
+    "@<hostname>" when it has no domain. The final recipient is -r's, else the
+    original recipient (so with Postfix's -a "$RECIPIENT" and no -r, vacation
+    knows the address the mail came to). The message itself is not changed
+    (dovecot-lda writes no such field)."""
     if opts.sender_given:
         sender = opts.sender
     elif message.from_line_sender is not None:
         sender = message.from_line_sender
     else:
         sender = parse_address(message.get("Return-Path", "")) or ""
-    final = opts.final_recipient or opts.user or user.name
-    if opts.final_recipient is None and "@" not in final:
-        # As dovecot-lda: a user without a domain is user@<hostname> (the setting,
-        # else the system's), an address for Sieve's envelope "to", %t and a
-        # rejection's Final-Recipient (RFC 3464 2.3.2), never a bare name.
-        final += "@" + ((settings or {}).get("hostname") or os.uname().nodename)
     original = opts.original_recipient
     header = settings["lda_original_recipient_header"] if settings else ""
     if original is None and header:
         original = _header_address(message.get(header) or "")
-    return {"from": sender, "to": final, "orig_to": original or final}
+    if original is None:
+        original = opts.user or user.name
+        if "@" not in original:
+            # As dovecot-lda: a user without a domain is user@<hostname> (the
+            # setting, else the system's), an address for Sieve's envelope "to",
+            # %t and a rejection's Final-Recipient (RFC 3464 2.3.2), never a bare
+            # name.
+            original += "@" + ((settings or {}).get("hostname") or os.uname().nodename)
+    return {"from": sender, "to": opts.final_recipient or original, "orig_to": original}
 
 
 def _header_address(value):
