@@ -13,7 +13,7 @@ Why the bound catches regressions: a whole message held in memory per connection
 would be CONNECTIONS x MESSAGE_SIZE = 160 MiB; the server before session 5's memory
 work (an in-memory spool of up to 1 MiB per connection, here in small pieces cut at
 every dot-stuffed line; the spool's first 256 KiB kept as the "header"; a fresh
-buffer per read of the copy) peaked at 74 MiB in this test, and now at about 51 MiB
+buffer per read of the copy) peaked at 74 MiB in this test, and now at about 46 MiB
 (docs/benchmarks.md, "LMTP memory"). Memory per connection is flat beyond a few MB
 of message (measured: the same peak for 20 and 50 MB), so MESSAGE_SIZE stands for
 the issue's 50 MB at a fifth of the time.

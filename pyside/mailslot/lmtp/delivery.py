@@ -319,17 +319,28 @@ def _detail(address, delimiters):
 
 
 _last_date = (None, None)
+# RFC 5322 3.3's names, whatever the locale (tm_wday 0 is Monday).
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+           "Dec")
 
 
 def _rfc5322_date(when):
     """RFC 5322 date of when (local time), made once per second: Received lines of
-    messages in the same second share it (formatting cost a few % of the CPU)."""
+    messages in the same second share it (formatting cost a few % of the CPU).
+    Written here rather than by email.utils.formatdate (the same text): importing
+    email.utils cost every worker process 1.5 MiB (docs/benchmarks.md, "LMTP memory")."""
     global _last_date
     second = int(when)
     cached_second, text = _last_date
     if cached_second != second:
-        import email.utils
-        text = email.utils.formatdate(second, localtime=True)
+        import time
+        t = time.localtime(second)
+        sign, offset = ("-", -t.tm_gmtoff) if t.tm_gmtoff < 0 else ("+", t.tm_gmtoff)
+        offset //= 60
+        text = (f"{_WEEKDAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} "
+                f"{t.tm_year:04d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} "
+                f"{sign}{offset // 60:02d}{offset % 60:02d}")
         _last_date = (second, text)     # one tuple: threads see old or new, whole
     return text
 
