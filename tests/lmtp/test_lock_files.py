@@ -190,3 +190,59 @@ def test_the_daemon_takes_uidlist_locks_from_its_pool_and_removes_it_at_exit():
         assert [n for n in os.listdir(temp) if n.startswith(".mailslot-locks.")] == []
     finally:
         site.cleanup()
+
+
+def test_a_free_lock_is_linked_before_any_look_at_it(tmp_path, pool, monkeypatch):
+    """The common case costs the link alone: no lstat of the lock before it (the
+    link's EEXIST is the check) and no dup() of the pool file's fd."""
+    box = mailbox(tmp_path)
+    take(box).release()                 # the pool now has a free file
+    looks, dups = [], []
+    real_look, real_dup = locking._LockState._lstat_lock, os.dup
+    monkeypatch.setattr(locking._LockState, "_lstat_lock",
+                        lambda self: looks.append(1) or real_look(self))
+    monkeypatch.setattr(os, "dup", lambda fd: dups.append(fd) or real_dup(fd))
+    lock = take(box)
+    assert lock is not None and looks == [] and dups == []
+    assert os.stat("dovecot-uidlist.lock", dir_fd=box).st_nlink == 2
+    # Held: the next try is refused after its link failed, then the lock looked at.
+    assert take(box) is None and looks == [1]
+    assert lock.release() is True
+    [name] = pool_files(pool)
+    assert os.stat(os.path.join(pool.path, name)).st_nlink == 1
+    assert take(box) is not None        # the lent fd was not closed by the lock
+
+
+def test_a_stale_lock_is_still_broken_when_the_first_link_fails(tmp_path, pool):
+    """The first try meets a lock left by a dead process: the stale rules still run
+    after it (an old lock naming a dead pid of this host is broken) and the lock
+    is ours."""
+    import subprocess
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    box = mailbox(tmp_path)
+    take(box).release()
+    fd = os.open("dovecot-uidlist.lock", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=box)
+    os.write(fd, f"{dead.pid}:{HOST}".encode())
+    os.close(fd)
+    old = time.time() - 3600
+    os.utime("dovecot-uidlist.lock", (old, old), dir_fd=box)
+    lock = take(box)
+    assert lock is not None
+    st = os.stat("dovecot-uidlist.lock", dir_fd=box)
+    assert st.st_nlink == 2 and st.st_mtime > time.time() - 60
+    assert lock.release() is True
+
+
+def test_keep_open_with_a_pool_file_gets_an_fd_of_its_own(tmp_path, pool):
+    box = mailbox(tmp_path)
+    lock = locking.acquire_dotlock(box, "dovecot-uidlist", hostname=HOST,
+                                   stale_timeout=120, timeout=0, mode=0o600,
+                                   keep_open=True)
+    [entry] = [e for e in pool._free.get((0o600, HOST), [])] or [None]
+    assert entry is None                 # in use, not free
+    assert os.fstat(lock.fd).st_ino == os.stat("dovecot-uidlist.lock", dir_fd=box).st_ino
+    assert lock.release() is True        # closes its own fd only
+    [free] = pool._free[(0o600, HOST)]
+    os.fstat(free.fd)                    # the pool's fd is still open
+    assert take(box) is not None

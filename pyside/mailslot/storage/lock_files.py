@@ -73,10 +73,16 @@ class LockFilePool:
     def serves(self, mode):
         return not mode & 0o077 and self.dir_fd is not None
 
-    def create(self, state, mode, write_pid):
-        """locking's create step: the lock's fd, None when the lock is busy."""
-        entry = self._take(mode, state.hostname)
+    def create(self, state, mode, write_pid, *, free_only=False):
+        """locking's create step: the lock's fd, None when the lock is busy.
+
+        free_only: the try before any look at the lock (acquire_dotlock) -- only
+        with a free pool file; None if there is none (no file made for a lock that
+        may be busy)."""
+        entry = self._take(mode, state.hostname, make=not free_only)
         if entry is None:
+            if free_only:
+                return None
             return locking._create_link(state, mode, write_pid)
         try:
             # Why: the lock must look new to waiters (see above), not as old as the file.
@@ -93,15 +99,18 @@ class LockFilePool:
             return locking._create_link(state, mode, write_pid)
         self.links += 1
         state.on_release = lambda: self._give_back(entry)
-        return os.dup(entry.fd)
+        # Lent, not dup()ed: acquire_dotlock() only fstats it (two system calls
+        # fewer per lock) and dups it itself for keep_open.
+        state.borrowed = True
+        return entry.fd
 
-    def _take(self, mode, hostname):
+    def _take(self, mode, hostname, make=True):
         key = (mode, hostname)
         with self._lock:
             free = self._free.get(key)
             if free:
                 return free.pop()
-            if self._count >= MAX_FILES or self.dir_fd is None:
+            if not make or self._count >= MAX_FILES or self.dir_fd is None:
                 return None
             self._count += 1
             self._serial += 1

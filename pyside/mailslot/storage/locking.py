@@ -133,6 +133,7 @@ class _LockState:
         self.pid_read = self.have_pid = False
         self.last_pid_check = 0
         self.on_release = None          # set by LOCK_FILES: its file back to the pool
+        self.borrowed = False           # set by LOCK_FILES: the fd is its file's, not ours
 
     def _lstat_lock(self):
         try:
@@ -397,9 +398,15 @@ def acquire_dotlock(dir_fd, name, *, hostname, stale_timeout, timeout=0,
     # A lock holding our pid is always born whole (_create_link); O_EXCL only for a
     # lock that is itself the file's new content (write_pid=False).
     create = _create_excl if (use_excl and not write_pid) else _create_link
+    # With a free pool file the first try is the link itself, before any lstat: a
+    # free lock (nearly always) costs no lookup, and a busy one fails the link with
+    # EEXIST and no inode made -- then the loop below looks at it as always, stale
+    # rules included.
+    fd = None
     if write_pid and LOCK_FILES is not None and LOCK_FILES.serves(mode):
         create = LOCK_FILES.create
-    while True:
+        fd = create(state, mode, write_pid, free_only=True)
+    while fd is None:
         if state.check(now):
             fd = create(state, mode, write_pid)
             if fd is not None:
@@ -420,8 +427,12 @@ def acquire_dotlock(dir_fd, name, *, hostname, stale_timeout, timeout=0,
             # Why fchmod: the umask (077 under the relay) must not decide who
             # can read Dovecot's lock files; Dovecot sets the mode explicitly.
             os.fchmod(fd, mode)
+        if keep_open and state.borrowed:
+            fd = os.dup(fd)         # the Dotlock closes its own fd, never the pool's
+            state.borrowed = False
     except BaseException:
-        os.close(fd)
+        if not state.borrowed:
+            os.close(fd)
         try:
             os.unlink(lock_name, dir_fd=dir_fd)
         except OSError:
@@ -430,7 +441,8 @@ def acquire_dotlock(dir_fd, name, *, hostname, stale_timeout, timeout=0,
             state.on_release()
         raise
     if not keep_open:
-        os.close(fd)
+        if not state.borrowed:
+            os.close(fd)
         fd = None
     lock = Dotlock(dir_fd, name, lock_name, fd, st)
     lock.on_release = state.on_release

@@ -354,11 +354,15 @@ class MaildirStorage(Storage):
         mbox_path = self.display_name(name)
         try:
             with Fds() as fds:
-                mbox_fd, mbox_path, _ = self._open_mailbox(name, fds, create=name == (INBOX,))
+                mbox_fd, mbox_path, perm = self._open_mailbox(name, fds,
+                                                              create=name == (INBOX,))
                 if not self._is_mailbox_dir(mbox_fd, name):
                     raise MailboxNotFoundError(
                         f"mailbox {self.display_name(name)} does not exist")
-                perm = self.dirs.perm_of(mbox_fd)
+                if name != (INBOX,):
+                    # A folder below the root: its own modes. (INBOX is the walk's
+                    # base, whose modes the walk already read: no second fstat.)
+                    perm = self.dirs.perm_of(mbox_fd)
                 # Dovecot re-creates missing tmp/new/cur of an existing mailbox.
                 sub = self._open_subdirs(mbox_fd, mbox_path, perm, fds, create=True)
                 base, size, vsize = self._write_tmp(source, sub["tmp"], mbox_path, perm)
