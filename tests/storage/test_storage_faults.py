@@ -96,18 +96,18 @@ def test_uidlist_write_error_after_a_partial_write_truncates(home, monkeypatch):
     st = maildir_storage(home)
     st.save(("INBOX",), BytesSource(message(1)))
     before = uidlist(home).read_bytes()
-    real_write = os.write
+    real_pwrite = os.pwrite
     calls = []
 
-    def write(fd, data):
+    def pwrite(fd, data, offset):          # the append writes at the end it saw
         if bytes(data[:3]) == b"2 :" and fd not in calls:      # the uidlist record
             calls.append(fd)
-            return real_write(fd, bytes(data[:5]))       # a block's worth, then full
+            return real_pwrite(fd, bytes(data[:5]), offset)  # a block's worth, then full
         if fd in calls:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
+        return real_pwrite(fd, data, offset)
 
-    monkeypatch.setattr(index.os, "write", write)
+    monkeypatch.setattr(index.os, "pwrite", pwrite)
     r = st.save(("INBOX",), BytesSource(message(2)))
     monkeypatch.undo()
     assert calls, "the uidlist append was not reached"

@@ -115,3 +115,20 @@ def test_uidvalidity_continues_dovecots_files(tmp_path, dir_fd):
     (tmp_path / "dovecot-uidvalidity").write_text("6b02cb7a")
     (tmp_path / "dovecot-uidvalidity.6b02cb7a").write_text("")
     assert uidvalidity.next_uid_validity(dir_fd) == 0x6B02CB7B
+
+
+def test_appends_go_where_the_inspection_left_the_end(tmp_path, dir_fd, monkeypatch):
+    """append_records() writes at the length inspect_uidlist() saw under the lock
+    (pwrite, no lseek per save), also after a partial last line was cut and across
+    two appends through one state."""
+    (tmp_path / "dovecot-uidlist").write_text(DOVECOT_WRITTEN + "6 :partial-by-a-cr")
+    state = index.inspect_uidlist(dir_fd)
+
+    def no_lseek(*args):
+        raise AssertionError("lseek per append")
+    monkeypatch.setattr(index.os, "lseek", no_lseek)
+    assert index.append_records(state, ["a,S=1,W=1"], fsync=True) == 6
+    assert index.append_records(state, ["b,S=2,W=2"], fsync=False) == 7
+    state.close()
+    assert (tmp_path / "dovecot-uidlist").read_text() == (
+        DOVECOT_WRITTEN + "6 :a,S=1,W=1\n7 :b,S=2,W=2\n")

@@ -164,8 +164,9 @@ class UidlistState:
     created) or "unusable" (reason says why; save without UIDs).
     """
 
-    def __init__(self, status, *, fd=None, next_uid=None, reason=None):
+    def __init__(self, status, *, fd=None, next_uid=None, reason=None, end=None):
         self.status, self.fd, self.next_uid, self.reason = status, fd, next_uid, reason
+        self.end = end          # "ok": the length seen (and kept) under the lock
 
     def close(self):
         if self.fd is not None:
@@ -231,7 +232,7 @@ def inspect_uidlist(dir_fd):
         if next_uid > UID_MAX:
             os.close(fd)
             return UidlistState("unusable", reason="UIDs exhausted in dovecot-uidlist")
-        return UidlistState("ok", fd=fd, next_uid=next_uid)
+        return UidlistState("ok", fd=fd, next_uid=next_uid, end=good_end)
     except BaseException:
         try:
             os.close(fd)
@@ -254,14 +255,18 @@ def append_records(state, basenames, *, fsync):
     if first + len(basenames) - 1 > UID_MAX:
         raise ValueError("UIDs exhausted")
     data = "".join(format_record(first + i, b) for i, b in enumerate(basenames))
-    old_end = os.lseek(state.fd, 0, os.SEEK_END)
+    # Written at the end inspect_uidlist() saw, not after an lseek(SEEK_END): the
+    # file cannot have grown since -- every writer of a uidlist (Dovecot, us) holds
+    # its dotlock, which the caller has held since the inspection.
+    old_end = end = state.end
     view = memoryview(data.encode("utf-8", "surrogateescape"))
     try:
         while view:
-            written = os.write(state.fd, view)
+            written = os.pwrite(state.fd, view, end)
             if written <= 0:
                 raise OSError(28, "short write to dovecot-uidlist")
             view = view[written:]
+            end += written
         if fsync:
             # Why: the UID is promised to readers only once it is on disk.
             os.fdatasync(state.fd)
@@ -276,6 +281,7 @@ def append_records(state, basenames, *, fsync):
         raise OSError(exc.errno, f"{exc.strerror or exc} (the partial record was "
                       f"truncated back to {old_end} bytes)") from None
     state.next_uid = first + len(basenames)
+    state.end = end
     return first
 
 
