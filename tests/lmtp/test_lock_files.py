@@ -194,16 +194,22 @@ def test_the_daemon_takes_uidlist_locks_from_its_pool_and_removes_it_at_exit():
 
 def test_a_free_lock_is_linked_before_any_look_at_it(tmp_path, pool, monkeypatch):
     """The common case costs the link alone: no lstat of the lock before it (the
-    link's EEXIST is the check) and no dup() of the pool file's fd."""
+    link's EEXIST is the check), no dup() of the pool file's fd and no fstat() of
+    it (its identity is known, its mode is the pool's, its mtime was just set)."""
     box = mailbox(tmp_path)
     take(box).release()                 # the pool now has a free file
-    looks, dups = [], []
-    real_look, real_dup = locking._LockState._lstat_lock, os.dup
+    looks, dups, fstats = [], [], []
+    real_look, real_dup, real_fstat = locking._LockState._lstat_lock, os.dup, os.fstat
     monkeypatch.setattr(locking._LockState, "_lstat_lock",
                         lambda self: looks.append(1) or real_look(self))
     monkeypatch.setattr(os, "dup", lambda fd: dups.append(fd) or real_dup(fd))
+    monkeypatch.setattr(os, "fstat", lambda fd: fstats.append(fd) or real_fstat(fd))
     lock = take(box)
-    assert lock is not None and looks == [] and dups == []
+    assert lock is not None and looks == [] and dups == [] and fstats == []
+    st = os.stat("dovecot-uidlist.lock", dir_fd=box)
+    assert (lock.dev, lock.ino, lock.mtime) == (st.st_dev, st.st_ino, int(st.st_mtime))
+    assert st.st_mode & 0o7777 == 0o600
+    monkeypatch.setattr(os, "fstat", real_fstat)
     assert os.stat("dovecot-uidlist.lock", dir_fd=box).st_nlink == 2
     # Held: the next try is refused after its link failed, then the lock looked at.
     assert take(box) is None and looks == [1]

@@ -133,7 +133,8 @@ class _LockState:
         self.pid_read = self.have_pid = False
         self.last_pid_check = 0
         self.on_release = None          # set by LOCK_FILES: its file back to the pool
-        self.borrowed = False           # set by LOCK_FILES: the fd is its file's, not ours
+        self.borrowed = None            # set by LOCK_FILES: the fd is its file's, not
+                                        # ours; what an fstat of it would say
 
     def _lstat_lock(self):
         try:
@@ -422,16 +423,19 @@ def acquire_dotlock(dir_fd, name, *, hostname, stale_timeout, timeout=0,
         time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
         now = int(time.time())
     try:
-        st = os.fstat(fd)
-        if (st.st_mode & 0o7777) != mode:
-            # Why fchmod: the umask (077 under the relay) must not decide who
-            # can read Dovecot's lock files; Dovecot sets the mode explicitly.
-            os.fchmod(fd, mode)
-        if keep_open and state.borrowed:
-            fd = os.dup(fd)         # the Dotlock closes its own fd, never the pool's
-            state.borrowed = False
+        st = state.borrowed
+        if st is None:
+            st = os.fstat(fd)
+            if (st.st_mode & 0o7777) != mode:
+                # Why fchmod: the umask (077 under the relay) must not decide who
+                # can read Dovecot's lock files; Dovecot sets the mode explicitly.
+                os.fchmod(fd, mode)
+        elif keep_open:
+            # A pool file, made with this mode: the Dotlock closes its own fd.
+            fd = os.dup(fd)
+            state.borrowed = None
     except BaseException:
-        if not state.borrowed:
+        if state.borrowed is None:
             os.close(fd)
         try:
             os.unlink(lock_name, dir_fd=dir_fd)
@@ -441,7 +445,7 @@ def acquire_dotlock(dir_fd, name, *, hostname, stale_timeout, timeout=0,
             state.on_release()
         raise
     if not keep_open:
-        if not state.borrowed:
+        if state.borrowed is None:
             os.close(fd)
         fd = None
     lock = Dotlock(dir_fd, name, lock_name, fd, st)
