@@ -10,12 +10,12 @@ Pigeonhole's X-Sieve names its version).
 import email
 import email.policy
 import os
-import shutil
 
 import pytest
 
 from tests.dovecot_env import DovecotEnv, dovecot_missing
-from tests.support import needs_root, world_tempdir
+from tests.send.capture import CapturingSendmail
+from tests.support import needs_root
 
 pytestmark = [needs_root, pytest.mark.skipif(dovecot_missing() is not None,
                                              reason=str(dovecot_missing()))]
@@ -49,33 +49,20 @@ CASES = {
 
 
 def dovecot_sends(script):
-    spool = world_tempdir("mailslot-send-parity-")
-    os.chmod(spool, 0o777)
-    capture = os.path.join(spool, "capture")
-    with open(capture, "w") as f:
-        f.write(f"#!/bin/sh\nn=$(date +%s%N)\necho \"$@\" > {spool}/$n.args\n"
-                f"cat > {spool}/$n.msg\n")
-    os.chmod(capture, 0o755)
+    sendmail = CapturingSendmail("mailslot-send-parity-")
     env = DovecotEnv.create(extra_settings={
         "mail_plugins": "sieve", "hostname": "mx.example.org",
-        "postmaster_address": "postmaster@example.org", "sendmail_path": capture})
+        "postmaster_address": "postmaster@example.org", "sendmail_path": sendmail.path})
     try:
         path = os.path.join(env.home, ".dovecot.sieve")
         with open(path, "w") as f:
             f.write(script)
         env.give(path)
         env.lda(MSG, "-f", "sender@example.com", "-r", RCPT)
-        sent = []
-        for name in sorted(n for n in os.listdir(spool) if n.endswith(".args")):
-            args = open(os.path.join(spool, name)).read().split()
-            data = open(os.path.join(spool, name[:-5] + ".msg"), "rb").read()
-            assert args[:2] == ["-i", "-f"] and args[3] == "--"
-            sender = "" if args[2] == "<>" else args[2]
-            sent.append((sender, args[4:], data))
-        return sent
+        return sendmail.sent()
     finally:
         env.cleanup()
-        shutil.rmtree(spool, ignore_errors=True)
+        sendmail.cleanup()
 
 
 def shape(sender, recipients, data):

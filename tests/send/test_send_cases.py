@@ -36,7 +36,6 @@ capturing script) with the same setting, which must answer the same.
 import email
 import email.policy
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -44,8 +43,9 @@ import pytest
 
 from tests.dovecot_env import DOVECOT_LDA, DovecotEnv, dovecot_missing
 from tests.quota.conftest import quota_env  # noqa: F401 (the fixture)
+from tests.send.capture import CapturingSendmail
 from tests.sieve.casefile import Case
-from tests.support import needs_root, world_tempdir
+from tests.support import needs_root
 
 pytestmark = needs_root
 
@@ -164,14 +164,8 @@ def run_mailslot(mailer, case):
 
 
 def run_dovecot(case):
-    spool = world_tempdir("mailslot-send-pmcase-")
-    os.chmod(spool, 0o777)
-    capture = os.path.join(spool, "capture")
-    with open(capture, "w") as f:
-        f.write(f"#!/bin/sh\nn=$(date +%s%N)\necho \"$@\" > {spool}/$n.args\n"
-                f"cat > {spool}/$n.msg\n")
-    os.chmod(capture, 0o755)
-    extra = {"mail_plugins": "sieve", "sendmail_path": capture,
+    sendmail = CapturingSendmail("mailslot-send-pmcase-")
+    extra = {"mail_plugins": "sieve", "sendmail_path": sendmail.path,
              # mailslot's default (README: lda_mailbox_autocreate)
              "lda_mailbox_autocreate": "yes"}
     if _system_hostname(case) is None:
@@ -192,21 +186,15 @@ def run_dovecot(case):
             f.write(case.script)
         env.give(path)
         argv = _in_namespace(case, env.user_argv([DOVECOT_LDA, "-c", env.conf]
-                                                 + _argv(case)), spool)
+                                                 + _argv(case)), sendmail.spool)
         proc = subprocess.run(argv, input=MSG, capture_output=True, timeout=120,
                               cwd=env.base)
-        sent = []
-        for name in sorted(n for n in os.listdir(spool) if n.endswith(".args")):
-            args = open(os.path.join(spool, name)).read().split()
-            with open(os.path.join(spool, name[:-5] + ".msg"), "rb") as f:
-                data = f.read()
-            assert args[:2] == ["-i", "-f"] and args[3] == "--"
-            sent.append(("" if args[2] == "<>" else args[2], args[4:], data))
-        return (observe(proc.returncode, env.home, sent, env.read_log(), env.user),
+        return (observe(proc.returncode, env.home, sendmail.sent(), env.read_log(),
+                        env.user),
                 env.read_log())
     finally:
         env.cleanup()
-        shutil.rmtree(spool, ignore_errors=True)
+        sendmail.cleanup()
 
 
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
