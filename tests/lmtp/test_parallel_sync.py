@@ -91,3 +91,36 @@ def test_failed_directory_fsync_still_fails_the_save(tmp_path, flushes, monkeypa
     with open(tmp_path / "Maildir" / index.UIDLIST_NAME) as f:
         uids = [int(line.split()[0]) for line in f.read().splitlines()[1:]]
     assert uids == sorted(set(uids)) and uids[-1] >= 2
+
+
+def test_a_declined_hand_off_syncs_in_turn(tmp_path, flushes, monkeypatch):
+    """PARALLEL_SYNC may answer None (the server does while other deliveries are in
+    flight): the save then fsyncs the directory itself, after the rename and before
+    the uidlist's record -- three flushes in a row, none after the return -- and a
+    failing one still fails the save with nothing left in new/."""
+    storage = _storage(tmp_path)
+    _save(storage, 0)
+    asked = []
+    monkeypatch.setattr(maildir, "PARALLEL_SYNC", lambda fn, *args: asked.append(fn))
+    del flushes[:]
+    began = time.monotonic()
+    result = _save(storage, 1)
+    took = time.monotonic() - began
+    assert asked and result.uid == 2
+    assert [k for k, _, _ in flushes] == ["file", "dir", "datasync"], flushes
+    assert all(a[2] <= b[1] for a, b in zip(flushes, flushes[1:]))     # in turn
+    assert all(end <= began + took for _, _, end in flushes)
+
+    real = os.fsync
+
+    def failing(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(5, "Input/output error")
+        real(fd)
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(StorageError, match="Input/output error"):
+        _save(storage, 2)
+    assert len(os.listdir(tmp_path / "Maildir" / "new")) == 2
+    monkeypatch.setattr(os, "fsync", real)
+    with open(tmp_path / "Maildir" / index.UIDLIST_NAME) as f:
+        assert [line.split()[0] for line in f.read().splitlines()[1:]] == ["1", "2"]

@@ -99,3 +99,64 @@ def test_every_durable_step_is_still_made_for_every_message(traced):
         elif name == "sendto":
             assert synced == renamed, steps
     assert synced == DELIVERIES
+
+
+def test_with_deliveries_side_by_side_the_directory_fsync_is_made_in_turn():
+    """Two clients at once in one process: while another delivery is in flight a
+    save makes its directory fsync itself (server._parallel_sync declines the
+    hand-off, which costs two thread wake-ups), between its rename and its uidlist
+    record -- and every message is still delivered and numbered."""
+    if os.geteuid() != 0 or shutil.which("strace") is None:
+        pytest.skip("needs root and strace")
+    import threading
+    from mailslot.storage.index import read_uidlist
+    site = Site.create()
+    try:
+        site.start()
+        clients = [Client.unix(site.socket) for _ in range(2)]
+        users = ("alice", "bob")        # one Maildir each: no wait for a uidlist lock
+        for c, user in zip(clients, users):
+            c.hello()
+            c.transaction("s@x", [f"{user}@lmtp.test"], MSG)
+        out = os.path.join(site.top, "strace.out")
+        tracer = subprocess.Popen(["strace", "-f", "-qq", "-s", "80", "-o", out,
+                                   "-p", str(site.proc.pid)], stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not _attached(site.proc.pid):
+            time.sleep(0.05)
+        finals = []
+
+        def pump(c, user):
+            for _ in range(15):
+                finals.extend(c.transaction("s@x", [f"{user}@lmtp.test"], MSG)[1])
+        threads = [threading.Thread(target=pump, args=cu) for cu in zip(clients, users)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(0.3)
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(20)
+        assert sorted(finals) == sorted(f"250 2.0.0 <{u}@lmtp.test> Saved"
+                                        for u in users for _ in range(15))
+        for user in users:
+            assert len(site.maildir(user)) == 16
+            fd = os.open(os.path.join(site.home(user), "Maildir"), os.O_RDONLY)
+            try:
+                _, records = read_uidlist(fd)
+            finally:
+                os.close(fd)
+            assert [r[0] for r in records] == list(range(1, 17))
+        with open(out) as f:
+            lines = f.readlines()
+        by_thread = {}
+        for line in lines:
+            m = re.match(r"(\d+)\s+(fsync|renameat2?|fdatasync)\(", line)
+            if m:
+                by_thread.setdefault(m.group(1), []).append(m.group(2)[:8])
+        inline = sum(" ".join(steps).count("renameat fsync fdatasyn")
+                     for steps in by_thread.values())
+        assert inline >= 1, by_thread
+    finally:
+        site.stop()
+        site.cleanup()

@@ -57,7 +57,8 @@ daemon inside its system call; acknowledged means the client read the recipient'
 new/'s fsync in a flusher thread while it syncs the uidlist (storage/maildir.py
 PARALLEL_SYNC, set by the server) through the group commit of storage/dirs.py
 sync_directory: the daemon's wrapper logs the thread each directory sync runs in,
-and the run that is not cut must show one in a flusher thread. The next delivery
+and the run that is not cut must show one in a flusher thread (with one client;
+with several at once the daemon syncs in turn). The next delivery
 is the pipe engine's.
 
 --drop-sync N makes the engine skip its N-th fsync()/fdatasync() of a file on the
@@ -650,7 +651,10 @@ def run(fmt, points=None, drop=0, sieve=False, path="pipe", skip_dirsync=False,
                                   f"not {len(rig.news)}")
         if rig.fast and not rig.handed_off():
             violations.append("the delivery did not go through the fast path")
-        if rig.lmtp and fmt == "maildir" and not rig.flusher_syncs():
+        # One client only: with other deliveries in flight the daemon makes the
+        # sync itself, in turn (lmtp/server.py _parallel_sync); the group-commit
+        # count above still checks that every save synced new/.
+        if rig.lmtp and fmt == "maildir" and clients <= 1 and not rig.flusher_syncs():
             violations.append("no directory sync ran in the daemon's flusher thread "
                               "(PARALLEL_SYNC not in use)")
         chosen = spread(total, points) if points is not None else list(range(1, total + 1))

@@ -111,6 +111,8 @@ class Server:
         self.pool = None
         self.listeners = []
         self.connections = set()        # _Connection objects being served
+        self.delivering = 0             # transactions being filed (delivering_lock)
+        self.delivering_lock = threading.Lock()     # never held while waiting
         self.lock = threading.Lock()    # guards connections, draining, their idle flags
         self.draining = False
         self._drain_started = None
@@ -146,8 +148,9 @@ class Server:
         # Why a pool of its own: its tasks are leaves (one directory fsync each) and
         # never wait for others, so no delivery can wait on a queue it fills.
         self.flushers = Pool(FLUSH_THREADS, "flush")
-        # A Maildir save's directory fsync overlaps its uidlist's (storage/maildir.py).
-        maildir.PARALLEL_SYNC = self.flushers.submit
+        # A Maildir save's directory fsync overlaps its uidlist's (storage/maildir.py)
+        # -- while it is this process's only delivery (_parallel_sync).
+        maildir.PARALLEL_SYNC = self._parallel_sync
         # Read once, not per delivery: nothing in this process changes its umask.
         from ..storage import dirs
         dirs.PROCESS_UMASK = dirs.current_umask()
@@ -303,6 +306,19 @@ class Server:
                 if conn.idle:
                     conn.stop_reading()
 
+    def _parallel_sync(self, fn, *args):
+        """maildir.PARALLEL_SYNC: a flusher's future, or None (the save syncs in turn).
+
+        Why only for a lone delivery: the hand-off costs two thread wake-ups, about a
+        seventh of a message's CPU at 4 connections on 2 cores (docs/benchmarks.md);
+        alone, a delivery waits out both flushes with the CPU idle and the overlap
+        pays (1 connection: the overlap more than doubled the rate), while with
+        another delivery in flight its work fills this one's flush anyway and the
+        CPU is what limits. Either way the save returns only after both flushes."""
+        if self.delivering > 1:
+            return None
+        return self.flushers.submit(fn, *args)
+
     def _give_up(self):
         with self.lock:
             for conn in self.connections:
@@ -430,12 +446,14 @@ class _Connection:
         """Every recipient's reply, in RCPT order. One recipient is filed here; more
         are filed side by side in the pool (their fsyncs overlap). A delivery that
         breaks is None: the session answers it 451."""
-        backend = tx.backend
+        backend, server = tx.backend, self.server
         try:
             job = backend.begin(tx, (self.session.lhlo_name or "unknown", self.ip))
         except Exception as exc:
             self.server.log(f"internal error: {type(exc).__name__}: {exc}")
             return []
+        with server.delivering_lock:
+            server.delivering += 1
         try:
             count = len(tx.recipients)
             if count == 1:
@@ -445,6 +463,8 @@ class _Connection:
             return list(self.server.pool.map(_guarded, [backend.deliver_one] * count,
                                              [job] * count, range(count)))
         finally:
+            with server.delivering_lock:
+                server.delivering -= 1
             backend.end(job)
 
     def _discard(self, events):

@@ -20,7 +20,8 @@ One save, in this order (src/lib-storage/index/maildir/maildir-save.c):
      its next sync -- as dovecot-lda does. In a long-lived process that sets
      PARALLEL_SYNC (mailslot-lmtpd) the directory fsync of step 4 runs in another
      thread while this one writes and syncs the uidlist, so the two flushes
-     overlap; the save still returns only once both are done, and a failed
+     overlap (the server hands it off only while no other delivery of its process
+     is in flight); the save still returns only once both are done, and a failed
      directory fsync still fails it (the uidlist's record of a name that is then
      removed is what Dovecot sees after any expunge: the UID is simply unused).
 Any failure before the message is durable in new/ or cur/ removes what was
@@ -70,7 +71,9 @@ from .dirs import NAME_MAX, DirOpener, Fds, current_umask, storage_error, sync_d
 
 # submit(fn, *args) -> a future, set by a long-lived process with threads
 # (mailslot-lmtpd): the new name's directory fsync then overlaps the uidlist's
-# (step 5). None in the pipe: one thread, both in turn.
+# (step 5). It may answer None (the server does when other deliveries are in
+# flight): the save then makes that fsync itself, in turn. None in the pipe: one
+# thread, both in turn.
 PARALLEL_SYNC = None
 
 SUBDIRS = ("cur", "new", "tmp")          # the order Dovecot creates them in
@@ -506,7 +509,9 @@ class MaildirStorage(Storage):
                     # Why in another thread: this one meanwhile appends and syncs
                     # the uidlist; the two flushes overlap (step 5).
                     syncing = PARALLEL_SYNC(sync_directory, dest_fd)
-                else:
+                if syncing is None:
+                    # Why before the uidlist: the record must not name a file
+                    # whose name may not survive a crash.
                     self._sync_new_name(dest_fd, final, f"{mbox_path}/{dest}", None)
             uid = None
             try:
