@@ -256,6 +256,18 @@ def assert_sigterm_drains(site, busy, idle):
     assert stored.endswith(b"first half\nsecond half\n")
 
 
+def workers(site, timeout=20, count=2, other_than=()):
+    """The pids of the daemon's worker processes (its children), once there are
+    `count` of them none of which is in other_than."""
+    deadline = time.time() + timeout
+    while True:
+        found = site.children()
+        if len(found) == count and not set(found) & set(other_than):
+            return sorted(found)
+        assert time.time() < deadline, (found, site.stderr())
+        time.sleep(0.05)
+
+
 def assert_alice_over_the_limit(client, timeout=20):
     """While a delivery to alice is under way elsewhere (lmtp_user_concurrency_limit
     1), a transaction for alice and bob must answer 451 for alice and 250 for bob.

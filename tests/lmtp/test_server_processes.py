@@ -15,24 +15,12 @@ import pytest
 
 from tests.support import needs_root
 from tests.lmtp.lmtpsite import (Client, Site, assert_alice_over_the_limit,
-                                  assert_sigterm_drains)
+                                  assert_sigterm_drains, workers)
 
 pytestmark = needs_root
 
 MSG = b"From: a@example.org\nSubject: hello\n\nbody\n"
 TWO = "lmtp_processes: 2\n"
-
-
-def workers(site, timeout=20, count=2, other_than=()):
-    """The pids of the daemon's worker processes (its children), once there are
-    `count` of them none of which is in other_than."""
-    deadline = time.time() + timeout
-    while True:
-        found = site.children()
-        if len(found) == count and not set(found) & set(other_than):
-            return sorted(found)
-        assert time.time() < deadline, (found, site.stderr())
-        time.sleep(0.05)
 
 
 def worker_of(client, pids):
