@@ -18,7 +18,7 @@ DEB_BUILD := python3-venv python3-dev libcap-dev gcc make python3-yaml python3-p
 DEB_TEST  := time python3-cffi dovecot-core dovecot-imapd dovecot-sieve dovecot-lmtpd valgrind clang \
              libclang-rt-14-dev util-linux procps postgresql python3-psycopg2 postfix \
              python3-llfuse
-DEB_BENCH := hyperfine time
+DEB_BENCH := hyperfine time dovecot-core dovecot-sieve dovecot-lmtpd gcc
 # Packaging (issue 7): building the .deb and the RPM, and the packaging and Postfix
 # tests. Postfix is preseeded to "No configuration": no system instance is set up.
 DEB_PKG   := debhelper dh-python dpkg-dev fakeroot rpm
@@ -115,8 +115,12 @@ bench-deps: build
 	$(call apt_install,$(DEB_BENCH))
 	@$(VPY) -c 'import matplotlib' 2>/dev/null || { $(call pip_run,'matplotlib>=3.6'); }
 
+# The pipe matrix (rewrites docs/benchmarks.md's generated table), then issue 17's
+# LMTP comparison against Dovecot's lmtp (it runs Dovecot's master: root only).
 bench: bench-deps
 	$(VPY) bench/run_bench.py
+	@if [ "$$(id -u)" = 0 ]; then $(VPY) bench/run_bench.py --lmtp; \
+	else echo "bench: the LMTP comparison (bench/run_bench.py --lmtp) runs Dovecot's master and needs root: skipped"; fi
 
 bench-quick: bench-deps
 	$(VPY) bench/run_bench.py --quick $(if $(BENCH_OUT),--out $(BENCH_OUT))
