@@ -52,7 +52,7 @@ class Options:
         self.final_recipient = None     # -r
         self.sender = None            # -f, "" for <>
         self.sender_given = False
-        self.sender_invalid = None    # the text of an unparsable -f, for the log
+        self.sender_invalid = None    # an unparsable or non-ASCII -f, for the log
         self.config_path = None       # -c
         self.overrides = []           # -o key=value, in order
         self.mailbox = None           # -m ("" and unset both mean INBOX)
@@ -134,7 +134,10 @@ def _set_value(opts, letter, value):
         opts.final_recipient = _recipient(value, "-r")
     elif letter == "f":
         opts.sender_given = True
-        parsed = parse_address(value)
+        # As dovecot-lda: an address that is not ASCII (RFC 6531's SMTPUTF8, or
+        # bytes that are not UTF-8) is a broken sender, taken as <>: nothing this
+        # delivery sends (a rejection, a vacation reply) goes to it.
+        parsed = parse_address(value) if value.isascii() else None
         if parsed is None:
             opts.sender, opts.sender_invalid = "", value
         else:
@@ -156,6 +159,10 @@ def _recipient(value, option):
     parsed = parse_address(value)
     if not parsed:
         raise _usage(f"option {option}: invalid address {value!r}")
+    if not value.isascii():
+        # As dovecot-lda (64): a recipient must be ASCII; SMTPUTF8 (RFC 6531)
+        # addresses are not supported.
+        raise _usage(f"option {option}: invalid address {value!r}: not ASCII")
     return parsed
 
 
@@ -208,7 +215,8 @@ def deliver_pipe(opts, clock=None, log_tag=None):
     settings = rcpt.settings
     warnings = []
     if opts.sender_invalid is not None:
-        warnings.append(f"Invalid envelope sender address {opts.sender_invalid!r}, "
+        why = "" if opts.sender_invalid.isascii() else " (not ASCII)"
+        warnings.append(f"Invalid envelope sender address {opts.sender_invalid!r}{why}, "
                         "using <> instead")
     message, opened_fd = open_message(opts, settings["mail_temp_dir"] or None)
     from .deliver import DeliveryContext, deliver

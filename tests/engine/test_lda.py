@@ -147,6 +147,33 @@ def test_usage_error_exits_64(env):
     assert proc.returncode == 64 and b"unknown option -X" in proc.stderr
 
 
+@pytest.mark.parametrize("option", ["-a", "-r"])
+@pytest.mark.parametrize("value", ["jörg@example.org".encode(), b"j\xe9rg@example.org"],
+                         ids=["utf-8", "latin-1"])
+def test_recipient_not_ascii_exits_64_and_saves_nothing(env, option, value):
+    # As dovecot-lda ("Invalid -a parameter", 64): SMTPUTF8 addresses are not
+    # supported, nor bytes that are not UTF-8; the MTA gets the reason on stderr.
+    shutil.rmtree(env.maildir, ignore_errors=True)
+    proc = env.lda(option.encode(), value)
+    assert proc.returncode == 64
+    assert f"option {option}: invalid address".encode() in proc.stderr
+    assert b"not ASCII" in proc.stderr
+    assert files_in(os.path.join(env.maildir, "new")) == []
+
+
+def test_sender_not_ascii_is_null_and_logged(env):
+    # As dovecot-lda: a broken -f is <> (the log says so), the message is saved.
+    shutil.rmtree(env.maildir, ignore_errors=True)
+    proc = env.lda(b"-f", b"j\xc3\xb6rg@example.org", b"-o",
+                   b"deliver_log_format=from=<%e> %$")
+    assert proc.returncode == 0, proc.stderr
+    assert len(files_in(os.path.join(env.maildir, "new"))) == 1
+    log = open(env.log).read()
+    assert "Invalid envelope sender address 'jörg@example.org' (not ASCII), " \
+           "using <> instead" in log
+    assert "from=<> saved mail to INBOX" in log
+
+
 def test_d_with_detail_and_folder(env):
     proc = env.lda("-d", f"{env.user.pw_name}+lists", "-m", "lists", "-s")
     assert proc.returncode == 0, proc.stderr

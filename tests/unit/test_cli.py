@@ -42,6 +42,36 @@ def test_unparsable_sender_becomes_null_and_is_remembered(value):
     assert opts.sender == "" and opts.sender_invalid == value
 
 
+# As dovecot-lda: a -f that is not ASCII (UTF-8, RFC 6531; or bytes that are not
+# UTF-8, which argv carries as surrogates) is the null sender, remembered for the log.
+@pytest.mark.parametrize("value", ["jörg@example.com", "<sender@exämple.com>",
+                                   '"j ö"@example.com', "j\udce9rg@example.com"])
+def test_sender_not_ascii_becomes_null_and_is_remembered(value):
+    opts = parse_args(["-f", value])
+    assert opts.sender == "" and opts.sender_invalid == value
+
+
+# Every character RFC 5322 allows in an atom, a quoted local part with an escaped
+# quote: ASCII, kept as given.
+@pytest.mark.parametrize("value", ["a!#$%&'*+/=?^_`{|}~-b@example.com",
+                                   '"odd\\"q x"@example.org'])
+def test_unusual_ascii_addresses_are_kept(value):
+    opts = parse_args(["-f", value, "-a", value, "-r", value])
+    assert opts.sender == opts.original_recipient == opts.final_recipient == value
+    assert opts.sender_invalid is None
+
+
+@pytest.mark.parametrize("option", ["-a", "-r"])
+@pytest.mark.parametrize("value", ["jörg@example.org", "someone@exämple.org",
+                                   "j\udce9rg@example.org"])
+def test_recipient_not_ascii_is_a_usage_error(option, value):
+    with pytest.raises(UsageError) as info:
+        parse_args([option, value])
+    assert exit_code_for(info.value) == EX_USAGE
+    assert str(info.value).startswith(f"option {option}: invalid address ")
+    assert str(info.value).endswith("not ASCII")
+
+
 def test_empty_mailbox_means_inbox():
     assert parse_args(["-m", ""]).mailbox is None
 
