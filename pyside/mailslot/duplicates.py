@@ -9,6 +9,15 @@ vacation replies (handle + sender), redirects (message id + target) and Sieve's
     if db.claim(key, period):     # atomically: not seen (or expired) -> remember it
         ...send...                # on failure: db.forget(key)
     db.check(key); db.mark(key, period)
+    with db.sending(key, period) as fresh:   # the lock held over the send
+        if fresh: ...send...      # remembered after the send returns, not before
+
+claim() suits a send that may be lost (a vacation reply: a crash between the claim
+and the send costs that reply, never a second one); sending() suits one that must
+not be (a redirect may be the only delivery of the message): it is recorded after
+the MTA has it, so a crash before the record makes the MTA's retry send once more
+(one extra copy at most, Pigeonhole's order), while the lock held over the send
+still keeps two deliveries of one message at once to one copy.
 
 Keys are any str or bytes; the file holds a 128-bit hash of each (a key may carry
 a sender's address: it is data, hashed, never a path or a line of the file).
@@ -97,6 +106,11 @@ class DuplicateDB:
             self._store(entries)
             return True
 
+    def sending(self, key, period):
+        """A context: True when key is not remembered (under the lock, held until
+        the block ends); key is remembered when the block ends without an error."""
+        return _Sending(self, key, period)
+
     def forget(self, key):
         """Drop key (a claimed send that failed, so that a retry may send)."""
         with self._locked():
@@ -166,6 +180,37 @@ class DuplicateDB:
             _fsync_dir(os.path.dirname(self.path) or ".")
         except OSError as exc:
             raise DuplicateDBError(f"cannot write {self.path}: {exc.strerror}") from None
+
+
+class _Sending:
+    """DuplicateDB.sending's context (see there)."""
+
+    def __init__(self, db, key, period):
+        self.db, self.name, self.period = db, key_hash(key), period
+        self.lock = db._locked()
+        self.entries = None
+        self.fresh = False
+
+    def __enter__(self):
+        self.lock.__enter__()
+        try:
+            self.entries = self.db._load()
+            self.fresh = self.entries.get(self.name, 0) <= int(self.db.clock())
+            return self.fresh
+        except BaseException:
+            self.lock.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, exc_type, *exc):
+        try:
+            if exc_type is None and self.fresh:
+                # Recorded after the send: a crash before this costs one extra copy
+                # on the retry, never the message (see the module docstring).
+                self.entries[self.name] = int(self.db.clock()) + max(int(self.period), 1)
+                self.db._store(self.entries)
+        finally:
+            self.lock.__exit__(None, None, None)
+        return False
 
 
 class _FileLock:

@@ -154,8 +154,10 @@ def message(tag, size=300_000):
 
 class Rig:
     def __init__(self, fmt, drop=0, sieve=False, path="pipe", skip_dirsync=False,
-                 clients=1):
+                 clients=1, sends=None):
         self.fmt, self.drop, self.sieve, self.path = fmt, drop, sieve, path
+        self.sends = None           # --sends: fusesend.Sends (the script, the capture)
+        self.retried = False        # --sends: the MTA's retry ran in this state
         self.skip_dirsync = skip_dirsync
         self.clients = clients
         self.broken_group = False   # run(broken_group=True): see DAEMON
@@ -179,10 +181,14 @@ class Rig:
             subprocess.run(["usermod", "-d", self.dc.home, self.name], check=True)
             self.home = self.dc.home
             self.conf = os.path.join(self.base, "mailslot.yaml")
-            log = os.path.join(self.base, "engine.log")
+            log = self.log = os.path.join(self.base, "engine.log")
+            if sends:
+                from tests.reliability.fusesend import Sends
+                self.sends = Sends(sends)
             with open(self.conf, "w") as f:
                 f.write(f"mail_location: {LOCATIONS[fmt]}\nlog_path: {log}\n"
-                        "hostname: power.example.org\nfirst_valid_uid: 100\n")
+                        "hostname: power.example.org\nfirst_valid_uid: 100\n"
+                        + (self.sends.settings() if self.sends else ""))
             os.chmod(self.conf, 0o644)
             open(log, "a").close()
             os.chown(log, self.entry.pw_uid, self.entry.pw_gid)
@@ -212,6 +218,8 @@ class Rig:
         if self.dc is not None:
             subprocess.run(["umount", "-l", self.dc.home], capture_output=True)
             self.dc.cleanup()
+        if self.sends is not None:
+            self.sends.capture.cleanup()
         shutil.rmtree(self.base, ignore_errors=True)
         remove_user(self.name)
 
@@ -224,6 +232,10 @@ class Rig:
         argv = ["setpriv", f"--reuid={self.entry.pw_uid}", f"--regid={self.entry.pw_gid}",
                 "--init-groups", "--", SYSTEM_PYTHON, "-I", "-S", "-c", code,
                 "-c", self.conf]
+        if self.sends is not None:
+            # The envelope sender the vacation reply goes to.
+            from tests.reliability.fusesend import SENDER
+            argv += ["-f", SENDER]
         env = {"PATH": "/usr/bin:/bin", "USER": self.name, "HOME": self.home,
                "LOGNAME": self.name}
         proc = subprocess.run(argv, input=data, capture_output=True, env=env, cwd="/",
@@ -364,10 +376,10 @@ class Rig:
 
     def _prepare(self):
         """The state before the delivery: one message, read by Dovecot."""
-        if self.sieve:
+        if self.sieve or self.sends:
             script = os.path.join(self.home, ".dovecot.sieve")
             with open(script, "wb") as f:
-                f.write(SIEVE_SCRIPT)
+                f.write(self.sends.script if self.sends else SIEVE_SCRIPT)
             os.chown(script, self.entry.pw_uid, self.entry.pw_gid)
         code, err = self.engine(self.old)
         if code != 0:
@@ -381,6 +393,9 @@ class Rig:
         """Deliver the new message on the FUSE disk, the power going after its
         crash_after-th operation (0: never); the engine's exit and the ops log."""
         self._empty_home()
+        self.retried = False
+        if self.sends is not None:
+            self.sends.clear()
         status = os.path.join(self.base, "status")
         disk = subprocess.Popen([SYSTEM_PYTHON, FUSEDISK, self.source, self.home, status,
                                  "--crash-after", str(crash_after), "--mode", mode],
@@ -520,6 +535,8 @@ class Rig:
         problems = self._check_duplicates() + self._check_uidlist_names(acked)
         counts = {}
         new_box = "Odd" if self.sieve else "INBOX"
+        if self.sends is not None and not self.sends.saves:
+            acked = set()       # forwarded, not filed: fusesend.py checks it
         for box, tag, ok in seen:
             if not ok:
                 problems.append(f"a partial message is visible ({box}: {tag})")
@@ -536,8 +553,11 @@ class Rig:
             if tag in acked and counts.get(tag, 0) != 1:
                 problems.append(f"{tag} acknowledged (exit 0, 250) but there "
                                 f"{counts.get(tag, 0)} times after the power cut")
-            if counts.get(tag, 0) > 1:
-                problems.append(f"the new message {tag} is there twice")
+            # The MTA's retry (--sends) of a message the cut saved but never
+            # acknowledged files it a second time: a duplicate, never a loss.
+            if counts.get(tag, 0) > 1 + (self.retried and tag not in acked):
+                problems.append(f"the new message {tag} is there "
+                                f"{counts.get(tag, 0)} times")
         extra = set(counts) - set(tags.values()) - set(self.news)
         if extra:
             problems.append(f"unknown messages: {sorted(extra)}")
@@ -596,6 +616,10 @@ class Rig:
                     problems.append("the old mbox did not survive")
         else:
             problems += self.check(acked, healed=False)
+        if self.sends is not None:
+            # The MTA's retry of the cut message, and what went out (fusesend.py).
+            problems += self.sends.after_cut(self, acked, cut)
+            self.retried = not acked
         # The next delivery runs on what the crash left (and heals a cut mbox append).
         started = time.monotonic()
         code2, err2 = self.engine(self.next, rebooted=True)
@@ -623,13 +647,13 @@ def spread(total, k):
 
 
 def run(fmt, points=None, drop=0, sieve=False, path="pipe", skip_dirsync=False,
-        clients=1, broken_group=False):
+        clients=1, broken_group=False, sends=None):
     """skip_dirsync (--path lmtp): the daemon skips the directory fsyncs of its
     Maildir saves (the one its flusher thread runs): the run must find violations.
     clients (--path lmtp): that many connections deliver to the one user at once;
     broken_group: their daemon's group commit is replaced by a wrong one (a save
     waits for an fsync already under way): the run must find violations."""
-    rig = Rig(fmt, drop, sieve, path, skip_dirsync, clients)
+    rig = Rig(fmt, drop, sieve, path, skip_dirsync, clients, sends)
     rig.broken_group = broken_group
     try:
         started = time.monotonic()
@@ -672,7 +696,11 @@ def run(fmt, points=None, drop=0, sieve=False, path="pipe", skip_dirsync=False,
                 "cut": cut, "drop_sync": drop, "states_with_a_lock_left": rig.locks_left,
                 "locks_dovecot_waits_out": rig.locks_waited_out,
                 "violation_count": len(violations), "violations": violations[:8],
-                "clients": clients, "group_commit": group,
+                "clients": clients, "group_commit": group, "sends": sends and {
+                    "kind": sends, "retries": rig.sends.retries,
+                    "mails_about_the_cut_message": rig.sends.sent_total,
+                    "states_nothing_went_out": rig.sends.nothing_sent,
+                    "states_one_extra_copy": rig.sends.extra},
                 "acked_at_cuts": sorted(rig.acked_at_cuts),
                 "uidlist_names_not_renamed": rig.uidlist_not_renamed,
                 "syncs": [f"{o['name']} {o['path'].replace(rig.home, '~')}"
@@ -724,6 +752,7 @@ def main(argv=None):
     parser.add_argument("--sieve", action="store_true")
     parser.add_argument("--path", choices=["pipe", "fast", "lmtp"], default="pipe")
     parser.add_argument("--clients", type=int, default=1)
+    parser.add_argument("--sends", choices=["vacation", "redirect", "forward"])
     args = parser.parse_args(argv)
     reason = fuse_missing()
     if reason:
@@ -732,7 +761,7 @@ def main(argv=None):
     bad = 0
     for fmt in args.format or ["maildir", "mbox"]:
         result = run(fmt, args.points, args.drop_sync, args.sieve, args.path,
-                     clients=args.clients)
+                     clients=args.clients, sends=args.sends)
         bad += result["violation_count"]
         print(json.dumps(result))
     return 1 if bad and not args.drop_sync else 0

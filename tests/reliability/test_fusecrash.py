@@ -120,3 +120,28 @@ def test_a_group_commit_that_trusts_an_fsync_under_way_is_caught(fuse):
             break
     assert result["violation_count"] > 0, result
     assert any("acknowledged" in v or "lists" in v for v in result["violations"]), result
+
+
+@pytest.mark.parametrize("kind,fmt", [("vacation", "maildir"), ("redirect", "mbox"),
+                                      ("forward", "maildir")])
+def test_power_cut_around_a_vacation_reply_or_a_forward(fuse, kind, fmt):
+    """The script answers (vacation), forwards with :copy (redirect) or only forwards
+    (forward) the cut message; outgoing mail goes to a capturing sendmail_path off
+    the disk, and after every cut state the MTA's retry delivers the message again
+    (tests/reliability/fusesend.py). A vacation reply goes out at most once in all
+    (claimed before it is sent); a forward at most twice and never not at all
+    (recorded after it is sent) -- the forward-only case failed before that order:
+    the cut after the claim's directory fsync lost the message. The duplicate
+    database parses in every state and the retry reads it."""
+    result = fusecrash.run(fmt, POINTS, sends=kind)
+    assert result["violation_count"] == 0, result
+    assert result["cut"] == result["states_checked"] - 1 >= 3 * min(POINTS, 3), result
+    sends = result["sends"]
+    # Every cut state was unacknowledged, so the MTA retried each.
+    assert sends["retries"] == result["cut"], result
+    assert "fsync ~/.mailslot.lda-dupes.tmp" in result["syncs"], result
+    if kind == "vacation":
+        # The last point (the claim's directory fsync) is between claim and send.
+        assert sends["states_nothing_went_out"] >= 3, result
+    else:
+        assert sends["states_nothing_went_out"] == 0, result

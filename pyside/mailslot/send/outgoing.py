@@ -16,6 +16,8 @@ The rules (RFC 3834, 5230, 5429, 5436 and Pigeonhole's):
 - a redirect is not sent again to the same target for the same Message-ID within
   sieve_redirect_duplicate_period (a retried delivery does not forward twice),
   and not at all when it would loop (redirect.loop_reason): the message is kept;
+  it is recorded after the send, the lock held over it (duplicates.sending): a
+  crash in between forwards once more on the retry, never loses the message;
 - a vacation reply goes out only when Sieve's decision says so (vacation.decide)
   and the (handle, sender) pair was not answered within the period: the duplicate
   database claims the pair before sending, and forgets it if the send fails;
@@ -186,19 +188,39 @@ class OutgoingMail:
         msgid = original.first("message-id")
         period = self.settings.get("sieve_redirect_duplicate_period") \
             or DEFAULT_REDIRECT_DUPLICATE_PERIOD
-        key = None
+        sending = None
         if msgid and self.duplicates is not None:
             key = "redirect\0%s\0%s\0%s" % (self.user_address, msgid, address.lower())
             try:
-                # Claimed before sending (two deliveries of one message at once
-                # forward it once), forgotten if the send fails.
-                if not self.duplicates.claim(key, period):
+                # The lock is held over the send (two deliveries of one message at
+                # once forward it once) and the forward recorded after the MTA has
+                # it: a crash before the record costs one extra copy on the retry,
+                # never the message (the forward may be its only delivery).
+                sending = self.duplicates.sending(key, period)
+                if not sending.__enter__():
+                    sending.__exit__(None, None, None)
                     self.log.info(f"sieve: redirect action: discarded duplicate forward "
                                   f"to <{address}>")
                     return False
             except Exception as exc:
                 self.log.warning(f"sieve: duplicate database: {exc}; forwarding anyway")
-                key = None
+                sending = None
+        try:
+            self._forward(spool, address)
+        except BaseException as exc:
+            if sending is not None:
+                sending.__exit__(type(exc), exc, None)    # not recorded: a retry sends
+            raise
+        if sending is not None:
+            try:
+                sending.__exit__(None, None, None)
+            except Exception as exc:
+                self.log.warning(f"sieve: duplicate database: {exc}; the forward to "
+                                 f"<{address}> is not remembered")
+        self.log.info(f"sieve: redirect action: forwarded to <{address}>")
+        return True
+
+    def _forward(self, spool, address):
         sender = envelope_sender(
             self.settings.get("sieve_redirect_envelope_from"),
             sender=self.envelope.get("from") or "", recipient=self.envelope.get("to"),
@@ -211,21 +233,15 @@ class OutgoingMail:
         # the recipient's address (redirect_loop knows both as ours).
         chunks = redirect_chunks(spool, self.settings.get("sieve_user_email")
                                  or self.user_address)
-        try:
-            if self.dry_run:
-                data = b"".join(chunks)
-                self.sent.append(compose.Outgoing(sender, [address], data, "redirect",
-                                                  f"forward to <{address}>"))
-                self._send(sender, [address], [data], f"forward to <{address}>")
-            else:
-                self._send(sender, [address], chunks, f"forward to <{address}>")
-                self.sent.append(compose.Outgoing(sender, [address], b"", "redirect",
-                                                  f"forward to <{address}>"))
-        except SendError:
-            self._forget(key)
-            raise
-        self.log.info(f"sieve: redirect action: forwarded to <{address}>")
-        return True
+        if self.dry_run:
+            data = b"".join(chunks)
+            self.sent.append(compose.Outgoing(sender, [address], data, "redirect",
+                                              f"forward to <{address}>"))
+            self._send(sender, [address], [data], f"forward to <{address}>")
+        else:
+            self._send(sender, [address], chunks, f"forward to <{address}>")
+            self.sent.append(compose.Outgoing(sender, [address], b"", "redirect",
+                                              f"forward to <{address}>"))
 
     def vacation(self, original, action):
         if not action.get("send"):
