@@ -4,6 +4,7 @@ made durable, cut at every operation (issue 21).
     python3 -m tests.reliability.fusecrash [--format maildir|mbox] [--sieve]
                                            [--points K] [--drop-sync N]
                                            [--path pipe|fast|lmtp]
+                                           [--sends vacation|redirect|forward]
 
 SIGKILL (crash.py) never loses the page cache, and powerloss.py sees the engine's
 os calls only. Here the engine runs unchanged (Debian's python3 -I -S, as a test
@@ -60,6 +61,13 @@ sync_directory: the daemon's wrapper logs the thread each directory sync runs in
 and the run that is not cut must show one in a flusher thread (with one client;
 with several at once the daemon syncs in turn). The next delivery
 is the pipe engine's.
+
+--sends vacation|redirect|forward (pipe path): the user's script answers the cut
+message with a vacation reply, forwards it with :copy, or only forwards it;
+outgoing mail goes to a capturing sendmail_path, and after every cut state the
+MTA's retry delivers the message again (tests/reliability/fusesend.py has the
+rules: a reply at most once in all, a forward at most twice and never not at
+all, the duplicate database read by the retry).
 
 --drop-sync N makes the engine skip its N-th fsync()/fdatasync() of a file on the
 FUSE disk (a monkeypatch in this harness's engine wrapper only; the product has

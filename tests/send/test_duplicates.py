@@ -124,6 +124,47 @@ def test_concurrent_claims_from_threads_of_one_process_one_wins(tmp_path):
     assert results.count(True) == 1 and results.count(False) == 15
 
 
+
+def test_sending_records_after_the_send_and_never_after_a_failed_one(tmp_path):
+    """duplicates.sending (redirect): nothing on the disk while the send runs (a
+    crash then makes the retry send again, never lose the forward); recorded when
+    the block ends; a send that raised leaves nothing (the retry sends)."""
+    path = str(tmp_path / "dupes")
+    db = DuplicateDB(path, clock=Clock())
+    with pytest.raises(OSError):
+        with db.sending("fwd", 3600) as fresh:
+            assert fresh
+            raise OSError("the MTA refused")
+    assert not db.check("fwd")
+    with db.sending("fwd", 3600) as fresh:
+        assert fresh and not db.check("fwd")     # not yet: the send is under way
+    assert db.check("fwd")
+    with db.sending("fwd", 3600) as fresh:
+        assert not fresh
+
+
+def test_concurrent_sendings_from_threads_send_once(tmp_path):
+    """The lock is held over the send: of 8 deliveries of one message at once,
+    one forwards."""
+    import threading
+    path = str(tmp_path / "dupes")
+    sent = []
+    start = threading.Barrier(8)
+
+    def deliver():
+        start.wait()
+        with DuplicateDB(path).sending("same-key", 3600) as fresh:
+            if fresh:
+                time.sleep(0.05)        # the MTA takes a while
+                sent.append(1)
+
+    threads = [threading.Thread(target=deliver) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(sent) == 1
+
 WRITER = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
