@@ -11,6 +11,8 @@ vacation replies (handle + sender), redirects (message id + target) and Sieve's
     db.check(key); db.mark(key, period)
     with db.sending(key, period) as fresh:   # the lock held over the send
         if fresh: ...send...      # remembered after the send returns, not before
+    held = db.hold(key, period)   # the same in steps: held.fresh, then after the
+                                  # send held.record(), or held.release()
 
 claim() suits a send that may be lost (a vacation reply: a crash between the claim
 and the send costs that reply, never a second one); sending() suits one that must
@@ -106,10 +108,15 @@ class DuplicateDB:
             self._store(entries)
             return True
 
-    def sending(self, key, period):
-        """A context: True when key is not remembered (under the lock, held until
-        the block ends); key is remembered when the block ends without an error."""
-        return _Sending(self, key, period)
+    def hold(self, key, period):
+        """Take the lock and keep it: the answer's .fresh says whether key is not
+        remembered; its record() remembers key and lets the lock go, release()
+        only lets it go."""
+        return _Hold(self, key, period)
+
+    # hold() as a context: True when key is not remembered (the lock held until
+    # the block ends); remembered when the block ends without an error.
+    sending = hold
 
     def forget(self, key):
         """Drop key (a claimed send that failed, so that a retry may send)."""
@@ -182,34 +189,49 @@ class DuplicateDB:
             raise DuplicateDBError(f"cannot write {self.path}: {exc.strerror}") from None
 
 
-class _Sending:
-    """DuplicateDB.sending's context (see there)."""
+class _Hold:
+    """DuplicateDB.hold's answer: the database's lock, held from hold() until
+    record() or release(); fresh says whether key was not remembered (or expired)
+    when the lock was taken. Also a context (DuplicateDB.sending)."""
 
     def __init__(self, db, key, period):
         self.db, self.name, self.period = db, key_hash(key), period
-        self.lock = db._locked()
-        self.entries = None
-        self.fresh = False
+        self._lock = db._locked()
+        self._lock.__enter__()
+        try:
+            self._entries = db._load()
+            self.fresh = self._entries.get(self.name, 0) <= int(db.clock())
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        self._held = True
+
+    def record(self):
+        """Remember key (when it was fresh), then release the lock. Called after
+        the send: a crash before this costs one extra copy on the retry, never the
+        message (see the module docstring)."""
+        try:
+            if self.fresh and self._held:
+                self._entries[self.name] = int(self.db.clock()) + max(int(self.period), 1)
+                self.db._store(self._entries)
+        finally:
+            self.release()
+
+    def release(self):
+        """Let the lock go without remembering anything (the send failed, or key
+        was not fresh). Idempotent."""
+        if self._held:
+            self._held = False
+            self._lock.__exit__(None, None, None)
 
     def __enter__(self):
-        self.lock.__enter__()
-        try:
-            self.entries = self.db._load()
-            self.fresh = self.entries.get(self.name, 0) <= int(self.db.clock())
-            return self.fresh
-        except BaseException:
-            self.lock.__exit__(None, None, None)
-            raise
+        return self.fresh
 
     def __exit__(self, exc_type, *exc):
-        try:
-            if exc_type is None and self.fresh:
-                # Recorded after the send: a crash before this costs one extra copy
-                # on the retry, never the message (see the module docstring).
-                self.entries[self.name] = int(self.db.clock()) + max(int(self.period), 1)
-                self.db._store(self.entries)
-        finally:
-            self.lock.__exit__(None, None, None)
+        if exc_type is None:
+            self.record()
+        else:
+            self.release()
         return False
 
 

@@ -16,7 +16,7 @@ The rules (RFC 3834, 5230, 5429, 5436 and Pigeonhole's):
 - a redirect is not sent again to the same target for the same Message-ID within
   sieve_redirect_duplicate_period (a retried delivery does not forward twice),
   and not at all when it would loop (redirect.loop_reason): the message is kept;
-  it is recorded after the send, the lock held over it (duplicates.sending): a
+  it is recorded after the send, the lock held over it (duplicates.hold): a
   crash in between forwards once more on the retry, never loses the message;
 - a vacation reply goes out only when Sieve's decision says so (vacation.decide)
   and the (handle, sender) pair was not answered within the period: the duplicate
@@ -188,7 +188,7 @@ class OutgoingMail:
         msgid = original.first("message-id")
         period = self.settings.get("sieve_redirect_duplicate_period") \
             or DEFAULT_REDIRECT_DUPLICATE_PERIOD
-        sending = None
+        held = None
         if msgid and self.duplicates is not None:
             key = "redirect\0%s\0%s\0%s" % (self.user_address, msgid, address.lower())
             try:
@@ -196,24 +196,23 @@ class OutgoingMail:
                 # once forward it once) and the forward recorded after the MTA has
                 # it: a crash before the record costs one extra copy on the retry,
                 # never the message (the forward may be its only delivery).
-                sending = self.duplicates.sending(key, period)
-                if not sending.__enter__():
-                    sending.__exit__(None, None, None)
-                    self.log.info(f"sieve: redirect action: discarded duplicate forward "
-                                  f"to <{address}>")
-                    return False
+                held = self.duplicates.hold(key, period)
             except Exception as exc:
                 self.log.warning(f"sieve: duplicate database: {exc}; forwarding anyway")
-                sending = None
+            if held is not None and not held.fresh:
+                held.release()
+                self.log.info(f"sieve: redirect action: discarded duplicate forward "
+                              f"to <{address}>")
+                return False
         try:
             self._forward(spool, address)
-        except BaseException as exc:
-            if sending is not None:
-                sending.__exit__(type(exc), exc, None)    # not recorded: a retry sends
+        except BaseException:
+            if held is not None:
+                held.release()          # not recorded: a retry sends
             raise
-        if sending is not None:
+        if held is not None:
             try:
-                sending.__exit__(None, None, None)
+                held.record()
             except Exception as exc:
                 self.log.warning(f"sieve: duplicate database: {exc}; the forward to "
                                  f"<{address}> is not remembered")
