@@ -7,6 +7,7 @@ the lock's pool file -- while the steps that make a 250 durable are all still th
 in order, for every message: the file's fsync before its rename, the directory's
 fsync and the uidlist's fdatasync before the reply."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -32,26 +33,38 @@ def traced():
     client.hello()
     for _ in range(2):          # warm-up: the Maildir, the lock pool's file
         client.transaction("s@x", ["alice@lmtp.test"], MSG)
+    finals = []
+    with _strace(site) as traced_lines:
+        for _ in range(DELIVERIES):
+            finals += client.transaction("s@x", ["alice@lmtp.test"], MSG)[1]
+        client.send(b"QUIT\r\n")
+        client.reply()
+    lines = [line for line in traced_lines if "resumed>" not in line or "(" in line]
+    yield site, finals, lines
+    site.stop()
+    site.cleanup()
+
+
+@contextlib.contextmanager
+def _strace(site):
+    """strace -f the daemon while the block runs; yields a list that gets the
+    trace's lines when the block ends. Fails if strace never attached: an empty
+    trace would let every "no such call" assertion pass."""
     out = os.path.join(site.top, "strace.out")
     tracer = subprocess.Popen(["strace", "-f", "-qq", "-s", "80", "-o", out,
                                "-p", str(site.proc.pid)], stderr=subprocess.PIPE)
-    # strace reports nothing on -qq; wait until it has attached to every thread.
+    # strace reports nothing on -qq; wait until it has attached.
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not _attached(site.proc.pid):
+    while not _attached(site.proc.pid):
+        assert time.monotonic() < deadline, "strace did not attach"
         time.sleep(0.05)
-    finals = []
-    for _ in range(DELIVERIES):
-        finals += client.transaction("s@x", ["alice@lmtp.test"], MSG)[1]
-    client.send(b"QUIT\r\n")
-    client.reply()
+    lines = []
+    yield lines
     time.sleep(0.3)
     tracer.send_signal(signal.SIGINT)
     tracer.wait(20)
     with open(out) as f:
-        lines = [line for line in f if "resumed>" not in line or "(" in line]
-    yield site, finals, lines
-    site.stop()
-    site.cleanup()
+        lines += f.readlines()
 
 
 def _attached(pid):
@@ -118,25 +131,17 @@ def test_with_deliveries_side_by_side_the_directory_fsync_is_made_in_turn():
         for c, user in zip(clients, users):
             c.hello()
             c.transaction("s@x", [f"{user}@lmtp.test"], MSG)
-        out = os.path.join(site.top, "strace.out")
-        tracer = subprocess.Popen(["strace", "-f", "-qq", "-s", "80", "-o", out,
-                                   "-p", str(site.proc.pid)], stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not _attached(site.proc.pid):
-            time.sleep(0.05)
         finals = []
 
         def pump(c, user):
             for _ in range(15):
                 finals.extend(c.transaction("s@x", [f"{user}@lmtp.test"], MSG)[1])
         threads = [threading.Thread(target=pump, args=cu) for cu in zip(clients, users)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        time.sleep(0.3)
-        tracer.send_signal(signal.SIGINT)
-        tracer.wait(20)
+        with _strace(site) as lines:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
         assert sorted(finals) == sorted(f"250 2.0.0 <{u}@lmtp.test> Saved"
                                         for u in users for _ in range(15))
         for user in users:
@@ -147,8 +152,6 @@ def test_with_deliveries_side_by_side_the_directory_fsync_is_made_in_turn():
             finally:
                 os.close(fd)
             assert [r[0] for r in records] == list(range(1, 17))
-        with open(out) as f:
-            lines = f.readlines()
         by_thread = {}
         for line in lines:
             m = re.match(r"(\d+)\s+(fsync|renameat2?|fdatasync)\(", line)
