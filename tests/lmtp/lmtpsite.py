@@ -98,6 +98,28 @@ class Site:
         self.wait_listening()
         return self.proc
 
+    def start_activated(self):
+        """Start the daemon as systemd socket activation does: a unix socket bound
+        here (run/activated, returned) handed over as fd 3 with LISTEN_PID (the
+        daemon's own pid: sh execs it) and LISTEN_FDS=1. Returns the socket's path;
+        it may not be served yet: callers retry their connect or wait for workers."""
+        path = os.path.join(self.top, "run", "activated")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        os.chmod(path, 0o666)
+        listener.listen(8)
+        fd = listener.fileno()
+        wrapper = ["/bin/sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh"] + \
+            self.argv()
+        err = open(self.stderr_path, "ab")
+        # dup2 clears close-on-exec on the copy at fd 3.
+        self.proc = subprocess.Popen(wrapper, stderr=err, stdin=subprocess.DEVNULL,
+                                     cwd=self.top, env={"PATH": "/usr/bin:/bin"},
+                                     pass_fds=(3,), preexec_fn=lambda: os.dup2(fd, 3))
+        err.close()
+        listener.close()
+        return path
+
     def wait_listening(self, timeout=20):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -227,24 +227,9 @@ def test_sigkill_under_load_loses_nothing_acknowledged(site):
 def test_systemd_socket_activation(tmp_path):
     """LISTEN_PID/LISTEN_FDS: the daemon serves the socket it is handed (fd 3) and
     ignores lmtp_listen."""
-    import socket as _socket
-    import subprocess
     s = Site.create()
     try:
-        path = os.path.join(s.top, "run", "activated")
-        listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        listener.bind(path)
-        os.chmod(path, 0o666)
-        listener.listen(8)
-        argv = s.argv()
-        # sh's pid is the daemon's (exec all the way down), as systemd sets it.
-        wrapper = ["/bin/sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh"] + argv
-        err = open(s.stderr_path, "ab")
-        s.proc = subprocess.Popen(wrapper, stderr=err, stdin=subprocess.DEVNULL, cwd=s.top,
-                                  env={"PATH": "/usr/bin:/bin"}, pass_fds=(3,),
-                                  preexec_fn=_dup_to_3(listener.fileno()))
-        err.close()
-        listener.close()
+        path = s.start_activated()
         deadline = time.time() + 20
         while True:
             try:
@@ -260,12 +245,6 @@ def test_systemd_socket_activation(tmp_path):
     finally:
         s.stop()
         s.cleanup()
-
-
-def _dup_to_3(fd):
-    def child():
-        os.dup2(fd, 3)          # dup2 clears close-on-exec on the copy
-    return child
 
 
 def test_user_concurrency_limit():

@@ -289,23 +289,9 @@ def test_two_workers_appending_to_one_mbox_never_interleave():
 def test_systemd_sockets_are_shared_by_the_workers():
     """LISTEN_FDS with lmtp_processes 2: the passed socket is opened once and
     served by both workers (lmtp_listen unused)."""
-    import socket as _socket
-    import subprocess
     s = Site.create(extra=TWO)
     try:
-        path = os.path.join(s.top, "run", "activated")
-        listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        listener.bind(path)
-        os.chmod(path, 0o666)
-        listener.listen(8)
-        fd = listener.fileno()
-        wrapper = ["/bin/sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh"] + s.argv()
-        err = open(s.stderr_path, "ab")
-        s.proc = subprocess.Popen(wrapper, stderr=err, stdin=subprocess.DEVNULL, cwd=s.top,
-                                  env={"PATH": "/usr/bin:/bin"}, pass_fds=(3,),
-                                  preexec_fn=lambda: os.dup2(fd, 3))
-        err.close()
-        listener.close()
+        path = s.start_activated()
         pids = workers(s)
         clients = []
         for _ in range(40):
